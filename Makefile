@@ -1,0 +1,28 @@
+# The front door: `make test`, `make generate`, `make bench`. Each sets up .venv itself.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install test generate bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The default corpora under data/ (git-ignored). Reruns are instant: an existing corpus is kept.
+generate: $(STAMP)
+	$(BIN)/python -m generator --preset mnist --count 60000 --out data/mnist-60000
+	$(BIN)/python -m generator --preset imagenet --count 2000 --out data/imagenet-2000
+	$(BIN)/python -m generator --preset 4k-8bit --count 8 --out data/4k-8bit-8
+	$(BIN)/python -m generator --preset 4k-16bit --count 4 --out data/4k-16bit-4
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The benchmark: runs, probes (floors, cache, I/O counters), results, reports and plans."""

@@ -1,0 +1,85 @@
+"""python -m generator: write a synthetic TIFF corpus in the files, hdf5 and lmdb layouts."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .build import generate, parse_layouts
+from .cli import Parser, nonneg_int, positive_int, run_main
+from .errors import UsageError
+from .layouts import LAYOUTS
+from .spec import COMPRESSIONS, CONTENTS, DTYPES, PAYLOADS, PRESETS, Spec, parse_shape, preset_spec
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m generator", description=__doc__.strip() + (
+        " Each sample is a pure function of (seed, index): the same command always writes the same "
+        "bytes, whatever --workers. Interrupted? Rerun the same command: it resumes. Under MPI, use "
+        "`python -m bench` for reading; generation runs in one process."))
+    p.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (see --list-presets)")
+    p.add_argument("--shape", help="custom HxWxC instead of a preset, e.g. 512x512x3")
+    p.add_argument("--dtype", choices=DTYPES, help="pixel type for --shape (default uint8)")
+    p.add_argument("--count", type=positive_int, default=1000, help="number of images (default 1000)")
+    p.add_argument("--out", help="corpus directory (default data/<preset>-<count>)")
+    p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma list (default files,hdf5,lmdb)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="content seed (default 0)")
+    p.add_argument("--payload", choices=PAYLOADS, default="tiff", help="stored bytes: tiff (default) or raw pixels")
+    p.add_argument("--content", choices=CONTENTS, default="smooth",
+                   help="smooth (image-like, compressible; default) or noise (incompressible)")
+    p.add_argument("--compression", choices=COMPRESSIONS, default="none", help="TIFF compression (default none)")
+    p.add_argument("--classes", type=positive_int, default=10, help="number of label classes (default 10)")
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                   help=f"parallel workers (default: the core count, {os.cpu_count()})")
+    p.add_argument("--force", action="store_true", help="replace a corpus with a different spec in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    return p
+
+
+def spec_from_args(args) -> Spec:
+    common = dict(count=args.count, seed=args.seed, content=args.content, payload=args.payload,
+                  compression=args.compression, num_classes=args.classes)
+    if args.preset and args.shape:
+        raise UsageError("give --preset or --shape, not both")
+    if args.preset:
+        if args.dtype:
+            raise UsageError("--dtype goes with --shape; presets fix their own dtype")
+        return preset_spec(args.preset, **common)
+    if args.shape:
+        h, w, c = parse_shape(args.shape)
+        return Spec(height=h, width=w, channels=c, dtype=args.dtype or "uint8", **common)
+    raise UsageError("give --preset NAME (see --list-presets) or --shape HxWxC")
+
+
+def format_table(reports) -> str:
+    rows = [("layout", "samples", "bytes on disk", "files", "seconds", "MB/s")]
+    for r in reports:
+        rows.append((r.layout + (" (existing)" if r.skipped else ""), f"{r.samples:,}", f"{r.bytes_on_disk:,}",
+                     f"{r.files:,}", f"{r.seconds:.2f}", f"{r.mb_per_s:,.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     for row in rows)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_presets:
+        for name, (h, w, c, dtype, what) in PRESETS.items():
+            print(f"{name:10} {w}x{h}x{c} {dtype:6}  {what}")
+        return 0
+    spec = spec_from_args(args)
+    layouts = parse_layouts(args.layouts)
+    name = spec.preset or f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}"
+    out = args.out or os.path.join("data", f"{name}-{spec.count}")
+    manifest, reports = generate(out, spec, layouts, args.workers, args.force,
+                                 progress=False if args.quiet else None)
+    if not args.quiet:
+        print(f"corpus {out}: {spec.count:,} x {spec.pixel_bytes:,} B of pixels "
+              f"({spec.height}x{spec.width}x{spec.channels} {spec.dtype}), seed {spec.seed}")
+        print(format_table(reports))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main("python -m generator", main))

@@ -1,0 +1,240 @@
+"""The generation driver: one corpus directory, its layouts, resumable and locked."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import CorpusError, UsageError
+from .layouts import LAYOUTS, disk_usage, registry
+from .layouts.files import sample_relpath, write_file
+from .manifest import MANIFEST, Manifest, read_manifest, write_json_atomic, write_manifest
+from .pool import SampleTable, bounded_map, chunks, codec_for, produce
+from .spec import Spec
+
+IN_PROGRESS = ".generating.json"  # the spec being generated; present until generation ends
+LOCK = ".lock"
+
+
+@dataclass(frozen=True)
+class LayoutReport:
+    layout: str
+    samples: int
+    bytes_on_disk: int
+    files: int
+    seconds: float
+    mb_per_s: float
+    skipped: bool = False
+
+
+def parse_layouts(text: str | list[str]) -> list[str]:
+    names = text.split(",") if isinstance(text, str) else list(text)
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise UsageError("no layouts given; choose from: " + ", ".join(LAYOUTS))
+    for n in names:
+        if n not in LAYOUTS:
+            raise UsageError(f"unknown layout {n!r}; choose from: {', '.join(LAYOUTS)}")
+    return list(dict.fromkeys(names))
+
+
+class CorpusLock:
+    """An exclusive flock on DIR/.lock: two generators never interleave in one directory."""
+
+    def __init__(self, root: Path):
+        self.path = root / LOCK
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise CorpusError(f"another generator (pid {holder}) is writing {self.path.parent}; "
+                              f"wait for it to finish or stop it, then rerun") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # releases the flock
+
+
+def _files_job(args):
+    root, spec, indices = args
+    payloads, crcs, sizes, labels = produce(spec, indices)
+    for i, p, label in zip(indices, payloads, labels):
+        write_file(root, sample_relpath(spec, i, label), p)
+    return indices, crcs, sizes, labels
+
+
+def _produce_job(args):
+    spec, indices = args
+    return (indices, *produce(spec, indices))
+
+
+def _wipe(root: Path) -> None:
+    for cls in registry().values():
+        for p in cls(root, None, None).paths():
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    for name in (MANIFEST, IN_PROGRESS):
+        (root / name).unlink(missing_ok=True)
+
+
+def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
+    """The manifest to extend, after refusing (or with --force wiping) anything else in root."""
+    described = None
+    try:
+        if (root / MANIFEST).exists():
+            described = read_manifest(root).spec
+        elif (root / IN_PROGRESS).exists():
+            described = Spec.from_dict(json.loads((root / IN_PROGRESS).read_text())["spec"])
+    except (CorpusError, UsageError, ValueError, KeyError, TypeError) as exc:
+        if not force:
+            raise CorpusError(f"{root} holds a damaged corpus ({exc}); rerun with --force to replace it") from None
+        _wipe(root)
+        return None
+    if described is None:
+        foreign = [p.name for p in root.iterdir() if p.name != LOCK]
+        if foreign:
+            raise UsageError(f"{root} is not empty and holds no layoutbench corpus ({', '.join(sorted(foreign)[:3])}"
+                             f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty --out directory")
+        return None
+    if not described.same_corpus(spec):
+        if not force:
+            raise UsageError(f"{root} holds a corpus with a different spec ({_describe(described)}); "
+                             f"use --force to replace it or choose another --out")
+        _wipe(root)
+        return None
+    return read_manifest(root) if (root / MANIFEST).exists() else None
+
+
+def _describe(spec: Spec) -> str:
+    return (f"{spec.preset + ' ' if spec.preset else ''}{spec.height}x{spec.width}x{spec.channels} {spec.dtype}, "
+            f"count {spec.count}, seed {spec.seed}, {spec.content}, {spec.payload}/{spec.compression}")
+
+
+def _check_space(root: Path, spec: Spec, layouts: list[str]) -> None:
+    codec = codec_for(spec)
+    need = 0
+    for name in layouts:
+        cls = registry()[name]
+        have = sum(disk_usage(p)[0] for p in cls(root, spec, codec).paths() if p.exists())
+        need += max(0, cls.estimate_bytes(spec, codec) - have)
+    free = shutil.disk_usage(root).free
+    if need > free:
+        raise UsageError(f"not enough disk space in {root}: the layouts {','.join(layouts)} need about "
+                         f"{need / 1e9:.2f} GB and {free / 1e9:.2f} GB is free; free space, use fewer "
+                         f"--layouts or a smaller --count, or another --out")
+
+
+def generate(out, spec: Spec, layouts=LAYOUTS, workers: int | None = None, force: bool = False,
+             progress: bool | None = None) -> tuple[Manifest, list[LayoutReport]]:
+    """Make (or finish, or extend) the corpus in `out`. Returns its manifest and a report per layout."""
+    layouts = parse_layouts(layouts)
+    workers = os.cpu_count() or 1 if workers is None else workers
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    root = Path(out)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out directory {root}: {exc.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UsageError(f"--out directory {root} is not writable; choose another directory")
+    with CorpusLock(root):
+        manifest = _existing(root, spec, force)
+        done = set(manifest.layouts) if manifest else set()
+        todo = [name for name in layouts if name not in done]
+        reports = [_report_existing(manifest, name) for name in layouts if name in done]
+        if not todo:
+            return manifest, reports
+        _check_space(root, spec, todo)
+        write_json_atomic(root / IN_PROGRESS, {"spec": spec.to_dict(), "layouts": todo})
+        codec = codec_for(spec)
+        table = (SampleTable(spec.count, manifest.crc32, manifest.sizes, manifest.labels)
+                 if manifest else SampleTable(spec.count))
+        manifest = manifest or Manifest(spec, [], [], [], {}, len(codec.header))
+        for name in todo:
+            writer = registry()[name](root, spec, codec)
+            try:
+                report = _write_layout(writer, table, workers, progress)
+            except OSError as exc:
+                writer.abort()
+                if exc.errno == errno.ENOSPC:
+                    raise CorpusError(f"disk full while writing the {name} layout in {root}; the corpus is "
+                                      f"marked incomplete: free space and rerun the same command to resume") from None
+                raise
+            except BaseException:
+                writer.abort()
+                raise
+            table.known = True
+            manifest.crc32, manifest.sizes, manifest.labels = (
+                table.crc.tolist(), table.sizes.tolist(), table.labels.tolist())
+            manifest.layouts[name] = {
+                "path": writer.target, "bytes_on_disk": report.bytes_on_disk, "files": report.files,
+                "write_seconds": round(report.seconds, 6), "mb_per_s": round(report.mb_per_s, 3),
+                "payload_bytes": int(table.sizes.sum()), "workers": workers,
+                "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            write_manifest(root, manifest)  # each finished layout becomes readable at once
+            reports.append(report)
+        (root / IN_PROGRESS).unlink(missing_ok=True)
+    return manifest, reports
+
+
+def _report_existing(manifest: Manifest, name: str) -> LayoutReport:
+    f = manifest.layouts[name]
+    return LayoutReport(name, manifest.spec.count, f["bytes_on_disk"], f["files"], f["write_seconds"],
+                        f["mb_per_s"], skipped=True)
+
+
+def _write_layout(writer, table: SampleTable, workers: int, progress) -> LayoutReport:
+    spec = writer.spec
+    t0 = time.perf_counter()
+    start = writer.begin()
+    show = sys.stderr.isatty() if progress is None else progress
+    with tqdm(total=spec.count, desc=f"{writer.name:>5}", unit="img", disable=not show,
+              dynamic_ncols=True) as bar:
+        if writer.writes_in_workers:
+            jobs = [(writer.root, spec, r) for r in chunks(0, spec.count, spec)]
+            if workers > 1:
+                ctx = multiprocessing.get_context("fork")
+                with ctx.Pool(min(workers, len(jobs))) as pool:
+                    for indices, crcs, sizes, labels in pool.imap_unordered(_files_job, jobs):
+                        table.fill(indices, crcs, sizes, labels)
+                        bar.update(len(indices))
+            else:
+                for indices, crcs, sizes, labels in map(_files_job, jobs):
+                    table.fill(indices, crcs, sizes, labels)
+                    bar.update(len(indices))
+        else:
+            if start and not table.known:  # resumed: re-derive what the first run had written
+                for r in chunks(0, start, spec):
+                    _, crcs, sizes, labels = produce(spec, r)
+                    table.fill(r, crcs, sizes, labels)
+            bar.update(start)
+            jobs = [(spec, r) for r in chunks(start, spec.count, spec)]
+            for indices, payloads, crcs, sizes, labels in bounded_map(_produce_job, jobs, workers):
+                writer.put_many(indices, payloads)
+                table.fill(indices, crcs, sizes, labels)
+                bar.update(len(indices))
+        writer.end(table.labels)
+    seconds = time.perf_counter() - t0
+    on_disk, files = disk_usage(writer.root / writer.target)
+    payload = int(table.sizes.sum())
+    return LayoutReport(writer.name, spec.count, on_disk, files, seconds, payload / seconds / 1e6)

@@ -1,0 +1,120 @@
+"""The payload codec: how one sample's pixels become the stored bytes, and back.
+
+Payloads are either bare pixels (`raw`) or a baseline TIFF (`tiff`). Our TIFFs are one strip,
+little-endian, with the IFD *before* the pixels, so for an uncompressed corpus every payload is
+one fixed header followed by the pixels: the encoder writes a precomputed header, and the
+decoder checks that header and views the pixels in place with np.frombuffer. Anything else
+(compressed, or a foreign TIFF) is decoded by tifffile.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+
+from .spec import Spec
+
+_SHORT, _LONG, _RATIONAL = 3, 4, 5
+_ALIGN = 16  # pixel data starts at a multiple of this, so uint16 views are aligned
+DEFLATE_LEVEL = 1  # zlib level 6 is ~5x slower for a few % smaller image-like payloads
+
+
+def tiff_header(height: int, width: int, channels: int, itemsize: int,
+                strip_bytes: int, deflate: bool = False) -> bytes:
+    """A baseline TIFF header + IFD whose single strip starts right after it."""
+    bits = 8 * itemsize
+    n_tags = 14 if channels == 4 else 13  # must match the tags listed below
+    ifd_size = 2 + 12 * n_tags + 4
+    extra = 8 + ifd_size  # where out-of-line values go
+    bps_at = extra
+    extra += 2 * channels if channels > 2 else 0
+    xres_at = extra
+    yres_at = extra + 8
+    extra += 16
+    pixels_at = -(-extra // _ALIGN) * _ALIGN
+
+    def tag(code, typ, count, value):
+        if typ == _SHORT and count == 1:
+            return struct.pack("<HHIHH", code, typ, count, value, 0)
+        return struct.pack("<HHII", code, typ, count, value)
+
+    tags = [
+        tag(256, _LONG, 1, width),
+        tag(257, _LONG, 1, height),
+        tag(258, _SHORT, channels, bps_at) if channels > 2 else tag(258, _SHORT, 1, bits),
+        tag(259, _SHORT, 1, 8 if deflate else 1),
+        tag(262, _SHORT, 1, 1 if channels == 1 else 2),  # BlackIsZero or RGB
+        tag(273, _LONG, 1, pixels_at),
+        tag(277, _SHORT, 1, channels),
+        tag(278, _LONG, 1, height),
+        tag(279, _LONG, 1, strip_bytes),
+        tag(282, _RATIONAL, 1, xres_at),
+        tag(283, _RATIONAL, 1, yres_at),
+        tag(284, _SHORT, 1, 1),  # chunky (interleaved) samples
+    ]
+    if channels == 4:
+        tags.append(tag(338, _SHORT, 1, 2))  # ExtraSamples: unassociated alpha
+    tags.append(tag(296, _SHORT, 1, 1))  # ResolutionUnit: none
+    tags.sort()
+    assert len(tags) == n_tags
+    head = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + b"".join(tags) + b"\0\0\0\0"
+    if channels > 2:
+        head += struct.pack(f"<{channels}H", *([bits] * channels))
+    head += struct.pack("<IIII", 1, 1, 1, 1)
+    return head + b"\0" * (pixels_at - len(head))
+
+
+class Codec:
+    """encode(pixels) -> payload bytes; decode(payload) -> (H, W, C) array. One per spec."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.shape = spec.shape
+        self.dtype = spec.np_dtype
+        self.kind = spec.payload if spec.compression == "none" else f"{spec.payload}-{spec.compression}"
+        self.header = b""
+        if spec.payload == "tiff" and spec.compression == "none":
+            self.header = tiff_header(*spec.shape, self.dtype.itemsize, spec.pixel_bytes)
+        self.fixed_size = spec.pixel_bytes + len(self.header) if spec.compression == "none" else None
+
+    def encode(self, pixels: np.ndarray) -> bytes:
+        data = np.ascontiguousarray(pixels, dtype=self.dtype)
+        if self.spec.payload == "raw":
+            return data.tobytes()
+        if self.spec.compression == "deflate":
+            body = zlib.compress(data, DEFLATE_LEVEL)
+            return tiff_header(*self.shape, self.dtype.itemsize, len(body), deflate=True) + body
+        out = bytearray(self.fixed_size)  # one copy of the pixels, not two
+        out[: len(self.header)] = self.header
+        out[len(self.header):] = memoryview(data).cast("B")
+        return bytes(out) if len(out) < 65536 else out
+
+    def decode(self, payload) -> np.ndarray:
+        """The pixels; a view into `payload` on the fast path (copy it if you keep it past the buffer)."""
+        if self.spec.payload == "raw":
+            if len(payload) != self.spec.pixel_bytes:
+                raise ValueError(f"raw payload is {len(payload)} bytes, expected {self.spec.pixel_bytes}")
+            return np.frombuffer(payload, self.dtype).reshape(self.shape)
+        h = len(self.header)
+        if h and len(payload) == self.fixed_size and payload[:h] == self.header:
+            return np.frombuffer(payload, self.dtype, offset=h).reshape(self.shape)
+        return self._decode_tifffile(payload)
+
+    def _decode_tifffile(self, payload) -> np.ndarray:
+        import tifffile
+
+        if bytes(payload[:4]) not in (b"II*\x00", b"MM\x00*"):
+            raise ValueError("not a TIFF (bad magic bytes)")
+        try:
+            img = tifffile.imread(io.BytesIO(bytes(payload)))
+        except Exception as exc:  # tifffile raises many types for damaged input
+            raise ValueError(f"undecodable TIFF: {exc}") from None
+        img = np.asarray(img)
+        if img.ndim == 2:
+            img = img[:, :, None]
+        if img.shape != self.shape or img.dtype != self.dtype:
+            raise ValueError(f"TIFF holds {img.shape} {img.dtype}, expected {self.shape} {self.dtype}")
+        return img

@@ -1,0 +1,28 @@
+"""Errors every part of layoutbench raises: each names what is wrong and what to do."""
+
+
+class LayoutbenchError(Exception):
+    """Base class: the CLI prints the message on one line instead of a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(LayoutbenchError, ValueError):
+    """A bad argument or setting (the CLI exits 2)."""
+
+    exit_code = 2
+
+
+class CorpusError(LayoutbenchError):
+    """A corpus directory that is missing, incomplete, of another version or another spec."""
+
+
+class SampleError(LayoutbenchError):
+    """One sample that is missing, truncated or corrupt; names layout, index and where."""
+
+    def __init__(self, layout: str, index: int, where: str, problem: str):
+        self.layout, self.index, self.where, self.problem = layout, index, where, problem
+        super().__init__(
+            f"{layout} sample {index} at {where}: {problem} "
+            f"(run `python -m loaders verify` on the corpus, or regenerate it with --force)"
+        )

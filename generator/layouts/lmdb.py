@@ -1,0 +1,110 @@
+"""`lmdb`: one environment, lmdb/ (data.mdb, lock.mdb).
+
+- sub-database `payload`: key = index as 8-byte big-endian (so keys sort in index order and
+  are appended), value = the payload bytes.
+- sub-database `meta`: `labels` = uint16 little-endian array of every label; `spec` = JSON.
+  No pickle anywhere.
+- The map size is computed from the spec (see map_size) so writing never hits MapFullError.
+
+LMDB commits are atomic, so the environment is built in lmdb.partial/ in batched transactions
+and a rerun resumes after the last committed sample; it is renamed to lmdb/ when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+from . import LayoutWriter, payload_estimate
+
+DIRNAME = "lmdb"
+PARTIAL = "lmdb.partial"
+PAGE = 4096
+TXN_BYTES = 256 << 20  # commit about every 256 MiB...
+TXN_SAMPLES = 50_000  # ...or this many samples, whichever comes first
+
+
+def key_of(index: int) -> bytes:
+    return index.to_bytes(8, "big")
+
+
+def entry_bytes(spec, codec) -> int:
+    """Upper estimate of the bytes one sample takes in the environment."""
+    value = payload_estimate(spec, codec)
+    if value + 8 + 16 > PAGE // 2:  # stored in overflow pages of its own
+        return (-(-(value + 16) // PAGE)) * PAGE + 64
+    return 2 * (value + 8 + 16)  # packed in leaf pages, which may be only half full after splits
+
+
+def map_size(spec, codec) -> int:
+    """Enough address space for the whole corpus with room for copy-on-write pages."""
+    return int(1.5 * spec.count * entry_bytes(spec, codec)) + 4 * spec.count + (64 << 20)
+
+
+class LMDBWriter(LayoutWriter):
+    name = "lmdb"
+    target = DIRNAME
+
+    def paths(self):
+        return [self.root / DIRNAME, self.root / PARTIAL]
+
+    def begin(self) -> int:
+        import lmdb
+
+        self.path = self.root / PARTIAL
+        self.path.mkdir(exist_ok=True)
+        self.env = lmdb.open(str(self.path), map_size=map_size(self.spec, self.codec), max_dbs=2,
+                             subdir=True, sync=False, metasync=False, readahead=False)
+        self.db = self.env.open_db(b"payload")
+        self.meta = self.env.open_db(b"meta")
+        with self.env.begin() as txn:
+            done = txn.stat(self.db)["entries"]
+            last = txn.cursor(self.db).last() and txn.cursor(self.db).key()
+        if done and last != key_of(done - 1):
+            # Appends commit whole batches in order, so anything else is damage: start over.
+            self.abort()
+            shutil.rmtree(self.path)
+            return self.begin()
+        self.txn = self.env.begin(write=True, db=self.db)
+        self.pending = 0
+        self.pending_samples = 0
+        return done
+
+    def put_many(self, indices, payloads) -> None:
+        for i, p in zip(indices, payloads):
+            if not self.txn.put(key_of(i), p, append=True):
+                raise RuntimeError(f"lmdb refused key {i}")
+            self.pending += len(p)
+            self.pending_samples += 1
+        if self.pending >= TXN_BYTES or self.pending_samples >= TXN_SAMPLES:
+            self.txn.commit()
+            self.txn = self.env.begin(write=True, db=self.db)
+            self.pending = self.pending_samples = 0
+
+    def end(self, labels: np.ndarray) -> None:
+        self.txn.put(b"labels", labels.astype("<u2").tobytes(), db=self.meta)
+        self.txn.put(b"spec", json.dumps(self.spec.to_dict()).encode(), db=self.meta)
+        self.txn.commit()
+        self.env.sync(True)
+        self.env.close()
+        final = self.root / DIRNAME
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(self.path, final)
+
+    def abort(self) -> None:
+        try:
+            self.txn.abort()
+        except Exception:
+            pass
+        try:
+            self.env.close()
+        except Exception:
+            pass
+
+    @classmethod
+    def estimate_bytes(cls, spec, codec) -> int:
+        return spec.count * (entry_bytes(spec, codec) + 2) + (1 << 20)

@@ -1,0 +1,77 @@
+"""Producing payloads: chunks of indices -> encoded payloads, checksums, sizes and labels."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import itertools
+import zlib
+from collections import deque
+
+import numpy as np
+
+from .codec import Codec
+from .spec import Spec
+from .synth import make_sample
+
+
+@functools.lru_cache(maxsize=4)
+def codec_for(spec: Spec) -> Codec:
+    return Codec(spec)
+
+
+def produce(spec: Spec, indices):
+    """(payloads, crc32s, sizes, labels) for `indices`: the corpus's bytes, made from scratch."""
+    codec = codec_for(spec)
+    payloads, crcs, sizes, labels = [], [], [], []
+    for i in indices:
+        pixels, label = make_sample(spec, i)
+        p = codec.encode(pixels)
+        payloads.append(p)
+        crcs.append(zlib.crc32(p))
+        sizes.append(len(p))
+        labels.append(label)
+    return payloads, crcs, sizes, labels
+
+
+def chunks(start: int, stop: int, spec: Spec):
+    """Contiguous index ranges of about 8 MiB of payload (at most 4096 samples)."""
+    step = max(1, min(4096, (8 << 20) // max(1, spec.pixel_bytes)))
+    return [range(a, min(a + step, stop)) for a in range(start, stop, step)]
+
+
+def bounded_map(fn, items, workers: int, window: int | None = None):
+    """Ordered map over threads with at most `window` results in flight (bounded memory)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    window = window or 2 * workers
+    items = iter(items)
+    with cf.ThreadPoolExecutor(workers) as ex:
+        pending = deque(ex.submit(fn, it) for it in itertools.islice(items, window))
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(items, None)
+            if nxt is not None:
+                pending.append(ex.submit(fn, nxt))
+            yield result
+
+
+class SampleTable:
+    """Per-sample checksum, size and label, filled as samples are produced."""
+
+    def __init__(self, count: int, crc=None, sizes=None, labels=None):
+        self.known = crc is not None
+        self.crc = np.asarray(crc if self.known else np.zeros(count), np.uint32)
+        self.sizes = np.asarray(sizes if self.known else np.zeros(count), np.int64)
+        self.labels = np.asarray(labels if self.known else np.zeros(count), np.uint16)
+
+    def fill(self, indices: range, crcs, sizes, labels) -> None:
+        sl = slice(indices.start, indices.stop)
+        if self.known:
+            # Every layout re-derives the samples: a difference means nondeterminism, a bug.
+            if not (np.array_equal(self.crc[sl], crcs) and np.array_equal(self.sizes[sl], sizes)):
+                raise RuntimeError(f"samples {indices.start}..{indices.stop - 1} differ from the manifest's "
+                                   f"checksums: the generator is not deterministic (please report this)")
+            return
+        self.crc[sl], self.sizes[sl], self.labels[sl] = crcs, sizes, labels

@@ -1,0 +1,112 @@
+"""What a corpus is: a frozen Spec (shape, dtype, count, seed, content, payload) and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UsageError
+
+DTYPES = ("uint8", "uint16")
+CONTENTS = ("smooth", "noise")
+PAYLOADS = ("tiff", "raw")
+COMPRESSIONS = ("none", "deflate")
+
+# name: (height, width, channels, dtype, what it stands for)
+PRESETS: dict[str, tuple[int, int, int, str, str]] = {
+    "mnist": (28, 28, 1, "uint8", "MNIST digits, 784 B"),
+    "cifar": (32, 32, 3, "uint8", "CIFAR-10, 3,072 B"),
+    "imagenet": (224, 224, 3, "uint8", "ImageNet-like training crop, 150,528 B"),
+    "hd": (1080, 1920, 3, "uint8", "Full HD frame, 6,220,800 B"),
+    "4k-square": (4096, 4096, 3, "uint8", "4096x4096 RGB, 16,777,216 px, 50,331,648 B"),
+    "4k-8bit": (2540, 4520, 4, "uint8", "4520x2540 RGBA 8 bit, 45,923,200 B (the article's 45.9 MB)"),
+    "4k-16bit": (2540, 4520, 4, "uint16", "4520x2540 RGBA 16 bit, 91,846,400 B (the article's 91.8 MB)"),
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything that determines a corpus's bytes. Two equal specs make identical corpora."""
+
+    height: int
+    width: int
+    channels: int
+    dtype: str = "uint8"
+    count: int = 1
+    seed: int = 0
+    content: str = "smooth"
+    payload: str = "tiff"
+    compression: str = "none"
+    num_classes: int = 10
+    preset: str | None = None
+
+    def __post_init__(self):
+        for name in ("height", "width", "channels", "count", "num_classes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        if self.channels not in (1, 3, 4):
+            raise UsageError(f"channels must be 1, 3 or 4, got {self.channels}")
+        if self.num_classes > 65535:
+            raise UsageError(f"num_classes must be at most 65535, got {self.num_classes}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise UsageError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        for name, allowed in (("dtype", DTYPES), ("content", CONTENTS),
+                              ("payload", PAYLOADS), ("compression", COMPRESSIONS)):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.payload == "raw" and self.compression != "none":
+            raise UsageError("--compression applies to TIFF payloads only; use --payload tiff")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype).newbyteorder("<")
+
+    @property
+    def pixel_bytes(self) -> int:
+        """Bytes of pixels in one sample (what the presets' sizes count)."""
+        return self.height * self.width * self.channels * self.np_dtype.itemsize
+
+    @property
+    def total_pixel_bytes(self) -> int:
+        return self.pixel_bytes * self.count
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Spec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise UsageError(f"unknown spec fields: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def same_corpus(self, other: "Spec") -> bool:
+        """True when both specs produce the same bytes (the preset's name is only a label)."""
+        return dataclasses.replace(self, preset=None) == dataclasses.replace(other, preset=None)
+
+
+def preset_spec(name: str, **overrides) -> Spec:
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)} (see --list-presets)")
+    h, w, c, dtype, _ = PRESETS[name]
+    return Spec(height=h, width=w, channels=c, dtype=dtype, preset=name, **overrides)
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """'HxWxC' (or 'HxW' for one channel) -> (H, W, C)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text or "")
+    if not m:
+        raise UsageError(f"bad --shape {text!r}: expected HxWxC, e.g. 28x28x1 or 1080x1920x3")
+    h, w, c = int(m[1]), int(m[2]), int(m[3] or 1)
+    if h <= 0 or w <= 0 or c not in (1, 3, 4):
+        raise UsageError(f"bad --shape {text!r}: height and width must be positive, channels 1, 3 or 4")
+    return h, w, c

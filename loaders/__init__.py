@@ -1,0 +1,1 @@
+"""Interchangeable readers for every corpus layout, samplers and the batch pipeline."""
