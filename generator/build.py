@@ -146,7 +146,7 @@ def generate(out, spec: Spec, layouts=LAYOUTS, workers: int | None = None, force
              progress: bool | None = None) -> tuple[Manifest, list[LayoutReport]]:
     """Make (or finish, or extend) the corpus in `out`. Returns its manifest and a report per layout."""
     layouts = parse_layouts(layouts)
-    workers = os.cpu_count() or 1 if workers is None else workers
+    workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     root = Path(out)
