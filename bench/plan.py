@@ -124,6 +124,7 @@ def describe(plan: Plan, what: str) -> list[tuple[str, str]]:
 class Projection:
     layout: str
     cache: str
+    setup: str  # workers and ranks of the measured run
     node_bytes_per_s: float  # one node's measured payload bandwidth
     measured_sample_bytes: float
     epoch_seconds: float  # the whole epoch on one node
@@ -138,25 +139,30 @@ def project(plan: Plan, runs: list[dict], target_hours: float | None) -> list[Pr
     """
     out = []
     for run in runs:
-        mb_s, sps = float(run["mb_per_s"]), float(run["samples_per_s"])
+        mb_s, sps = float(run.get("mb_per_s") or 0), float(run.get("samples_per_s") or 0)
         if not (mb_s > 0 and sps > 0):
             continue  # a failed or empty run projects nothing
-        per_node = mb_s * 1e6 / max(1, int(run.get("nodes", 1)))
+        per_node = mb_s * 1e6 / max(1, int(run.get("nodes") or 1))
         epoch_s = plan.bytes_per_epoch / per_node
         nodes = math.ceil(epoch_s / (target_hours * 3600)) if target_hours else None
-        out.append(Projection(run["layout"], run.get("cache", "?"), per_node, mb_s * 1e6 / sps, epoch_s, nodes))
+        out.append(Projection(run["layout"], run.get("cache") or "?", _setup(run), per_node, mb_s * 1e6 / sps, epoch_s, nodes))
     return out
 
 
+def _setup(run: dict) -> str:
+    cfg = run.get("config") or {}
+    workers, kind, ranks = cfg.get("workers"), cfg.get("worker_kind", ""), run.get("ranks") or cfg.get("world") or 1
+    w = "in-thread" if workers == 0 else f"{workers} {kind} workers" if workers else "?"
+    return f"{w}, {ranks} rank{'s' if ranks != 1 else ''}"
+
+
 def load_runs(path: str) -> tuple[list[dict], str]:
-    """The `runs` of a bench results file (version-checked by bench.result) and its host name."""
+    """The summarized `runs` of a bench results file (bench.result checks format and version)."""
     from bench.result import load_results  # only --from needs the results module
 
     data = load_results(path)
-    runs = data["runs"] if isinstance(data, dict) else data.runs
-    meta = data.get("meta", data.get("metadata", {})) if isinstance(data, dict) else {}
-    host = meta.get("host", {}) if isinstance(meta, dict) else {}
-    return list(runs), (host.get("name", "") if isinstance(host, dict) else str(host))
+    host = (data.get("metadata") or {}).get("host", "")
+    return list(data["runs"]), str(host.get("name", "") if isinstance(host, dict) else host)
 
 
 def format_rows(rows: list[tuple[str, str]], indent: str = "  ") -> str:
@@ -165,12 +171,12 @@ def format_rows(rows: list[tuple[str, str]], indent: str = "  ") -> str:
 
 
 def format_projections(plan: Plan, projections: list[Projection], target_hours: float | None) -> str:
-    head = ["layout", "cache", "one node", "sample", "epoch on one node", f"all {plan.epochs:,} epochs"]
+    head = ["layout", "cache", "setup", "one node", "sample", "epoch on one node", f"all {plan.epochs:,} epochs"]
     if target_hours:
         head += [f"nodes for {target_hours:g} h epochs"]
     table = [head]
     for p in projections:
-        row = [p.layout, p.cache, human_rate(p.node_bytes_per_s), human_bytes(p.measured_sample_bytes),
+        row = [p.layout, p.cache, p.setup, human_rate(p.node_bytes_per_s), human_bytes(p.measured_sample_bytes),
                human_seconds(p.epoch_seconds), human_seconds(p.epoch_seconds * plan.epochs)]
         if target_hours:
             row.append(f"{p.nodes:,}")

