@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -17,13 +19,15 @@ from tqdm import tqdm
 
 from .errors import CorpusError, UsageError
 from .layouts import LAYOUTS, disk_usage, registry
-from .layouts.files import sample_relpath, write_file
-from .manifest import MANIFEST, Manifest, read_manifest, write_json_atomic, write_manifest
+from .layouts.files import DirWriter, sample_relpath
+from .manifest import MANIFEST, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
 from .pool import SampleTable, bounded_map, chunks, codec_for, produce
 from .spec import Spec
+from .synth import warm
 
 IN_PROGRESS = ".generating.json"  # the spec being generated; present until generation ends
 LOCK = ".lock"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,8 @@ class CorpusLock:
         except BlockingIOError:
             holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self.fd)
-            raise CorpusError(f"another generator (pid {holder}) is writing {self.path.parent}; "
-                              f"wait for it to finish or stop it, then rerun") from None
+            raise UsageError(f"another generator (pid {holder}) is writing {self.path.parent}; "
+                             f"wait for it to finish or stop it, then rerun, or choose another --out") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         return self
@@ -72,11 +76,26 @@ class CorpusLock:
 
 
 def _files_job(args):
-    root, spec, indices = args
+    """(root, spec, indices[, check_existing]) -> (indices, crcs, sizes, labels), files written."""
+    root, spec, indices, *rest = args
     payloads, crcs, sizes, labels = produce(spec, indices)
-    for i, p, label in zip(indices, payloads, labels):
-        write_file(root, sample_relpath(spec, i, label), p)
+    with DirWriter(root, check_existing=rest[0] if rest else True) as out:
+        for i, p, label in zip(indices, payloads, labels):
+            out.write(sample_relpath(spec, i, label), p)
     return indices, crcs, sizes, labels
+
+
+def _worker_init(parent: int) -> None:
+    """A files worker: Ctrl-C is the parent's to handle (it stops the pool; no traceback per
+    worker), and a worker dies with its parent, so after `kill -9` of the generator no orphan
+    goes on writing or holds the corpus lock."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: orphans finish their chunk and exit
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _produce_job(args):
@@ -97,6 +116,9 @@ def _wipe(root: Path) -> None:
 
 def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
     """The manifest to extend, after refusing (or with --force wiping) anything else in root."""
+    for name in (MANIFEST, IN_PROGRESS):  # temporaries of a run killed while writing these
+        for stale in root.glob(f"{tmp_prefix(name)}*"):
+            stale.unlink()
     described = None
     try:
         if (root / MANIFEST).exists():
@@ -164,37 +186,44 @@ def generate(out, spec: Spec, layouts=LAYOUTS, workers: int | None = None, force
         if not todo:
             return manifest, reports
         _check_space(root, spec, todo)
-        write_json_atomic(root / IN_PROGRESS, {"spec": spec.to_dict(), "layouts": todo})
         codec = codec_for(spec)
         table = (SampleTable(spec.count, manifest.crc32, manifest.sizes, manifest.labels)
                  if manifest else SampleTable(spec.count))
         manifest = manifest or Manifest(spec, [], [], [], {}, len(codec.header))
-        for name in todo:
-            writer = registry()[name](root, spec, codec)
-            try:
-                report = _write_layout(writer, table, workers, progress)
-            except OSError as exc:
-                writer.abort()
-                if exc.errno == errno.ENOSPC:
-                    raise CorpusError(f"disk full while writing the {name} layout in {root}; the corpus is "
-                                      f"marked incomplete: free space and rerun the same command to resume") from None
-                raise
-            except BaseException:
-                writer.abort()
-                raise
-            table.known = True
-            manifest.crc32, manifest.sizes, manifest.labels = (
-                table.crc.tolist(), table.sizes.tolist(), table.labels.tolist())
-            manifest.layouts[name] = {
-                "path": writer.target, "bytes_on_disk": report.bytes_on_disk, "files": report.files,
-                "write_seconds": round(report.seconds, 6), "mb_per_s": round(report.mb_per_s, 3),
-                "payload_bytes": int(table.sizes.sum()), "workers": workers,
-                "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            write_manifest(root, manifest)  # each finished layout becomes readable at once
-            reports.append(report)
-        (root / IN_PROGRESS).unlink(missing_ok=True)
-    return manifest, reports
+        current = IN_PROGRESS  # what is being written, for the error message
+        try:
+            write_json_atomic(root / IN_PROGRESS, {"spec": spec.to_dict(), "layouts": todo})
+            for name in todo:
+                current = f"the {name} layout"
+                writer = registry()[name](root, spec, codec)
+                try:
+                    report = _write_layout(writer, table, workers, progress)
+                except BaseException:
+                    writer.abort()
+                    raise
+                table.known = True
+                manifest.crc32, manifest.sizes, manifest.labels = (
+                    table.crc.tolist(), table.sizes.tolist(), table.labels.tolist())
+                manifest.layouts[name] = {
+                    "path": writer.target, "bytes_on_disk": report.bytes_on_disk, "files": report.files,
+                    "write_seconds": round(report.seconds, 6), "mb_per_s": round(report.mb_per_s, 3),
+                    "payload_bytes": int(table.sizes.sum()), "workers": workers,
+                    "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                current = MANIFEST
+                write_manifest(root, manifest)  # each finished layout becomes readable at once
+                reports.append(report)
+            (root / IN_PROGRESS).unlink(missing_ok=True)
+        except OSError as exc:  # disk full, I/O error, permissions changed under us: one clear line
+            if exc.errno == errno.ENOSPC:
+                what = f"disk full while writing {current} in {root}; free space"
+            else:
+                what = (f"writing {current} in {root} failed: {exc.strerror or exc}"
+                        f"{f' ({exc.filename})' if exc.filename else ''}; fix that")
+            raise CorpusError(f"{what} and rerun the same command to resume (the corpus is marked "
+                              f"incomplete until then; finished layouts stay usable)") from None
+    order = {name: k for k, name in enumerate(layouts)}
+    return manifest, sorted(reports, key=lambda r: order[r.layout])
 
 
 def _report_existing(manifest: Manifest, name: str) -> LayoutReport:
@@ -211,10 +240,11 @@ def _write_layout(writer, table: SampleTable, workers: int, progress) -> LayoutR
     with tqdm(total=spec.count, desc=f"{writer.name:>5}", unit="img", disable=not show,
               dynamic_ncols=True) as bar:
         if writer.writes_in_workers:
-            jobs = [(writer.root, spec, r) for r in chunks(0, spec.count, spec)]
+            jobs = [(writer.root, spec, r, not writer.fresh) for r in chunks(0, spec.count, spec, 4 * workers)]
             if workers > 1:
+                warm(spec)  # the forked workers share the parent's base block instead of each making one
                 ctx = multiprocessing.get_context("fork")
-                with ctx.Pool(min(workers, len(jobs))) as pool:
+                with ctx.Pool(min(workers, len(jobs)), _worker_init, (os.getpid(),)) as pool:
                     for indices, crcs, sizes, labels in pool.imap_unordered(_files_job, jobs):
                         table.fill(indices, crcs, sizes, labels)
                         bar.update(len(indices))
@@ -228,7 +258,7 @@ def _write_layout(writer, table: SampleTable, workers: int, progress) -> LayoutR
                     _, crcs, sizes, labels = produce(spec, r)
                     table.fill(r, crcs, sizes, labels)
             bar.update(start)
-            jobs = [(spec, r) for r in chunks(start, spec.count, spec)]
+            jobs = [(spec, r) for r in chunks(start, spec.count, spec, 4 * workers)]
             for indices, payloads, crcs, sizes, labels in bounded_map(_produce_job, jobs, workers):
                 writer.put_many(indices, payloads)
                 table.fill(indices, crcs, sizes, labels)

@@ -16,7 +16,7 @@ class Parser(argparse.ArgumentParser):
 def positive_int(text: str) -> int:
     try:
         value = int(float(text)) if "e" in text.lower() else int(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: 1e999 is inf
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")

@@ -19,6 +19,7 @@ from .spec import Spec
 
 _SHORT, _LONG, _RATIONAL = 3, 4, 5
 _ALIGN = 16  # pixel data starts at a multiple of this, so uint16 views are aligned
+SMALL = 1 << 16  # payloads below this are returned as bytes
 DEFLATE_LEVEL = 1  # zlib level 6 is ~5x slower for a few % smaller image-like payloads
 
 
@@ -58,7 +59,7 @@ def tiff_header(height: int, width: int, channels: int, itemsize: int,
     if channels == 4:
         tags.append(tag(338, _SHORT, 1, 2))  # ExtraSamples: unassociated alpha
     tags.append(tag(296, _SHORT, 1, 1))  # ResolutionUnit: none
-    tags.sort()
+    tags.sort(key=lambda t: struct.unpack_from("<H", t)[0])  # TIFF wants tags in code order
     assert len(tags) == n_tags
     head = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + b"".join(tags) + b"\0\0\0\0"
     if channels > 2:
@@ -80,17 +81,30 @@ class Codec:
             self.header = tiff_header(*spec.shape, self.dtype.itemsize, spec.pixel_bytes)
         self.fixed_size = spec.pixel_bytes + len(self.header) if spec.compression == "none" else None
 
-    def encode(self, pixels: np.ndarray) -> bytes:
+    def encode(self, pixels: np.ndarray):
+        """The payload: bytes when small, else a memoryview of a numpy buffer (bytes-like, no extra copy)."""
         data = np.ascontiguousarray(pixels, dtype=self.dtype)
         if self.spec.payload == "raw":
             return data.tobytes()
         if self.spec.compression == "deflate":
             body = zlib.compress(data, DEFLATE_LEVEL)
             return tiff_header(*self.shape, self.dtype.itemsize, len(body), deflate=True) + body
-        out = bytearray(self.fixed_size)  # one copy of the pixels, not two
-        out[: len(self.header)] = self.header
-        out[len(self.header):] = memoryview(data).cast("B")
-        return bytes(out) if len(out) < 65536 else out
+        if self.fixed_size < SMALL:
+            return self.header + data.tobytes()
+        buf, pixels = self.payload_buffer()
+        pixels[...] = data
+        return memoryview(buf)
+
+    def payload_buffer(self) -> tuple[np.ndarray, np.ndarray]:
+        """A new fixed-size payload (1-D uint8, header already written) and the (H, W, C) view of
+        its pixels, for making a sample in place. numpy, not bytearray: numpy asks for huge pages
+        for large buffers, which made filling a 46 MB payload 5x faster (no 4 KiB page faults)."""
+        if self.fixed_size is None:
+            raise ValueError("compressed payloads have no fixed layout")
+        buf = np.empty(self.fixed_size, np.uint8)
+        h = len(self.header)
+        buf[:h] = np.frombuffer(self.header, np.uint8)
+        return buf, buf[h:].view(self.dtype).reshape(self.shape)
 
     def decode(self, payload) -> np.ndarray:
         """The pixels; a view into `payload` on the fast path (copy it if you keep it past the buffer)."""

@@ -67,7 +67,9 @@ class Manifest:
         if not isinstance(layouts, dict):
             raise CorpusError(f"{where} is damaged (layouts is not a mapping); regenerate with --force")
         for name, facts in layouts.items():
-            check_inside(facts.get("path", ""), where, name)
+            if not isinstance(facts, dict) or not isinstance(facts.get("path"), str):
+                raise CorpusError(f"{where} is damaged (layout {name!r} has no path); regenerate with --force")
+            check_inside(facts["path"], where, name)
         return cls(spec, list(crc), list(sizes), list(labels), dict(layouts), header)
 
 
@@ -95,13 +97,22 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON under a temporary name, fsync, then rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{tmp_prefix(path.name)}{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk: leave no stray temporary behind
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
+
+
+def tmp_prefix(name: str) -> str:
+    """Temporary files of write_json_atomic(name) start with this (a kill -9 may leave one)."""
+    return f".{name}.tmp-"
 
 
 def fsync_dir(path: Path) -> None:

@@ -10,7 +10,7 @@ from collections import deque
 
 import numpy as np
 
-from .codec import Codec
+from .codec import SMALL, Codec
 from .spec import Spec
 from .synth import make_sample
 
@@ -23,10 +23,16 @@ def codec_for(spec: Spec) -> Codec:
 def produce(spec: Spec, indices):
     """(payloads, crc32s, sizes, labels) for `indices`: the corpus's bytes, made from scratch."""
     codec = codec_for(spec)
+    in_place = codec.fixed_size is not None and codec.fixed_size >= SMALL
     payloads, crcs, sizes, labels = [], [], [], []
     for i in indices:
-        pixels, label = make_sample(spec, i)
-        p = codec.encode(pixels)
+        if in_place:  # header + pixels: make the pixels straight into the payload, no copy
+            buf, pixels = codec.payload_buffer()
+            label = make_sample(spec, i, out=pixels)[1]
+            p = memoryview(buf)
+        else:
+            pixels, label = make_sample(spec, i)
+            p = codec.encode(pixels)
         payloads.append(p)
         crcs.append(zlib.crc32(p))
         sizes.append(len(p))
@@ -34,9 +40,10 @@ def produce(spec: Spec, indices):
     return payloads, crcs, sizes, labels
 
 
-def chunks(start: int, stop: int, spec: Spec):
-    """Contiguous index ranges of about 8 MiB of payload (at most 4096 samples)."""
-    step = max(1, min(4096, (8 << 20) // max(1, spec.pixel_bytes)))
+def chunks(start: int, stop: int, spec: Spec, at_least: int = 1):
+    """Contiguous index ranges of about 8 MiB of payload (at most 4096 samples), and at least
+    `at_least` of them when there are that many samples, so that every worker gets a share."""
+    step = max(1, min(4096, (8 << 20) // max(1, spec.pixel_bytes), -(-(stop - start) // at_least)))
     return [range(a, min(a + step, stop)) for a in range(start, stop, step)]
 
 

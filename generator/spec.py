@@ -15,6 +15,9 @@ CONTENTS = ("smooth", "noise")
 PAYLOADS = ("tiff", "raw")
 COMPRESSIONS = ("none", "deflate")
 
+# Classic TIFF and HDF5 chunks stop at 4 GiB, and several samples are in memory per worker.
+MAX_SAMPLE_BYTES = 1 << 30
+
 # name: (height, width, channels, dtype, what it stands for)
 PRESETS: dict[str, tuple[int, int, int, str, str]] = {
     "mnist": (28, 28, 1, "uint8", "MNIST digits, 784 B"),
@@ -58,6 +61,9 @@ class Spec:
                               ("payload", PAYLOADS), ("compression", COMPRESSIONS)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.pixel_bytes > MAX_SAMPLE_BYTES:
+            raise UsageError(f"one sample of {self.height}x{self.width}x{self.channels} {self.dtype} is "
+                             f"{self.pixel_bytes:,} bytes; at most {MAX_SAMPLE_BYTES:,} (1 GiB) is supported")
         if self.payload == "raw" and self.compression != "none":
             raise UsageError("--compression applies to TIFF payloads only; use --payload tiff")
 

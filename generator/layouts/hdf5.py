@@ -62,7 +62,7 @@ class HDF5Writer(LayoutWriter):
                 self.images.id.write_direct_chunk((i, 0, 0, 0), p)
             return
         # Indices arrive contiguous and in order: one write per batch, not one per sample.
-        data = np.frombuffer(b"".join(payloads), np.uint8)
+        data = np.frombuffer(payloads[0] if len(payloads) == 1 else b"".join(payloads), np.uint8)
         start, stop = self.end_byte, self.end_byte + data.size
         if not self.codec.fixed_size:
             self.payload.resize((stop,))

@@ -12,6 +12,7 @@ and a rerun resumes after the last committed sample; it is renamed to lmdb/ when
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -23,8 +24,11 @@ from . import LayoutWriter, payload_estimate
 DIRNAME = "lmdb"
 PARTIAL = "lmdb.partial"
 PAGE = 4096
-TXN_BYTES = 256 << 20  # commit about every 256 MiB...
-TXN_SAMPLES = 50_000  # ...or this many samples, whichever comes first
+# Commit about every 64 MiB or 16,384 samples, whichever comes first. Commits are cheap
+# (sync=False: no fsync until the end); these bound the write transaction's dirty pages in
+# memory and how much an interrupted run must redo.
+TXN_BYTES = 64 << 20
+TXN_SAMPLES = 16_384
 
 
 def key_of(index: int) -> bytes:
@@ -56,39 +60,52 @@ class LMDBWriter(LayoutWriter):
 
         self.path = self.root / PARTIAL
         self.path.mkdir(exist_ok=True)
-        self.env = lmdb.open(str(self.path), map_size=map_size(self.spec, self.codec), max_dbs=2,
-                             subdir=True, sync=False, metasync=False, readahead=False)
-        self.db = self.env.open_db(b"payload")
-        self.meta = self.env.open_db(b"meta")
+        self.pending = self.pending_samples = 0
+        try:
+            self.env = lmdb.open(str(self.path), map_size=map_size(self.spec, self.codec), max_dbs=2,
+                                 subdir=True, sync=False, metasync=False, readahead=False)
+            self.db = self.env.open_db(b"payload")
+            self.meta = self.env.open_db(b"meta")
+        except lmdb.Error as exc:
+            raise self._as_oserror(exc) from None
         with self.env.begin() as txn:
             done = txn.stat(self.db)["entries"]
-            last = txn.cursor(self.db).last() and txn.cursor(self.db).key()
+            cursor = txn.cursor(self.db)
+            last = cursor.key() if cursor.last() else None
         if done and last != key_of(done - 1):
             # Appends commit whole batches in order, so anything else is damage: start over.
             self.abort()
             shutil.rmtree(self.path)
             return self.begin()
         self.txn = self.env.begin(write=True, db=self.db)
-        self.pending = 0
-        self.pending_samples = 0
         return done
 
     def put_many(self, indices, payloads) -> None:
-        for i, p in zip(indices, payloads):
-            if not self.txn.put(key_of(i), p, append=True):
-                raise RuntimeError(f"lmdb refused key {i}")
-            self.pending += len(p)
-            self.pending_samples += 1
-        if self.pending >= TXN_BYTES or self.pending_samples >= TXN_SAMPLES:
-            self.txn.commit()
-            self.txn = self.env.begin(write=True, db=self.db)
-            self.pending = self.pending_samples = 0
+        import lmdb
+
+        try:
+            for i, p in zip(indices, payloads):
+                if not self.txn.put(key_of(i), p, append=True):
+                    raise RuntimeError(f"lmdb refused key {i}")
+                self.pending += len(p)
+                self.pending_samples += 1
+            if self.pending >= TXN_BYTES or self.pending_samples >= TXN_SAMPLES:
+                self.txn.commit()
+                self.txn = self.env.begin(write=True, db=self.db)
+                self.pending = self.pending_samples = 0
+        except lmdb.Error as exc:
+            raise self._as_oserror(exc) from None
 
     def end(self, labels: np.ndarray) -> None:
-        self.txn.put(b"labels", labels.astype("<u2").tobytes(), db=self.meta)
-        self.txn.put(b"spec", json.dumps(self.spec.to_dict()).encode(), db=self.meta)
-        self.txn.commit()
-        self.env.sync(True)
+        import lmdb
+
+        try:
+            self.txn.put(b"labels", labels.astype("<u2").tobytes(), db=self.meta)
+            self.txn.put(b"spec", json.dumps(self.spec.to_dict()).encode(), db=self.meta)
+            self.txn.commit()
+            self.env.sync(True)
+        except lmdb.Error as exc:
+            raise self._as_oserror(exc) from None
         self.env.close()
         final = self.root / DIRNAME
         if final.exists():
@@ -104,6 +121,14 @@ class LMDBWriter(LayoutWriter):
             self.env.close()
         except Exception:
             pass
+
+    def _as_oserror(self, exc) -> OSError:
+        """lmdb.Error as the OSError the driver reports. LMDB turns a write cut short by a full
+        disk into EIO, so a nearly full disk is taken as the cause."""
+        code = getattr(exc, "errno", None) or errno.EIO
+        if code == errno.EIO and shutil.disk_usage(self.root).free < max(self.pending, 1 << 20):
+            code = errno.ENOSPC
+        return OSError(code, f"{os.strerror(code)} ({exc})", str(self.path))
 
     @classmethod
     def estimate_bytes(cls, spec, codec) -> int:
