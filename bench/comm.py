@@ -1,0 +1,61 @@
+"""How the ranks of one benchmark talk: rank, size, barrier, gather to rank 0, broadcast from it.
+
+Every rank runs the same runner with its own shard (the loaders' Loader takes rank and world);
+rank 0 gathers each epoch's records and aggregates them. A single process is a world of one.
+`bench/mpi.py` (optional, mpi4py) provides the same four calls across MPI ranks; `get_comm`
+picks it when asked for, so single-process use never imports MPI.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+from generator.errors import UsageError
+
+
+class Comm(Protocol):
+    rank: int
+    size: int
+
+    def barrier(self) -> None: ...
+
+    def gather(self, obj: Any) -> list | None:
+        """Every rank's obj, in rank order, on rank 0; None on the other ranks."""
+
+    def bcast(self, obj: Any) -> Any:
+        """Rank 0's obj on every rank."""
+
+
+class SingleProcessComm:
+    """A world of one: every collective is immediate."""
+
+    rank = 0
+    size = 1
+
+    def barrier(self) -> None:
+        pass
+
+    def gather(self, obj: Any) -> list:
+        return [obj]
+
+    def bcast(self, obj: Any) -> Any:
+        return obj
+
+
+# Set in every rank by the MPI launchers (Open MPI / PMIx, MPICH / Hydra, Intel MPI, MVAPICH).
+LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MV2_COMM_WORLD_SIZE")
+
+
+def get_comm(kind: str = "auto") -> Comm:
+    """'single'; 'mpi' (bench/mpi.py's MPIComm, needs mpi4py); 'auto' = mpi under an MPI launcher."""
+    if kind not in ("auto", "single", "mpi"):
+        raise UsageError(f"unknown --comm {kind!r}; choose auto, single or mpi")
+    if kind == "single" or (kind == "auto" and not any(v in os.environ for v in LAUNCHER_ENV)):
+        return SingleProcessComm()
+    try:
+        from .mpi import MPIComm  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise UsageError(f"MPI runs need bench/mpi.py and mpi4py ({exc}); install the [mpi] extra "
+                         f"or use --comm single") from None
+    return MPIComm()

@@ -1,0 +1,122 @@
+"""The default suite, what `make bench` runs: generate what is missing, run every layout cold and
+warm on each corpus, a worker sweep of cold loose files, then the report and the speed goals.
+
+Full: the corpora of `make generate` (mnist 60,000; imagenet 2,000; 4k-8bit 8; 4k-16bit 4), every
+layout cold and warm with 2 loader threads, 2 epochs (4K: 3 epochs of one-image batches) plus one
+per-sample timing epoch, the naive baselines, 40 MB checkpoints on 4k-8bit, and cold MNIST loose
+files with 1 and 2 worker processes; about 6 minutes on 2 cores.
+Quick (`make bench QUICK=1`): smaller corpora, the same runs; under 2 minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.build import generate
+from generator.manifest import MANIFEST
+from generator.spec import preset_spec
+
+from .report import summary_table, write_report
+from .result import Results, RunConfig, summarize
+from .runner import BenchConfig, run_bench
+
+
+@dataclass(frozen=True)
+class Plan:
+    corpora: tuple[tuple[str, int], ...]  # (preset, count); the full list is the Makefile's generate target
+    sweep: tuple[str, int]  # the corpus whose cold loose files are read with 1 and 2 worker processes
+    epochs: int = 2
+    workers: int = 2  # loader threads of the main runs
+    # 4K images: batches of one image (a 32-image batch would be the whole corpus, one batch an
+    # epoch, nothing for workers to overlap) and one more epoch, as an epoch is only a few images
+    big_batch: int = 1
+    big_epochs: int = 3
+    checkpoint: tuple[str, float, int] = ("4k-8bit", 40.0, 1)  # preset, MB, every N epochs (the seed's 40 MB)
+
+
+FULL = Plan((("mnist", 60_000), ("imagenet", 2_000), ("4k-8bit", 8), ("4k-16bit", 4)), ("mnist", 60_000))
+QUICK = Plan((("mnist", 10_000), ("imagenet", 500), ("4k-8bit", 2), ("4k-16bit", 1)), ("mnist", 10_000))
+
+
+def corpus_dir(data: Path, preset: str, count: int) -> Path:
+    return Path(data) / f"{preset}-{count}"
+
+
+def ensure_corpora(plan: Plan, data: Path, progress: bool) -> list[Path]:
+    dirs = []
+    for preset, count in plan.corpora:
+        d = corpus_dir(data, preset, count)
+        if not (d / MANIFEST).exists():
+            print(f"generating {d} ({preset}, {count:,} images)", flush=True)
+        generate(d, preset_spec(preset, count=count), workers=os.cpu_count() or 1, progress=progress)
+        dirs.append(d)
+    return dirs
+
+
+def goals(results: list[Results]) -> list[str]:
+    """The issue's speed goals, measured (reported, never asserted)."""
+    lines = []
+    harness = [r.floors.null_us_per_sample for r in results if r.floors.null_us_per_sample is not None]
+    if harness:
+        lines.append(f"harness cost: {max(harness):.4f} us/sample at most (goal <= 0.2): "
+                     f"{'met' if max(harness) <= 0.2 else 'NOT met'}")
+    for res in results:
+        spec = res.corpus.get("spec", {})
+        name = f"{spec.get('preset')}-{spec.get('count')}"
+        if str(spec.get("preset", "")).startswith("4k"):
+            for run in res.runs:
+                if run.kind != "loader":
+                    continue
+                ratio = summarize(run, res.floors, res.corpus)["floor_ratio"]
+                if ratio is not None:
+                    lines.append(f"{name} {run.layout} {run.cache}: {ratio:.3f}x the sequential-read floor of the same "
+                                 f"bytes (goal >= 0.8): {'met' if ratio >= 0.8 else 'NOT met'}")
+        by_workers = {run.config.workers: summarize(run, res.floors, res.corpus)["samples_per_s"]
+                      for run in res.runs if run.layout == "files" and run.cache == "cold" and run.kind == "loader"}
+        if 1 in by_workers and 2 in by_workers and by_workers[1]:
+            speedup = by_workers[2] / by_workers[1]
+            lines.append(f"{name} cold files: 2 workers = {speedup:.3f}x one worker (goal >= 1.6): "
+                         f"{'met' if speedup >= 1.6 else 'NOT met'}")
+    return lines
+
+
+def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False) -> int:
+    plan = QUICK if quick else FULL
+    t0 = time.perf_counter()
+    out = Path(out)
+    dirs = ensure_corpora(plan, data, progress)
+    files, results = [], []
+    jobs = []
+    for d in dirs:
+        big = d.name.startswith("4k")
+        rc = RunConfig(epochs=plan.big_epochs if big else plan.epochs, batch_size=plan.big_batch if big else 32,
+                       worker_kind="thread")
+        ck_preset, ck_mb, ck_every = plan.checkpoint
+        ck = dict(checkpoint_mb=ck_mb, checkpoint_every=ck_every) if d.name.startswith(ck_preset + "-") else {}
+        jobs.append(BenchConfig(corpus=d, output=out / f"{d.name}.json", workers=(plan.workers,), run=rc,
+                                progress=progress, **ck))
+    sweep = corpus_dir(data, *plan.sweep)
+    jobs.append(BenchConfig(corpus=sweep, output=out / f"{sweep.name}-workers.json", layouts=("files",),
+                            caches=("cold",), workers=(1, 2), naive=False, progress=progress,
+                            run=RunConfig(epochs=plan.epochs, worker_kind="process", sample_latency=False)))
+    for cfg in jobs:
+        t = time.perf_counter()
+        print(f"bench: {cfg.corpus} ({', '.join(cfg.layouts)}; {', '.join(cfg.caches)}) -> {cfg.output}", flush=True)
+        res = run_bench(cfg)
+        res.save(cfg.output)
+        print(f"       {time.perf_counter() - t:.0f} s", flush=True)
+        files.append(cfg.output)
+        results.append(res)
+    goal_lines = goals(results)
+    md = write_report(files, out, extra=["## Speed goals (measured in this run)", ""] + [f"- {g}" for g in goal_lines])
+    print(summary_table(results))
+    for res in results:
+        for note in res.notes:
+            print(f"note: {note}")
+    for g in goal_lines:
+        print(f"goal: {g}")
+    print(f"report: {md} (with results.csv and the PNG plots beside it); {time.perf_counter() - t0:.0f} s in all")
+    return 0
