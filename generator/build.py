@@ -259,7 +259,9 @@ def _write_layout(writer, table: SampleTable, workers: int, progress) -> LayoutR
                     table.fill(r, crcs, sizes, labels)
             bar.update(start)
             jobs = [(spec, r) for r in chunks(start, spec.count, spec, 4 * workers)]
-            for indices, payloads, crcs, sizes, labels in bounded_map(_produce_job, jobs, workers):
+            # At most ~512 MiB of payloads in flight, however many --workers (4k-8bit: 11 samples).
+            window = max(2, min(2 * workers, (512 << 20) // (len(jobs[0]) * spec.pixel_bytes))) if jobs else 1
+            for indices, payloads, crcs, sizes, labels in bounded_map(_produce_job, jobs, workers, window):
                 writer.put_many(indices, payloads)
                 table.fill(indices, crcs, sizes, labels)
                 bar.update(len(indices))

@@ -11,6 +11,7 @@ from collections import deque
 import numpy as np
 
 from .codec import SMALL, Codec
+from .errors import CorpusError
 from .spec import Spec
 from .synth import make_sample
 
@@ -54,7 +55,7 @@ def bounded_map(fn, items, workers: int, window: int | None = None):
         return
     window = window or 2 * workers
     items = iter(items)
-    with cf.ThreadPoolExecutor(workers) as ex:
+    with cf.ThreadPoolExecutor(min(workers, window)) as ex:
         pending = deque(ex.submit(fn, it) for it in itertools.islice(items, window))
         while pending:
             result = pending.popleft().result()
@@ -78,7 +79,8 @@ class SampleTable:
         if self.known:
             # Every layout re-derives the samples: a difference means nondeterminism, a bug.
             if not (np.array_equal(self.crc[sl], crcs) and np.array_equal(self.sizes[sl], sizes)):
-                raise RuntimeError(f"samples {indices.start}..{indices.stop - 1} differ from the manifest's "
-                                   f"checksums: the generator is not deterministic (please report this)")
+                raise CorpusError(f"samples {indices.start}..{indices.stop - 1} differ from the checksums in "
+                                  f"the corpus's manifest: it was made by another version of the generator "
+                                  f"(or edited); regenerate it with --force")
             return
         self.crc[sl], self.sizes[sl], self.labels[sl] = crcs, sizes, labels

@@ -17,7 +17,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from generator.build import generate
+from generator.build import IN_PROGRESS, generate
 from generator.codec import Codec
 from generator.errors import CorpusError, UsageError
 from generator.layouts import LAYOUTS, disk_usage
@@ -289,7 +289,8 @@ CORPUS_SPECS = {
     "deflate-noise16": dict(height=12, width=8, channels=4, dtype="uint16", compression="deflate", content="noise"),
     "raw8": dict(height=5, width=4, channels=3, payload="raw"),
     "raw16": dict(height=5, width=4, channels=4, dtype="uint16", payload="raw"),
-    "big": dict(height=160, width=150, channels=3, count=5),
+    "big": dict(height=160, width=150, channels=3, count=5),  # >= 64 KiB: payloads made in place
+    "big-raw16": dict(height=100, width=90, channels=4, dtype="uint16", payload="raw", count=5),
 }
 
 
@@ -434,3 +435,31 @@ def test_read_manifest_names_what_is_missing(tmp_path):
     (tmp_path / MANIFEST).write_text("{not json")
     with pytest.raises(CorpusError, match="cannot be read"):
         read_manifest(tmp_path)
+
+
+def test_a_corpus_from_another_generator_version_is_refused_when_extended(tmp_path):
+    """Adding a layout re-derives every sample and checks it against the manifest's checksums."""
+    spec = Spec(height=8, width=8, channels=1, count=30)
+    gen(tmp_path, spec, layouts=["files"])
+    data = json.loads((tmp_path / MANIFEST).read_text())
+    data["samples"]["crc32"][17] ^= 1  # as if sample 17 had been made differently
+    (tmp_path / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(CorpusError, match=r"samples 1\d\.\.\d+ differ from the checksums .* another version "
+                                          r"of the generator .* --force"):
+        gen(tmp_path, spec, layouts=["hdf5"])
+    assert list(read_manifest(tmp_path).layouts) == ["files"] and not (tmp_path / "corpus.h5").exists()
+
+
+def test_a_rerun_replaces_a_file_of_the_wrong_size_and_keeps_the_others(tmp_path):
+    spec = Spec(height=8, width=8, channels=3, count=20)
+    manifest, _ = gen(tmp_path, spec, layouts=["files"])
+    (tmp_path / MANIFEST).unlink()  # as if killed before the files layout was recorded
+    (tmp_path / IN_PROGRESS).write_text(json.dumps({"spec": spec.to_dict(), "layouts": ["files"]}))
+    damaged = tmp_path / sample_relpath(spec, 3, manifest.labels[3])
+    damaged.write_bytes(b"II*\x00short")
+    kept = tmp_path / sample_relpath(spec, 4, manifest.labels[4])
+    inode = kept.stat().st_ino
+    again, _ = gen(tmp_path, spec, layouts=["files"])
+    assert again.crc32 == manifest.crc32
+    assert zlib.crc32(damaged.read_bytes()) == manifest.crc32[3]
+    assert kept.stat().st_ino == inode  # a complete file is not rewritten

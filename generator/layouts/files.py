@@ -59,13 +59,15 @@ class DirWriter:
         """Write one file; False if a complete one was already there."""
         reldir, name = os.path.split(relpath)
         dfd = self._dir_fd(reldir)
+        exists = False
         if self.check_existing:
             try:
                 if os.stat(name, dir_fd=dfd).st_size == len(payload):
                     return False
+                exists = True  # but of the wrong size: replace it (rename does, linkat would not)
             except FileNotFoundError:
                 pass
-        if self.tmpfile:
+        if self.tmpfile and not exists:
             try:
                 fd = os.open(".", os.O_WRONLY | os.O_TMPFILE, 0o644, dir_fd=dfd)
             except OSError as exc:
