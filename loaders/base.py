@@ -1,0 +1,287 @@
+"""The reader interface every layout implements, and what they share.
+
+A reader reads one layout of one corpus. It is built from the manifest alone (cheap, picklable)
+and opens its handles lazily, in the process that uses them: after a fork the child never
+touches the parent's h5py or lmdb handles, it opens its own. Every read checks the payload's
+size against the manifest (truncation); `verify=True` also checks its crc32 (bit flips).
+Damage raises SampleError naming the layout, the index and the path or key, never a bare
+library traceback and never a silent skip (a skipped sample would inflate throughput).
+
+Two batch paths:
+- read_many(indices) -> payloads (bytes-like, valid after the call): the stored bytes.
+- read_batch(indices, out) -> decoded images in one (B, H, W, C) array. For payloads of a fixed
+  size (uncompressed TIFF from our generator, raw) no TIFF parser runs: the header is compared
+  with the corpus's one and the pixels are copied into `out`. Large samples are copied one by one
+  straight from storage into `out` (one copy: copying is their cost). Small ones (<= 64 KiB) are
+  joined into one buffer, then checked and copied with one numpy call per batch: there the
+  per-sample Python work is the cost (bench/loader_speed.py measures both ways side by side).
+  Anything else (compressed, foreign TIFF) goes through Codec.decode (tifffile).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from generator.codec import Codec
+from generator.errors import CorpusError, SampleError, UsageError
+from generator.manifest import Manifest
+
+# Handles inherited over a fork are parked here rather than closed: closing an h5py handle in the
+# child would call into a library whose state belongs to the parent. (LMDB is the exception the
+# child must close; loaders/lmdb.py does that, and says why it is safe.)
+_INHERITED: list = []
+
+SMALL_BYTES = 64 << 10  # fixed-size payloads up to this size are assembled a batch at a time
+
+
+class Reader:
+    layout: ClassVar[str]
+    handles: ClassVar[tuple[str, ...]] = ()  # attributes holding per-process handles
+
+    def __init__(self, root: str | os.PathLike, manifest: Manifest, *, verify: bool = False):
+        self.root = Path(root)
+        self.manifest = manifest
+        self.spec = manifest.spec
+        self.verify = verify
+        self.codec = Codec(self.spec)
+        self.target = self.root / manifest.layouts[self.layout]["path"]
+        self._sizes = list(manifest.sizes)  # lists: the fastest per-sample scalar lookups
+        self._crc = list(manifest.crc32)
+        self._size_arr = np.asarray(manifest.sizes, np.int64)
+        self._label_arr = np.asarray(manifest.labels, np.int64)
+        if self.codec.fixed_size and (self._size_arr != self.codec.fixed_size).any():
+            raise CorpusError(f"{self.root}/manifest.json lists payload sizes other than the {self.codec.fixed_size} "
+                              f"bytes every uncompressed payload of this spec has; regenerate the corpus with --force")
+        self._init_process_state()
+
+    # -- per-process state: handles, and the pid that opened them ---------------------------
+
+    def _init_process_state(self) -> None:
+        self._pid = None
+        self._lock = threading.Lock()
+        for name in self.handles:
+            setattr(self, name, None)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for name in (*self.handles, "_pid", "_lock"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_process_state()
+
+    def _ensure_open(self, index: int) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:  # threads of one process open once
+            if self._pid == os.getpid():
+                return
+            if self._pid is not None:  # forked: park the parent's handles
+                _INHERITED.append([getattr(self, n) for n in self.handles])
+                for name in self.handles:
+                    setattr(self, name, None)
+            self._open(index)
+            self._pid = os.getpid()
+
+    def close(self) -> None:
+        """Close every handle this process opened (needed before evicting the page cache)."""
+        with self._lock:
+            if self._pid == os.getpid():
+                self._close()
+            elif self._pid is not None:
+                _INHERITED.append([getattr(self, n) for n in self.handles])
+            for name in self.handles:
+                setattr(self, name, None)
+            self._pid = None
+
+    def _open(self, index: int) -> None:
+        """Open this process's handles; failures raise SampleError for `index`."""
+
+    def _close(self) -> None:
+        """Close the handles opened by this process."""
+
+    # -- the interface -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.spec.count
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.target} ({self.spec.count} samples{', verify' if self.verify else ''})>"
+
+    def where(self, index: int) -> str:
+        """Where sample `index` lives: a path, or a path and key/offset."""
+        return str(self.target)
+
+    def paths(self) -> list[Path]:
+        """Every file this layout reads (for eviction and residency checks)."""
+        return [self.target]
+
+    def read(self, index: int):
+        """The stored payload of sample `index` (bytes-like)."""
+        i = self.check_index(index)
+        self._ensure_open(i)
+        payload = self._read_one(i)
+        self.check_payload(i, payload)
+        return payload
+
+    def read_many(self, indices) -> list:
+        """Payloads of `indices`, in that order, by this layout's fastest batch path."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        idx = idx.tolist()
+        payloads = self._read_many(idx)
+        self.check_payloads(idx, payloads)
+        return payloads
+
+    def read_batch(self, indices, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """Decoded images of `indices` in one (B, H, W, C) array, and the payload bytes read."""
+        idx = self.check_indices(indices)
+        out = self.batch_array(len(idx), out)
+        if not len(idx):
+            return out, 0
+        self._ensure_open(int(idx[0]))
+        if self.codec.fixed_size:
+            self._read_into(idx.tolist(), out)
+        else:
+            for k, (i, p) in enumerate(zip(idx.tolist(), self.read_many(idx))):
+                out[k] = self.decode(p, i)
+        return out, int(self._size_arr[idx].sum())
+
+    def decode(self, payload, index: int | None = None) -> np.ndarray:
+        """(H, W, C) pixels of a payload (a view into it on the fast path)."""
+        try:
+            return self.codec.decode(payload)
+        except ValueError as exc:
+            raise SampleError(self.layout, -1 if index is None else index,
+                              "payload" if index is None else self.where(index), f"undecodable: {exc}") from None
+
+    def label(self, index: int) -> int:
+        return int(self._label_arr[self.check_index(index)])
+
+    def labels(self, indices) -> np.ndarray:
+        return self._label_arr[self.check_indices(indices)]
+
+    def stored_labels(self) -> np.ndarray:
+        """The labels as the layout itself stores them (verify compares them with the reference)."""
+        return self._label_arr.copy()
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def check_index(self, index) -> int:
+        try:
+            i = int(index)
+        except (TypeError, ValueError):
+            raise TypeError(f"sample index must be an integer, got {index!r}") from None
+        if i != index or not 0 <= i < self.spec.count:
+            raise IndexError(f"{self.layout}: sample index {index!r} out of range 0..{self.spec.count - 1}")
+        return i
+
+    def check_indices(self, indices) -> np.ndarray:
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+            raise TypeError(f"indices must be a 1-D sequence of integers, got shape {idx.shape} {idx.dtype}")
+        idx = idx.astype(np.int64, copy=False)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.spec.count):
+            bad = idx[(idx < 0) | (idx >= self.spec.count)][0]
+            raise IndexError(f"{self.layout}: sample index {bad} out of range 0..{self.spec.count - 1}")
+        return idx
+
+    def check_payload(self, i: int, payload) -> None:
+        if len(payload) != self._sizes[i]:
+            self.fail_size(i, len(payload))
+        if self.verify and zlib.crc32(payload) != self._crc[i]:
+            self.fail_crc(i, zlib.crc32(payload))
+
+    def check_payloads(self, idx: list[int], payloads: list) -> None:
+        """check_payload for a batch, with the per-sample Python work kept to C-level loops."""
+        sizes, fixed = self._sizes, self.codec.fixed_size
+        lens = list(map(len, payloads))
+        if lens.count(fixed) != len(lens) if fixed else lens != [sizes[i] for i in idx]:
+            for i, n in zip(idx, lens):
+                if n != sizes[i]:
+                    self.fail_size(i, n)
+        if self.verify:
+            for i, p in zip(idx, payloads):
+                if zlib.crc32(p) != self._crc[i]:
+                    self.fail_crc(i, zlib.crc32(p))
+
+    def fail_size(self, i: int, got: int):
+        if got < self._sizes[i]:
+            problem = f"truncated: {got} bytes where the manifest says {self._sizes[i]}"
+        else:
+            problem = f"too long: at least {got} bytes where the manifest says {self._sizes[i]}"
+        raise SampleError(self.layout, i, self.where(i), problem)
+
+    def fail_crc(self, i: int, got: int):
+        raise SampleError(self.layout, i, self.where(i),
+                          f"corrupt: crc32 {got:08x} where the manifest says {self._crc[i]:08x}")
+
+    def batch_array(self, n: int, out: np.ndarray | None) -> np.ndarray:
+        shape = (n, *self.spec.shape)
+        if out is None:
+            return np.empty(shape, self.spec.np_dtype)
+        if (out.shape != shape or out.dtype != self.spec.np_dtype or not out.flags.c_contiguous
+                or not out.flags.writeable):
+            raise UsageError(f"out must be a writable C-contiguous {shape} {self.spec.np_dtype} array, "
+                             f"got {out.shape} {out.dtype}")
+        return out
+
+    # -- the fixed-size fast paths -----------------------------------------------------------------
+
+    def _assemble(self, idx: list[int], payloads: list, out: np.ndarray) -> None:
+        """Small fixed-size payloads -> pixels in `out`: one join, then one vectorised header check
+        and one copy for the whole batch (per-sample Python work, not copying, is the cost here)."""
+        self.check_payloads(idx, payloads)
+        header, b = self.codec.header, len(idx)
+        h = len(header)
+        rows = np.frombuffer(b"".join(payloads), np.uint8).reshape(b, self.codec.fixed_size)
+        np.copyto(out.reshape(b, -1).view(np.uint8), rows[:, h:])
+        if h and rows[:, :h].tobytes() != header * b:  # not our header: let tifffile judge those
+            for k, i in enumerate(idx):
+                if rows[k, :h].tobytes() != header:
+                    out[k] = self.decode(rows[k].tobytes(), i)
+
+    def _place(self, i: int, payload, flat: memoryview, k: int, out: np.ndarray) -> None:
+        """One large fixed-size payload -> its pixels copied into row k of `out` (one copy)."""
+        if len(payload) != self._sizes[i]:
+            self.fail_size(i, len(payload))
+        if self.verify and zlib.crc32(payload) != self._crc[i]:
+            self.fail_crc(i, zlib.crc32(payload))
+        h = len(self.codec.header)
+        if h and payload[:h] != self.codec.header:  # not our header: let tifffile judge it
+            out[k] = self.decode(bytes(payload), i)
+            return
+        n = self.spec.pixel_bytes
+        flat[k * n:(k + 1) * n] = payload[h:] if isinstance(payload, memoryview) else memoryview(payload)[h:]
+
+    @property
+    def small(self) -> bool:
+        """Payloads small enough that batching the Python work beats copying each one once."""
+        return self.codec.fixed_size is not None and self.codec.fixed_size <= SMALL_BYTES
+
+    # -- what each layout provides -----------------------------------------------------------------
+
+    def _read_one(self, i: int):
+        raise NotImplementedError
+
+    def _read_many(self, idx: list[int]) -> list:
+        return [self._read_one(i) for i in idx]
+
+    def _read_into(self, idx: list[int], out: np.ndarray) -> None:
+        """Fixed-size payloads: check each and put its pixels into `out` (default: via _read_many)."""
+        payloads = self._read_many(idx)
+        if self.small:
+            return self._assemble(idx, payloads, out)
+        flat = memoryview(out).cast("B")
+        for k, (i, p) in enumerate(zip(idx, payloads)):
+            self._place(i, p, flat, k, out)

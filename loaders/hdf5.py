@@ -1,0 +1,202 @@
+"""`hdf5` reader: corpus.h5 (see generator.layouts.hdf5 for the format).
+
+Fast path: h5py is used only to find where each sample's bytes lie in the file (the contiguous
+`payload` dataset's file offset plus `offsets`, or the chunk addresses of an unfiltered `images`
+dataset); then the h5py file is closed and samples are copied straight out of a read-only mmap
+of corpus.h5. No HDF5 call per sample, no HDF5 global lock, so threads read in parallel.
+Fallback (chunked `payload` of compressed corpora, filtered `images`): h5py slicing, with the
+dataset's chunk cache sized to one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+
+import numpy as np
+
+from generator.errors import CorpusError, SampleError
+from generator.spec import Spec
+
+from .base import Reader
+
+
+class HDF5Reader(Reader):
+    layout = "hdf5"
+    # per-process state (dropped on pickling, rebuilt on open)
+    handles = ("_file", "_dset", "_map", "_view", "_starts", "_ok", "_table", "_file_size", "_fallback_offsets")
+
+    def where(self, index: int) -> str:
+        if self.spec.payload == "raw":
+            return f"{self.target}:/images[{index}]"
+        return f"{self.target}:/payload (sample {index})"
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _open(self, index: int) -> None:
+        import h5py
+
+        try:
+            f = h5py.File(self.target, "r")
+        except (OSError, ValueError) as exc:
+            problem = "missing (no such file)" if not self.target.exists() else f"cannot open the HDF5 file: {exc}"
+            raise SampleError(self.layout, index, str(self.target), problem) from None
+        try:
+            self._check_spec(f)
+            name = "images" if self.spec.payload == "raw" else "payload"
+            if name not in f:
+                raise SampleError(self.layout, index, str(self.target), f"missing: the file has no /{name} dataset")
+            table = self._images_table(f[name]) if name == "images" else self._payload_table(f, f[name])
+            if table is not None:
+                self._map_file(index, *table)
+                f.close()
+            else:
+                self._file, self._dset = f, _with_chunk_cache(f, name)
+        except BaseException:
+            f.close()
+            raise
+
+    def _check_spec(self, f) -> None:
+        stored = f.attrs.get("layoutbench_spec")
+        if stored is not None and not Spec.from_dict(json.loads(stored)).same_corpus(self.spec):
+            raise CorpusError(f"{self.target} holds a corpus of another spec than {self.root}/manifest.json; "
+                              f"regenerate the corpus with --force")
+
+    def _payload_table(self, f, dset):
+        """(file offsets, lengths, in-dataset flags) of every sample, or None when not contiguous."""
+        offsets = f["offsets"][()].astype(np.int64) if "offsets" in f else None
+        if offsets is None or len(offsets) != self.spec.count + 1:
+            self._fallback_offsets = None
+            return None
+        self._fallback_offsets = offsets.tolist()
+        base = dset.id.get_offset()
+        if dset.chunks is not None or base is None:
+            return None
+        starts, ends = offsets[:-1], offsets[1:]
+        inside = (starts >= 0) & (starts <= ends) & (ends <= dset.size)
+        return base + starts, ends - starts, inside
+
+    def _images_table(self, dset):
+        """Unfiltered one-image chunks: their file addresses from the chunk index."""
+        if dset.chunks != (1, *self.spec.shape) or dset.id.get_create_plist().get_nfilters():
+            return None
+        starts = np.full(self.spec.count, -1, np.int64)
+        lens = np.zeros(self.spec.count, np.int64)
+
+        def visit(info):
+            if info.filter_mask == 0 and info.chunk_offset[0] < self.spec.count:
+                starts[info.chunk_offset[0]] = info.byte_offset
+                lens[info.chunk_offset[0]] = info.size
+
+        dset.id.chunk_iter(visit)
+        return starts, lens, starts >= 0
+
+    def _map_file(self, index: int, starts, lens, inside) -> None:
+        fd = os.open(self.target, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            self._map = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)  # the mapping keeps the file open
+        self._view = memoryview(self._map)
+        self._file_size = size
+        self._table = (starts, lens, inside)
+        self._ok = inside & (starts + lens <= size) & (lens == self._size_arr)
+        self._starts = starts.tolist()
+
+    def _close(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._map.close()
+        if self._file is not None:
+            self._file.close()
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _fail_table(self, i: int):
+        starts, lens, inside = self._table
+        a, n = int(starts[i]), int(lens[i])
+        if not inside[i]:
+            problem = ("missing: no chunk is stored for it" if self.spec.payload == "raw" else
+                       f"missing: its bytes lie outside the payload dataset (offsets say {n} bytes at {a})")
+        elif a + n > self._file_size:
+            problem = f"truncated: the file ends at byte {self._file_size}, before the sample's end at {a + n}"
+        else:
+            self.fail_size(i, n)
+        raise SampleError(self.layout, i, self.where(i), problem)
+
+    def _check_batch(self, idx: list[int]) -> None:
+        if not self._ok[idx].all():
+            self._fail_table(next(i for i in idx if not self._ok[i]))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read_one(self, i: int):
+        if self._map is None:
+            return self._read_fallback(i)
+        if not self._ok[i]:
+            self._fail_table(i)
+        a = self._starts[i]
+        return self._map[a:a + self._sizes[i]]
+
+    def _read_many(self, idx: list[int]) -> list:
+        if self._map is None:
+            return [self._read_fallback(i) for i in idx]
+        self._check_batch(idx)
+        m, starts, sizes = self._map, self._starts, self._sizes
+        return [m[starts[i]:starts[i] + sizes[i]] for i in idx]
+
+    def _read_into(self, idx: list[int], out: np.ndarray) -> None:
+        if self._map is None:
+            return super()._read_into(idx, out)
+        self._check_batch(idx)
+        view, starts, size = self._view, self._starts, self.codec.fixed_size
+        if self.small:
+            return self._assemble(idx, [view[starts[i]:starts[i] + size] for i in idx], out)
+        flat = memoryview(out).cast("B")
+        for k, i in enumerate(idx):
+            a = starts[i]
+            lo = a - a % mmap.PAGESIZE  # one readahead request for the sample, not a fault per 128 KiB
+            self._map.madvise(mmap.MADV_WILLNEED, lo, a + size - lo)
+            self._place(i, view[a:a + size], flat, k, out)
+
+    def _read_fallback(self, i: int):
+        """One sample through h5py (chunked or filtered datasets)."""
+        try:
+            if self.spec.payload == "raw":
+                buf = bytearray(self.spec.pixel_bytes)
+                arr = np.frombuffer(buf, self.spec.np_dtype).reshape(self.spec.shape)
+                self._dset.read_direct(arr, np.s_[i])
+                return buf
+            offsets = self._fallback_offsets
+            if offsets is None:
+                raise SampleError(self.layout, i, self.where(i), "missing: the file has no valid /offsets dataset")
+            a, b = offsets[i], offsets[i + 1]
+            if not 0 <= a <= b <= self._dset.size:
+                raise SampleError(self.layout, i, self.where(i),
+                                  f"missing: its bytes [{a}, {b}) lie outside the payload dataset")
+            buf = bytearray(b - a)
+            if b > a:
+                self._dset.read_direct(np.frombuffer(buf, np.uint8), np.s_[a:b])
+            return buf
+        except OSError as exc:
+            raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc}") from None
+
+    def stored_labels(self) -> np.ndarray:
+        import h5py
+
+        with h5py.File(self.target, "r") as f:
+            return f["labels"][()].astype(np.int64)
+
+
+def _with_chunk_cache(f, name: str):
+    """Open dataset `name` with a chunk cache that holds at least one whole chunk (HDF5's default
+    1 MiB cache is smaller than one image of a large corpus, which then bypasses the cache)."""
+    import h5py
+
+    chunks = f[name].chunks
+    nbytes = int(np.prod(chunks)) * f[name].dtype.itemsize if chunks else 1 << 20
+    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    dapl.set_chunk_cache(521, max(nbytes, 1 << 20), 1.0)
+    return h5py.Dataset(h5py.h5d.open(f.id, name.encode(), dapl))

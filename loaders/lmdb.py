@@ -1,0 +1,171 @@
+"""`lmdb` reader: the lmdb/ environment (see generator.layouts.lmdb for the format).
+
+Opened readonly, lock=False (nothing writes while we read, and no lock file means nothing shared
+between processes), readahead=False (random access must not drag in neighbouring pages),
+max_readers far above any worker count. One read transaction per batch. read_many copies each
+value out (bytes, valid after the transaction); read_batch uses buffers=True and copies the
+pixels straight from the memory map into the batch while the transaction is open.
+
+py-lmdb refuses to open one environment twice in a process, so the readers of a process share
+one Environment per directory (counted; closed with the last reader). A forked child inherits
+the parent's and must close it before opening its own: with lock=False and readonly there is
+no lock table or writer state to disturb, closing only unmaps the child's copy of the map.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import numpy as np
+
+from generator.errors import CorpusError, SampleError
+from generator.layouts.lmdb import key_of
+from generator.spec import Spec
+
+from .base import Reader
+
+MAX_READERS = 1024
+
+_SHARED: dict[str, list] = {}  # realpath -> [pid, env, payload db, readers using it]
+_SHARED_LOCK = threading.Lock()
+
+
+def _acquire(path: str):
+    """(env, payload db) of the environment at `path`, shared within this process."""
+    import lmdb
+
+    with _SHARED_LOCK:
+        pid = os.getpid()
+        for key, entry in list(_SHARED.items()):
+            if entry[0] != pid:  # inherited over a fork: close the child's copy (see the docstring)
+                entry[1].close()
+                del _SHARED[key]
+        key = os.path.realpath(path)
+        if key not in _SHARED:
+            env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=MAX_READERS,
+                            max_dbs=2, subdir=True)
+            try:
+                db = env.open_db(b"payload", create=False)
+            except BaseException:
+                env.close()
+                raise
+            _SHARED[key] = [pid, env, db, 0]
+        entry = _SHARED[key]
+        entry[3] += 1
+        return entry[1], entry[2]
+
+
+def _release(path: str) -> None:
+    with _SHARED_LOCK:
+        key = os.path.realpath(path)
+        entry = _SHARED.get(key)
+        if entry is not None and entry[0] == os.getpid():
+            entry[3] -= 1
+            if entry[3] <= 0:
+                entry[1].close()
+                del _SHARED[key]
+
+
+class LMDBReader(Reader):
+    layout = "lmdb"
+    handles = ("_env", "_db")
+
+    def where(self, index: int) -> str:
+        return f"{self.target} key {key_of(index).hex()}"
+
+    def paths(self):
+        return [self.target / "data.mdb"]
+
+    def _open(self, index: int) -> None:
+        import lmdb
+
+        if not (self.target / "data.mdb").exists():
+            raise SampleError(self.layout, index, self.where(index), "missing (no data.mdb in the environment)")
+        try:
+            env, db = _acquire(str(self.target))
+        except lmdb.Error as exc:
+            raise SampleError(self.layout, index, self.where(index), f"cannot open the environment: {exc}") from None
+        self._env, self._db = env, db
+        try:
+            with env.begin(db=env.open_db(b"meta", create=False)) as txn:
+                stored = txn.get(b"spec")
+        except lmdb.Error as exc:
+            self._close()
+            raise SampleError(self.layout, index, self.where(index), f"unreadable environment: {exc}") from None
+        if stored is not None and not Spec.from_dict(json.loads(stored)).same_corpus(self.spec):
+            self._close()
+            raise CorpusError(f"{self.target} holds a corpus of another spec than {self.root}/manifest.json; "
+                              f"regenerate the corpus with --force")
+
+    def _close(self) -> None:
+        if self._env is not None:
+            _release(str(self.target))
+            self._env = self._db = None
+
+    def __del__(self):
+        try:
+            if self._pid == os.getpid():
+                self._close()
+        except Exception:
+            pass
+
+    def _missing(self, i: int):
+        raise SampleError(self.layout, i, self.where(i), "missing: no such key")
+
+    def _lmdb_error(self, i: int, exc: Exception):
+        raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc}") from None
+
+    def _read_one(self, i: int):
+        return self._read_many([i])[0]
+
+    def _read_many(self, idx: list[int]) -> list:
+        import lmdb
+
+        with self._env.begin(db=self._db) as txn:
+            get = txn.get
+            try:
+                values = [get(i.to_bytes(8, "big")) for i in idx]
+            except lmdb.Error as exc:
+                self._find_error(txn, idx, exc)
+        if None in values:
+            self._missing(idx[values.index(None)])
+        return values
+
+    def _read_into(self, idx: list[int], out: np.ndarray) -> None:
+        import lmdb
+
+        with self._env.begin(db=self._db, buffers=True) as txn:  # views into the map: valid in this txn only
+            get = txn.get
+            try:
+                values = [get(i.to_bytes(8, "big")) for i in idx]
+            except lmdb.Error as exc:
+                self._find_error(txn, idx, exc)
+            if None in values:
+                self._missing(idx[values.index(None)])
+            if self.small:
+                self._assemble(idx, values, out)  # copies out of the map before the txn ends
+            else:
+                flat = memoryview(out).cast("B")
+                for k, (i, v) in enumerate(zip(idx, values)):
+                    self._place(i, v, flat, k, out)
+
+    def _find_error(self, txn, idx: list[int], exc: Exception):
+        """A library error in a batch: name the sample that raised it."""
+        import lmdb
+
+        for i in idx:
+            try:
+                txn.get(i.to_bytes(8, "big"))
+            except lmdb.Error as e:
+                self._lmdb_error(i, e)
+        self._lmdb_error(idx[0], exc)
+
+    def stored_labels(self) -> np.ndarray:
+        self._ensure_open(0)
+        with self._env.begin(db=self._env.open_db(b"meta", create=False)) as txn:
+            raw = txn.get(b"labels")
+        if raw is None or len(raw) != 2 * self.spec.count:
+            raise CorpusError(f"{self.target}: the meta labels are missing or of the wrong length; regenerate with --force")
+        return np.frombuffer(raw, "<u2").astype(np.int64)

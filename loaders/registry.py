@@ -1,0 +1,36 @@
+"""Layout id -> reader class, and open_corpus: the one way to get a reader."""
+
+from __future__ import annotations
+
+import os
+
+from generator.errors import CorpusError, UsageError
+from generator.manifest import read_manifest
+
+from .base import Reader
+
+
+def readers() -> dict[str, type[Reader]]:
+    # Imported here so `import loaders` does not pull in h5py and lmdb.
+    from .files import FilesReader
+    from .hdf5 import HDF5Reader
+    from .lmdb import LMDBReader
+
+    return {r.layout: r for r in (FilesReader, HDF5Reader, LMDBReader)}
+
+
+def open_corpus(root: str | os.PathLike, layout: str, *, verify: bool = False) -> Reader:
+    """A reader of `layout` in the corpus at `root`. Cheap: handles open on first read.
+
+    Refuses (CorpusError) a directory without a complete manifest, a manifest of another
+    version, or a layout the manifest does not list as complete.
+    """
+    known = readers()
+    if layout not in known:
+        raise UsageError(f"unknown layout {layout!r}; choose from: {', '.join(known)}")
+    manifest = read_manifest(root)
+    if layout not in manifest.layouts:
+        have = ", ".join(manifest.layouts) or "none"
+        raise CorpusError(f"{root}: the {layout} layout is not complete in this corpus (complete: {have}); "
+                          f"generate it with python -m generator ... --layouts {layout}")
+    return known[layout](root, manifest, verify=verify)

@@ -1,0 +1,139 @@
+"""Verify a corpus: every sample of every layout against the generator's reference.
+
+The reference is recomputed, not stored: make_sample(spec, i) gives the pixels and label, and
+Codec.encode gives the payload. For each layout every sample's stored payload must equal the
+reference payload byte for byte and match the manifest's crc32 and size; the images the loader
+delivers (read_batch, the path training uses) must equal the reference pixels; the layout's own
+labels must equal the reference labels. The manifest itself is checked once.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from generator.codec import Codec
+from generator.errors import LayoutbenchError, SampleError, UsageError
+from generator.manifest import MANIFEST, read_manifest
+from generator.pool import chunks
+from generator.synth import make_sample
+
+from .registry import open_corpus, readers
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    layout: str  # or "manifest"
+    index: int  # -1: the layout as a whole
+    where: str
+    problem: str
+
+    def __str__(self) -> str:
+        what = f"sample {self.index}" if self.index >= 0 else "layout"
+        return f"{self.layout} {what} at {self.where}: {self.problem}"
+
+
+def choose_layouts(manifest, layouts) -> list[str]:
+    names = list(manifest.layouts) if not layouts else list(layouts)
+    for name in names:
+        if name not in readers():
+            raise UsageError(f"unknown layout {name!r}; choose from: {', '.join(readers())}")
+        if name not in manifest.layouts:
+            raise UsageError(f"layout {name!r} is not complete in this corpus (complete: "
+                             f"{', '.join(manifest.layouts) or 'none'})")
+    return names
+
+
+def verify(root, layouts=None, progress: bool | None = None) -> tuple[list[str], list[Mismatch]]:
+    """(layouts checked, every mismatch found). An empty list means every sample matched."""
+    manifest = read_manifest(root)
+    names = choose_layouts(manifest, layouts)
+    spec, codec = manifest.spec, Codec(manifest.spec)
+    found: list[Mismatch] = []
+    checkers = [_LayoutCheck(open_corpus(root, name), found) for name in names]
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        with tqdm(total=spec.count * len(names), desc="verify", unit="sample", disable=not show,
+                  dynamic_ncols=True) as bar:
+            for r in chunks(0, spec.count, spec):
+                refs = [_reference(spec, codec, i) for i in r]
+                _check_manifest(manifest, r, refs, found, f"{root}/{MANIFEST}")
+                for check in checkers:
+                    check.run(list(r), refs)
+                    bar.update(len(r))
+    finally:
+        for check in checkers:
+            check.reader.close()
+    return names, found
+
+
+def _reference(spec, codec, i):
+    pixels, label = make_sample(spec, i)
+    return pixels, label, codec.encode(pixels)
+
+
+def _check_manifest(manifest, r, refs, found, where) -> None:
+    for i, (_, label, payload) in zip(r, refs):
+        problems = []
+        if manifest.crc32[i] != zlib.crc32(payload):
+            problems.append(f"crc32 {manifest.crc32[i]:08x}, the reference payload's is {zlib.crc32(payload):08x}")
+        if manifest.sizes[i] != len(payload):
+            problems.append(f"size {manifest.sizes[i]}, the reference payload's is {len(payload)}")
+        if manifest.labels[i] != label:
+            problems.append(f"label {manifest.labels[i]}, the reference label is {label}")
+        if problems:
+            found.append(Mismatch("manifest", i, where, "; ".join(problems)))
+
+
+class _LayoutCheck:
+    def __init__(self, reader, found: list[Mismatch]):
+        self.reader, self.found = reader, found
+        try:
+            self.labels = reader.stored_labels()
+        except (LayoutbenchError, OSError, KeyError, ValueError) as exc:
+            self.labels = None
+            found.append(Mismatch(reader.layout, -1, str(reader.target), f"labels unreadable: {exc}"))
+
+    @staticmethod
+    def _each(idx: list[int], batch_fn, errors: dict):
+        """batch_fn(idx) as one batch; on a SampleError, one sample at a time, to name every bad one."""
+        try:
+            return batch_fn(idx)
+        except SampleError:
+            results = []
+            for i in idx:
+                try:
+                    results.extend(batch_fn([i]))
+                except SampleError as exc:
+                    errors.setdefault(i, []).append(exc.problem)
+                    results.append(None)
+            return results
+
+    def run(self, idx: list[int], refs) -> None:
+        r, errors = self.reader, {}
+        payloads = self._each(idx, r.read_many, errors)
+        images = self._each(idx, lambda ix: list(r.read_batch(ix)[0]), errors)
+        for i, p, img, (pixels, label, ref) in zip(idx, payloads, images, refs):
+            problems = list(dict.fromkeys(errors.get(i, ())))  # once each, in order
+            if p is not None:
+                if bytes(p) != ref:
+                    problems.append(f"payload differs from the reference from byte {_first_diff(bytes(p), ref)}")
+                if zlib.crc32(p) != r.manifest.crc32[i]:
+                    problems.append(f"crc32 {zlib.crc32(p):08x} where the manifest says {r.manifest.crc32[i]:08x}")
+            if img is not None and not (img.dtype == pixels.dtype and img.shape == pixels.shape
+                                        and np.array_equal(img, pixels)):
+                problems.append("decoded pixels differ from the reference")
+            if self.labels is not None and self.labels[i] != label:
+                problems.append(f"stored label {self.labels[i]}, the reference label is {label}")
+            if problems:
+                self.found.append(Mismatch(r.layout, i, r.where(i), "; ".join(problems)))
+
+
+def _first_diff(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.frombuffer(a, np.uint8, n) != np.frombuffer(b, np.uint8, n))
+    return int(diff[0]) if diff.size else n

@@ -1,0 +1,222 @@
+"""The one suite every layout's reader passes. A layout's test module subclasses LayoutSuite,
+sets `layout` and implements the three damage hooks (make_missing, make_truncated, overwrite).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import zlib
+
+import numpy as np
+import pytest
+
+from generator.codec import Codec
+from generator.errors import SampleError
+from generator.manifest import read_manifest
+from generator.synth import make_sample
+from loaders import open_corpus
+from loaders.pipeline import Loader
+from loaders.sampler import MODES
+
+ROUND_TRIP_KINDS = ["gray8", "rgb8", "rgba8", "rgb16", "raw16", "deflate", "big"]
+DAMAGE_KINDS = ["gray8", "big"]  # small (batch-assembled) and large (per-sample) read paths
+
+
+def reference(root):
+    """(pixels list, labels array, payloads list) of every sample, made from scratch."""
+    spec = read_manifest(root).spec
+    codec = Codec(spec)
+    pixels, labels = zip(*(make_sample(spec, i) for i in range(spec.count)))
+    return list(pixels), np.array(labels), [codec.encode(p) for p in pixels]
+
+
+def _child_reads(reader, conn):
+    """In a forked child: read every sample with the reader the parent had already used."""
+    try:
+        conn.send([zlib.crc32(reader.read(i)) for i in range(len(reader))])
+    except BaseException as exc:  # report, do not hang the parent
+        conn.send(repr(exc))
+
+
+class LayoutSuite:
+    layout: str
+
+    # -- damage hooks, per layout ------------------------------------------------------------------
+
+    def make_missing(self, root, index: int) -> None:
+        raise NotImplementedError
+
+    def make_truncated(self, root, index: int) -> None:
+        raise NotImplementedError
+
+    def overwrite(self, root, index: int, offset: int, data: bytes) -> None:
+        """Replace bytes of sample `index`'s stored payload, from `offset`, with `data`."""
+        raise NotImplementedError
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def open(self, root, **kw):
+        return open_corpus(root, self.layout, **kw)
+
+    def assert_named(self, exc_info, index: int, problem: str):
+        e = exc_info.value
+        assert (e.layout, e.index) == (self.layout, index)
+        assert problem in e.problem
+        assert f"{self.layout} sample {index} at " in str(e) and e.where in str(e)
+
+    # -- round trips -------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("kind", ROUND_TRIP_KINDS)
+    def test_round_trip_is_bit_exact(self, corpus, kind):
+        root = corpus(kind)
+        pixels, labels, payloads = reference(root)
+        r = self.open(root)
+        n = len(r)
+        for i in range(n):
+            p = r.read(i)
+            assert bytes(p) == payloads[i]
+            img = r.decode(p, i)
+            assert img.dtype == pixels[i].dtype and img.shape == pixels[i].shape
+            assert np.array_equal(img, pixels[i])
+            assert r.label(i) == labels[i]
+        order = np.random.default_rng(1).permutation(n)
+        assert [bytes(p) for p in r.read_many(order)] == [payloads[i] for i in order]
+        images, nbytes = r.read_batch(order)
+        assert images.dtype == pixels[0].dtype and images.shape == (n, *pixels[0].shape)
+        assert np.array_equal(images, np.stack([pixels[i] for i in order]))
+        assert nbytes == sum(len(payloads[i]) for i in order)
+        assert np.array_equal(r.labels(order), labels[order])
+        assert r.read_many([]) == [] and r.read_batch([])[0].shape == (0, *pixels[0].shape)
+        r.close()
+
+    def test_verify_mode_reads_a_sound_corpus(self, corpus):
+        root = corpus("gray8")
+        pixels, _, payloads = reference(root)
+        r = self.open(root, verify=True)
+        assert [bytes(p) for p in r.read_many(range(len(r)))] == payloads
+        assert np.array_equal(r.read_batch(range(len(r)))[0], np.stack(pixels))
+
+    def test_len_and_paths(self, corpus):
+        r = self.open(corpus("gray8"))
+        assert len(r) == 37
+        assert r.paths() and all(p.exists() for p in r.paths())
+
+    def test_out_of_range_index(self, corpus):
+        r = self.open(corpus("gray8"))
+        for bad in (37, -1, 10**12):
+            with pytest.raises(IndexError, match="out of range"):
+                r.read(bad)
+        with pytest.raises(IndexError, match="37"):
+            r.read_many([0, 37])
+        with pytest.raises(IndexError):
+            r.read_batch([-1])
+        with pytest.raises(IndexError):
+            r.label(37)
+
+    # -- processes ---------------------------------------------------------------------------------
+
+    def test_pickles_before_and_after_use(self, corpus):
+        root = corpus("rgb8")
+        _, _, payloads = reference(root)
+        r = self.open(root)
+        fresh = pickle.loads(pickle.dumps(r))
+        assert bytes(fresh.read(3)) == payloads[3]
+        r.read_many([0, 1, 2])  # handles open now
+        used = pickle.loads(pickle.dumps(r))
+        assert bytes(used.read(4)) == payloads[4] and bytes(r.read(5)) == payloads[5]
+        r.close()
+        assert bytes(r.read(6)) == payloads[6]  # reopens after close
+
+    @pytest.mark.parametrize("kind", ["rgb8", "deflate"])
+    def test_forked_child_never_uses_the_parents_handles(self, corpus, kind):
+        root = corpus(kind)
+        _, _, payloads = reference(root)
+        r = self.open(root)
+        r.read(0)  # the parent's handles are open when it forks
+        ctx = multiprocessing.get_context("fork")
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_child_reads, args=(r, child))
+        p.start()
+        got = parent.recv() if parent.poll(60) else "no answer"
+        p.join(10)
+        assert got == [zlib.crc32(x) for x in payloads]
+        assert bytes(r.read(1)) == payloads[1]  # the parent's handles still work
+
+    @pytest.mark.parametrize("kind", ["fork", "spawn"])
+    def test_reads_in_worker_processes(self, corpus, kind):
+        root = corpus("rgba8")
+        pixels, labels, _ = reference(root)
+        with Loader(self.open(root), batch_size=4, workers=2, worker_kind=kind, seed=3) as loader:
+            seen = []
+            for batch in loader.epoch(0):
+                assert np.array_equal(batch.images, np.stack([pixels[i] for i in batch.indices]))
+                assert np.array_equal(batch.labels, labels[batch.indices])
+                seen.extend(batch.indices.tolist())
+            assert len(loader.worker_pids) == 2
+        assert sorted(seen) == list(range(37))
+
+    @pytest.mark.parametrize("mode", MODES)
+    def test_every_index_once_per_epoch(self, corpus, mode):
+        root = corpus("gray8")
+        pixels, _, _ = reference(root)
+        r = self.open(root)
+        for epoch in (0, 1):
+            seen = []
+            for rank in range(2):
+                loader = Loader(r, batch_size=5, workers=2, shuffle=mode, seed=11, rank=rank, world=2)
+                for batch in loader.epoch(epoch):
+                    assert np.array_equal(batch.images, np.stack([pixels[i] for i in batch.indices]))
+                    seen.extend(batch.indices.tolist())
+                loader.close()
+            assert sorted(seen) == list(range(37))
+
+    # -- damage ------------------------------------------------------------------------------------
+
+    def _all_paths_raise(self, root, index: int, problem: str, verify: bool = False):
+        r = self.open(root, verify=verify)
+        with pytest.raises(SampleError) as e:
+            r.read(index)
+        self.assert_named(e, index, problem)
+        with pytest.raises(SampleError) as e:
+            r.read_many([0, index, 1])
+        self.assert_named(e, index, problem)
+        with pytest.raises(SampleError) as e:
+            r.read_batch([index, 0])
+        self.assert_named(e, index, problem)
+        with pytest.raises(SampleError) as e:
+            list(Loader(r, batch_size=4, shuffle="sequential").epoch(0))
+        self.assert_named(e, index, problem)
+
+    @pytest.mark.parametrize("kind", DAMAGE_KINDS)
+    def test_missing_sample_raises_named_error(self, corpus_copy, kind):
+        root = corpus_copy(kind)
+        self.make_missing(root, 3)
+        self._all_paths_raise(root, 3, "missing")
+
+    @pytest.mark.parametrize("kind", DAMAGE_KINDS)
+    def test_truncated_sample_raises_named_error(self, corpus_copy, kind):
+        root = corpus_copy(kind)
+        self.make_truncated(root, 4)
+        self._all_paths_raise(root, 4, "truncated")
+
+    @pytest.mark.parametrize("kind", DAMAGE_KINDS)
+    def test_bit_flip_is_caught_with_verify(self, corpus_copy, kind):
+        root = corpus_copy(kind)
+        _, _, payloads = reference(root)
+        at = len(payloads[2]) - 5  # a pixel byte
+        self.overwrite(root, 2, at, bytes([payloads[2][at] ^ 0x10]))
+        self._all_paths_raise(root, 2, "crc32", verify=True)
+
+    @pytest.mark.parametrize("kind", DAMAGE_KINDS)
+    def test_corrupt_header_raises_named_error(self, corpus_copy, kind):
+        root = corpus_copy(kind)
+        i = 5
+        self.overwrite(root, i, 0, b"JUNKJUNKJUNK")
+        r = self.open(root)
+        with pytest.raises(SampleError) as e:
+            r.read_batch([0, i])
+        self.assert_named(e, i, "undecodable")
+        with pytest.raises(SampleError) as e:
+            r.decode(r.read(i), i)
+        self.assert_named(e, i, "undecodable")

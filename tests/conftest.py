@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny corpora made by the generator, once per session, in a temp directory."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from generator.build import generate
+from generator.spec import Spec
+
+# Small corpora covering what the readers must get bit-exact. 37 samples: batches do not divide it.
+KINDS = {
+    "gray8": dict(height=28, width=28, channels=1, dtype="uint8"),
+    "rgb8": dict(height=5, width=7, channels=3, dtype="uint8"),
+    "rgba8": dict(height=6, width=5, channels=4, dtype="uint8"),
+    "rgb16": dict(height=4, width=6, channels=3, dtype="uint16"),
+    "raw16": dict(height=5, width=4, channels=4, dtype="uint16", payload="raw"),
+    "deflate": dict(height=9, width=8, channels=3, dtype="uint8", compression="deflate"),
+    # above the 64 KiB line: the per-sample (large) copy paths
+    "big": dict(height=160, width=150, channels=3, dtype="uint8", count=6),
+}
+
+
+def kind_spec(kind: str) -> Spec:
+    fields = {"count": 37, "seed": 7, "num_classes": 5, **KINDS[kind]}
+    return Spec(**fields)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """corpus(kind) -> directory of a finished corpus with every layout (made once per session)."""
+    made = {}
+
+    def get(kind: str):
+        if kind not in made:
+            root = tmp_path_factory.mktemp(f"corpus-{kind}")
+            generate(root, kind_spec(kind), workers=1, progress=False)
+            made[kind] = root
+        return made[kind]
+
+    return get
+
+
+@pytest.fixture
+def corpus_copy(corpus, tmp_path):
+    """corpus_copy(kind) -> a private copy of corpus(kind), free to damage."""
+
+    def get(kind: str):
+        dst = tmp_path / kind
+        shutil.copytree(corpus(kind), dst)
+        return dst
+
+    return get
