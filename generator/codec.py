@@ -108,6 +108,8 @@ class Codec:
 
     def decode(self, payload) -> np.ndarray:
         """The pixels; a view into `payload` on the fast path (copy it if you keep it past the buffer)."""
+        if not isinstance(payload, (bytes, bytearray)):  # numpy arrays, mmap slices, memoryviews
+            payload = memoryview(payload).cast("B")
         if self.spec.payload == "raw":
             if len(payload) != self.spec.pixel_bytes:
                 raise ValueError(f"raw payload is {len(payload)} bytes, expected {self.spec.pixel_bytes}")

@@ -26,3 +26,6 @@ class SampleError(LayoutbenchError):
             f"{layout} sample {index} at {where}: {problem} "
             f"(run `python -m loaders verify` on the corpus, or regenerate it with --force)"
         )
+
+    def __reduce__(self):  # picklable with its fields, so it crosses from worker processes intact
+        return (SampleError, (self.layout, self.index, self.where, self.problem))
