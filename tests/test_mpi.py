@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -10,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.mpi import (aggregate_epoch, auto_comm, check_coverage, coverage, mpirun_command, pack,
-                       percentiles_ms, shard_index, under_mpirun, unpack)
-from generator.errors import LayoutbenchError, UsageError
+from bench.mpi import mpirun_command, pack, unpack
+from bench.runner import shard_rank
+from generator.errors import UsageError
 
 try:
     MPIRUN = mpirun_command(2)
@@ -24,10 +25,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def mpirun(args, timeout=120):
-    """Run under mpirun -n 2 from the repo; a hang fails the test instead of the suite."""
+    """Run under mpirun -n 2 from the repo; a hang fails the test (and ends every rank) instead of
+    stalling the suite."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
-    return subprocess.run([*MPIRUN, sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.Popen([*MPIRUN, sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # mpirun and the ranks it started
+        out, err = proc.communicate()
+        pytest.fail(f"mpirun {' '.join(args)} did not finish in {timeout} s:\n{err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_pack_round_trips_arrays_and_json_values():
@@ -50,52 +59,14 @@ def test_pack_refuses_what_json_and_raw_buffers_cannot_carry(bad):
 
 def test_shard_shift_rotates_every_rank_through_every_shard():
     world = 4
-    assert [shard_index(r, world, epoch=5) for r in range(world)] == [0, 1, 2, 3]  # no shift
+    assert [shard_rank(r, world, epoch=5, shift=0) for r in range(world)] == [0, 1, 2, 3]
     for epoch in range(6):
-        shards = [shard_index(r, world, epoch, shift=1) for r in range(world)]
-        assert sorted(shards) == list(range(world))  # a permutation: every shard read once
-        assert shards[0] == epoch % world
-    assert [shard_index(0, world, e, shift=2) for e in range(4)] == [0, 2, 0, 2]
+        shards = [shard_rank(r, world, epoch, shift=1) for r in range(world)]
+        assert sorted(shards) == list(range(world)) and shards[0] == epoch % world  # a permutation
 
 
-def test_coverage_counts_missing_duplicated_and_out_of_range():
-    ok = coverage([np.array([0, 2, 4]), np.array([1, 3])], 5)
-    assert ok["exactly_once"] and ok["read"] == 5 and ok["missing"] == 0
-    bad = coverage([np.array([0, 1, 1]), np.array([1, 9])], 4)
-    assert not bad["exactly_once"]
-    assert (bad["missing"], bad["duplicates"], bad["out_of_range"]) == (2, 2, 1)
-    assert bad["first_missing"] == [2, 3] and bad["first_duplicated"] == [1]
-    with pytest.raises(LayoutbenchError, match=r"hdf5 epoch 3: .*\(2 missing, e.g. \[2, 3\]; 2 read twice"):
-        check_coverage(bad, "hdf5", 3)
-    check_coverage(ok, "hdf5", 3)
-
-
-def test_aggregate_is_all_bytes_over_the_slowest_rank():
-    rng = np.random.default_rng(1)
-    lat0, lat1 = rng.random(60), rng.random(40) * 3
-    records = [
-        {"rank": 0, "host": "a", "seconds": 1.0, "samples": 60, "bytes": 1_000_000, "indices": np.arange(0, 60),
-         "sample_seconds": lat0, "batch_seconds": None},
-        {"rank": 1, "host": "b", "seconds": 2.0, "samples": 40, "bytes": 3_000_000, "indices": np.arange(60, 100),
-         "sample_seconds": lat1},
-    ]
-    agg = aggregate_epoch(records, 100)
-    assert agg["mb_per_s"] == pytest.approx(2.0)  # 4 MB / 2 s, not the mean of 1 and 1.5 MB/s
-    assert agg["samples_per_s"] == pytest.approx(50.0)
-    assert agg["rank_mb_per_s"] == {"min": pytest.approx(1.0), "max": pytest.approx(1.5)}
-    assert agg["rank_seconds"] == {"min": 1.0, "max": 2.0}
-    assert agg["nodes"] == 2 and agg["coverage"]["exactly_once"]
-    both = np.concatenate([lat0, lat1])
-    assert agg["sample_latency_ms"]["p99"] == pytest.approx(np.percentile(both, 99) * 1e3)
-    assert agg["sample_latency_ms"]["max"] == pytest.approx(both.max() * 1e3)
-    assert agg["sample_latency_ms"]["count"] == 100 and agg["batch_latency_ms"] == {}
-    assert percentiles_ms([0.001, 0.002])["p50"] == pytest.approx(1.5)
-
-
-def test_launcher_detection_and_single_process_needs_no_mpi():
-    assert under_mpirun({"OMPI_COMM_WORLD_SIZE": "2"}) and under_mpirun({"PMI_RANK": "0"})
-    assert not under_mpirun({"PATH": "/bin"})
-    code = ("import sys, bench.mpi, bench.comm; c = bench.mpi.auto_comm(); "
+def test_single_process_needs_no_mpi():
+    code = ("import sys, bench.mpi, bench.comm; c = bench.comm.get_comm('auto'); "
             "assert (c.rank, c.size) == (0, 1) and 'mpi4py' not in sys.modules, sys.modules.get('mpi4py')")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
@@ -108,14 +79,14 @@ def test_mpirun_collectives_carry_arrays_between_two_ranks(tmp_path):
     script.write_text(textwrap.dedent("""
         import json, sys
         import numpy as np
-        from bench.mpi import MPIComm, auto_comm, node_leader, under_mpirun
-        comm = auto_comm()
-        assert isinstance(comm, MPIComm) and under_mpirun()
+        from bench.comm import get_comm
+        from bench.mpi import MPIComm
+        comm = get_comm("auto")
+        assert isinstance(comm, MPIComm)  # the launcher was detected
         got = comm.gather({"rank": comm.rank, "data": np.full(3 + comm.rank, comm.rank, np.int32)})
         plan = comm.bcast({"order": np.arange(5)[::-1].copy(), "who": "root"} if comm.rank == 0 else None)
-        leader = node_leader(comm)
         comm.barrier()
-        print(json.dumps({"rank": comm.rank, "size": comm.size, "leader": leader,
+        print(json.dumps({"rank": comm.rank, "size": comm.size,
                           "gathered": None if got is None else [[g["rank"], g["data"].tolist()] for g in got],
                           "plan": [plan["who"], plan["order"].tolist()]}))
     """))
@@ -125,7 +96,6 @@ def test_mpirun_collectives_carry_arrays_between_two_ranks(tmp_path):
     assert [d["rank"] for d in lines] == [0, 1] and {d["size"] for d in lines} == {2}
     assert lines[0]["gathered"] == [[0, [0, 0, 0]], [1, [1, 1, 1, 1]]] and lines[1]["gathered"] is None
     assert all(d["plan"] == ["root", [4, 3, 2, 1, 0]] for d in lines)
-    assert [d["leader"] for d in lines] == [True, False]  # one host: rank 0 leads it
 
 
 @needs_mpirun
@@ -154,3 +124,30 @@ def test_mpirun_generation_error_is_one_line_from_rank_0(tmp_path):
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "is not empty and holds no layoutbench corpus" in errors[0]
+
+
+@needs_mpirun
+def test_mpirun_bench_run_aggregates_two_ranks(tmp_path):
+    made = subprocess.run([sys.executable, "-m", "generator", "--preset", "mnist", "--count", "300", "--quiet",
+                           "--workers", "1", "--out", str(tmp_path / "c")], cwd=REPO, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "r.json"
+    proc = mpirun(["-m", "bench", "run", "--corpus", str(tmp_path / "c"), "--output", str(out), "--cache", "asis",
+                   "--epochs", "3", "--shard-shift", "1", "--no-naive", "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    payload = sum(json.loads((tmp_path / "c/manifest.json").read_text())["samples"]["size"])
+    assert res["metadata"]["ranks"] == 2 and len(res["runs"]) == 3
+    for run in res["runs"]:
+        assert run["ranks"] == 2 and run["nodes"] == 1 and run["indices_ok"]
+        counted = [e for e in run["epochs"] if not e["timing"]]
+        steady = [e for e in counted if not e["first"]] or counted  # a shard shift restarts the loader
+        assert run["rank_mb_per_s"]["n"] == 2 * len(steady)
+        for e in run["epochs"]:
+            ranks = e["ranks"]
+            assert sorted(r["rank"] for r in ranks) == [0, 1] and [r["samples"] for r in ranks] == [150, 150]
+            assert e["samples"] == 300 and e["payload_bytes"] == sum(r["payload_bytes"] for r in ranks) == payload
+            assert e["wall_s"] == max(r["wall_s"] for r in ranks)  # the slowest rank ends the epoch
+            assert len(e["batch_ns"]) == 10  # 5 batches of <= 32 per rank, merged
+            if e["timing"]:
+                assert len(e["sample_ns"]) == 300  # every rank's raw per-sample latencies, merged

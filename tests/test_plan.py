@@ -102,13 +102,19 @@ def test_standalone_module_entry_point():
 
 def small_results(path, mb_per_epoch=(90.0, 100.0, 110.0), version=None):
     """A results file as `python -m bench run` writes it: one hdf5 run, 4K samples, 3 epochs."""
+    import dataclasses
+
     from bench.result import EpochRecord, Floors, Results, Run, RunConfig
 
+    def epoch_record(**given):  # fields this test does not need (counters, ...) are None
+        unset = [f.name for f in dataclasses.fields(EpochRecord)
+                 if f.name not in given and f.default is dataclasses.MISSING]
+        return EpochRecord(**given, **dict.fromkeys(unset))
+
     sample = 45_923_200
-    epochs = tuple(EpochRecord(repeat=0, epoch=e, first=e == 0, timing=False, samples=10,
-                               payload_bytes=10 * sample, wall_s=10 * sample / (mb * 1e6), ttfb_s=0.1,
-                               batch_ns=(1000,), sample_ns=(), cpu_s=0.1, rchar=0, read_bytes=0, syscr=0,
-                               device_sectors_read=None, residency_before=0.0, cache_ok=True, indices_ok=True)
+    epochs = tuple(epoch_record(repeat=0, epoch=e, first=e == 0, timing=False, samples=10, payload_bytes=10 * sample,
+                                wall_s=10 * sample / (mb * 1e6), ttfb_s=0.1, batch_ns=(1000,), sample_ns=(), cpu_s=0.1,
+                                rchar=0, read_bytes=0, syscr=0, residency_before=0.0, cache_ok=True, indices_ok=True)
                    for e, mb in enumerate(mb_per_epoch))
     run = Run(layout="hdf5", kind="loader", reads="hdf5", cache="cold", evict_method="drop_caches",
               config=RunConfig(workers=2, worker_kind="thread", epochs=3), epochs=epochs)
