@@ -89,6 +89,8 @@ class Spec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Spec":
+        if not isinstance(data, dict):
+            raise UsageError(f"a spec is a JSON object of fields, got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - fields
         if unknown:

@@ -43,6 +43,15 @@ def entry_bytes(spec, codec) -> int:
     return 2 * (value + 8 + 16)  # packed in leaf pages, which may be only half full after splits
 
 
+def missing_bytes(env, data_path) -> int:
+    """Bytes that data.mdb lacks of what its last commit uses (0 when whole). LMDB reads through a
+    memory map, and touching a page past the end of a truncated file kills the process with
+    SIGBUS instead of raising, so this is checked before any page is read (the meta pages it
+    reads are the file's first two)."""
+    used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    return max(0, used - os.stat(data_path).st_size)
+
+
 def map_size(spec, codec) -> int:
     """Enough address space for the whole corpus with room for copy-on-write pages."""
     return int(1.5 * spec.count * entry_bytes(spec, codec)) + 4 * spec.count + (64 << 20)
@@ -64,6 +73,10 @@ class LMDBWriter(LayoutWriter):
         try:
             self.env = lmdb.open(str(self.path), map_size=map_size(self.spec, self.codec), max_dbs=2,
                                  subdir=True, sync=False, metasync=False, readahead=False)
+            if missing_bytes(self.env, self.path / "data.mdb"):  # damaged, not left by a kill: start over
+                self.env.close()
+                shutil.rmtree(self.path)
+                return self.begin()
             self.db = self.env.open_db(b"payload")
             self.meta = self.env.open_db(b"meta")
         except lmdb.Error as exc:
