@@ -10,14 +10,13 @@ dataset's chunk cache sized to one chunk.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 
 import numpy as np
 
 from generator.errors import CorpusError, SampleError
-from generator.spec import Spec
+from generator.manifest import stored_spec
 
 from .base import Reader
 
@@ -59,7 +58,8 @@ class HDF5Reader(Reader):
 
     def _check_spec(self, f) -> None:
         stored = f.attrs.get("layoutbench_spec")
-        if stored is not None and not Spec.from_dict(json.loads(stored)).same_corpus(self.spec):
+        where = f"{self.target} (attribute layoutbench_spec)"
+        if stored is not None and not stored_spec(stored, where).same_corpus(self.spec):
             raise CorpusError(f"{self.target} holds a corpus of another spec than {self.root}/manifest.json; "
                               f"regenerate the corpus with --force")
 

@@ -14,15 +14,14 @@ no lock table or writer state to disturb, closing only unmaps the child's copy o
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
 import numpy as np
 
 from generator.errors import CorpusError, SampleError
-from generator.layouts.lmdb import key_of
-from generator.spec import Spec
+from generator.layouts.lmdb import key_of, missing_bytes
+from generator.manifest import stored_spec
 
 from .base import Reader
 
@@ -47,6 +46,10 @@ def _acquire(path: str):
             env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=MAX_READERS,
                             max_dbs=2, subdir=True)
             try:
+                short = missing_bytes(env, os.path.join(path, "data.mdb"))  # else SIGBUS, not an error
+                if short:
+                    raise lmdb.CorruptedError(f"data.mdb is truncated: {short:,} bytes shorter than its last "
+                                              f"commit uses")
                 db = env.open_db(b"payload", create=False)
             except BaseException:
                 env.close()
@@ -94,7 +97,12 @@ class LMDBReader(Reader):
         except lmdb.Error as exc:
             self._close()
             raise SampleError(self.layout, index, self.where(index), f"unreadable environment: {exc}") from None
-        if stored is not None and not Spec.from_dict(json.loads(stored)).same_corpus(self.spec):
+        try:
+            spec = stored_spec(stored, f"{self.target} (meta key spec)") if stored is not None else self.spec
+        except CorpusError:
+            self._close()
+            raise
+        if not spec.same_corpus(self.spec):
             self._close()
             raise CorpusError(f"{self.target} holds a corpus of another spec than {self.root}/manifest.json; "
                               f"regenerate the corpus with --force")
