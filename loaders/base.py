@@ -51,6 +51,7 @@ class Reader:
         self.verify = verify
         self.codec = Codec(self.spec)
         self.target = self.root / manifest.layouts[self.layout]["path"]
+        self.check_inside(self.target)
         self._sizes = list(manifest.sizes)  # lists: the fastest per-sample scalar lookups
         self._crc = list(manifest.crc32)
         self._size_arr = np.asarray(manifest.sizes, np.int64)
@@ -59,6 +60,15 @@ class Reader:
             raise CorpusError(f"{self.root}/manifest.json lists payload sizes other than the {self.codec.fixed_size} "
                               f"bytes every uncompressed payload of this spec has; regenerate the corpus with --force")
         self._init_process_state()
+
+    def check_inside(self, path: Path) -> None:
+        """Refuse a path of the layout that resolves outside the corpus root (a symlink pointing
+        out): a corpus is read from its own directory only. The root itself may be a symlink."""
+        real, root = Path(os.path.realpath(path)), Path(os.path.realpath(self.root))
+        if real != root and root not in real.parents:
+            raise CorpusError(f"{path} resolves to {real}, outside the corpus directory {self.root}: layoutbench "
+                              f"reads a corpus only from inside its directory; copy the data in, or point at "
+                              f"the directory that holds it")
 
     # -- per-process state: handles, and the pid that opened them ---------------------------
 

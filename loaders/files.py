@@ -8,6 +8,7 @@ samples are read with readv: header into a scratch buffer, pixels straight into 
 
 from __future__ import annotations
 
+import errno
 import os
 import zlib
 from pathlib import Path
@@ -18,6 +19,8 @@ from generator.errors import SampleError
 from generator.layouts.files import index_width, sample_relpath
 
 from .base import Reader
+
+SYMLINK = "a symbolic link, refused: a corpus is read only from regular files and directories inside it"
 
 
 class FilesReader(Reader):
@@ -42,14 +45,16 @@ class FilesReader(Reader):
         dirs = []
         for prefix in self._prefix:
             try:
-                dirs.append(os.open(prefix, os.O_RDONLY | os.O_DIRECTORY))
+                # O_NOFOLLOW (and no trailing slash): a symlinked class directory could lead outside the corpus
+                dirs.append(os.open(prefix[:-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW))
             except FileNotFoundError:
                 dirs.append(None)  # its samples are reported missing when read
             except OSError as exc:
                 for d in dirs:
                     if d is not None:
                         os.close(d)
-                raise SampleError(self.layout, index, prefix, f"unreadable directory: {exc.strerror}") from None
+                problem = (SYMLINK if os.path.islink(prefix[:-1]) else f"unreadable directory: {exc.strerror}")
+                raise SampleError(self.layout, index, prefix, problem) from None
         self._dirs = dirs
 
     def _close(self) -> None:
@@ -61,7 +66,7 @@ class FilesReader(Reader):
         d = self._dirs[self._labels[i]]
         if d is None:
             raise FileNotFoundError
-        return os.open(self.name(i), os.O_RDONLY, dir_fd=d)
+        return os.open(self.name(i), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=d)  # a symlink fails: ELOOP
 
     def where(self, index: int) -> str:
         return self.path(index)
@@ -70,7 +75,8 @@ class FilesReader(Reader):
         return [Path(self.path(i)) for i in range(self.spec.count)]
 
     def _fail_os(self, i: int, exc: OSError):
-        problem = "missing (no such file)" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc.strerror}"
+        problem = ("missing (no such file)" if isinstance(exc, FileNotFoundError) else
+                   SYMLINK if exc.errno == errno.ELOOP else f"unreadable: {exc.strerror}")
         raise SampleError(self.layout, i, self.path(i), problem) from None
 
     def _read_one(self, i: int) -> bytes:

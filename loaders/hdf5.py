@@ -46,6 +46,7 @@ class HDF5Reader(Reader):
             name = "images" if self.spec.payload == "raw" else "payload"
             if name not in f:
                 raise SampleError(self.layout, index, str(self.target), f"missing: the file has no /{name} dataset")
+            self._check_local(f, (name, "offsets"))
             table = self._images_table(f[name]) if name == "images" else self._payload_table(f, f[name])
             if table is not None:
                 self._map_file(index, *table)
@@ -55,6 +56,21 @@ class HDF5Reader(Reader):
         except BaseException:
             f.close()
             raise
+
+    def _check_local(self, f, names) -> None:
+        """Refuse datasets whose bytes live elsewhere (external link, external raw storage, virtual
+        dataset): HDF5 would read them from any path, and a corpus is read only from inside itself."""
+        import h5py
+
+        for name in names:
+            if name not in f:
+                continue
+            obj = f[name]
+            if (not isinstance(f.get(name, getlink=True), h5py.HardLink) or not isinstance(obj, h5py.Dataset)
+                    or obj.external or obj.is_virtual):
+                raise CorpusError(f"{self.target}:/{name} is not a plain dataset stored in the file (an external or "
+                                  f"virtual dataset, a link or a group): the file is not ours; regenerate the "
+                                  f"corpus with --force")
 
     def _check_spec(self, f) -> None:
         stored = f.attrs.get("layoutbench_spec")
@@ -187,6 +203,7 @@ class HDF5Reader(Reader):
         import h5py
 
         with h5py.File(self.target, "r") as f:
+            self._check_local(f, ("labels",))
             return f["labels"][()].astype(np.int64)
 
 

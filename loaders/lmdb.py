@@ -86,6 +86,7 @@ class LMDBReader(Reader):
 
         if not (self.target / "data.mdb").exists():
             raise SampleError(self.layout, index, self.where(index), "missing (no data.mdb in the environment)")
+        self.check_inside(self.target / "data.mdb")  # lmdb follows a symlinked data.mdb
         try:
             env, db = _acquire(str(self.target))
         except lmdb.Error as exc:
