@@ -6,6 +6,9 @@ class LayoutbenchError(Exception):
 
     exit_code = 1
 
+    def __str__(self) -> str:  # one line, whatever a library put in the text it wraps (h5py: newlines)
+        return " ".join(super().__str__().split())
+
 
 class UsageError(LayoutbenchError, ValueError):
     """A bad argument or setting (the CLI exits 2)."""
@@ -21,6 +24,7 @@ class SampleError(LayoutbenchError):
     """One sample that is missing, truncated or corrupt; names layout, index and where."""
 
     def __init__(self, layout: str, index: int, where: str, problem: str):
+        problem = " ".join(str(problem).split())
         self.layout, self.index, self.where, self.problem = layout, index, where, problem
         super().__init__(
             f"{layout} sample {index} at {where}: {problem} "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from generator.build import parse_layouts
 from generator.cli import Parser, run_main
+from generator.errors import UsageError
 from generator.manifest import read_manifest
 
 from .verify import verify
@@ -28,6 +30,8 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if not os.path.isdir(args.dir):
+        raise UsageError(f"{args.dir}: no such corpus directory (make one with python -m generator)")
     layouts = parse_layouts(args.layouts) if args.layouts is not None else None
     names, found = verify(args.dir, layouts, progress=False if args.quiet else None)
     for m in found[:SHOWN]:
@@ -36,9 +40,11 @@ def main(argv=None) -> int:
         print(f"... and {len(found) - SHOWN} more mismatches")
     count = read_manifest(args.dir).spec.count
     for name in ["manifest", *names]:
-        bad = len({m.index for m in found if m.layout == name})
-        if bad or name != "manifest":
-            print(f"{name}: " + (f"all {count:,} samples match" if not bad else f"{bad:,} of {count:,} samples do not match"))
+        bad = len({m.index for m in found if m.layout == name and m.index >= 0})
+        whole = any(m.layout == name and m.index < 0 for m in found)  # the layout itself, or files beyond the samples
+        if bad or whole or name != "manifest":
+            print(f"{name}: " + (f"{bad:,} of {count:,} samples do not match" if bad else
+                                 "the layout does not match (see above)" if whole else f"all {count:,} samples match"))
     return 1 if found else 0
 
 

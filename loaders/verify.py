@@ -9,6 +9,7 @@ labels must equal the reference labels. The manifest itself is checked once.
 
 from __future__ import annotations
 
+import os
 import sys
 import zlib
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 from generator.codec import Codec
-from generator.errors import LayoutbenchError, SampleError, UsageError
+from generator.errors import CorpusError, LayoutbenchError, SampleError, UsageError
 from generator.manifest import MANIFEST, read_manifest
 from generator.pool import chunks
 from generator.synth import make_sample
 
 from .registry import open_corpus, readers
+
+SHOWN_EXTRA = 20  # unexpected files listed one by one; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ def verify(root, layouts=None, progress: bool | None = None) -> tuple[list[str],
                 for check in checkers:
                     check.run(list(r), refs)
                     bar.update(len(r))
+        for check in checkers:
+            check.unexpected()
     finally:
         for check in checkers:
             check.reader.close()
@@ -91,12 +96,37 @@ def _check_manifest(manifest, r, refs, found, where) -> None:
 
 class _LayoutCheck:
     def __init__(self, reader, found: list[Mismatch]):
-        self.reader, self.found = reader, found
+        self.reader, self.found, self.labels, self.dead = reader, found, None, False
         try:
             self.labels = reader.stored_labels()
+        except CorpusError as exc:
+            self.give_up(exc)
         except (LayoutbenchError, OSError, KeyError, ValueError) as exc:
-            self.labels = None
             found.append(Mismatch(reader.layout, -1, str(reader.target), f"labels unreadable: {exc}"))
+
+    def give_up(self, exc: CorpusError) -> None:
+        """The layout as a whole is not this corpus (another spec, not ours, outside the root): said
+        once, and the other layouts are still checked."""
+        self.dead = True
+        self.found.append(Mismatch(self.reader.layout, -1, str(self.reader.target), str(exc)))
+
+    def unexpected(self) -> None:
+        """Loose files that are not samples of this corpus: the files layout stores no spec of its own,
+        so this is how a manifest whose count (or labels) was edited down shows there."""
+        r = self.reader
+        if self.dead or r.layout != "files" or not r.target.is_dir():
+            return
+        expected = {r.path(i) for i in range(len(r))}
+        extra = []
+        for top, dirs, names in os.walk(r.target):
+            extra += [os.path.join(top, n) for n in names if os.path.join(top, n) not in expected]
+            extra += [os.path.join(top, d) for d in dirs if os.path.islink(os.path.join(top, d))]
+        for path in sorted(extra)[:SHOWN_EXTRA]:
+            self.found.append(Mismatch(r.layout, -1, path, f"not a sample of this corpus (the manifest lists "
+                                                           f"{len(r):,} samples): remove it, or regenerate"))
+        if len(extra) > SHOWN_EXTRA:
+            self.found.append(Mismatch(r.layout, -1, str(r.target), f"and {len(extra) - SHOWN_EXTRA:,} more files "
+                                                                     f"that are not samples of this corpus"))
 
     @staticmethod
     def _each(idx: list[int], batch_fn, errors: dict):
@@ -114,6 +144,14 @@ class _LayoutCheck:
             return results
 
     def run(self, idx: list[int], refs) -> None:
+        if self.dead:
+            return
+        try:
+            self._run(idx, refs)
+        except CorpusError as exc:
+            self.give_up(exc)
+
+    def _run(self, idx: list[int], refs) -> None:
         r, errors = self.reader, {}
         payloads = self._each(idx, r.read_many, errors)
         images = self._each(idx, lambda ix: list(r.read_batch(ix)[0]), errors)
