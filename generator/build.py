@@ -90,6 +90,7 @@ def _worker_init(parent: int) -> None:
     worker), and a worker dies with its parent, so after `kill -9` of the generator no orphan
     goes on writing or holds the corpus lock."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent across fork
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: orphans finish their chunk and exit
@@ -244,7 +245,14 @@ def _write_layout(writer, table: SampleTable, workers: int, progress) -> LayoutR
             if workers > 1:
                 warm(spec)  # the forked workers share the parent's base block instead of each making one
                 ctx = multiprocessing.get_context("fork")
-                with ctx.Pool(min(workers, len(jobs)), _worker_init, (os.getpid(),)) as pool:
+                # Ctrl-C blocked across the fork: a worker never sees one before _worker_init
+                # has made it ignore them (it would print its own traceback).
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    pool = ctx.Pool(min(workers, len(jobs)), _worker_init, (os.getpid(),))
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                with pool:
                     for indices, crcs, sizes, labels in pool.imap_unordered(_files_job, jobs):
                         table.fill(indices, crcs, sizes, labels)
                         bar.update(len(indices))
