@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.errors import UsageError
+from generator.errors import LayoutbenchError, UsageError
 
 from . import stats
 
@@ -194,8 +196,13 @@ class Results:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:  # checked writable before the run; a disk that filled up since
+            tmp.unlink(missing_ok=True)
+            raise LayoutbenchError(f"cannot write the results to {path} ({exc.strerror}); free space or choose "
+                                   f"another --output and rerun") from None
 
     @classmethod
     def from_dict(cls, data, where: str = "results") -> "Results":
@@ -204,6 +211,7 @@ class Results:
         if data.get("version") != VERSION:
             raise ResultsError(f"{where} has results version {data.get('version')!r}; this layoutbench reads "
                                f"version {VERSION}: rerun python -m bench run with this version")
+        _check_facts(data.get("corpus"), data.get("metadata"), where)
         return _load(cls, data, where)
 
     @classmethod
@@ -212,7 +220,7 @@ class Results:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ResultsError(f"{path}: no such results file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ResultsError(f"{path} cannot be read as JSON ({exc})") from None
         return cls.from_dict(data, str(path))
 
@@ -349,6 +357,8 @@ def _load(cls, data, where: str):
 
 
 def _load_value(hint, value, where: str):
+    """`value` as the field's type says, or ResultsError: what is loaded is then safe to compute
+    and print with (a string where a number belongs would fail deep in a report, as a traceback)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if isinstance(hint, type) and hint.__name__ in _RECORDS:
         return _load(hint, value, where)
@@ -356,4 +366,66 @@ def _load_value(hint, value, where: str):
         if not isinstance(value, list):
             raise ResultsError(f"{where}: expected a list")
         return tuple(_load_value(args[0], v, where) for v in value)
-    return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is float and _number(value):
+        return float(value)
+    if (hint is bool and type(value) is bool) or (hint is int and _number(value) and type(value) is int) or (
+            hint in (str, dict) and isinstance(value, hint)) or hint not in (bool, int, float, str, dict):
+        return value
+    raise ResultsError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {_clip(value)}; the file is damaged "
+                       f"or not ours: rerun python -m bench run")
+
+
+def _number(value) -> bool:
+    """A finite JSON number a float can hold (not a bool, not 1e400 written out as an integer)."""
+    return (type(value) is int and abs(value) < 2**63) or (type(value) is float and math.isfinite(value))
+
+
+def _clip(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_facts(corpus, metadata, where: str) -> None:
+    """The free-form parts the reports compute with: the corpus's spec, sizes and per-layout
+    facts, and the machine's RAM and command line."""
+    def bad(what, value):
+        raise ResultsError(f"{where}: {what} is {_clip(value)}; the file is damaged or not ours: rerun "
+                           f"python -m bench run")
+
+    if not isinstance(corpus, dict):
+        bad("corpus", corpus)
+    spec = corpus.get("spec", {})
+    if not isinstance(spec, dict):
+        bad("corpus spec", spec)
+    if "count" in spec and not (_number(spec["count"]) and type(spec["count"]) is int and spec["count"] > 0):
+        bad("corpus spec count", spec["count"])
+    if not isinstance(spec.get("preset", ""), (str, type(None))):
+        bad("corpus spec preset", spec["preset"])
+    if not isinstance(corpus.get("path", ""), str):
+        bad("corpus path", corpus["path"])
+    if "payload_bytes" in corpus and not _number(corpus["payload_bytes"]):
+        bad("corpus payload_bytes", corpus["payload_bytes"])
+    layouts = corpus.get("layouts", {})
+    if not isinstance(layouts, dict) or not all(isinstance(f, dict) for f in layouts.values()):
+        bad("corpus layouts", layouts)
+    for name, facts in layouts.items():
+        for key in ("bytes_on_disk", "files"):
+            if facts.get(key) is not None and not _number(facts[key]):
+                bad(f"corpus layout {name} {key}", facts[key])
+    if not isinstance(metadata, dict):
+        bad("metadata", metadata)
+    if isinstance(metadata.get("host"), str):  # a bare host name (hand-made files): as bench run writes it
+        metadata["host"] = {"name": metadata["host"]}
+    for key in ("host", "filesystem", "versions"):
+        if not isinstance(metadata.get(key, {}), dict):
+            bad(f"metadata {key}", metadata[key])
+    ram = metadata.get("host", {}).get("ram_bytes")
+    if ram is not None and not _number(ram):
+        bad("metadata host ram_bytes", ram)
+    command = metadata.get("command", [])
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        bad("metadata command", command)

@@ -66,6 +66,11 @@ def check_config(cfg: BenchConfig, manifest) -> None:
         if path is not None and inside(path, cfg.corpus):
             raise UsageError(f"{what} {path} is inside the corpus directory {cfg.corpus}: results and "
                              f"checkpoints are never written onto the directory under test; choose another")
+    if Path(cfg.output).is_dir():
+        raise UsageError(f"--output {cfg.output} is a directory; give a file name, e.g. {Path(cfg.output) / 'results.json'}")
+    check_writable("--output", Path(cfg.output).parent)
+    if cfg.checkpoint_mb > 0:
+        check_writable("--checkpoint-dir", Path(cfg.checkpoint_dir or Path(cfg.output).parent))
     missing = [name for name in cfg.layouts if name not in manifest.layouts]
     if missing:
         raise UsageError(f"layout {missing[0]!r} is not in the corpus {cfg.corpus} (it has "
@@ -75,6 +80,18 @@ def check_config(cfg: BenchConfig, manifest) -> None:
             raise UsageError(f"unknown cache setting {cache!r}; choose from {', '.join(CACHES)}")
     if (cfg.checkpoint_mb > 0) != (cfg.checkpoint_every > 0):
         raise UsageError("give --checkpoint-mb and --checkpoint-every together")
+
+
+def check_writable(what: str, directory: Path) -> None:
+    """Refuse, before minutes of measuring, a directory the results or checkpoints cannot be
+    written to (made if missing, as saving would; probed with a file created and removed)."""
+    probe = directory / f".layoutbench-probe-{socket.gethostname()}-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{what}: cannot write in {directory} ({exc.strerror}); choose another place") from None
 
 
 # ---------------------------------------------------------------- the measurement loop
@@ -281,14 +298,19 @@ def write_checkpoint(path: Path, mb: float, repeat: int, epoch: int) -> Checkpoi
     total = int(mb * 1e6)
     block = np.random.default_rng(epoch).integers(0, 256, min(total, 4 << 20), dtype=np.uint8)
     t0 = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        left = total
-        while left:
-            left -= os.write(fd, block[: min(left, block.size)])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            left = total
+            while left:
+                left -= os.write(fd, block[: min(left, block.size)])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # a full disk, say: no half checkpoint left behind, one clear line
+        path.unlink(missing_ok=True)
+        raise LayoutbenchError(f"writing a {mb:g} MB checkpoint to {path} failed ({exc.strerror}); free space or "
+                               f"give --checkpoint-dir on another disk, and rerun") from None
     seconds = time.perf_counter() - t0
     path.unlink()
     return Checkpoint(repeat, epoch, total, seconds)

@@ -21,7 +21,7 @@ from generator.spec import preset_spec
 
 from .report import summary_table, write_report
 from .result import Results, RunConfig, summarize
-from .runner import BenchConfig, run_bench
+from .runner import BenchConfig, check_writable, run_bench
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
     plan = QUICK if quick else FULL
     t0 = time.perf_counter()
     out = Path(out)
+    check_writable("--out", out)  # before generating and measuring for minutes
     dirs = ensure_corpora(plan, data, progress)
     files, results = [], []
     jobs = []
