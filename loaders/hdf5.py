@@ -2,29 +2,38 @@
 
 Fast path: h5py is used only to find where each sample's bytes lie in the file (the contiguous
 `payload` dataset's file offset plus `offsets`, or the chunk addresses of an unfiltered `images`
-dataset); then the h5py file is closed and samples are copied straight out of a read-only mmap
-of corpus.h5. No HDF5 call per sample, no HDF5 global lock, so threads read in parallel.
+dataset); then the h5py file is closed and samples are read straight from corpus.h5. No HDF5
+call per sample, no HDF5 global lock, so threads read in parallel. Small samples are copied out
+of a read-only mmap of the file. A large one is copied out of the map when all its pages are in
+the page cache (mincore): a user-space copy into the batch beats read()'s kernel copy there
+(about 11 against 6 GB/s on this machine); otherwise it is read with preadv straight into the
+batch, where the kernel's readahead streams it (faults on a map wait for one readahead window
+at a time: about 1.1 against 1.8 GB/s cold with two threads here).
 Fallback (chunked `payload` of compressed corpora, filtered `images`): h5py slicing, with the
 dataset's chunk cache sized to one chunk.
 """
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 
 import numpy as np
 
-from generator.errors import CorpusError, SampleError
+from generator.errors import CorpusError, LayoutbenchError, SampleError
 from generator.manifest import stored_spec
 
 from .base import Reader
+
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)  # h5py's, on a damaged file
 
 
 class HDF5Reader(Reader):
     layout = "hdf5"
     # per-process state (dropped on pickling, rebuilt on open)
-    handles = ("_file", "_dset", "_map", "_view", "_starts", "_ok", "_table", "_file_size", "_fallback_offsets")
+    handles = ("_file", "_dset", "_map", "_view", "_addr", "_fd", "_starts", "_ok", "_table", "_file_size",
+               "_fallback_offsets")
 
     def where(self, index: int) -> str:
         if self.spec.payload == "raw":
@@ -38,7 +47,7 @@ class HDF5Reader(Reader):
 
         try:
             f = h5py.File(self.target, "r")
-        except (OSError, ValueError) as exc:
+        except _H5_ERRORS as exc:
             problem = "missing (no such file)" if not self.target.exists() else f"cannot open the HDF5 file: {exc}"
             raise SampleError(self.layout, index, str(self.target), problem) from None
         try:
@@ -53,6 +62,12 @@ class HDF5Reader(Reader):
                 f.close()
             else:
                 self._file, self._dset = f, _with_chunk_cache(f, name)
+        except LayoutbenchError:
+            f.close()
+            raise
+        except _H5_ERRORS as exc:  # what h5py raises on damaged metadata (checksums, truncated objects)
+            f.close()
+            raise SampleError(self.layout, index, str(self.target), f"damaged HDF5 file: {exc}") from None
         except BaseException:
             f.close()
             raise
@@ -113,8 +128,11 @@ class HDF5Reader(Reader):
         try:
             size = os.fstat(fd).st_size
             self._map = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)  # the mapping keeps the file open
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd  # large samples not in the page cache are read with preadv
+        self._addr = np.frombuffer(self._map, np.uint8).ctypes.data if size else 0  # for mincore
         self._view = memoryview(self._map)
         self._file_size = size
         self._table = (starts, lens, inside)
@@ -125,6 +143,7 @@ class HDF5Reader(Reader):
         if self._view is not None:
             self._view.release()
             self._map.close()
+            os.close(self._fd)
         if self._file is not None:
             self._file.close()
 
@@ -171,11 +190,27 @@ class HDF5Reader(Reader):
         if self.small:
             return self._assemble(idx, [view[starts[i]:starts[i] + size] for i in idx], out)
         flat = memoryview(out).cast("B")
+        h, n = len(self.codec.header), self.spec.pixel_bytes
+        head = bytearray(h)
         for k, i in enumerate(idx):
             a = starts[i]
-            lo = a - a % mmap.PAGESIZE  # one readahead request for the sample, not a fault per 128 KiB
-            self._map.madvise(mmap.MADV_WILLNEED, lo, a + size - lo)
-            self._place(i, view[a:a + size], flat, k, out)
+            if self._resident(a, size):  # see the module docstring
+                self._place(i, view[a:a + size], flat, k, out)
+                continue
+            row = flat[k * n:(k + 1) * n]
+            try:
+                got = os.preadv(self._fd, [head, row], a)
+            except OSError as exc:
+                raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+            self._check_read(i, head, row, got, k, out)
+
+    def _resident(self, a: int, size: int) -> bool:
+        """Whether bytes [a, a + size) of the file are all in the page cache."""
+        lo = a - a % mmap.PAGESIZE
+        vec = np.empty((a + size - lo + mmap.PAGESIZE - 1) // mmap.PAGESIZE, np.uint8)
+        if _mincore(self._addr + lo, a + size - lo, vec.ctypes.data) != 0:
+            return False  # cannot tell: read() is right either way
+        return bool((vec & 1).all())
 
     def _read_fallback(self, i: int):
         """One sample through h5py (chunked or filtered datasets)."""
@@ -196,15 +231,28 @@ class HDF5Reader(Reader):
             if b > a:
                 self._dset.read_direct(np.frombuffer(buf, np.uint8), np.s_[a:b])
             return buf
-        except OSError as exc:
+        except _H5_ERRORS as exc:
+            if isinstance(exc, LayoutbenchError):
+                raise
             raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc}") from None
 
     def stored_labels(self) -> np.ndarray:
         import h5py
 
-        with h5py.File(self.target, "r") as f:
-            self._check_local(f, ("labels",))
-            return f["labels"][()].astype(np.int64)
+        try:
+            with h5py.File(self.target, "r") as f:
+                self._check_local(f, ("labels",))
+                return f["labels"][()].astype(np.int64)
+        except _H5_ERRORS as exc:
+            if isinstance(exc, LayoutbenchError):
+                raise
+            raise SampleError(self.layout, -1, f"{self.target}:/labels", f"unreadable: {exc}") from None
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_mincore = _libc.mincore
+_mincore.restype = ctypes.c_int
+_mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 
 
 def _with_chunk_cache(f, name: str):
