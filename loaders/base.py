@@ -274,6 +274,18 @@ class Reader:
         n = self.spec.pixel_bytes
         flat[k * n:(k + 1) * n] = payload[h:] if isinstance(payload, memoryview) else memoryview(payload)[h:]
 
+    def _check_read(self, i: int, head: bytearray, row: memoryview, got: int, k: int, out: np.ndarray) -> None:
+        """A large fixed-size payload read straight into the batch (header into `head`, pixels into
+        `row`, row k of `out`; `got` bytes in all): the checks _place makes, after the fact."""
+        if got != self._sizes[i]:
+            self.fail_size(i, got)
+        if self.verify:
+            crc = zlib.crc32(row, zlib.crc32(head))
+            if crc != self._crc[i]:
+                self.fail_crc(i, crc)
+        if head != self.codec.header:  # not our header: let tifffile judge it
+            out[k] = self.decode(bytes(head) + bytes(row), i)
+
     @property
     def small(self) -> bool:
         """Payloads small enough that batching the Python work beats copying each one once."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -117,11 +116,4 @@ class FilesReader(Reader):
             if got < h + n:  # short: read it whole (a rare slow path) and let the checks judge it
                 self._place(i, self._read_one(i), flat, k, out)
                 continue
-            if got != self._sizes[i]:
-                self.fail_size(i, got)
-            if self.verify:
-                crc = zlib.crc32(row, zlib.crc32(head))
-                if crc != self._crc[i]:
-                    self.fail_crc(i, crc)
-            if h and head != self.codec.header:
-                out[k] = self.decode(bytes(head) + bytes(row), i)
+            self._check_read(i, head, row, got, k, out)

@@ -12,6 +12,12 @@ into shared-memory slots (pixels are never pickled), and the parent copies each 
 its slot, so a batch stays valid after the next one arrives. Any failure in a worker is raised
 here: a SampleError as itself, a dead worker as WorkerError. Nothing is skipped, nothing hangs.
 One epoch at a time per Loader.
+
+Batch images are views of a few blocks the Loader keeps (a _Ring) and hands out again once
+nothing references them any more, rather than fresh arrays: the kernel zeroes every page of a
+fresh allocation on first touch, which for a 46 MB 4K image costs about as much as the copy that
+fills it. A batch you keep (or any view of it) is never overwritten; the blocks are freed by
+close().
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import multiprocessing.connection
+import sys
 import time
 import traceback
 from collections import deque
@@ -34,6 +41,7 @@ from .base import Reader
 
 WORKER_KINDS = ("thread", "fork", "spawn")
 POLL_SECONDS = 1.0  # how often a waiting parent checks that its workers are alive
+RING_MIN = 1 << 20  # batches smaller than this come from malloc's heap, already faulted in: no ring
 
 
 class WorkerError(LayoutbenchError):
@@ -47,6 +55,44 @@ class Batch:
     indices: np.ndarray
     nbytes: int  # payload bytes read for this batch
     sample_seconds: np.ndarray | None = None  # per-sample read + decode seconds (timing=True)
+
+
+class _Ring:
+    """Batch arrays for one Loader, reused once nothing references them.
+
+    Each array handed out is a view of a block this ring owns (numpy collapses a view's base to
+    the array that owns the memory, so every view, memoryview or array derived from a batch holds
+    a reference to its block). A block whose reference count is back to the ring's own is free:
+    no batch of it is alive, and reusing it cannot change anything the caller sees. At most
+    `keep` blocks are kept; beyond that a batch gets a plain fresh array. Used by one thread."""
+
+    def __init__(self, spec, batch_size: int, keep: int):
+        self.shape, self.dtype, self.keep = tuple(spec.shape), spec.np_dtype, keep
+        self.item_bytes = spec.pixel_bytes
+        self.block_bytes = batch_size * spec.pixel_bytes
+        self.blocks: list[np.ndarray] = []
+        self.idle = self._refs([np.empty(0, np.uint8)], 0)  # the count of a block nobody else holds
+
+    @staticmethod
+    def _refs(blocks: list, k: int) -> int:
+        return sys.getrefcount(blocks[k])
+
+    def get(self, n: int) -> np.ndarray:
+        """An uninitialised (n, H, W, C) array of the spec's dtype, n <= batch_size."""
+        blocks = self.blocks
+        for k in range(len(blocks)):
+            if self._refs(blocks, k) == self.idle:
+                return self._view(blocks[k], n)
+        if len(blocks) < self.keep:
+            blocks.append(np.empty(self.block_bytes, np.uint8))
+            return self._view(blocks[-1], n)
+        return np.empty((n, *self.shape), self.dtype)
+
+    def _view(self, block: np.ndarray, n: int) -> np.ndarray:
+        return block[:n * self.item_bytes].view(self.dtype).reshape(n, *self.shape)
+
+    def close(self) -> None:
+        self.blocks = []
 
 
 def fetch(reader: Reader, indices: np.ndarray, decode: bool, timing: bool, out=None):
@@ -87,6 +133,14 @@ class Loader:
         self.drop_last, self.rank, self.world, self.timing = drop_last, rank, world, timing
         self.order_opts = order_opts
         self._pool = None
+        self._ring = None
+
+    def ring(self, keep: int) -> _Ring | None:
+        """The batch arrays' ring (None when batches are small or not decoded)."""
+        spec = self.reader.spec
+        if self._ring is None and self.decode and self.batch_size * spec.pixel_bytes >= RING_MIN:
+            self._ring = _Ring(spec, self.batch_size, keep)
+        return self._ring
 
     # -- the order ------------------------------------------------------------------------------
 
@@ -125,8 +179,9 @@ class Loader:
 
     def _serial(self, plan):
         reader, decode, timing = self.reader, self.decode, self.timing
+        ring = self.ring(3)  # the batch the caller holds, the one being read, one spare
         for idx in plan:
-            images, nbytes, seconds = fetch(reader, idx, decode, timing)
+            images, nbytes, seconds = fetch(reader, idx, decode, timing, ring and ring.get(len(idx)))
             yield Batch(images, reader.labels(idx), idx, nbytes, seconds)
 
     def close(self) -> None:
@@ -134,6 +189,7 @@ class Loader:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        self._ring = None  # blocks still held by the caller's batches live on with them
         self.reader.close()
 
     def __enter__(self):
@@ -158,12 +214,16 @@ class _ThreadPool:
     def run(self, plan):
         ld = self.loader
         window = ld.workers * ld.prefetch
+        ring = ld.ring(window + 3)  # in flight, held by the caller, in hand here, one spare
         pending: deque = deque()  # (indices, future), oldest first
         nxt = 0
         try:
             while nxt < len(plan) or pending:
                 while nxt < len(plan) and len(pending) < window:
-                    pending.append((plan[nxt], self.executor.submit(fetch, ld.reader, plan[nxt], ld.decode, ld.timing)))
+                    out = ring and ring.get(len(plan[nxt]))
+                    pending.append((plan[nxt], self.executor.submit(fetch, ld.reader, plan[nxt], ld.decode, ld.timing,
+                                                                    out)))
+                    del out
                     nxt += 1
                 idx, future = pending[0]
                 images, nbytes, seconds = future.result()
@@ -281,6 +341,7 @@ class _ProcessPool:
     def run(self, plan):
         ld = self.loader
         W, spec = ld.workers, ld.reader.spec
+        ring = ld.ring(3)
         sent = done = 0
         try:
             while done < len(plan):
@@ -300,7 +361,10 @@ class _ProcessPool:
                 images = None
                 if ld.decode:  # copied out: the slot is refilled while the caller still holds the batch
                     shape = (len(idx), *spec.shape)
-                    images = np.ndarray(shape, spec.np_dtype, self.shms[w].buf, slot * self.slot_bytes).copy()
+                    slot_view = np.ndarray(shape, spec.np_dtype, self.shms[w].buf, slot * self.slot_bytes)
+                    images = ring.get(len(idx)) if ring else np.empty(shape, spec.np_dtype)
+                    np.copyto(images, slot_view)
+                    del slot_view
                 yield Batch(images, ld.reader.labels(idx), idx, nbytes, seconds)
         finally:  # an error or an abandoned epoch: collect what is still in flight
             if not self.broken:
