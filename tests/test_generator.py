@@ -463,3 +463,27 @@ def test_a_rerun_replaces_a_file_of_the_wrong_size_and_keeps_the_others(tmp_path
     assert again.crc32 == manifest.crc32
     assert zlib.crc32(damaged.read_bytes()) == manifest.crc32[3]
     assert kept.stat().st_ino == inode  # a complete file is not rewritten
+
+
+@pytest.mark.parametrize("height, count, per_file", [(600, 2, True), (600, 3, False), (28, 2, False)])
+def test_files_durability_fsyncs_a_few_large_files_else_syncs_once(tmp_path, monkeypatch, height, count, per_file):
+    import generator.layouts.files as files_layout
+
+    calls = {"fsync": 0, "sync": 0}
+    real_fsync = files_layout._fsync
+
+    def fsync(path):
+        calls["fsync"] += 1
+        real_fsync(path)
+
+    monkeypatch.setattr(files_layout, "_fsync", fsync)
+    monkeypatch.setattr(files_layout, "FSYNC_EACH_MAX", 2)  # (256 by default: 2 stands for "few")
+    monkeypatch.setattr(files_layout.os, "sync", lambda: calls.__setitem__("sync", calls["sync"] + 1))
+    spec = Spec(height=height, width=600, channels=3, count=count, num_classes=2)
+    manifest, _ = gen(tmp_path, spec, layouts=["files"])
+    if per_file:  # every file, its label directory and files/
+        assert calls == {"fsync": count + len(set(manifest.labels)) + 1, "sync": 0}
+    else:
+        assert calls["sync"] == 1
+    assert files_payloads(tmp_path, spec, manifest.labels)[count - 1] == bytes(
+        Codec(spec).encode(make_sample(spec, count - 1)[0]))
