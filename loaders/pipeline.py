@@ -325,10 +325,14 @@ class _ProcessPool:
                     self._drain(self.conns[w])  # what it sent before dying still counts
                     if want in self.results:
                         return
-                    self.broken = True
-                    raise WorkerError(
-                        f"{self.loader.worker_kind} worker {w} (pid {p.pid}) died with exit code {p.exitcode} "
-                        f"while reading {self.loader.reader.layout} batches; see its output above")
+                    self._died(w)
+
+    def _died(self, w: int):
+        p = self.procs[w]
+        p.join(5)  # a pipe can break before the process is reaped: wait for its exit code
+        self.broken = True
+        raise WorkerError(f"{self.loader.worker_kind} worker {w} (pid {p.pid}) died with exit code {p.exitcode} "
+                          f"while reading {self.loader.reader.layout} batches; see its output above")
 
     def _drain(self, conn) -> None:
         try:
@@ -348,7 +352,10 @@ class _ProcessPool:
                 while sent < len(plan) and self.inflight[sent % W] < ld.prefetch:
                     w = sent % W
                     slot = (sent // W) % ld.prefetch  # in-order consumption frees this worker's slots in turn
-                    self.conns[w].send((sent, slot, plan[sent]))
+                    try:
+                        self.conns[w].send((sent, slot, plan[sent]))
+                    except OSError:  # a broken pipe: the worker is dead
+                        self._died(w)
                     self.inflight[w] += 1
                     sent += 1
                 self._receive(done)

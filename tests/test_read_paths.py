@@ -5,6 +5,7 @@ same bytes and the same errors; the test corpora are always resident, so the cho
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from conftest import kind_spec
 
 from generator.build import generate
 from generator.errors import SampleError
+import loaders.files
 from loaders import open_corpus
 from loaders.hdf5 import HDF5Reader
 
@@ -64,3 +66,52 @@ def test_both_paths_send_a_foreign_header_to_tifffile(corpus_copy, resident):
     with pytest.raises(SampleError, match="undecodable") as e:
         open_corpus(root, "hdf5").read_batch([0, 2])
     assert e.value.index == 2
+
+
+# -- loose files: a batch is read in two passes (RWF_NOWAIT first, waiting reads after) ----------
+
+def _later(fd, buf):
+    return None  # as if nothing were in the page cache: every file waits for pass 2
+
+
+def _partial(fd, buf):
+    return os.preadv(fd, [memoryview(buf)[:5]], 0)  # as if only the file's first bytes were cached
+
+
+@pytest.fixture(params=[_later, _partial, None], ids=["pass2", "partial", "cached"])
+def nowait(request, monkeypatch):
+    if request.param is not None:
+        monkeypatch.setattr(loaders.files, "_read_nowait", request.param)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_files_batches_are_bit_exact_in_either_pass(corpus, nowait):
+    pixels, _, payloads = reference(corpus("gray8"))
+    r = open_corpus(corpus("gray8"), "files")
+    idx = np.random.default_rng(1).permutation(len(r))
+    assert [bytes(p) for p in r.read_many(idx)] == [payloads[i] for i in idx]
+    images, _ = r.read_batch(idx)
+    assert np.array_equal(images, np.stack([pixels[i] for i in idx]))
+
+
+@pytest.mark.parametrize("damage, problem", [("truncate", "truncated"), ("append", "too long"),
+                                             ("remove", "missing")])
+def test_files_errors_name_the_sample_in_either_pass_and_leak_no_fd(corpus_copy, nowait, damage, problem):
+    root = corpus_copy("gray8")
+    r = open_corpus(root, "files")
+    path = r.path(5)
+    if damage == "truncate":
+        os.truncate(path, os.path.getsize(path) - 10)
+    elif damage == "append":
+        with open(path, "ab") as f:
+            f.write(b"extra")
+    else:
+        os.remove(path)
+    r.read_many([0])  # opens the reader's directory handles before counting
+    before = open_fds()
+    with pytest.raises(SampleError, match=problem) as e:
+        r.read_many([1, 2, 5, 7, 9])
+    assert e.value.index == 5 and open_fds() == before
