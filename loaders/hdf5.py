@@ -143,7 +143,10 @@ class HDF5Reader(Reader):
     def _close(self) -> None:
         if self._view is not None:
             self._view.release()
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:  # slices of it are still referenced (say, by a SampleError's traceback):
+                pass  # it is unmapped when the last of them goes, instead of a BufferError hiding that error
             os.close(self._fd)
         if self._file is not None:
             self._file.close()
