@@ -50,7 +50,8 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict, where: str = MANIFEST) -> "Manifest":
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise CorpusError(f"{where} is not a layoutbench corpus manifest")
+            raise CorpusError(f"{where} is not a layoutbench corpus manifest; point at a corpus made by python -m "
+                              f"generator, or regenerate this one with --force")
         if data.get("version") != VERSION:
             raise CorpusError(
                 f"{where} has manifest version {data.get('version')!r}; this layoutbench reads version "
