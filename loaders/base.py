@@ -69,6 +69,9 @@ class Reader:
             raise CorpusError(f"{path} resolves to {real}, outside the corpus directory {self.root}: layoutbench "
                               f"reads a corpus only from inside its directory; copy the data in, or point at "
                               f"the directory that holds it")
+        if real.exists() and not (real.is_file() or real.is_dir()):  # a FIFO would block the open, a device...
+            raise CorpusError(f"{path} is not a regular file or directory; the corpus is damaged or not ours: "
+                              f"regenerate it with --force")
 
     # -- per-process state: handles, and the pid that opened them ---------------------------
 

@@ -67,7 +67,8 @@ class FilesReader(Reader):
         d = self._dirs[self._labels[i]]
         if d is None:
             raise FileNotFoundError
-        return os.open(self.name(i), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=d)  # a symlink fails: ELOOP
+        # A symlink fails (ELOOP); O_NONBLOCK (no effect on regular files) keeps a FIFO from blocking the open.
+        return os.open(self.name(i), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=d)
 
     def where(self, index: int) -> str:
         return self.path(index)
