@@ -59,7 +59,11 @@ class CorpusLock:
         self.path = root / LOCK
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a planted .lock symlink must not make us truncate a file elsewhere
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot take the lock {self.path} ({exc.strerror}); if it is a symbolic link, "
+                             f"remove it, or choose another --out") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -117,6 +121,11 @@ def _wipe(root: Path) -> None:
 
 def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
     """The manifest to extend, after refusing (or with --force wiping) anything else in root."""
+    for cls in registry().values():  # the generator writes (and --force removes) only inside root
+        for p in cls(root, None, None).paths():
+            if p.is_symlink():
+                raise UsageError(f"{p} is a symbolic link: the generator writes only inside --out {root}; remove "
+                                 f"the link, or generate elsewhere and move the corpus")
     for name in (MANIFEST, IN_PROGRESS):  # temporaries of a run killed while writing these
         for stale in root.glob(f"{tmp_prefix(name)}*"):
             stale.unlink()

@@ -56,7 +56,8 @@ class DirWriter:
                 self.close()
             path = os.path.join(self.root, reldir)
             os.makedirs(path, exist_ok=True)
-            fd = self.fds[reldir] = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            # O_NOFOLLOW: a class directory that is a symlink would have us write outside the corpus
+            fd = self.fds[reldir] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         return fd
 
     def write(self, relpath: str, payload) -> bool:
