@@ -135,7 +135,7 @@ def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
             described = read_manifest(root).spec
         elif (root / IN_PROGRESS).exists():
             described = Spec.from_dict(json.loads((root / IN_PROGRESS).read_text())["spec"])
-    except (CorpusError, UsageError, ValueError, KeyError, TypeError) as exc:
+    except (CorpusError, UsageError, ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
         if not force:
             raise CorpusError(f"{root} holds a damaged corpus ({exc}); rerun with --force to replace it") from None
         _wipe(root)
