@@ -4,8 +4,9 @@
   root, else posix_fadvise DONTNEED per file) and warming (a sequential pre-read).
 - I/O and CPU counters: /proc/<pid>/io (rchar, read_bytes, syscr), /proc/<pid>/stat (CPU
   seconds), and the sectors read by the block device holding a path (/sys/dev/block/M:m/stat).
-- Floors, measured on the same files the layouts use: sequential 4 MiB reads, pread at the
-  sample size at random offsets, and memory copy bandwidth.
+- Floors, measured on the same files the layouts use: sequential 4 MiB reads (into a batch-sized
+  buffer; warm, also copied out of a map), pread at the sample size at random offsets, and memory
+  copy bandwidth.
 
 Linux only; everything that cannot be measured is reported as None, never guessed.
 """
@@ -134,18 +135,71 @@ def evict(paths, method: str = "auto") -> str:
     return "fadvise"
 
 
-def read_sequential(paths, block: int = READ_BLOCK) -> tuple[int, float, int]:
-    """Read every file end to end in `block`-sized reads: (bytes, seconds, files). Also warms."""
-    buf = bytearray(block)
-    view = memoryview(buf)
+def destination(nbytes: int) -> memoryview:
+    """A pre-faulted buffer of `nbytes` (at least one block), reused by every pass of a floor: like
+    a loader's reused batch arrays, no page of it is zeroed by the kernel during the measurement."""
+    buf = np.ones(max(READ_BLOCK, nbytes) + READ_BLOCK, np.uint8)  # + a block: pieces never wrap
+    return memoryview(buf)
+
+
+def _pieces(dest: memoryview, block: int):
+    """Offsets in `dest` for successive `block`-sized pieces, wrapping round its end."""
+    at, end = 0, max(block, len(dest) - block)
+    while True:
+        yield at
+        at = at + block if at + block <= end else 0
+
+
+def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
+    """Read every file end to end in `block`-sized read()s: (bytes, seconds, files). Also warms.
+
+    The reads land one after another in a destination of `into` bytes (at least one block; see
+    `destination`), wrapping round. A floor passes one batch's bytes: a 4 MiB buffer reused for every
+    read stays in the CPU cache, so the bytes never reach memory, which is faster (17-20 GB/s warm
+    on this machine, above its 12-13 GB/s memcpy) than any loader can deliver a 46 MB image."""
+    dest = destination(into)
+    at = _pieces(dest, block)
     total = n = 0
     files = expand(paths)
     t0 = time.perf_counter()
     for p in files:
         fd = os.open(p, os.O_RDONLY)
         try:
-            while got := os.readv(fd, [view]):
+            while got := os.readv(fd, [dest[(a := next(at)):a + block]]):
                 total += got
+        finally:
+            os.close(fd)
+        n += 1
+    return total, time.perf_counter() - t0, n
+
+
+def copy_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
+    """Like read_sequential, copying `block`-sized pieces out of a read-only map of each file
+    (MADV_SEQUENTIAL) instead of read(): the other way a reader gets a file's bytes. Warm, it is
+    the faster one here (a user-space copy into memory beats read()'s kernel copy: about 11 against
+    6 GB/s for a 46 MB destination), so a warm floor takes the better of the two."""
+    dest = np.frombuffer(destination(into), np.uint8)
+    at = _pieces(memoryview(dest), block)
+    total = n = 0
+    files = expand(paths)
+    t0 = time.perf_counter()
+    for p in files:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                m = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+                try:
+                    m.madvise(mmap.MADV_SEQUENTIAL)
+                    src = np.frombuffer(m, np.uint8)
+                    for lo in range(0, size, block):
+                        piece = src[lo:lo + block]
+                        a = next(at)
+                        np.copyto(dest[a:a + len(piece)], piece)
+                    del src, piece
+                finally:
+                    m.close()
+            total += size
         finally:
             os.close(fd)
         n += 1

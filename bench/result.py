@@ -121,7 +121,8 @@ class Run:
 
 @dataclass(frozen=True)
 class SeqFloor:
-    """Sequential 4 MiB reads of every file of a layout: the floor for the same bytes."""
+    """Sequential 4 MiB reads of every file of a layout: the floor for the same bytes. They land in
+    a reused buffer of `into_bytes` (one batch; 0 in older files: one 4 MiB buffer)."""
 
     layout: str
     cache: str
@@ -129,6 +130,7 @@ class SeqFloor:
     seconds: float
     files: int
     residency_before: float
+    into_bytes: int = 0
 
     @property
     def mb_per_s(self) -> float:

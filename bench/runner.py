@@ -457,16 +457,18 @@ def measure_floors(ctx: Context, manifest) -> Floors:
     caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches]
     seq = []
     all_paths = {}
+    into = cfg.run.batch_size * int(np.mean(manifest.sizes))  # the floor, too, puts one batch's bytes in memory
     for layout in cfg.layouts:
         reader = open_corpus(cfg.corpus, layout)
         all_paths[layout] = reader.paths()
         reader.close()
         for cache in caches:
             state = set_cache(cache, all_paths[layout], cfg.evict)
-            # a floor is the best the machine does: one pass cold (a second would be warm), best of 3 warm
-            nbytes, seconds, files = min((probes.read_sequential(all_paths[layout]) for _ in range(1 if cache == "cold" else 3)),
-                                         key=lambda t: t[1])
-            seq.append(SeqFloor(layout, cache, nbytes, seconds, files, state.residency))
+            # a floor is the best the machine does: one read() pass cold (a second would be warm); warm,
+            # the best of 3 passes of read() and of 3 copying out of a map (see probes.copy_sequential)
+            ways = [probes.read_sequential] if cache == "cold" else [probes.read_sequential, probes.copy_sequential] * 3
+            nbytes, seconds, files = min((way(all_paths[layout], into=into) for way in ways), key=lambda t: t[1])
+            seq.append(SeqFloor(layout, cache, nbytes, seconds, files, state.residency, into))
             ctx.tick_floor(f"seq {layout} {cache}")
     # pread: the largest single file the layouts read, at the mean sample size
     biggest = max((p for ps in all_paths.values() for p in probes.expand(ps)), key=os.path.getsize)
