@@ -10,7 +10,7 @@ import numpy as np
 from generator.errors import UsageError
 
 from .result import Results, steady_epochs, summarize
-from .runner import inside
+from .runner import check_writable, inside
 
 CSV_FIELDS = ("corpus", "preset", "count", "sample_bytes", "layout", "kind", "cache", "workers", "worker_kind",
               "batch_size", "decode", "epochs", "repeats", "ranks", "samples_per_s", "samples_per_s_min",
@@ -299,7 +299,7 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
         if corpus and inside(out, corpus):
             raise UsageError(f"--out {out} is inside the corpus directory {corpus}: results are never written "
                              f"onto the directory under test; choose another")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable("--out", out)  # made if missing; a file there, or no permission, is one line
     all_rows = rows(results)
     pngs = [p for p in (plot_throughput(all_rows, out / "throughput.png"),
                         plot_latency_cdf(all_rows, out / "latency_cdf.png"),

@@ -66,11 +66,6 @@ def check_config(cfg: BenchConfig, manifest) -> None:
         if path is not None and inside(path, cfg.corpus):
             raise UsageError(f"{what} {path} is inside the corpus directory {cfg.corpus}: results and "
                              f"checkpoints are never written onto the directory under test; choose another")
-    if Path(cfg.output).is_dir():
-        raise UsageError(f"--output {cfg.output} is a directory; give a file name, e.g. {Path(cfg.output) / 'results.json'}")
-    check_writable("--output", Path(cfg.output).parent)
-    if cfg.checkpoint_mb > 0:
-        check_writable("--checkpoint-dir", Path(cfg.checkpoint_dir or Path(cfg.output).parent))
     missing = [name for name in cfg.layouts if name not in manifest.layouts]
     if missing:
         raise UsageError(f"layout {missing[0]!r} is not in the corpus {cfg.corpus} (it has "
@@ -80,6 +75,12 @@ def check_config(cfg: BenchConfig, manifest) -> None:
             raise UsageError(f"unknown cache setting {cache!r}; choose from {', '.join(CACHES)}")
     if (cfg.checkpoint_mb > 0) != (cfg.checkpoint_every > 0):
         raise UsageError("give --checkpoint-mb and --checkpoint-every together")
+    if Path(cfg.output).is_dir():
+        raise UsageError(f"--output {cfg.output} is a directory; give a file name, e.g. {Path(cfg.output) / 'results.json'}")
+    # Last: these make the directories if missing (as saving would), so only for a run that will go ahead.
+    check_writable("--output", Path(cfg.output).parent)
+    if cfg.checkpoint_mb > 0:
+        check_writable("--checkpoint-dir", Path(cfg.checkpoint_dir or Path(cfg.output).parent))
 
 
 def check_writable(what: str, directory: Path) -> None:

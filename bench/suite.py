@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.build import generate
+from generator.errors import UsageError
 from generator.manifest import MANIFEST
 from generator.spec import preset_spec
 
@@ -87,6 +88,8 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
     plan = QUICK if quick else FULL
     t0 = time.perf_counter()
     out = Path(out)
+    if Path(data).exists() and not Path(data).is_dir():
+        raise UsageError(f"--data {data} is not a directory; give the directory the corpora are kept in")
     check_writable("--out", out)  # before generating and measuring for minutes
     dirs = ensure_corpora(plan, data, progress)
     files, results = [], []
