@@ -288,3 +288,30 @@ def test_a_fifo_in_place_of_a_sample_does_not_hang_the_reader(corpus_copy):
     (root / "corpus.h5.fifo").rename(root / "corpus.h5")
     with pytest.raises(CorpusError, match="not a regular file or directory"):
         open_corpus(root, "hdf5")
+
+
+def test_the_generator_never_writes_through_a_planted_symlink(tmp_path, capsys):
+    """A .lock or a layout path in --out that is a symlink (say, to a file of the user's) would have
+    the generator truncate or fill whatever it points at: refused, one line, the target untouched."""
+    from generator.__main__ import main
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("do not truncate me\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = ["--shape", "4x4x1", "--count", "6", "--quiet", "--workers", "1"]
+    for name, target in ((".lock", precious), ("files", elsewhere), ("corpus.h5", precious), ("lmdb.partial", elsewhere)):
+        out = tmp_path / f"out-{name.strip('.')}"
+        out.mkdir()
+        (out / name).symlink_to(target)
+        code = run_main("python -m generator", main, [*args, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.splitlines()) == 1 and f"{out / name}" in err and "symbolic link" in err, err
+    out = tmp_path / "out-class-dir"  # a class directory planted in a resumable tree
+    assert run_main("python -m generator", main, [*args, "--out", str(out), "--layouts", "hdf5"]) == 0
+    (out / "files").mkdir()
+    for label in range(10):  # every class directory the samples could go to
+        (out / "files" / str(label)).symlink_to(elsewhere)
+    assert run_main("python -m generator", main, [*args, "--out", str(out), "--layouts", "files"]) == 1
+    assert "writing the files layout" in capsys.readouterr().err
+    assert precious.read_text() == "do not truncate me\n" and list(elsewhere.iterdir()) == []
