@@ -288,26 +288,26 @@ def snapshot(root: Path) -> dict:
 
 @pytest.fixture
 def read_only(corpus_copy, tmp_path):
-    """(copy of the gray8 corpus, its read-only view): a read-only bind mount as root (root ignores
-    permission bits, so only a read-only mount proves nothing writes), else chmod -R a-w."""
+    """(copy of the gray8 corpus, its read-only view): chmod -R a-w, and as root (who ignores
+    permission bits, so only a read-only mount proves nothing writes) a read-only bind mount too."""
     root = corpus_copy("gray8")
-    if os.geteuid() != 0:
-        subprocess.run(["chmod", "-R", "a-w", str(root)], check=True)
-        yield root, root
-        subprocess.run(["chmod", "-R", "u+w", str(root)], check=True)
-        return
-    view = tmp_path / "ro"
-    view.mkdir()
-    if subprocess.run(["mount", "--bind", str(root), str(view)], capture_output=True).returncode != 0:
-        pytest.skip("bind mounts are not permitted here")
+    subprocess.run(["chmod", "-R", "a-w", str(root)], check=True)
+    view = root
     try:
-        if subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], capture_output=True).returncode != 0:
-            pytest.skip("read-only remounts are not permitted here")
-        with pytest.raises(OSError):
-            (view / "probe").write_text("x")  # really read-only, even for root
+        if os.geteuid() == 0:
+            view = tmp_path / "ro"
+            view.mkdir()
+            if subprocess.run(["mount", "--bind", str(root), str(view)], capture_output=True).returncode != 0:
+                pytest.skip("bind mounts are not permitted here")
+            if subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], capture_output=True).returncode != 0:
+                pytest.skip("read-only remounts are not permitted here")
+            with pytest.raises(OSError):
+                (view / "probe").write_text("x")  # really read-only, even for root
         yield root, view
     finally:
-        subprocess.run(["umount", "-l", str(view)], check=False)
+        if view != root:
+            subprocess.run(["umount", "-l", str(view)], check=False)
+        subprocess.run(["chmod", "-R", "u+w", str(root)], check=True)
 
 
 def test_a_read_only_corpus_is_read_verified_and_benchmarked(read_only, tmp_path, capsys):
