@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
-import multiprocessing.connection
+import select
+import struct
 import sys
 import time
 import traceback
@@ -238,19 +239,22 @@ class _ThreadPool:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+_TASK = struct.Struct("<qq")  # a task: seq, slot, then the batch's indices as int64 bytes; b"" stops
+
+
 def _worker_main(conn, shm_name, slot_bytes: int, decode: bool, timing: bool):
-    """A process worker: its reader, then (seq, slot, indices) in, (seq, nbytes, seconds, error)
-    out, until None. The reader comes through the pipe, not the Process arguments: spawn writes
-    those to the child before it runs, and a child that dies early leaves that write hanging."""
+    """A process worker: its reader, then tasks in, (seq, nbytes, seconds, error) out, until b"".
+    The reader comes through the pipe, not the Process arguments: spawn writes those to the child
+    before it runs, and a child that dies early leaves that write hanging. Tasks are plain bytes,
+    not pickles: for small batches the parent's per-batch work is what limits process workers."""
     shm = shared_memory.SharedMemory(name=shm_name) if shm_name else None
     reader = None
     try:
         reader = conn.recv()
-        while True:
-            task = conn.recv()
-            if task is None:
-                break
-            conn.send(_work(reader, shm, slot_bytes, decode, timing, *task))
+        while task := conn.recv_bytes():
+            seq, slot = _TASK.unpack_from(task)
+            idx = np.frombuffer(task, np.int64, offset=_TASK.size)
+            conn.send(_work(reader, shm, slot_bytes, decode, timing, seq, slot, idx))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         pass  # the parent went away or was interrupted
     finally:
@@ -310,21 +314,22 @@ class _ProcessPool:
         self.pids = [p.pid for p in self.procs]
         self.inflight = [0] * ld.workers
         self.results: dict = {}
+        self.pollers = []  # one poll object per pipe: a single syscall per wait
+        for conn in self.conns:
+            self.pollers.append(select.poll())
+            self.pollers[-1].register(conn.fileno(), select.POLLIN)
 
     def _receive(self, want: int) -> None:
-        """Wait until the result of batch `want` has arrived, checking that every worker lives."""
+        """Wait until the result of batch `want` has arrived from its worker (want % workers),
+        checking every POLL_SECONDS that the worker lives."""
+        w = want % len(self.conns)
         while want not in self.results:
-            ready = multiprocessing.connection.wait([*self.conns, *(p.sentinel for p in self.procs)], POLL_SECONDS)
-            for c in ready:
-                if c in self.conns:
-                    self._drain(c)
-            if want in self.results:
-                return
-            for w, p in enumerate(self.procs):
-                if not p.is_alive():
-                    self._drain(self.conns[w])  # what it sent before dying still counts
-                    if want in self.results:
-                        return
+            if self.pollers[w].poll(POLL_SECONDS * 1000):
+                if not self._drain(w) and want not in self.results:
+                    self._died(w)  # its end of the pipe is closed: nothing more will come
+            elif not self.procs[w].is_alive():
+                self._drain(w)  # what it sent before dying still counts
+                if want not in self.results:
                     self._died(w)
 
     def _died(self, w: int):
@@ -334,13 +339,16 @@ class _ProcessPool:
         raise WorkerError(f"{self.loader.worker_kind} worker {w} (pid {p.pid}) died with exit code {p.exitcode} "
                           f"while reading {self.loader.reader.layout} batches; see its output above")
 
-    def _drain(self, conn) -> None:
+    def _drain(self, w: int) -> bool:
+        """Take every message worker w has sent; False when its pipe is closed (it is gone)."""
+        conn, poller = self.conns[w], self.pollers[w]
         try:
-            while conn.poll():
+            while poller.poll(0):
                 msg = conn.recv()
                 self.results[msg[0]] = msg
         except (EOFError, OSError):
-            pass  # its process is gone: the liveness check reports it
+            return False
+        return True
 
     def run(self, plan):
         ld = self.loader
@@ -353,7 +361,7 @@ class _ProcessPool:
                     w = sent % W
                     slot = (sent // W) % ld.prefetch  # in-order consumption frees this worker's slots in turn
                     try:
-                        self.conns[w].send((sent, slot, plan[sent]))
+                        self.conns[w].send_bytes(_TASK.pack(sent, slot) + plan[sent].astype(np.int64, copy=False).tobytes())
                     except OSError:  # a broken pipe: the worker is dead
                         self._died(w)
                     self.inflight[w] += 1
@@ -396,7 +404,7 @@ class _ProcessPool:
     def close(self):
         for c in self.conns:
             try:
-                c.send(None)
+                c.send_bytes(b"")
             except (OSError, ValueError):
                 pass
         for p in self.procs:
