@@ -151,7 +151,7 @@ def _pieces(dest: memoryview, block: int):
 
 
 def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
-    """Read every file end to end in `block`-sized read()s: (bytes, seconds, files). Also warms.
+    """Read every file (`paths` lists files: see expand) end to end in `block`-sized read()s: (bytes, seconds, files). Also warms.
 
     The reads land one after another in a destination of `into` bytes (at least one block; see
     `destination`), wrapping round. A floor passes one batch's bytes: a 4 MiB buffer reused for every
@@ -160,7 +160,7 @@ def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
     dest = destination(into)
     at = _pieces(dest, block)
     total = n = 0
-    files = expand(paths)
+    files = list(paths)  # files, not directories: listing them here would warm their metadata
     t0 = time.perf_counter()
     for p in files:
         fd = os.open(p, os.O_RDONLY)
@@ -181,7 +181,7 @@ def copy_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
     dest = np.frombuffer(destination(into), np.uint8)
     at = _pieces(memoryview(dest), block)
     total = n = 0
-    files = expand(paths)
+    files = list(paths)  # files, not directories (see read_sequential)
     t0 = time.perf_counter()
     for p in files:
         fd = os.open(p, os.O_RDONLY)
@@ -207,7 +207,7 @@ def copy_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
 
 
 def warm(paths) -> Residency:
-    read_sequential(paths)
+    read_sequential(expand(paths))
     return residency(paths)
 
 

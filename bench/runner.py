@@ -110,15 +110,16 @@ class RankEpoch:
     indices: np.ndarray
 
 
-def time_batches(batches, timing: bool = False) -> RankEpoch:
-    """Consume one epoch, timing each batch's arrival. The loop body is one clock read, one
-    append and one addition per batch (plus the per-sample times when the loader has them on):
-    everything else is done after the epoch."""
+def time_batches(batches, timing: bool = False, t0: float | None = None) -> RankEpoch:
+    """Consume one epoch, timing each batch's arrival from `t0` (default: now; pass the time
+    before the loader was asked for the epoch, so starting its workers counts). The loop body is
+    one clock read, one append and one addition per batch (plus the per-sample times when the
+    loader has them on): everything else is done after the epoch."""
     clock = time.perf_counter
     stamps, kept, timed = [], [], []
     stamp, keep, keep_timed = stamps.append, kept.append, timed.append
     nbytes = 0
-    t0 = clock()
+    t0 = clock() if t0 is None else t0
     if timing:
         for b in batches:
             stamp(clock())
@@ -254,8 +255,9 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
                           else open_loader(reader, rc, workers, rank, timing))
                 first = True
             comm.barrier()
-            counters.start(loader.worker_pids)
-            mine = time_batches(loader.epoch(epoch), timing)
+            counters.start(loader.worker_pids)  # none yet for a fresh pool: its workers count from zero
+            t0 = time.perf_counter()  # before epoch(), which starts a fresh loader's workers: in ttfb and wall
+            mine = time_batches(loader.epoch(epoch), timing, t0)
             io = counters.stop(loader.worker_pids)
             if cache == "warm":  # did it stay warm? (another user of the machine may drop the cache)
                 after = probes.residency(paths).fraction
@@ -385,14 +387,18 @@ class NaiveBatch:
     sample_seconds: None = None
 
 
-def check_indices(index_lists, n: int, drop_last: bool, epoch: int) -> None:
-    """Every index exactly once per epoch across workers and ranks (drop_last may leave some
-    out): a skipped or doubled sample would make the throughput untrue, so fail loudly."""
+PREAD_MIN_SLOTS = 100
+
+
+def check_indices(index_lists, n: int, may_drop: int, epoch: int) -> None:
+    """Every index exactly once per epoch across workers and ranks (drop_last may leave out at
+    most `may_drop`: a partial batch per rank): a skipped or doubled sample would make the
+    throughput untrue, so fail loudly."""
     everything = np.concatenate([np.asarray(i, np.int64).ravel() for i in index_lists])
     outside = int(((everything < 0) | (everything >= n)).sum())
     hits = np.bincount(everything[(everything >= 0) & (everything < n)], minlength=n)
     doubled, missing = int((hits > 1).sum()), int((hits == 0).sum())
-    if outside or doubled or (missing and not drop_last):
+    if outside or doubled or missing > may_drop:
         raise LayoutbenchError(f"epoch {epoch}: the loader delivered {everything.size:,} indices for {n:,} samples "
                                f"({missing:,} missing, {doubled:,} more than once, {outside:,} out of range); "
                                f"a throughput over a wrong epoch would be untrue")
@@ -420,7 +426,8 @@ class Context:
         got = self.comm.gather(mine_msg)
         if got is None:
             return None
-        check_indices([g["indices"] for g in got], n, self.cfg.run.drop_last, epoch)
+        may_drop = len(got) * (self.cfg.run.batch_size - 1) if self.cfg.run.drop_last else 0
+        check_indices([g["indices"] for g in got], n, may_drop, epoch)
         return EpochRecord(
             repeat=repeat, epoch=epoch, first=first, timing=timing,
             samples=sum(int(g["samples"]) for g in got), payload_bytes=sum(int(g["bytes"]) for g in got),
@@ -461,7 +468,8 @@ def measure_floors(ctx: Context, manifest) -> Floors:
     into = cfg.run.batch_size * int(np.mean(manifest.sizes))  # the floor, too, puts one batch's bytes in memory
     for layout in cfg.layouts:
         reader = open_corpus(cfg.corpus, layout)
-        all_paths[layout] = reader.paths()
+        # listed before evicting: a cold floor must look its files up on disk, as the loader does
+        all_paths[layout] = probes.expand(reader.paths())
         reader.close()
         for cache in caches:
             state = set_cache(cache, all_paths[layout], cfg.evict)
@@ -471,11 +479,13 @@ def measure_floors(ctx: Context, manifest) -> Floors:
             nbytes, seconds, files = min((way(all_paths[layout], into=into) for way in ways), key=lambda t: t[1])
             seq.append(SeqFloor(layout, cache, nbytes, seconds, files, state.residency, into))
             ctx.tick_floor(f"seq {layout} {cache}")
-    # pread: the largest single file the layouts read, at the mean sample size
-    biggest = max((p for ps in all_paths.values() for p in probes.expand(ps)), key=os.path.getsize)
+    # pread: the largest single file the layouts read, at the mean sample size; not measured when
+    # that file holds only a few of the samples (a loose-files-only run): one read is no floor
+    biggest = max((p for ps in all_paths.values() for p in ps), key=os.path.getsize)
     sample = int(np.mean(manifest.sizes))
+    slots = os.path.getsize(biggest) // max(1, sample)
     pread = []
-    for cache in caches:
+    for cache in caches if slots >= min(PREAD_MIN_SLOTS, manifest.spec.count) else ():
         state = set_cache(cache, [biggest], cfg.evict)
         r = probes.pread_random(biggest, sample, seed=cfg.run.seed)
         pread.append(PreadFloor(cache, str(biggest), r.sample_bytes, r.reads, r.seconds,

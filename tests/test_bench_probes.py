@@ -118,9 +118,11 @@ def test_null_loader_yields_whole_batches():
 
 
 def test_check_indices_fails_loudly_on_a_wrong_epoch():
-    check_indices([np.array([0, 2]), np.array([1, 3])], 4, False, 0)
+    check_indices([np.array([0, 2]), np.array([1, 3])], 4, 0, 0)
     with pytest.raises(LayoutbenchError, match="1 missing"):
-        check_indices([np.array([0, 2, 3])], 4, False, 5)
+        check_indices([np.array([0, 2, 3])], 4, 0, 5)
     with pytest.raises(LayoutbenchError, match="1 more than once"):
-        check_indices([np.array([0, 1, 2, 3, 3])], 4, False, 0)
-    check_indices([np.array([0, 1])], 4, True, 0)  # drop_last may leave samples out
+        check_indices([np.array([0, 1, 2, 3, 3])], 4, 0, 0)
+    check_indices([np.array([0, 1])], 4, 2, 0)  # drop_last may leave a partial batch out...
+    with pytest.raises(LayoutbenchError, match="3 missing"):
+        check_indices([np.array([0])], 4, 2, 0)  # ...but no more
