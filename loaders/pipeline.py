@@ -136,7 +136,7 @@ class Loader:
         self._pool = None
         self._ring = None
 
-    def ring(self, keep: int) -> _Ring | None:
+    def _batch_ring(self, keep: int) -> _Ring | None:
         """The batch arrays' ring (None when batches are small or not decoded)."""
         spec = self.reader.spec
         if self._ring is None and self.decode and self.batch_size * spec.pixel_bytes >= RING_MIN:
@@ -180,7 +180,7 @@ class Loader:
 
     def _serial(self, plan):
         reader, decode, timing = self.reader, self.decode, self.timing
-        ring = self.ring(3)  # the batch the caller holds, the one being read, one spare
+        ring = self._batch_ring(3)  # the batch the caller holds, the one being read, one spare
         for idx in plan:
             images, nbytes, seconds = fetch(reader, idx, decode, timing, ring and ring.get(len(idx)))
             yield Batch(images, reader.labels(idx), idx, nbytes, seconds)
@@ -215,7 +215,7 @@ class _ThreadPool:
     def run(self, plan):
         ld = self.loader
         window = ld.workers * ld.prefetch
-        ring = ld.ring(window + 3)  # in flight, held by the caller, in hand here, one spare
+        ring = ld._batch_ring(window + 3)  # in flight, held by the caller, in hand here, one spare
         pending: deque = deque()  # (indices, future), oldest first
         nxt = 0
         try:
@@ -353,7 +353,7 @@ class _ProcessPool:
     def run(self, plan):
         ld = self.loader
         W, spec = ld.workers, ld.reader.spec
-        ring = ld.ring(3)
+        ring = ld._batch_ring(3)
         sent = done = 0
         try:
             while done < len(plan):
