@@ -220,7 +220,7 @@ def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False
     Returns the per-layout reports on every rank.
     """
     from generator.build import (CorpusLock, IN_PROGRESS, LayoutReport, _check_space, _existing,
-                                 generate, parse_layouts)
+                                 generate, make_out_dir, parse_layouts)
     from generator.layouts import disk_usage
     from generator.layouts.files import FilesWriter
     from generator.manifest import Manifest, write_json_atomic, write_manifest
@@ -232,12 +232,7 @@ def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False
         state = {}
 
         def prepare():
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UsageError(f"cannot create --out directory {root}: {exc.strerror}") from None
-            if not os.access(root, os.W_OK | os.X_OK):
-                raise UsageError(f"--out directory {root} is not writable; choose another directory")
+            make_out_dir(root)
             if "files" not in layouts:
                 return False
             lock.enter_context(CorpusLock(root))  # held by rank 0 until the manifest lists files

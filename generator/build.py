@@ -174,13 +174,8 @@ def _check_space(root: Path, spec: Spec, layouts: list[str]) -> None:
                          f"--layouts or a smaller --count, or another --out")
 
 
-def generate(out, spec: Spec, layouts=LAYOUTS, workers: int | None = None, force: bool = False,
-             progress: bool | None = None) -> tuple[Manifest, list[LayoutReport]]:
-    """Make (or finish, or extend) the corpus in `out`. Returns its manifest and a report per layout."""
-    layouts = parse_layouts(layouts)
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+def make_out_dir(out) -> Path:
+    """The --out directory, created if need be; refused (exit 2) if it cannot be written."""
     root = Path(out)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -188,6 +183,17 @@ def generate(out, spec: Spec, layouts=LAYOUTS, workers: int | None = None, force
         raise UsageError(f"cannot create --out directory {root}: {exc.strerror}") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise UsageError(f"--out directory {root} is not writable; choose another directory")
+    return root
+
+
+def generate(out, spec: Spec, layouts=LAYOUTS, workers: int | None = None, force: bool = False,
+             progress: bool | None = None) -> tuple[Manifest, list[LayoutReport]]:
+    """Make (or finish, or extend) the corpus in `out`. Returns its manifest and a report per layout."""
+    layouts = parse_layouts(layouts)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    root = make_out_dir(out)
     with CorpusLock(root):
         manifest = _existing(root, spec, force)
         done = set(manifest.layouts) if manifest else set()

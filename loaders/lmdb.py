@@ -157,29 +157,25 @@ class LMDBReader(Reader):
         return self._read_many([i])[0]
 
     def _read_many(self, idx: list[int]) -> list:
+        with self._env.begin(db=self._db) as txn:
+            return self._get_all(txn, idx)
+
+    def _get_all(self, txn, idx: list[int]) -> list:
+        """Every value of `idx` in `txn`, or the named error of the first that is missing or damaged."""
         import lmdb
 
-        with self._env.begin(db=self._db) as txn:
-            get = txn.get
-            try:
-                values = [get(i.to_bytes(8, "big")) for i in idx]
-            except lmdb.Error as exc:
-                self._find_error(txn, idx, exc)
+        get = txn.get
+        try:
+            values = [get(i.to_bytes(8, "big")) for i in idx]
+        except lmdb.Error as exc:
+            self._find_error(txn, idx, exc)
         if None in values:
             self._missing(idx[values.index(None)])
         return values
 
     def _read_into(self, idx: list[int], out: np.ndarray) -> None:
-        import lmdb
-
         with self._env.begin(db=self._db, buffers=True) as txn:  # views into the map: valid in this txn only
-            get = txn.get
-            try:
-                values = [get(i.to_bytes(8, "big")) for i in idx]
-            except lmdb.Error as exc:
-                self._find_error(txn, idx, exc)
-            if None in values:
-                self._missing(idx[values.index(None)])
+            values = self._get_all(txn, idx)
             if self.small:
                 self._assemble(idx, values, out)  # copies out of the map before the txn ends
             else:

@@ -125,12 +125,6 @@ def _write_all(fd: int, payload) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_file(root: Path, relpath: str, payload) -> bool:
-    """Write one sample file atomically; False if a complete one is already there."""
-    with DirWriter(root) as w:
-        return w.write(relpath, payload)
-
-
 class FilesWriter(LayoutWriter):
     name = "files"
     target = "files"
