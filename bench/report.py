@@ -128,6 +128,26 @@ def _layout_key(name: str):
     return (LAYOUT_ORDER.index(name) if name in LAYOUT_ORDER else len(LAYOUT_ORDER), name)
 
 
+def _corpus_panels(all_rows: list[dict]):
+    """(plt, figure, axes, corpora): one panel per corpus; None when there is nothing to plot."""
+    corpora = list(dict.fromkeys(r["corpus"] for r in all_rows))
+    if not corpora:
+        return None
+    plt = _plt()
+    fig, axes = _grid(plt, len(corpora))
+    return plt, fig, axes, corpora
+
+
+def _finish_panels(plt, fig, path: Path, handles, labels, title: str) -> Path:
+    """One legend across the top, the title, and the PNG written."""
+    fig.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=9, bbox_to_anchor=(0.5, 0.985))
+    fig.suptitle(title, y=0.998, fontsize=11, va="top", x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _grid(plt, n: int, height: float = 4.0):
     """Panels two to a row, so each stays readable however many corpora there are."""
     cols = min(2, n)
@@ -150,11 +170,10 @@ def best_runs(all_rows: list[dict], corpus: str) -> dict[tuple[str, str], dict]:
 
 def plot_throughput(all_rows: list[dict], path: Path) -> Path | None:
     """MB/s by layout per corpus, cold beside warm, each bar with its floor (black tick)."""
-    plt = _plt()
-    corpora = list(dict.fromkeys(r["corpus"] for r in all_rows))
-    if not corpora:
+    panels = _corpus_panels(all_rows)
+    if panels is None:
         return None
-    fig, axes = _grid(plt, len(corpora))
+    plt, fig, axes, corpora = panels
     for ax, corpus in zip(axes, corpora):
         best = best_runs(all_rows, corpus)
         layouts = sorted({k[0] for k in best}, key=_layout_key)
@@ -178,22 +197,16 @@ def plot_throughput(all_rows: list[dict], path: Path) -> Path | None:
         ax.grid(axis="y", alpha=0.3, which="both")
     handles = [plt.Rectangle((0, 0), 1, 1, color=CACHE_COLORS[c]) for c in ("cold", "warm")]
     handles.append(plt.Line2D([], [], color="black", lw=1.6))
-    fig.legend(handles, ["cold", "warm", "sequential-read floor of the same files, same cache"], loc="upper center",
-               ncol=3, fontsize=9, bbox_to_anchor=(0.5, 0.985))
-    fig.suptitle("Throughput by layout (wN: loader workers)", y=0.998, fontsize=11, va="top", x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    labels = ["cold", "warm", "sequential-read floor of the same files, same cache"]
+    return _finish_panels(plt, fig, path, handles, labels, "Throughput by layout (wN: loader workers)")
 
 
 def plot_latency_cdf(all_rows: list[dict], path: Path) -> Path | None:
     """CDF of the time the consumer waited per batch (steady-state epochs), per corpus."""
-    plt = _plt()
-    corpora = list(dict.fromkeys(r["corpus"] for r in all_rows))
-    if not corpora:
+    panels = _corpus_panels(all_rows)
+    if panels is None:
         return None
-    fig, axes = _grid(plt, len(corpora))
+    plt, fig, axes, corpora = panels
     cmap = plt.get_cmap("tab10")
     layouts_seen: list[str] = []
     for ax, corpus in zip(axes, corpora):
@@ -216,13 +229,7 @@ def plot_latency_cdf(all_rows: list[dict], path: Path) -> Path | None:
         ax.grid(alpha=0.3, which="both")
     handles = [plt.Line2D([], [], color=cmap(i % 10), lw=2) for i in range(len(layouts_seen))]
     handles += [plt.Line2D([], [], color="gray", ls=CACHE_STYLES[c]) for c in ("cold", "warm")]
-    fig.legend(handles, layouts_seen + ["cold", "warm"], loc="upper center", ncol=len(handles), fontsize=9,
-               bbox_to_anchor=(0.5, 0.985))
-    fig.suptitle("Batch latency CDF", y=0.998, fontsize=11, va="top", x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish_panels(plt, fig, path, handles, layouts_seen + ["cold", "warm"], "Batch latency CDF")
 
 
 def plot_workers(all_rows: list[dict], path: Path) -> Path | None:

@@ -17,7 +17,7 @@ import platform
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from .result import (Checkpoint, EpochRecord, Floors, PreadFloor, RankRecord, Re
 CACHES = ("cold", "warm", "asis")
 COLD_MAX, WARM_MIN = 0.01, 0.99  # residency limits of the cache settings
 NAIVE = {"files": "naive-files", "hdf5": "naive-hdf5"}  # baselines: what plain library calls give
+NAIVE_READS = {v: k for k, v in NAIVE.items()}  # naive baseline name -> the layout it reads
 
 
 @dataclass(frozen=True)
@@ -230,8 +231,7 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
     from loaders import open_corpus
 
     rc, comm = ctx.cfg.run, ctx.comm
-    reads = "files" if layout == NAIVE["files"] else "hdf5" if layout == NAIVE["hdf5"] else layout
-    reader = open_corpus(ctx.cfg.corpus, reads)
+    reader = open_corpus(ctx.cfg.corpus, NAIVE_READS.get(layout, layout))
     paths = reader.paths()
     # naive baselines: one epoch (no workers to start, so no first epoch to set apart; and slow)
     plan = ([(0, False)] if naive else
@@ -326,7 +326,7 @@ class NaiveLoader:
     indexing of each batch's sorted indices (fancy indexing for `images`; one slice per sample
     of `payload`, decoded by tifffile). Same epoch order and batches as the Loader."""
 
-    worker_pids: list = []
+    worker_pids = ()  # reads in the calling thread: no worker processes
 
     def __init__(self, corpus: Path, layout: str, rc: RunConfig, rank: int, world: int):
         self.corpus, self.layout, self.rc, self.rank, self.world = Path(corpus), layout, rc, rank, world
@@ -522,15 +522,9 @@ def metadata(cfg: BenchConfig, comm: Comm) -> dict:
         "config": {"corpus": str(cfg.corpus), "output": str(cfg.output), "layouts": list(cfg.layouts),
                    "caches": list(cfg.caches), "workers": list(cfg.workers), "naive": cfg.naive,
                    "checkpoint_mb": cfg.checkpoint_mb, "checkpoint_every": cfg.checkpoint_every,
-                   "evict": cfg.evict, "run": vars_of(cfg.run)},
+                   "evict": cfg.evict, "run": asdict(cfg.run)},
         "ranks": comm.size,
     }
-
-
-def vars_of(obj) -> dict:
-    from dataclasses import asdict
-
-    return asdict(obj)
 
 
 def _read_lines(path: str) -> list[str]:
@@ -600,7 +594,6 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                    tuple(out_runs), tuple(notes))
 
 
-NAIVE_READS = {v: k for k, v in NAIVE.items()}
 
 
 def cache_notes(runs, corpus: str) -> list[str]:

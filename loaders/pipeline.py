@@ -92,9 +92,6 @@ class _Ring:
     def _view(self, block: np.ndarray, n: int) -> np.ndarray:
         return block[:n * self.item_bytes].view(self.dtype).reshape(n, *self.shape)
 
-    def close(self) -> None:
-        self.blocks = []
-
 
 def fetch(reader: Reader, indices: np.ndarray, decode: bool, timing: bool, out=None):
     """(images or None, nbytes, sample_seconds or None) of one batch: the work of every worker."""
