@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -52,3 +55,18 @@ def corpus_copy(corpus, tmp_path):
         return dst
 
     return get
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mnt, size: str, options: str = ""):
+    """A tmpfs of its own at `mnt` (root only; the test is skipped elsewhere), unmounted after."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt.mkdir()
+    opts = ",".join(filter(None, [options, f"size={size}"]))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

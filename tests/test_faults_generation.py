@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import mounted_tmpfs
 from test_interrupt import assert_layout_identical, same_bytes
 
 import generator.build
@@ -279,17 +280,8 @@ def disk_reference(tmp_path_factory):
 @pytest.fixture
 def small_fs(tmp_path):
     """A 16 MiB tmpfs of its own (root only): what fills up is this filesystem and nothing else."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("needs root to mount a small tmpfs")
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs is not permitted here")
-    try:
+    with mounted_tmpfs(tmp_path / "fs", "16m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def fill(path: Path, leave: int) -> None:

@@ -11,6 +11,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from conftest import mounted_tmpfs
 
 import generator.build
 from generator.__main__ import main
@@ -127,16 +128,9 @@ def test_out_that_cannot_be_created(cli, tmp_path):
     one_line_error(cli(*tiny(tmp_path / "afile")), "cannot create --out directory", "File exists")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="needs root to mount a read-only tmpfs")
 def test_unwritable_out(cli, tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]).returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
-    try:
+    with mounted_tmpfs(tmp_path / "ro", "1m", options="ro") as ro:
         one_line_error(cli(*tiny(ro)), f"--out directory {ro} is not writable")
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)
 
 
 def test_too_small_a_disk_is_refused_before_writing(cli, tmp_path, monkeypatch):

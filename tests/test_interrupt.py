@@ -20,6 +20,7 @@ from pathlib import Path
 
 import lmdb
 import pytest
+from conftest import mounted_tmpfs
 
 import generator.build
 from generator.__main__ import main
@@ -262,20 +263,11 @@ def test_ctrl_c_prints_one_line_exits_130_and_resumes(reference, scratch, layout
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs (root only): grow(mib) frees space, as a user would after the error."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("needs root to mount a small tmpfs")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)]).returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
+    with mounted_tmpfs(tmp_path / "small", "4m") as mnt:
+        def grow(mib: int) -> None:
+            subprocess.run(["mount", "-o", f"remount,size={mib}m", str(mnt)], check=True)
 
-    def grow(mib: int) -> None:
-        subprocess.run(["mount", "-o", f"remount,size={mib}m", str(mnt)], check=True)
-
-    try:
         yield mnt, grow
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.mark.parametrize("layout", ["files", "hdf5", "lmdb"])
