@@ -1,6 +1,6 @@
 """python -m bench: run | report | compare | suite | plan.
 
-    python -m bench run --corpus DIR --output FILE.json [--layouts files,hdf5,lmdb] [--cache cold,warm]
+    python -m bench run --corpus DIR --output FILE.json [--layouts L,...] [--cache cold,warm]
                         [--epochs E] [--repeats R] [--batch-size B] [--workers K[,K...]] [--worker-kind KIND]
                         [--shuffle MODE] [--no-decode] [--checkpoint-mb M --checkpoint-every N]
     python -m bench report FILE.json ... [--out results/]
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from generator.cli import Parser, nonneg_int, positive_int, run_main
 from generator.errors import UsageError
-from generator.layouts import LAYOUTS
+from generator.layouts import layout_ids
 
 PROG = "python -m bench"
 SHUFFLES = ("shuffle", "sequential", "block", "buffer")
@@ -65,8 +65,8 @@ def add_run(sub) -> None:
                                    "the same files; write versioned JSON.")
     p.add_argument("--corpus", type=Path, required=True, help="corpus directory (made by python -m generator)")
     p.add_argument("--output", type=Path, required=True, help="results JSON (never inside the corpus)")
-    p.add_argument("--layouts", type=comma_list(LAYOUTS), default=tuple(LAYOUTS),
-                   help=f"comma list (default {','.join(LAYOUTS)})")
+    p.add_argument("--layouts", type=comma_list(layout_ids()), default=None,
+                   help=f"comma list of {','.join(layout_ids())} (default: every layout the corpus has)")
     p.add_argument("--cache", type=comma_list(CACHES), default=("cold", "warm"),
                    help="comma list of cold, warm, asis (default cold,warm); checked with mincore")
     p.add_argument("--epochs", type=positive_int, default=2, help="epochs per run; the first is reported apart (default 2)")
@@ -173,11 +173,9 @@ def cmd_suite(args) -> int:
 
 
 def add_plan(sub) -> None:
-    """`plan` lives in bench/plan.py (the planning calculator); registered when it is there."""
-    if (Path(__file__).parent / "plan.py").exists():
-        from . import plan
+    from . import plan
 
-        plan.add_parser(sub)
+    plan.add_parser(sub)
 
 
 def build_parser() -> Parser:

@@ -37,8 +37,7 @@ import generator.pool
 import generator.spec
 import generator.synth
 from generator.codec import Codec
-from generator.layouts import LAYOUTS, registry
-from generator.layouts.files import DirWriter, sample_relpath
+from generator.layouts import get_layout, layout_ids
 from generator.pool import chunks, produce
 from generator.spec import PRESETS, preset_spec
 from generator.synth import make_sample
@@ -101,7 +100,7 @@ def generator_sides(spec, workers: int, baseline) -> dict:
         return run
 
     sides = {}
-    for name in LAYOUTS:
+    for name in layout_ids():
         sides[name] = side(generator, spec, name)
         if baseline:
             rev, old = baseline
@@ -176,15 +175,11 @@ def writer_alone(out: Path, spec, name: str, payloads, labels) -> None:
     """One layout's writer fed ready payloads in the generator's batches: the format's own cost,
     without making the content (files: the same per-file writes, in one process)."""
     out.mkdir()
-    writer = registry()[name](out, spec, Codec(spec))
+    writer = get_layout(name).writer_class()(out, spec, Codec(spec))
     writer.begin()
-    if name == "files":
-        with DirWriter(out, check_existing=False) as w:
-            for i, p in enumerate(payloads):
-                w.write(sample_relpath(spec, i, labels[i]), p)
-    else:
-        for r in chunks(0, spec.count, spec):
-            writer.put_many(r, payloads[r.start:r.stop])
+    write = writer.write_part if writer.supports_parallel_write else writer.put_many
+    for r in chunks(0, spec.count, spec):
+        write(r, payloads[r.start:r.stop], labels[r.start:r.stop])
     writer.end(np.asarray(labels, np.uint16))  # flush and make durable, as the generator does
 
 
@@ -195,7 +190,7 @@ def big_section(base: Path, count: int, repeats: int, workers: int, baseline) ->
     (base / "4k").mkdir(parents=True, exist_ok=True)
     sides = {"raw": lambda out: raw_write(out, payloads),
              **{f"{name}-alone": lambda out, name=name: writer_alone(out, spec, name, payloads, labels)
-                for name in LAYOUTS},
+                for name in layout_ids()},
              **generator_sides(spec, workers, baseline)}
     # Each side makes its own writes durable (raw: fsync; layouts: fsync / fdatasync of their files).
     secs = run_side_by_side(base / "4k", sides, repeats, final_sync=False)

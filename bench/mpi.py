@@ -10,9 +10,9 @@ slowest rank's time, latency percentiles come from every rank's raw latencies, e
 be read exactly once across ranks, and `--shard-shift S` makes rank r read shard
 (r + epoch*S) % R (IOR's reorder) so no rank only re-reads what its own page cache holds.
 
-Generation: the `files` layout is written by all ranks in parallel (rank r writes every R-th
-chunk of indices); HDF5 and LMDB, single files with one writer, are written by rank 0 while the
-others wait. Rank 0 writes the manifest after a barrier, so the corpus is complete only when
+Generation: a layout whose writer supports parallel writing (loose files) is written by all
+ranks (rank r writes every R-th of the writer's parts); single-writer layouts (HDF5, LMDB) are
+written by rank 0 while the others wait. Rank 0 writes the manifest after a barrier, so the corpus is complete only when
 every rank's files are.
 
 mpi4py is imported only when an MPIComm is made: single-process use never needs MPI. Messages
@@ -196,100 +196,85 @@ def _rebuild(error: dict) -> LayoutbenchError:
     return exc
 
 
-def _write_my_files(root: Path, spec, comm) -> dict:
-    """This rank's share of the files layout: every size-th chunk, starting at its rank."""
-    from generator.build import _files_job
-    from generator.pool import chunks
+def _write_my_parts(writer, comm) -> dict:
+    """This rank's share of a parallel writer's parts: every size-th one, starting at its rank."""
+    from generator.build import write_parts
 
     done = []
     try:
-        for r in chunks(0, spec.count, spec)[comm.rank::comm.size]:
-            _, crcs, sizes, labels = _files_job((root, spec, r))
+        for r, crcs, sizes, labels in write_parts(writer, writer.parts(comm.size)[comm.rank::comm.size]):
             done.append({"start": r.start, "stop": r.stop, "crc": np.asarray(crcs, np.uint32),
                          "size": np.asarray(sizes, np.int64), "label": np.asarray(labels, np.uint16)})
     except OSError as exc:
-        return {"error": f"rank {comm.rank} on {host_name()}: writing the files layout in {root} failed: "
-                         f"{exc.strerror or exc} ({exc.filename or root}); free space or fix permissions and "
-                         f"rerun the same command to resume"}
-    return {"chunks": done}
+        return {"error": f"rank {comm.rank} on {host_name()}: writing the {writer.name} layout in {writer.root} "
+                         f"failed: {exc.strerror or exc} ({exc.filename or writer.root}); free space or fix "
+                         f"permissions and rerun the same command to resume"}
+    return {"parts": done}
 
 
 def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False, progress: bool = False):
-    """generator.build.generate across ranks: files by every rank, the rest by rank 0.
+    """generator.build.generate across ranks: every layout whose writer supports parallel writing
+    by all ranks (each its share of the writer's parts), the others by rank 0 alone.
 
     Returns the per-layout reports on every rank.
     """
-    from generator.build import (CorpusLock, IN_PROGRESS, LayoutReport, _check_space, _existing,
-                                 generate, make_out_dir, parse_layouts)
-    from generator.layouts import disk_usage
-    from generator.layouts.files import FilesWriter
-    from generator.manifest import Manifest, write_json_atomic, write_manifest
-    from generator.pool import SampleTable, codec_for
+    from generator.build import Generation, LayoutReport, generate, make_out_dir, parse_layouts
+    from generator.layouts import get_layout
+    from generator.pool import codec_for
 
     layouts = parse_layouts(layouts)
-    root = Path(out)
-    with contextlib.ExitStack() as lock:
+    shared = [name for name in layouts if get_layout(name).writer_class().supports_parallel_write]
+    reports = {}
+    with contextlib.ExitStack() as held:
         state = {}
 
         def prepare():
-            make_out_dir(root)
-            if "files" not in layouts:
-                return False
-            lock.enter_context(CorpusLock(root))  # held by rank 0 until the manifest lists files
-            manifest = _existing(root, spec, force)
-            if manifest and "files" in manifest.layouts:
-                lock.close()
-                return False
-            _check_space(root, spec, ["files"])
-            write_json_atomic(root / IN_PROGRESS, {"spec": spec.to_dict(), "layouts": ["files"]})
-            FilesWriter(root, spec, codec_for(spec)).begin()
-            state["manifest"] = manifest
-            return True
+            make_out_dir(out)
+            if not shared:
+                return []
+            gen = state["gen"] = held.enter_context(Generation(out, spec, force))  # rank 0 holds the lock
+            todo = gen.todo(shared)
+            for name in todo:
+                state[name] = gen.begin(name)
+            if not todo:
+                held.close()
+            return todo
 
-        reports = {}
-        if _on_root(comm, prepare):
+        for name in _on_root(comm, prepare):
+            # Rank 0 began the writer; the others rebuild it with the state begin() left (plain data:
+            # a parallel writer crosses to worker processes and ranks between its calls).
+            if comm.rank == 0:
+                writer = state[name]
+                comm.bcast({k: v for k, v in vars(writer).items() if k not in ("root", "spec", "codec")})
+            else:
+                writer = get_layout(name).writer_class()(Path(out), spec, codec_for(spec))
+                writer.__dict__.update(comm.bcast(None))
             comm.barrier()
             t0 = time.perf_counter()
-            gathered = comm.gather(_write_my_files(root, spec, comm))
+            gathered = comm.gather(_write_my_parts(writer, comm))
 
             def finish():
                 errors = [g["error"] for g in gathered if "error" in g]
                 if errors:
                     raise CorpusError(errors[0] + (f" (and {len(errors) - 1} more ranks failed)" if len(errors) > 1 else ""))
-                manifest = state["manifest"]
-                table = (SampleTable(spec.count, manifest.crc32, manifest.sizes, manifest.labels)
-                         if manifest else SampleTable(spec.count))
+                gen = state["gen"]
                 for g in gathered:
-                    for c in g["chunks"]:
-                        table.fill(range(c["start"], c["stop"]), c["crc"], c["size"], c["label"])
-                writer = FilesWriter(root, spec, codec_for(spec))
-                writer.end(table.labels)
-                seconds = time.perf_counter() - t0
-                on_disk, files = disk_usage(root / writer.target)
-                payload = int(table.sizes.sum())
-                manifest = manifest or Manifest(spec, [], [], [], {}, len(codec_for(spec).header))
-                manifest.crc32, manifest.sizes, manifest.labels = (
-                    table.crc.tolist(), table.sizes.tolist(), table.labels.tolist())
-                manifest.layouts["files"] = {
-                    "path": writer.target, "bytes_on_disk": on_disk, "files": files,
-                    "write_seconds": round(seconds, 6), "mb_per_s": round(payload / seconds / 1e6, 3),
-                    "payload_bytes": payload, "workers": 1, "mpi_ranks": comm.size,
-                    "samples_per_rank": [sum(c["stop"] - c["start"] for c in g["chunks"]) for g in gathered],
-                    "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-                write_manifest(root, manifest)
-                (root / IN_PROGRESS).unlink(missing_ok=True)
-                lock.close()
-                return [writer.name, spec.count, on_disk, files, seconds, payload / seconds / 1e6]
+                    for c in g["parts"]:
+                        gen.fill(range(c["start"], c["stop"]), c["crc"], c["size"], c["label"])
+                report = gen.finish(writer, time.perf_counter() - t0, 1, mpi_ranks=comm.size,
+                                    samples_per_rank=[sum(c["stop"] - c["start"] for c in g["parts"])
+                                                      for g in gathered])
+                return [report.layout, report.samples, report.bytes_on_disk, report.files, report.seconds,
+                        report.mb_per_s]
 
-            reports["files"] = LayoutReport(*_on_root(comm, finish))
+            reports[name] = LayoutReport(*_on_root(comm, finish))
 
         def the_rest():
-            lock.close()
-            _, reps = generate(root, spec, layouts, workers, force=force and not reports, progress=progress)
+            held.close()
+            _, reps = generate(out, spec, layouts, workers, force=force and not reports, progress=progress)
             return [[r.layout, r.samples, r.bytes_on_disk, r.files, r.seconds, r.mb_per_s, r.skipped] for r in reps]
 
-        for row in _on_root(comm, the_rest):  # rank 0 writes HDF5 / LMDB; the others sleep in a barrier
+        for row in _on_root(comm, the_rest):  # rank 0 writes the rest; the others sleep in a barrier
             reports.setdefault(row[0], LayoutReport(*row))
     return [reports[name] for name in layouts]
 

@@ -119,13 +119,20 @@ def _plt():
     return plt
 
 
-LAYOUT_ORDER = ("files", "hdf5", "lmdb", "naive-files", "naive-hdf5")
+def _layout_order() -> tuple[str, ...]:
+    """Registered layouts in registration order, then their naive baselines."""
+    from generator.layouts import layout_ids
+
+    from .runner import naive_name
+
+    return (*layout_ids(), *map(naive_name, layout_ids()))
 CACHE_COLORS = {"cold": "#4575b4", "warm": "#d73027", "asis": "#999999"}
 CACHE_STYLES = {"cold": "--", "warm": "-", "asis": ":"}
 
 
 def _layout_key(name: str):
-    return (LAYOUT_ORDER.index(name) if name in LAYOUT_ORDER else len(LAYOUT_ORDER), name)
+    order = _layout_order()
+    return (order.index(name) if name in order else len(order), name)
 
 
 def _corpus_panels(all_rows: list[dict]):

@@ -12,6 +12,7 @@ the throughput figures.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import socket
@@ -23,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import LayoutbenchError, UsageError
+from generator.layouts import layout_ids
 from generator.manifest import read_manifest
+from loaders.registry import readers
 
 from . import probes
 from .comm import Comm, SingleProcessComm
@@ -32,8 +35,16 @@ from .result import (Checkpoint, EpochRecord, Floors, PreadFloor, RankRecord, Re
 
 CACHES = ("cold", "warm", "asis")
 COLD_MAX, WARM_MIN = 0.01, 0.99  # residency limits of the cache settings
-NAIVE = {"files": "naive-files", "hdf5": "naive-hdf5"}  # baselines: what plain library calls give
-NAIVE_READS = {v: k for k, v in NAIVE.items()}  # naive baseline name -> the layout it reads
+NAIVE_PREFIX = "naive-"  # a naive baseline's run is named naive-<layout>: what plain library calls give
+
+
+def naive_name(layout: str) -> str:
+    return NAIVE_PREFIX + layout
+
+
+def reads_of(run_layout: str, naive: bool) -> str:
+    """The layout whose files a run reads (its floor): a naive baseline reads its layout's."""
+    return run_layout[len(NAIVE_PREFIX):] if naive else run_layout
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ class BenchConfig:
 
     corpus: Path
     output: Path
-    layouts: tuple[str, ...] = ("files", "hdf5", "lmdb")
+    layouts: tuple[str, ...] | None = None  # None: every layout the corpus has
     caches: tuple[str, ...] = ("cold", "warm")
     workers: tuple[int, ...] = (0,)
     run: RunConfig = field(default_factory=RunConfig)
@@ -67,7 +78,7 @@ def check_config(cfg: BenchConfig, manifest) -> None:
         if path is not None and inside(path, cfg.corpus):
             raise UsageError(f"{what} {path} is inside the corpus directory {cfg.corpus}: results and "
                              f"checkpoints are never written onto the directory under test; choose another")
-    missing = [name for name in cfg.layouts if name not in manifest.layouts]
+    missing = [name for name in (cfg.layouts or ()) if name not in manifest.layouts]
     if missing:
         raise UsageError(f"layout {missing[0]!r} is not in the corpus {cfg.corpus} (it has "
                          f"{', '.join(manifest.layouts) or 'none'}); generate it or drop it from --layouts")
@@ -212,13 +223,13 @@ class Counters:
         return {**totals, "lost": len(lost), "sectors": sectors}
 
 
-def open_loader(reader, rc: RunConfig, workers: int, rank: int, timing: bool):
+def open_loader(reader, rc: RunConfig, workers: int, rank: int, timing: bool, naive: bool = False):
     from loaders.pipeline import Loader
 
     kind = "fork" if rc.worker_kind == "process" else rc.worker_kind
-    return Loader(reader, batch_size=rc.batch_size, workers=workers, worker_kind=kind, shuffle=rc.shuffle,
-                  seed=rc.seed, prefetch=rc.prefetch, decode=rc.decode, drop_last=rc.drop_last,
-                  rank=rank, world=rc.world, timing=timing)
+    return Loader(reader, batch_size=rc.batch_size, workers=0 if naive else workers, worker_kind=kind,
+                  shuffle=rc.shuffle, seed=rc.seed, prefetch=rc.prefetch, decode=rc.decode or naive,
+                  drop_last=rc.drop_last, rank=rank, world=rc.world, timing=timing, naive=naive)
 
 
 def shard_rank(rank: int, world: int, epoch: int, shift: int) -> int:
@@ -231,7 +242,7 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
     from loaders import open_corpus
 
     rc, comm = ctx.cfg.run, ctx.comm
-    reader = open_corpus(ctx.cfg.corpus, NAIVE_READS.get(layout, layout))
+    reader = open_corpus(ctx.cfg.corpus, reads_of(layout, naive))
     paths = reader.paths()
     # naive baselines: one epoch (no workers to start, so no first epoch to set apart; and slow)
     plan = ([(0, False)] if naive else
@@ -239,7 +250,7 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
     loader, records, checkpoints, method = None, [], [], None
     counters = Counters(ctx.device)
     try:
-        warm_up_code(ctx.cfg.corpus, reader, layout, rc, naive)
+        warm_up_code(reader, rc, naive)
         for epoch, timing in plan:
             rank = shard_rank(comm.rank, comm.size, epoch, rc.shard_shift)
             fresh = (loader is None or cache == "cold" or timing or (rc.shard_shift and comm.size > 1))
@@ -251,8 +262,7 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
             state = set_cache(cache, paths, ctx.cfg.evict)
             method = state.method or method
             if loader is None:
-                loader = (NaiveLoader(ctx.cfg.corpus, layout, rc, rank, comm.size) if naive
-                          else open_loader(reader, rc, workers, rank, timing))
+                loader = open_loader(reader, rc, workers, rank, timing, naive)
                 first = True
             comm.barrier()
             counters.start(loader.worker_pids)  # none yet for a fresh pool: its workers count from zero
@@ -278,21 +288,19 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
     return records, checkpoints, method
 
 
-def warm_up_code(corpus, reader, layout: str, rc: RunConfig, naive: bool) -> None:
+def warm_up_code(reader, rc: RunConfig, naive: bool) -> None:
     """Run every read path once on a few samples before measuring. Cold means the *data* is not
     cached: the code that reads it is, in training. drop_caches also drops the pages of libraries
     not yet mapped; without this, a cold first epoch would read h5py or lmdb code from disk and
     count it as sample bytes. Pages mapped by this process stay mapped (and fork workers share them)."""
     idx = np.arange(min(rc.batch_size, len(reader)))
     if naive:
-        loader = NaiveLoader(corpus, layout, rc, 0, 1)
-        (loader._files_batch if layout == NAIVE["files"] else loader._hdf5_batch)(idx)
-        loader.close()
+        reader.naive_batch(idx)
+        reader.close_naive()
         return
     reader.read_many(idx)
     reader.decode(reader.read(int(idx[0])), int(idx[0]))
-    if hasattr(reader, "read_batch"):
-        reader.read_batch(idx)
+    reader.read_batch(idx)
     reader.close()
 
 
@@ -317,74 +325,6 @@ def write_checkpoint(path: Path, mb: float, repeat: int, epoch: int) -> Checkpoi
     seconds = time.perf_counter() - t0
     path.unlink()
     return Checkpoint(repeat, epoch, total, seconds)
-
-
-# ---------------------------------------------------------------- naive baselines
-
-class NaiveLoader:
-    """What plain library calls give, in the calling thread: tifffile.imread per file, or h5py
-    indexing of each batch's sorted indices (fancy indexing for `images`; one slice per sample
-    of `payload`, decoded by tifffile). Same epoch order and batches as the Loader."""
-
-    worker_pids = ()  # reads in the calling thread: no worker processes
-
-    def __init__(self, corpus: Path, layout: str, rc: RunConfig, rank: int, world: int):
-        self.corpus, self.layout, self.rc, self.rank, self.world = Path(corpus), layout, rc, rank, world
-        self.manifest = read_manifest(corpus)
-        self.h5 = None
-
-    def order(self, epoch: int) -> np.ndarray:
-        from loaders.sampler import epoch_order, shard
-
-        n = self.manifest.spec.count
-        return shard(epoch_order(n, self.rc.seed, epoch, self.rc.shuffle), self.rank, self.world)
-
-    def epoch(self, epoch: int):
-        from loaders.sampler import batches
-
-        read = self._files_batch if self.layout == NAIVE["files"] else self._hdf5_batch
-        for idx in batches(self.order(epoch), self.rc.batch_size, self.rc.drop_last):
-            yield read(idx)
-
-    def _files_batch(self, idx):
-        import tifffile
-
-        from generator.layouts.files import sample_relpath
-
-        spec, labels = self.manifest.spec, self.manifest.labels
-        images = [tifffile.imread(self.corpus / sample_relpath(spec, int(i), labels[int(i)])) for i in idx]
-        return NaiveBatch(np.stack(images), idx, sum(self.manifest.sizes[int(i)] for i in idx))
-
-    def _hdf5_batch(self, idx):
-        import io
-
-        import h5py
-        import tifffile
-
-        if self.h5 is None:
-            self.h5 = h5py.File(self.corpus / self.manifest.layouts["hdf5"]["path"], "r")
-            self.offsets = self.h5["offsets"][:] if "offsets" in self.h5 else None
-        order = np.sort(idx)
-        if "images" in self.h5:
-            images = self.h5["images"][order]  # h5py fancy indexing: increasing indices
-        else:
-            ds = self.h5["payload"]
-            images = np.stack([tifffile.imread(io.BytesIO(ds[int(self.offsets[i]):int(self.offsets[i + 1])].tobytes()))
-                               for i in order])
-        return NaiveBatch(images, order, sum(self.manifest.sizes[int(i)] for i in order))
-
-    def close(self):
-        if self.h5 is not None:
-            self.h5.close()
-            self.h5 = None
-
-
-@dataclass
-class NaiveBatch:
-    images: np.ndarray
-    indices: np.ndarray
-    nbytes: int
-    sample_seconds: None = None
 
 
 PREAD_MIN_SLOTS = 100
@@ -498,9 +438,8 @@ def measure_floors(ctx: Context, manifest) -> Floors:
 
 
 def metadata(cfg: BenchConfig, comm: Comm) -> dict:
-    import h5py
-    import lmdb
-    import tifffile
+    from generator.codec import CODEC_LIBRARIES
+    from generator.layouts import get_layout
 
     cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
@@ -515,9 +454,9 @@ def metadata(cfg: BenchConfig, comm: Comm) -> dict:
         "host": {"name": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "ram_bytes": ram,
                  "kernel": platform.release(), "platform": platform.platform(), "root": os.geteuid() == 0},
         "filesystem": fs,
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "h5py": h5py.__version__,
-                     "hdf5": h5py.version.hdf5_version, "lmdb": lmdb.__version__, "liblmdb": ".".join(map(str, lmdb.version())),
-                     "tifffile": tifffile.__version__},
+        "versions": {"python": platform.python_version(), "numpy": np.__version__,
+                     **{name: str(importlib.import_module(name).__version__) for name in CODEC_LIBRARIES},
+                     **{k: v for layout in cfg.layouts for k, v in get_layout(layout).versions().items()}},
         "command": (["python", "-m", "bench"] if sys.argv[0].endswith("__main__.py") else sys.argv[:1]) + sys.argv[1:],
         "config": {"corpus": str(cfg.corpus), "output": str(cfg.output), "layouts": list(cfg.layouts),
                    "caches": list(cfg.caches), "workers": list(cfg.workers), "naive": cfg.naive,
@@ -542,17 +481,27 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool]]:
         for workers in cfg.workers:
             out.extend((layout, cache, workers, False) for layout in cfg.layouts)
         if cfg.naive:
-            out.extend((NAIVE[layout], cache, 0, True) for layout in cfg.layouts if layout in NAIVE)
+            out.extend((naive_name(layout), cache, 0, True) for layout in cfg.layouts
+                       if readers()[layout].naive)
     return out
 
 
 def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     """Floors, then every run for every repeat. Returns the results on rank 0 (None elsewhere)."""
+    from generator.codec import CODEC_LIBRARIES
+    from generator.layouts import get_layout
+
     comm = comm or SingleProcessComm()
     cfg = replace(cfg, run=replace(cfg.run, world=comm.size))
-    import h5py, lmdb, tifffile  # noqa: F401,E401  (imported now: a cold first epoch must not read their libraries)
     manifest = read_manifest(cfg.corpus)
     check_config(cfg, manifest)
+    if cfg.layouts is None:
+        cfg = replace(cfg, layouts=tuple(name for name in layout_ids() if name in manifest.layouts))
+    # imported now: a cold first epoch must not read their libraries' code as sample bytes
+    for name in CODEC_LIBRARIES:
+        importlib.import_module(name)
+    for layout in cfg.layouts:
+        get_layout(layout).preload()
     runs = plan_runs(cfg, manifest)
     rc = cfg.run
     per_run = rc.epochs + (1 if rc.sample_latency else 0)
@@ -584,7 +533,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     out_runs = []
     for (layout, cache, workers, naive), slot in gathered.items():
         config = replace(rc, workers=workers, **(dict(epochs=1, sample_latency=False) if naive else {}))
-        out_runs.append(Run(layout, "naive" if naive else "loader", NAIVE_READS.get(layout, layout), cache,
+        out_runs.append(Run(layout, "naive" if naive else "loader", reads_of(layout, naive), cache,
                             slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"])))
     notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}")
     corpus = {"path": str(Path(cfg.corpus).resolve()), "spec": manifest.spec.to_dict(),

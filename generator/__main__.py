@@ -1,4 +1,4 @@
-"""python -m generator: write a synthetic TIFF corpus in the files, hdf5 and lmdb layouts."""
+"""python -m generator: write a synthetic TIFF corpus in every registered layout (see --list-layouts)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from .build import generate, parse_layouts
 from .cli import Parser, nonneg_int, positive_int, run_main
 from .errors import UsageError
-from .layouts import LAYOUTS
+from .layouts import layout_ids, layouts
 from .spec import COMPRESSIONS, CONTENTS, DTYPES, PAYLOADS, PRESETS, Spec, parse_shape, preset_spec
 
 
@@ -23,7 +23,8 @@ def build_parser() -> Parser:
     p.add_argument("--dtype", choices=DTYPES, help="pixel type for --shape (default uint8)")
     p.add_argument("--count", type=positive_int, default=1000, help="number of images (default 1000)")
     p.add_argument("--out", help="corpus directory (default data/<preset>-<count>)")
-    p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma list (default files,hdf5,lmdb)")
+    p.add_argument("--layouts", default=None,
+                   help=f"comma list (default: every registered layout, {','.join(layout_ids())})")
     p.add_argument("--seed", type=nonneg_int, default=0, help="content seed (default 0)")
     p.add_argument("--payload", choices=PAYLOADS, default="tiff", help="stored bytes: tiff (default) or raw pixels")
     p.add_argument("--content", choices=CONTENTS, default="smooth",
@@ -35,6 +36,7 @@ def build_parser() -> Parser:
     p.add_argument("--force", action="store_true", help="replace a corpus with a different spec in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    p.add_argument("--list-layouts", action="store_true", help="print the registered layouts and exit")
     return p
 
 
@@ -69,11 +71,15 @@ def main(argv=None) -> int:
         for name, (h, w, c, dtype, what) in PRESETS.items():
             print(f"{name:10} {w}x{h}x{c} {dtype:6}  {what}")
         return 0
+    if args.list_layouts:
+        for layout in layouts().values():
+            print(f"{layout.id:10} {layout.description}")
+        return 0
     spec = spec_from_args(args)
-    layouts = parse_layouts(args.layouts)
+    chosen = parse_layouts(args.layouts if args.layouts is not None else layout_ids())
     name = spec.preset or f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}"
     out = args.out or os.path.join("data", f"{name}-{spec.count}")
-    manifest, reports = generate(out, spec, layouts, args.workers, args.force,
+    manifest, reports = generate(out, spec, chosen, args.workers, args.force,
                                  progress=False if args.quiet else None)
     if not args.quiet:
         print(f"corpus {out}: {spec.count:,} x {spec.pixel_bytes:,} B of pixels "

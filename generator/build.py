@@ -18,8 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import CorpusError, UsageError
-from .layouts import LAYOUTS, disk_usage, registry
-from .layouts.files import DirWriter, sample_relpath
+from .layouts import disk_usage, get_layout, layout_ids, writer_classes
 from .manifest import MANIFEST, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
 from .pool import SampleTable, bounded_map, chunks, codec_for, produce
 from .spec import Spec
@@ -42,13 +41,14 @@ class LayoutReport:
 
 
 def parse_layouts(text: str | list[str]) -> list[str]:
+    known = layout_ids()
     names = text.split(",") if isinstance(text, str) else list(text)
     names = [n.strip() for n in names if n.strip()]
     if not names:
-        raise UsageError("no layouts given; choose from: " + ", ".join(LAYOUTS))
+        raise UsageError("no layouts given; choose from: " + ", ".join(known))
     for n in names:
-        if n not in LAYOUTS:
-            raise UsageError(f"unknown layout {n!r}; choose from: {', '.join(LAYOUTS)}")
+        if n not in known:
+            raise UsageError(f"unknown layout {n!r}; choose from: {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 
@@ -79,18 +79,37 @@ class CorpusLock:
         os.close(self.fd)  # releases the flock
 
 
-def _files_job(args):
-    """(root, spec, indices[, check_existing]) -> (indices, crcs, sizes, labels), files written."""
-    root, spec, indices, *rest = args
-    payloads, crcs, sizes, labels = produce(spec, indices)
-    with DirWriter(root, check_existing=rest[0] if rest else True) as out:
-        for i, p, label in zip(indices, payloads, labels):
-            out.write(sample_relpath(spec, i, label), p)
+def _part_job(args):
+    """(writer, indices) -> (indices, crcs, sizes, labels), with the part written: a parallel
+    writer's unit of work, in a worker process or an MPI rank."""
+    writer, indices = args
+    payloads, crcs, sizes, labels = produce(writer.spec, indices)
+    writer.write_part(indices, payloads, labels)
     return indices, crcs, sizes, labels
 
 
+def write_parts(writer, parts, workers: int = 1):
+    """Write `parts` of a parallel writer (after its begin()), in `workers` forked processes that
+    die with this one; yield (indices, crcs, sizes, labels) per part as parts finish."""
+    jobs = [(writer, r) for r in parts]
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_part_job, jobs)
+        return
+    warm(writer.spec)  # the forked workers share the parent's base block instead of each making one
+    ctx = multiprocessing.get_context("fork")
+    # Ctrl-C blocked across the fork: a worker never sees one before _worker_init has made it
+    # ignore them (it would print its own traceback).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pool = ctx.Pool(min(workers, len(jobs)), _worker_init, (os.getpid(),))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    with pool:
+        yield from pool.imap_unordered(_part_job, jobs)
+
+
 def _worker_init(parent: int) -> None:
-    """A files worker: Ctrl-C is the parent's to handle (it stops the pool; no traceback per
+    """A writer's worker: Ctrl-C is the parent's to handle (it stops the pool; no traceback per
     worker), and a worker dies with its parent, so after `kill -9` of the generator no orphan
     goes on writing or holds the corpus lock."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -109,7 +128,7 @@ def _produce_job(args):
 
 
 def _wipe(root: Path) -> None:
-    for cls in registry().values():
+    for cls in writer_classes().values():
         for p in cls(root, None, None).paths():
             if p.is_dir():
                 shutil.rmtree(p)
@@ -121,7 +140,7 @@ def _wipe(root: Path) -> None:
 
 def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
     """The manifest to extend, after refusing (or with --force wiping) anything else in root."""
-    for cls in registry().values():  # the generator writes (and --force removes) only inside root
+    for cls in writer_classes().values():  # the generator writes (and --force removes) only inside root
         for p in cls(root, None, None).paths():
             if p.is_symlink():
                 raise UsageError(f"{p} is a symbolic link: the generator writes only inside --out {root}; remove "
@@ -164,7 +183,7 @@ def _check_space(root: Path, spec: Spec, layouts: list[str]) -> None:
     codec = codec_for(spec)
     need = 0
     for name in layouts:
-        cls = registry()[name]
+        cls = get_layout(name).writer_class()
         have = sum(disk_usage(p)[0] for p in cls(root, spec, codec).paths() if p.exists())
         need += max(0, cls.estimate_bytes(spec, codec) - have)
     free = shutil.disk_usage(root).free
@@ -186,110 +205,154 @@ def make_out_dir(out) -> Path:
     return root
 
 
-def generate(out, spec: Spec, layouts=LAYOUTS, workers: int | None = None, force: bool = False,
+class Generation:
+    """One generator run on one corpus directory, in steps that MPI ranks can share out:
+
+        with Generation(out, spec, force) as gen:      # the lock; refuses another corpus
+            for name in gen.todo(layouts):             # the layouts not yet complete (space checked)
+                writer = gen.begin(name)
+                ... gen.write_sequential(writer, workers)   # or, for a parallel writer, on any
+                ... write_parts(writer, parts) on every process, results to gen.fill()
+                gen.finish(writer, seconds, workers)   # publish; the manifest lists it
+
+    `generate()` runs every step here. On an OSError (full disk, I/O error) `failed()` turns it
+    into one CorpusError line naming what was being written.
+    """
+
+    def __init__(self, out, spec: Spec, force: bool = False):
+        self.root, self.spec, self.force = make_out_dir(out), spec, force
+        self.codec = codec_for(spec)
+        self.current = IN_PROGRESS  # what is being written, for the error message
+
+    def __enter__(self):
+        self._lock = CorpusLock(self.root).__enter__()
+        try:
+            self.manifest = _existing(self.root, self.spec, self.force)
+        except BaseException:
+            self._lock.__exit__()
+            raise
+        m = self.manifest
+        self.table = SampleTable(self.spec.count, m.crc32, m.sizes, m.labels) if m else SampleTable(self.spec.count)
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.__exit__()
+
+    def done(self) -> set[str]:
+        return set(self.manifest.layouts) if self.manifest else set()
+
+    def todo(self, layouts) -> list[str]:
+        """The layouts still to write, after the space check and with the in-progress marker written."""
+        todo = [name for name in layouts if name not in self.done()]
+        if todo:
+            _check_space(self.root, self.spec, todo)
+            self.current = IN_PROGRESS
+            write_json_atomic(self.root / IN_PROGRESS, {"spec": self.spec.to_dict(), "layouts": todo})
+        return todo
+
+    def writer(self, name: str):
+        return get_layout(name).writer_class()(self.root, self.spec, self.codec)
+
+    def begin(self, name: str):
+        """The layout's writer, begun (its resume point in writer.start)."""
+        self.current = f"the {name} layout"
+        writer = self.writer(name)
+        try:
+            writer.start = writer.begin()
+        except BaseException:
+            writer.abort()
+            raise
+        return writer
+
+    def fill(self, indices: range, crcs, sizes, labels) -> None:
+        self.table.fill(indices, crcs, sizes, labels)
+
+    def write_sequential(self, writer, workers: int, bar=None) -> None:
+        """A single-writer layout's samples from its resume point, produced by `workers` threads."""
+        spec, start = self.spec, writer.start
+        if start and not self.table.known:  # resumed: re-derive what the first run had written
+            for r in chunks(0, start, spec):
+                self.fill(r, *produce(spec, r)[1:])
+        if bar is not None:
+            bar.update(start)
+        jobs = [(spec, r) for r in chunks(start, spec.count, spec, 4 * workers)]
+        # At most ~512 MiB of payloads in flight, however many --workers.
+        window = max(2, min(2 * workers, (512 << 20) // (len(jobs[0]) * spec.pixel_bytes))) if jobs else 1
+        for indices, payloads, crcs, sizes, labels in bounded_map(_produce_job, jobs, workers, window):
+            writer.put_many(indices, payloads, labels)
+            self.fill(indices, crcs, sizes, labels)
+            if bar is not None:
+                bar.update(len(indices))
+
+    def finish(self, writer, seconds: float, workers: int, **facts) -> LayoutReport:
+        """End the layout (durable, published) and list it in the manifest."""
+        writer.end(self.table.labels)
+        self.table.known = True
+        on_disk, files = disk_usage(writer.root / writer.target)
+        payload = int(self.table.sizes.sum())
+        report = LayoutReport(writer.name, self.spec.count, on_disk, files, seconds, payload / seconds / 1e6)
+        m = self.manifest = self.manifest or Manifest(self.spec, [], [], [], {}, len(self.codec.header))
+        m.crc32, m.sizes, m.labels = self.table.crc.tolist(), self.table.sizes.tolist(), self.table.labels.tolist()
+        m.layouts[writer.name] = {
+            "path": writer.target, "bytes_on_disk": on_disk, "files": files,
+            "write_seconds": round(seconds, 6), "mb_per_s": round(report.mb_per_s, 3),
+            "payload_bytes": payload, "workers": workers,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts,
+        }
+        self.current = MANIFEST
+        write_manifest(self.root, m)  # each finished layout becomes readable at once
+        return report
+
+    def complete(self) -> None:
+        """Every layout asked for is written: drop the in-progress marker."""
+        (self.root / IN_PROGRESS).unlink(missing_ok=True)
+
+    def failed(self, exc: OSError) -> CorpusError:
+        if exc.errno == errno.ENOSPC:
+            what = f"disk full while writing {self.current} in {self.root}; free space"
+        else:
+            what = (f"writing {self.current} in {self.root} failed: {exc.strerror or exc}"
+                    f"{f' ({exc.filename})' if exc.filename else ''}; fix that")
+        return CorpusError(f"{what} and rerun the same command to resume (the corpus is marked "
+                           f"incomplete until then; finished layouts stay usable)")
+
+    def report_existing(self, name: str) -> LayoutReport:
+        f = self.manifest.layouts[name]
+        return LayoutReport(name, self.spec.count, f["bytes_on_disk"], f["files"], f["write_seconds"],
+                            f["mb_per_s"], skipped=True)
+
+
+def generate(out, spec: Spec, layouts=None, workers: int | None = None, force: bool = False,
              progress: bool | None = None) -> tuple[Manifest, list[LayoutReport]]:
-    """Make (or finish, or extend) the corpus in `out`. Returns its manifest and a report per layout."""
-    layouts = parse_layouts(layouts)
+    """Make (or finish, or extend) the corpus in `out` (every registered layout by default).
+    Returns its manifest and a report per layout."""
+    layouts = parse_layouts(layout_ids() if layouts is None else layouts)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    root = make_out_dir(out)
-    with CorpusLock(root):
-        manifest = _existing(root, spec, force)
-        done = set(manifest.layouts) if manifest else set()
-        todo = [name for name in layouts if name not in done]
-        reports = [_report_existing(manifest, name) for name in layouts if name in done]
-        if not todo:
-            return manifest, reports
-        _check_space(root, spec, todo)
-        codec = codec_for(spec)
-        table = (SampleTable(spec.count, manifest.crc32, manifest.sizes, manifest.labels)
-                 if manifest else SampleTable(spec.count))
-        manifest = manifest or Manifest(spec, [], [], [], {}, len(codec.header))
-        current = IN_PROGRESS  # what is being written, for the error message
+    show = sys.stderr.isatty() if progress is None else progress
+    with Generation(out, spec, force) as gen:
+        reports = [gen.report_existing(name) for name in layouts if name in gen.done()]
         try:
-            write_json_atomic(root / IN_PROGRESS, {"spec": spec.to_dict(), "layouts": todo})
-            for name in todo:
-                current = f"the {name} layout"
-                writer = registry()[name](root, spec, codec)
+            for name in gen.todo(layouts):
+                t0 = time.perf_counter()
+                writer = gen.begin(name)
                 try:
-                    report = _write_layout(writer, table, workers, progress)
+                    with tqdm(total=spec.count, desc=f"{name:>5}", unit="img", disable=not show,
+                              dynamic_ncols=True) as bar:
+                        if writer.supports_parallel_write:
+                            for indices, crcs, sizes, labels in write_parts(writer, writer.parts(workers), workers):
+                                gen.fill(indices, crcs, sizes, labels)
+                                bar.update(len(indices))
+                        else:
+                            gen.write_sequential(writer, workers, bar)
                 except BaseException:
                     writer.abort()
                     raise
-                table.known = True
-                manifest.crc32, manifest.sizes, manifest.labels = (
-                    table.crc.tolist(), table.sizes.tolist(), table.labels.tolist())
-                manifest.layouts[name] = {
-                    "path": writer.target, "bytes_on_disk": report.bytes_on_disk, "files": report.files,
-                    "write_seconds": round(report.seconds, 6), "mb_per_s": round(report.mb_per_s, 3),
-                    "payload_bytes": int(table.sizes.sum()), "workers": workers,
-                    "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                }
-                current = MANIFEST
-                write_manifest(root, manifest)  # each finished layout becomes readable at once
-                reports.append(report)
-            (root / IN_PROGRESS).unlink(missing_ok=True)
+                reports.append(gen.finish(writer, time.perf_counter() - t0, workers))
+            gen.complete()
         except OSError as exc:  # disk full, I/O error, permissions changed under us: one clear line
-            if exc.errno == errno.ENOSPC:
-                what = f"disk full while writing {current} in {root}; free space"
-            else:
-                what = (f"writing {current} in {root} failed: {exc.strerror or exc}"
-                        f"{f' ({exc.filename})' if exc.filename else ''}; fix that")
-            raise CorpusError(f"{what} and rerun the same command to resume (the corpus is marked "
-                              f"incomplete until then; finished layouts stay usable)") from None
+            raise gen.failed(exc) from None
+        manifest = gen.manifest
     order = {name: k for k, name in enumerate(layouts)}
     return manifest, sorted(reports, key=lambda r: order[r.layout])
-
-
-def _report_existing(manifest: Manifest, name: str) -> LayoutReport:
-    f = manifest.layouts[name]
-    return LayoutReport(name, manifest.spec.count, f["bytes_on_disk"], f["files"], f["write_seconds"],
-                        f["mb_per_s"], skipped=True)
-
-
-def _write_layout(writer, table: SampleTable, workers: int, progress) -> LayoutReport:
-    spec = writer.spec
-    t0 = time.perf_counter()
-    start = writer.begin()
-    show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=spec.count, desc=f"{writer.name:>5}", unit="img", disable=not show,
-              dynamic_ncols=True) as bar:
-        if writer.writes_in_workers:
-            jobs = [(writer.root, spec, r, not writer.fresh) for r in chunks(0, spec.count, spec, 4 * workers)]
-            if workers > 1:
-                warm(spec)  # the forked workers share the parent's base block instead of each making one
-                ctx = multiprocessing.get_context("fork")
-                # Ctrl-C blocked across the fork: a worker never sees one before _worker_init
-                # has made it ignore them (it would print its own traceback).
-                mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-                try:
-                    pool = ctx.Pool(min(workers, len(jobs)), _worker_init, (os.getpid(),))
-                finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                with pool:
-                    for indices, crcs, sizes, labels in pool.imap_unordered(_files_job, jobs):
-                        table.fill(indices, crcs, sizes, labels)
-                        bar.update(len(indices))
-            else:
-                for indices, crcs, sizes, labels in map(_files_job, jobs):
-                    table.fill(indices, crcs, sizes, labels)
-                    bar.update(len(indices))
-        else:
-            if start and not table.known:  # resumed: re-derive what the first run had written
-                for r in chunks(0, start, spec):
-                    _, crcs, sizes, labels = produce(spec, r)
-                    table.fill(r, crcs, sizes, labels)
-            bar.update(start)
-            jobs = [(spec, r) for r in chunks(start, spec.count, spec, 4 * workers)]
-            # At most ~512 MiB of payloads in flight, however many --workers (4k-8bit: 11 samples).
-            window = max(2, min(2 * workers, (512 << 20) // (len(jobs[0]) * spec.pixel_bytes))) if jobs else 1
-            for indices, payloads, crcs, sizes, labels in bounded_map(_produce_job, jobs, workers, window):
-                writer.put_many(indices, payloads)
-                table.fill(indices, crcs, sizes, labels)
-                bar.update(len(indices))
-        writer.end(table.labels)
-    seconds = time.perf_counter() - t0
-    on_disk, files = disk_usage(writer.root / writer.target)
-    payload = int(table.sizes.sum())
-    return LayoutReport(writer.name, spec.count, on_disk, files, seconds, payload / seconds / 1e6)

@@ -20,6 +20,7 @@ from .spec import Spec
 _SHORT, _LONG, _RATIONAL = 3, 4, 5
 _ALIGN = 16  # pixel data starts at a multiple of this, so uint16 views are aligned
 SMALL = 1 << 16  # payloads below this are returned as bytes
+CODEC_LIBRARIES = ("tifffile",)  # what decoding may import (pre-imported by the bench; versions recorded)
 DEFLATE_LEVEL = 1  # zlib level 6 is ~5x slower for a few % smaller image-like payloads
 
 

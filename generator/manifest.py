@@ -77,9 +77,9 @@ class Manifest:
         labels = _int_list(labels, "label", 0, spec.num_classes - 1, where)
         if not isinstance(layouts, dict):
             raise CorpusError(f"{where} is damaged (layouts is not a mapping); regenerate with --force")
-        from .layouts import registry  # here: the layouts import this module's neighbours
+        from .layouts import writer_classes  # here: the layouts import this module's neighbours
 
-        targets = {name: writer.target for name, writer in registry().items()}
+        targets = {name: writer.target for name, writer in writer_classes().items()}
         for name, facts in layouts.items():
             if name not in targets:
                 raise CorpusError(f"{where} lists a layout {name!r} this layoutbench does not know (it knows "

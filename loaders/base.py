@@ -41,8 +41,22 @@ SMALL_BYTES = 64 << 10  # fixed-size payloads up to this size are assembled a ba
 
 
 class Reader:
+    """One layout of one corpus. Capabilities, checked by generic code instead of layout names:
+
+    - supports_random_access: read(i) of any index costs about one sample's I/O;
+    - reads_through_map: samples come out of a memory map (no read() per sample; rchar stays low);
+    - stores_spec: the layout keeps its own copy of the spec, checked against the manifest.
+    A reader may also offer a naive baseline, what plain library calls give (`naive`, a one-line
+    description, and `naive_batch`), which the bench measures beside it.
+    """
+
     layout: ClassVar[str]
     handles: ClassVar[tuple[str, ...]] = ()  # attributes holding per-process handles
+    supports_random_access: ClassVar[bool] = True
+    reads_through_map: ClassVar[bool] = False
+    stores_spec: ClassVar[bool] = False
+    naive: ClassVar[str | None] = None  # e.g. "tifffile.imread per file"
+    _naive = None  # what naive_batch opened (never pickled; close_naive closes it)
 
     def __init__(self, root: str | os.PathLike, manifest: Manifest, *, verify: bool = False):
         self.root = Path(root)
@@ -83,7 +97,7 @@ class Reader:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for name in (*self.handles, "_pid", "_lock"):
+        for name in (*self.handles, "_pid", "_lock", "_naive"):
             state.pop(name, None)
         return state
 
@@ -187,6 +201,20 @@ class Reader:
     def stored_labels(self) -> np.ndarray:
         """The labels as the layout itself stores them (verify compares them with the reference)."""
         return self._label_arr.copy()
+
+    def unexpected_entries(self) -> list[str]:
+        """Paths inside the layout that are not samples of this corpus (verify lists them). A layout
+        that stores its own spec is checked through it; one that does not (loose files) shows a
+        manifest edited down this way."""
+        return []
+
+    def naive_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(images, the indices in the order read, payload bytes) by plain library calls, in the
+        calling process: the baseline a user without this project would write (see `naive`)."""
+        raise NotImplementedError(f"the {self.layout} layout has no naive baseline")
+
+    def close_naive(self) -> None:
+        """Release what naive_batch opened."""
 
     # -- checks --------------------------------------------------------------------------------
 

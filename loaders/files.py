@@ -27,6 +27,7 @@ SYMLINK = "a symbolic link, refused: a corpus is read only from regular files an
 class FilesReader(Reader):
     layout = "files"
     handles = ("_dirs",)  # per label: an O_DIRECTORY fd, or None when the directory is missing
+    naive = "tifffile.imread per file"
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -75,6 +76,25 @@ class FilesReader(Reader):
 
     def paths(self) -> list[Path]:
         return [Path(self.path(i)) for i in range(self.spec.count)]
+
+    def unexpected_entries(self) -> list[str]:
+        """Files under files/ that are not samples, and symlinked directories (never followed)."""
+        if not self.target.is_dir():
+            return []
+        expected = {self.path(i) for i in range(len(self))}
+        extra = []
+        for top, dirs, names in os.walk(self.target):
+            extra += [os.path.join(top, n) for n in names if os.path.join(top, n) not in expected]
+            extra += [os.path.join(top, d) for d in dirs if os.path.islink(os.path.join(top, d))]
+        return sorted(extra)
+
+    def naive_batch(self, indices):
+        import tifffile
+
+        idx = np.asarray(indices)
+        images = [tifffile.imread(self.path(i)) for i in idx.tolist()]
+        images = [im[:, :, None] if im.ndim == 2 else im for im in images]
+        return np.stack(images), idx, int(self._size_arr[idx].sum())
 
     def _fail_os(self, i: int, exc: OSError):
         problem = ("missing (no such file)" if isinstance(exc, FileNotFoundError) else
@@ -173,3 +193,4 @@ def _read_nowait(fd: int, buf: bytearray) -> int | None:
         if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without it: just read
             return None
         raise
+

@@ -5,10 +5,9 @@ Fast path: h5py is used only to find where each sample's bytes lie in the file (
 dataset); then the h5py file is closed and samples are read straight from corpus.h5. No HDF5
 call per sample, no HDF5 global lock, so threads read in parallel. Small samples are copied out
 of a read-only mmap of the file. A large one is copied out of the map when all its pages are in
-the page cache (mincore): a user-space copy into the batch beats read()'s kernel copy there
-(about 11 against 6 GB/s on this machine); otherwise it is read with preadv straight into the
-batch, where the kernel's readahead streams it (faults on a map wait for one readahead window
-at a time: about 1.1 against 1.8 GB/s cold with two threads here).
+the page cache (mincore): a user-space copy into the batch beats read()'s kernel copy there;
+otherwise it is read with preadv straight into the batch, where the kernel's readahead streams
+it (faults on a map wait for one readahead window at a time). The README has the figures.
 Fallback (chunked `payload` of compressed corpora, filtered `images`): h5py slicing, with the
 dataset's chunk cache sized to one chunk.
 """
@@ -30,8 +29,17 @@ from .base import Reader
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)  # h5py's, on a damaged file
 
 
+def library_versions() -> dict[str, str]:
+    import h5py
+
+    return {"hdf5": h5py.version.hdf5_version}
+
+
 class HDF5Reader(Reader):
     layout = "hdf5"
+    reads_through_map = True
+    stores_spec = True
+    naive = "h5py indexing of each sorted batch (images[sorted], or a payload slice per sample + tifffile)"
     # per-process state (dropped on pickling, rebuilt on open)
     handles = ("_file", "_dset", "_map", "_view", "_addr", "_fd", "_starts", "_ok", "_table", "_file_size",
                "_fallback_offsets")
@@ -242,6 +250,32 @@ class HDF5Reader(Reader):
             if isinstance(exc, LayoutbenchError):
                 raise
             raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc}") from None
+
+    def naive_batch(self, indices):
+        import io
+
+        import h5py
+        import tifffile
+
+        if self._naive is None:
+            f = h5py.File(self.target, "r")
+            self._naive = (f, f["offsets"][:] if "offsets" in f else None)
+        f, offsets = self._naive
+        order = np.sort(np.asarray(indices))
+        if "images" in f:
+            images = f["images"][order]  # h5py fancy indexing: increasing indices
+        else:
+            ds = f["payload"]
+            images = np.stack([tifffile.imread(io.BytesIO(ds[int(offsets[i]):int(offsets[i + 1])].tobytes()))
+                               for i in order.tolist()])
+            if images.ndim == 3:
+                images = images[..., None]
+        return images, order, int(self._size_arr[order].sum())
+
+    def close_naive(self) -> None:
+        if self._naive is not None:
+            self._naive[0].close()
+            self._naive = None
 
     def stored_labels(self) -> np.ndarray:
         import h5py

@@ -96,8 +96,16 @@ def _release(path: str) -> None:
                 del _SHARED[key]
 
 
+def library_versions() -> dict[str, str]:
+    import lmdb
+
+    return {"liblmdb": ".".join(map(str, lmdb.version()))}
+
+
 class LMDBReader(Reader):
     layout = "lmdb"
+    reads_through_map = True
+    stores_spec = True
     handles = ("_env", "_db")
 
     def where(self, index: int) -> str:

@@ -1,22 +1,19 @@
-"""Layout id -> reader class, and open_corpus: the one way to get a reader."""
+"""Layout id -> reader class (from the layout registry), and open_corpus: the one way to get a reader."""
 
 from __future__ import annotations
 
 import os
 
 from generator.errors import CorpusError, UsageError
+from generator.layouts import layouts
 from generator.manifest import read_manifest
 
 from .base import Reader
 
 
 def readers() -> dict[str, type[Reader]]:
-    # Imported here so `import loaders` does not pull in h5py and lmdb.
-    from .files import FilesReader
-    from .hdf5 import HDF5Reader
-    from .lmdb import LMDBReader
-
-    return {r.layout: r for r in (FilesReader, HDF5Reader, LMDBReader)}
+    """Every registered layout's reader class (their modules import h5py, lmdb... only when used)."""
+    return {k: v.reader_class() for k, v in layouts().items()}
 
 
 def open_corpus(root: str | os.PathLike, layout: str, *, verify: bool = False) -> Reader:

@@ -9,7 +9,6 @@ labels must equal the reference labels. The manifest itself is checked once.
 
 from __future__ import annotations
 
-import os
 import sys
 import zlib
 from dataclasses import dataclass
@@ -111,17 +110,13 @@ class _LayoutCheck:
         self.found.append(Mismatch(self.reader.layout, -1, str(self.reader.target), str(exc)))
 
     def unexpected(self) -> None:
-        """Loose files that are not samples of this corpus: the files layout stores no spec of its own,
-        so this is how a manifest whose count (or labels) was edited down shows there."""
+        """Entries of the layout that are not samples of this corpus (Reader.unexpected_entries):
+        how a manifest whose count (or labels) was edited down shows in a layout without a spec."""
         r = self.reader
-        if self.dead or r.layout != "files" or not r.target.is_dir():
+        if self.dead:
             return
-        expected = {r.path(i) for i in range(len(r))}
-        extra = []
-        for top, dirs, names in os.walk(r.target):
-            extra += [os.path.join(top, n) for n in names if os.path.join(top, n) not in expected]
-            extra += [os.path.join(top, d) for d in dirs if os.path.islink(os.path.join(top, d))]
-        for path in sorted(extra)[:SHOWN_EXTRA]:
+        extra = r.unexpected_entries()
+        for path in extra[:SHOWN_EXTRA]:
             self.found.append(Mismatch(r.layout, -1, path, f"not a sample of this corpus (the manifest lists "
                                                            f"{len(r):,} samples): remove it, or regenerate"))
         if len(extra) > SHOWN_EXTRA:

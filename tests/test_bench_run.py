@@ -9,10 +9,11 @@ import pytest
 from bench.compare import compare
 from bench.report import summary_table, write_report
 from bench.result import VERSION, Results, ResultsError, RunConfig, load_results, summarize
-from bench.runner import BenchConfig, NaiveLoader, run_bench
+from bench.runner import BenchConfig, run_bench
 from generator.build import generate
 from generator.errors import UsageError
 from generator.spec import Spec
+from loaders.registry import readers
 
 # 512x512x4 TIFFs of 1,048,784 B: page rounding adds 0.4% and a loose file's metadata (inode and
 # directory blocks, read too when cold) a few KiB, so what the OS reads from the device for a cold
@@ -91,14 +92,14 @@ def test_process_workers_counters_are_summed_in(corpus, tmp_path):
 def test_naive_baselines_deliver_the_loaders_images(corpus):
     from loaders import Loader, open_corpus
 
-    rc = RunConfig(batch_size=7)
     reader = open_corpus(corpus, "files")
     with Loader(reader, batch_size=7) as loader:
         expected = {int(i): img for b in loader.epoch(1) for i, img in zip(b.indices, b.images)}
-    for layout in ("naive-files", "naive-hdf5"):
-        naive = NaiveLoader(corpus, layout, rc, 0, 1)
-        got = {int(i): img for b in naive.epoch(1) for i, img in zip(b.indices, b.images)}
-        naive.close()
+    with_naive = [name for name, cls in readers().items() if cls.naive]
+    assert {"files", "hdf5"} <= set(with_naive)
+    for layout in with_naive:
+        with Loader(open_corpus(corpus, layout), batch_size=7, naive=True) as naive:
+            got = {int(i): img for b in naive.epoch(1) for i, img in zip(b.indices, b.images)}
         assert got.keys() == expected.keys()
         assert all(np.array_equal(got[i], expected[i]) for i in got)
 

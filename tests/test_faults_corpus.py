@@ -34,7 +34,9 @@ from loaders.__main__ import main as loaders_main
 from loaders.pipeline import Loader
 from loaders.verify import verify
 
-LAYOUTS = ("files", "hdf5", "lmdb")
+from generator.layouts import layout_ids
+
+LAYOUTS = layout_ids()
 Result = namedtuple("Result", "code out err")
 
 

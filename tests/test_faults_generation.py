@@ -39,7 +39,9 @@ from loaders import open_corpus
 from loaders.verify import verify
 
 PROG = "python -m generator"
-LAYOUTS = ("files", "hdf5", "lmdb")
+from generator.layouts import layout_ids
+
+LAYOUTS = layout_ids()
 PARTIALS = (".corpus.h5.partial", "lmdb.partial")
 # The kills alternate between two corpora: fixed-size TIFFs (contiguous HDF5, mapped reads) and
 # deflated ones (variable sizes: a chunked, growing HDF5 dataset). Each writes all three layouts

@@ -3,9 +3,9 @@
 - TIFF payloads: `payload` is a 1-D uint8 dataset holding every sample's payload back to back,
   with `offsets` (count+1, uint64) marking where each starts; sample i is
   payload[offsets[i]:offsets[i+1]]. Contiguous when payloads have a fixed size, so a reader can
-  pread (or mmap) it directly; chunked and extendable when they are compressed. (An HDF5
-  variable-length dataset was measured at 0.38x raw write speed and 143 MB/s reading one 4K
-  sample: it goes through HDF5's global heap. This layout writes at raw-write speed.)
+  pread (or mmap) it directly; chunked and extendable when they are compressed. (Not an HDF5
+  variable-length dataset: that goes through HDF5's global heap, several times slower to write
+  and read; the README has the figures.)
 - raw payloads: `images`, count x H x W x C, one chunk per image.
 - `labels`: uint16 per sample. The spec is in the root attribute `layoutbench_spec` (JSON).
 
@@ -56,7 +56,7 @@ class HDF5Writer(LayoutWriter):
         self.end_byte = 0
         return 0
 
-    def put_many(self, indices, payloads) -> None:
+    def put_many(self, indices, payloads, labels) -> None:
         if self.images is not None:
             for i, p in zip(indices, payloads):
                 self.images.id.write_direct_chunk((i, 0, 0, 0), p)

@@ -93,7 +93,7 @@ class LMDBWriter(LayoutWriter):
         self.txn = self.env.begin(write=True, db=self.db)
         return done
 
-    def put_many(self, indices, payloads) -> None:
+    def put_many(self, indices, payloads, labels) -> None:
         import lmdb
 
         try:

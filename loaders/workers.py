@@ -1,0 +1,281 @@
+"""Workers for the fetch stage: a thread pool, and process workers (fork or spawn) with their
+pipe protocol and shared-memory batch slots; and the batch ring both hand batches out of.
+
+Batch k of an epoch is fetched by worker k % workers and batches come out in order, with at most
+`prefetch` batches in flight per worker. A process worker gets the reader pickled (no handles: it
+opens its own) through its pipe, decodes straight into shared-memory slots (pixels are never
+pickled), and the parent copies each batch out of its slot, so a batch stays valid after the next
+one arrives. Any failure in a worker is raised in the parent: a SampleError as itself, a dead
+worker as WorkerError. Nothing is skipped, nothing hangs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import select
+import struct
+import sys
+import traceback
+from collections import deque
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from generator.errors import LayoutbenchError, SampleError
+
+from .base import Reader
+from .stages import Batch, fetch
+
+POLL_SECONDS = 1.0  # how often a waiting parent checks that its workers are alive
+
+
+class WorkerError(LayoutbenchError):
+    """A worker process died or failed with something other than a SampleError."""
+
+
+class BatchRing:
+    """Batch arrays for one Loader, reused once nothing references them.
+
+    Each array handed out is a view of a block this ring owns (numpy collapses a view's base to
+    the array that owns the memory, so every view, memoryview or array derived from a batch holds
+    a reference to its block). A block whose reference count is back to the ring's own is free:
+    no batch of it is alive, and reusing it cannot change anything the caller sees. At most
+    `keep` blocks are kept; beyond that a batch gets a plain fresh array. Used by one thread."""
+
+    def __init__(self, spec, batch_size: int, keep: int):
+        self.shape, self.dtype, self.keep = tuple(spec.shape), spec.np_dtype, keep
+        self.item_bytes = spec.pixel_bytes
+        self.block_bytes = batch_size * spec.pixel_bytes
+        self.blocks: list[np.ndarray] = []
+        self.idle = self._refs([np.empty(0, np.uint8)], 0)  # the count of a block nobody else holds
+
+    @staticmethod
+    def _refs(blocks: list, k: int) -> int:
+        return sys.getrefcount(blocks[k])
+
+    def get(self, n: int) -> np.ndarray:
+        """An uninitialised (n, H, W, C) array of the spec's dtype, n <= batch_size."""
+        blocks = self.blocks
+        for k in range(len(blocks)):
+            if self._refs(blocks, k) == self.idle:
+                return self._view(blocks[k], n)
+        if len(blocks) < self.keep:
+            blocks.append(np.empty(self.block_bytes, np.uint8))
+            return self._view(blocks[-1], n)
+        return np.empty((n, *self.shape), self.dtype)
+
+    def _view(self, block: np.ndarray, n: int) -> np.ndarray:
+        return block[:n * self.item_bytes].view(self.dtype).reshape(n, *self.shape)
+
+
+class ThreadPool:
+    def __init__(self, loader: Loader):
+        self.loader = loader
+        self.executor = cf.ThreadPoolExecutor(loader.workers, thread_name_prefix="loader")
+
+    def run(self, plan):
+        ld = self.loader
+        window = ld.workers * ld.prefetch
+        ring = ld._batch_ring(window + 3)  # in flight, held by the caller, in hand here, one spare
+        pending: deque = deque()  # (indices, future), oldest first
+        nxt = 0
+        try:
+            while nxt < len(plan) or pending:
+                while nxt < len(plan) and len(pending) < window:
+                    out = ring and ring.get(len(plan[nxt]))
+                    pending.append((plan[nxt], self.executor.submit(fetch, ld.reader, plan[nxt], ld.fetch, out)))
+                    del out
+                    nxt += 1
+                idx, future = pending[0]
+                images, idx, nbytes, seconds = future.result()
+                pending.popleft()
+                yield Batch(images, ld.reader.labels(idx), idx, nbytes, seconds)
+        finally:  # an error or an abandoned epoch: let in-flight batches finish, drop them
+            for _, f in pending:
+                f.cancel()
+            cf.wait([f for _, f in pending])
+
+    def close(self):
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+_TASK = struct.Struct("<qq")  # a task: seq, slot, then the batch's indices as int64 bytes; b"" stops
+
+
+def _worker_main(conn, shm_name, slot_bytes: int, how: str):
+    """A process worker: its reader, then tasks in, (seq, nbytes, seconds, error) out, until b"".
+    The reader comes through the pipe, not the Process arguments: spawn writes those to the child
+    before it runs, and a child that dies early leaves that write hanging. Tasks are plain bytes,
+    not pickles: for small batches the parent's per-batch work is what limits process workers."""
+    shm = shared_memory.SharedMemory(name=shm_name) if shm_name else None
+    reader = None
+    try:
+        reader = conn.recv()
+        while task := conn.recv_bytes():
+            seq, slot = _TASK.unpack_from(task)
+            idx = np.frombuffer(task, np.int64, offset=_TASK.size)
+            conn.send(_work(reader, shm, slot_bytes, how, seq, slot, idx))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass  # the parent went away or was interrupted
+    finally:
+        if reader is not None:
+            reader.close()
+        if shm is not None:
+            shm.close()
+
+
+def _work(reader: Reader, shm, slot_bytes: int, how: str, seq: int, slot: int, idx):
+    """One batch in a worker, into its shared-memory slot; errors come back as plain tuples."""
+    try:
+        out = None
+        if shm is not None:
+            out = np.ndarray((len(idx), *reader.spec.shape), reader.spec.np_dtype, shm.buf, slot * slot_bytes)
+        _, _, nbytes, seconds = fetch(reader, idx, how, out)
+        return seq, nbytes, seconds, None
+    except SampleError as exc:
+        return seq, 0, None, ("sample", exc.layout, exc.index, exc.where, exc.problem)
+    except Exception as exc:
+        return seq, 0, None, ("other", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+
+class ProcessPool:
+    def __init__(self, loader: Loader):
+        ld = self.loader = loader
+        spec = ld.reader.spec
+        self.slot_bytes = ld.batch_size * spec.pixel_bytes if ld.decode else 0
+        ctx = multiprocessing.get_context(ld.worker_kind)
+        ld.reader.close()  # workers get a pickled reader, without handles, and open their own
+        self.conns, self.procs, self.shms = [], [], []
+        self.broken = False
+        try:
+            for w in range(ld.workers):
+                shm = None
+                if self.slot_bytes:
+                    shm = shared_memory.SharedMemory(create=True, size=ld.prefetch * self.slot_bytes)
+                    self.shms.append(shm)
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_worker_main, name=f"loader-{ld.worker_kind}-{w}", daemon=True,
+                                args=(child, shm.name if shm else None, self.slot_bytes, ld.fetch))
+                p.start()
+                child.close()  # the worker holds the only other end: its death breaks the pipe
+                self.conns.append(parent)
+                self.procs.append(p)
+            for w, (conn, p) in enumerate(zip(self.conns, self.procs)):
+                try:
+                    conn.send(ld.reader)
+                except OSError:
+                    p.join(5)
+                    raise WorkerError(f"{ld.worker_kind} worker {w} (pid {p.pid}) died while starting (exit code "
+                                      f"{p.exitcode}); with spawn, the main module must be importable and guard "
+                                      f"its code with if __name__ == '__main__'") from None
+        except BaseException:
+            self.close()
+            raise
+        self.pids = [p.pid for p in self.procs]
+        self.inflight = [0] * ld.workers
+        self.results: dict = {}
+        self.pollers = []  # one poll object per pipe: a single syscall per wait
+        for conn in self.conns:
+            self.pollers.append(select.poll())
+            self.pollers[-1].register(conn.fileno(), select.POLLIN)
+
+    def _receive(self, want: int) -> None:
+        """Wait until the result of batch `want` has arrived from its worker (want % workers),
+        checking every POLL_SECONDS that the worker lives."""
+        w = want % len(self.conns)
+        while want not in self.results:
+            if self.pollers[w].poll(POLL_SECONDS * 1000):
+                if not self._drain(w) and want not in self.results:
+                    self._died(w)  # its end of the pipe is closed: nothing more will come
+            elif not self.procs[w].is_alive():
+                self._drain(w)  # what it sent before dying still counts
+                if want not in self.results:
+                    self._died(w)
+
+    def _died(self, w: int):
+        p = self.procs[w]
+        p.join(5)  # a pipe can break before the process is reaped: wait for its exit code
+        self.broken = True
+        raise WorkerError(f"{self.loader.worker_kind} worker {w} (pid {p.pid}) died with exit code {p.exitcode} "
+                          f"while reading {self.loader.reader.layout} batches; see its output above")
+
+    def _drain(self, w: int) -> bool:
+        """Take every message worker w has sent; False when its pipe is closed (it is gone)."""
+        conn, poller = self.conns[w], self.pollers[w]
+        try:
+            while poller.poll(0):
+                msg = conn.recv()
+                self.results[msg[0]] = msg
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def run(self, plan):
+        ld = self.loader
+        W, spec = ld.workers, ld.reader.spec
+        ring = ld._batch_ring(3)
+        sent = done = 0
+        try:
+            while done < len(plan):
+                while sent < len(plan) and self.inflight[sent % W] < ld.prefetch:
+                    w = sent % W
+                    slot = (sent // W) % ld.prefetch  # in-order consumption frees this worker's slots in turn
+                    try:
+                        self.conns[w].send_bytes(_TASK.pack(sent, slot) + plan[sent].astype(np.int64, copy=False).tobytes())
+                    except OSError:  # a broken pipe: the worker is dead
+                        self._died(w)
+                    self.inflight[w] += 1
+                    sent += 1
+                self._receive(done)
+                _, nbytes, seconds, error = self.results.pop(done)
+                w, slot, idx = done % W, (done // W) % ld.prefetch, plan[done]
+                self.inflight[w] -= 1
+                done += 1
+                if error is not None:
+                    self._raise(w, error)
+                images = None
+                if ld.decode:  # copied out: the slot is refilled while the caller still holds the batch
+                    shape = (len(idx), *spec.shape)
+                    slot_view = np.ndarray(shape, spec.np_dtype, self.shms[w].buf, slot * self.slot_bytes)
+                    images = ring.get(len(idx)) if ring else np.empty(shape, spec.np_dtype)
+                    np.copyto(images, slot_view)
+                    del slot_view
+                yield Batch(images, ld.reader.labels(idx), idx, nbytes, seconds)
+        finally:  # an error or an abandoned epoch: collect what is still in flight
+            if not self.broken:
+                try:
+                    for seq in range(done, sent):
+                        self._receive(seq)
+                        self.results.pop(seq)
+                        self.inflight[seq % W] -= 1
+                except WorkerError:
+                    pass
+            self.results.clear()
+            if self.broken:
+                self.loader._pool = None
+                self.close()
+
+    def _raise(self, w: int, error):
+        if error[0] == "sample":
+            raise SampleError(*error[1:])
+        raise WorkerError(f"{self.loader.worker_kind} worker {w} (pid {self.procs[w].pid}) failed: {error[1]}\n"
+                          f"{error[2]}")
+
+    def close(self):
+        for c in self.conns:
+            try:
+                c.send_bytes(b"")
+            except (OSError, ValueError):
+                pass
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+        for c in self.conns:
+            c.close()
+        for shm in self.shms:
+            shm.close()
+            shm.unlink()
+        self.conns, self.procs, self.shms = [], [], []
