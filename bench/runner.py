@@ -78,6 +78,11 @@ def check_config(cfg: BenchConfig, manifest) -> None:
         if path is not None and inside(path, cfg.corpus):
             raise UsageError(f"{what} {path} is inside the corpus directory {cfg.corpus}: results and "
                              f"checkpoints are never written onto the directory under test; choose another")
+    from generator.layouts import get_layout
+
+    for name in cfg.layouts or ():
+        if (why := get_layout(name).missing()) is not None:
+            raise UsageError(why)
     missing = [name for name in (cfg.layouts or ()) if name not in manifest.layouts]
     if missing:
         raise UsageError(f"layout {missing[0]!r} is not in the corpus {cfg.corpus} (it has "

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
             print(f"{layout.id:10} {layout.description}")
         return 0
     spec = spec_from_args(args)
-    chosen = parse_layouts(args.layouts if args.layouts is not None else layout_ids())
+    chosen = parse_layouts(args.layouts)
     name = spec.preset or f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}"
     out = args.out or os.path.join("data", f"{name}-{spec.count}")
     manifest, reports = generate(out, spec, chosen, args.workers, args.force,

@@ -40,15 +40,19 @@ class LayoutReport:
     skipped: bool = False
 
 
-def parse_layouts(text: str | list[str]) -> list[str]:
+def parse_layouts(text: str | list[str] | None) -> list[str]:
+    """A comma list (or a list) of layout ids, each registered and installed, once each; None: every
+    layout whose libraries are installed."""
     known = layout_ids()
-    names = text.split(",") if isinstance(text, str) else list(text)
+    names = list(layout_ids(available=True)) if text is None else text.split(",") if isinstance(text, str) else list(text)
     names = [n.strip() for n in names if n.strip()]
     if not names:
         raise UsageError("no layouts given; choose from: " + ", ".join(known))
     for n in names:
         if n not in known:
             raise UsageError(f"unknown layout {n!r}; choose from: {', '.join(known)}")
+        if (why := get_layout(n).missing()) is not None:
+            raise UsageError(why)
     return list(dict.fromkeys(names))
 
 
@@ -326,7 +330,7 @@ def generate(out, spec: Spec, layouts=None, workers: int | None = None, force: b
              progress: bool | None = None) -> tuple[Manifest, list[LayoutReport]]:
     """Make (or finish, or extend) the corpus in `out` (every registered layout by default).
     Returns its manifest and a report per layout."""
-    layouts = parse_layouts(layout_ids() if layouts is None else layouts)
+    layouts = parse_layouts(layouts)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")

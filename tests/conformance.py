@@ -1,5 +1,5 @@
-"""The one suite every layout's reader passes. A layout's test module subclasses LayoutSuite,
-sets `layout` and implements the three damage hooks (make_missing, make_truncated, overwrite).
+"""The suites every layout passes. A layout's test module subclasses ReaderSuite, sets `layout`
+and implements the three damage hooks (make_missing, make_truncated, overwrite).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _child_reads(reader, conn):
         conn.send(repr(exc))
 
 
-class LayoutSuite:
+class ReaderSuite:
     layout: str
 
     # -- damage hooks, per layout ------------------------------------------------------------------

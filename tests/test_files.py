@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conformance import LayoutSuite
+from conformance import ReaderSuite
 
 from generator.errors import SampleError
 from generator.layouts.files import sample_relpath
@@ -17,7 +17,7 @@ def sample_path(root, index: int):
     return r.path(index)
 
 
-class TestFiles(LayoutSuite):
+class TestFiles(ReaderSuite):
     layout = "files"
 
     def make_missing(self, root, index):

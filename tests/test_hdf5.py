@@ -7,7 +7,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from conformance import LayoutSuite
+from conformance import ReaderSuite
 
 from generator.errors import SampleError
 from loaders import open_corpus
@@ -20,7 +20,7 @@ def _offsets(root, fn):
         f["offsets"][...] = offsets
 
 
-class TestHDF5(LayoutSuite):
+class TestHDF5(ReaderSuite):
     layout = "hdf5"
 
     def make_missing(self, root, index):

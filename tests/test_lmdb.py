@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lmdb
 import pytest
-from conformance import LayoutSuite, reference
+from conformance import ReaderSuite, reference
 
 from generator.errors import SampleError
 from generator.layouts.lmdb import key_of
@@ -21,7 +21,7 @@ def _edit(root, fn):
         env.close()
 
 
-class TestLMDB(LayoutSuite):
+class TestLMDB(ReaderSuite):
     layout = "lmdb"
 
     def make_missing(self, root, index):

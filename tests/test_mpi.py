@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from generator.layouts import layout_ids
+
 from bench.mpi import mpirun_command, pack, unpack
 from bench.runner import shard_rank
 from generator.errors import UsageError
@@ -100,7 +102,8 @@ def test_mpirun_collectives_carry_arrays_between_two_ranks(tmp_path):
 
 @needs_mpirun
 def test_mpirun_generation_writes_the_same_corpus_as_one_process(tmp_path):
-    # 256x256x1 = 64 KiB samples: chunks of 128, so 300 samples are 3 chunks over 2 ranks.
+    # 256x256x1 = 64 KiB samples: the files writer's parts for 2 ranks are 8 parts of 38 (the last 34),
+    # and rank r writes parts r, r+2, ...: 4 x 38 on rank 0, 3 x 38 + 34 on rank 1.
     common = ["--shape", "256x256x1", "--count", "300", "--quiet", "--workers", "1"]
     proc = mpirun(["-m", "bench.mpi", "generate", *common, "--out", str(tmp_path / "mpi")])
     assert proc.returncode == 0, proc.stderr
@@ -108,9 +111,9 @@ def test_mpirun_generation_writes_the_same_corpus_as_one_process(tmp_path):
                             cwd=REPO, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
     a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "mpi"))
-    assert a["samples"] == b["samples"] and sorted(b["layouts"]) == ["files", "hdf5", "lmdb"]
+    assert a["samples"] == b["samples"] and sorted(b["layouts"]) == sorted(layout_ids())
     assert b["layouts"]["files"]["mpi_ranks"] == 2
-    assert b["layouts"]["files"]["samples_per_rank"] == [128 + 44, 128]  # chunks 0 and 2 on rank 0, chunk 1 on rank 1
+    assert b["layouts"]["files"]["samples_per_rank"] == [4 * 38, 3 * 38 + 34]
     one, mpi = sorted((tmp_path / "one/files").rglob("*.tif")), sorted((tmp_path / "mpi/files").rglob("*.tif"))
     assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "mpi") for p in mpi]
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(one, mpi))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,15 @@ class Layout:
     reader: str  # "module:Class" of its loaders.base.Reader
     libraries: tuple[str, ...] = ()  # modules its reader and writer import
     extra_versions: str | None = None  # "module:function" -> {name: version} beyond __version__
+    extra: str | None = None  # the pip extra of layoutbench that installs its libraries, if optional
+
+    def missing(self) -> str | None:
+        """None when every library is importable; else one line saying what to install."""
+        absent = [name for name in self.libraries if importlib.util.find_spec(name) is None]
+        if not absent:
+            return None
+        how = f"pip install -e '.[{self.extra}]' (or make install-extras)" if self.extra else f"pip install {' '.join(absent)}"
+        return f"the {self.id} layout needs {', '.join(absent)}, which is not installed: {how}"
 
     def writer_class(self) -> type[LayoutWriter]:
         return _resolve(self.writer)
@@ -147,8 +157,9 @@ def layouts() -> dict[str, Layout]:
     return dict(_REGISTRY)
 
 
-def layout_ids() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+def layout_ids(available: bool = False) -> tuple[str, ...]:
+    """Registered layout ids; with available=True only those whose libraries are installed."""
+    return tuple(k for k, v in _REGISTRY.items() if not available or v.missing() is None)
 
 
 def get_layout(layout_id: str) -> Layout:
