@@ -212,3 +212,6 @@ register(Layout("hdf5", "one HDF5 file, corpus.h5: payloads back to back, offset
 register(Layout("lmdb", "one LMDB environment, lmdb/: key = index (8 bytes, big-endian), value = payload",
                 "generator.layouts.lmdb:LMDBWriter", "loaders.lmdb:LMDBReader", libraries=("lmdb",),
                 extra_versions="loaders.lmdb:library_versions"))
+register(Layout("sqlite", "one SQLite database, corpus.sqlite: table samples(idx INTEGER PRIMARY KEY, label, payload BLOB)",
+                "generator.layouts.sqlite:SQLiteWriter", "loaders.sqlite:SQLiteReader", libraries=("sqlite3",),
+                extra_versions="loaders.sqlite:library_versions"))
