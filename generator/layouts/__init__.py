@@ -215,3 +215,6 @@ register(Layout("lmdb", "one LMDB environment, lmdb/: key = index (8 bytes, big-
 register(Layout("sqlite", "one SQLite database, corpus.sqlite: table samples(idx INTEGER PRIMARY KEY, label, payload BLOB)",
                 "generator.layouts.sqlite:SQLiteWriter", "loaders.sqlite:SQLiteReader", libraries=("sqlite3",),
                 extra_versions="loaders.sqlite:library_versions"))
+register(Layout("zarr", "one zarr v3 group, corpus.zarr/: images (N, H, W, C) sharded, one inner chunk per image; labels",
+                "generator.layouts.zarr:ZarrWriter", "loaders.zarr:ZarrReader", libraries=("zarr",),
+                extra_versions="loaders.zarr:library_versions", extra="zarr"))
