@@ -12,6 +12,7 @@ from bench.result import VERSION, Results, ResultsError, RunConfig, load_results
 from bench.runner import BenchConfig, run_bench
 from generator.build import generate
 from generator.errors import UsageError
+from generator.layouts import layout_ids
 from generator.spec import Spec
 from loaders.registry import readers
 
@@ -116,7 +117,7 @@ def test_checkpoints_are_written_timed_and_removed(results):
 
 def test_floors_and_metadata_are_in_the_same_results(results):
     res, _ = results
-    assert {(f.layout, f.cache) for f in res.floors.seq} == {(l, c) for l in ("files", "hdf5", "lmdb")
+    assert {(f.layout, f.cache) for f in res.floors.seq} == {(l, c) for l in layout_ids(available=True)
                                                                for c in ("cold", "warm")}
     assert {f.cache for f in res.floors.pread} == {"cold", "warm"}
     assert res.floors.null_us_per_sample > 0 and res.floors.memcpy_mb_per_s > 0

@@ -39,10 +39,12 @@ from loaders import open_corpus
 from loaders.verify import verify
 
 PROG = "python -m generator"
-from generator.layouts import layout_ids
+from generator.layouts import get_layout, layout_ids
 
 LAYOUTS = layout_ids()
-PARTIALS = (".corpus.h5.partial", "lmdb.partial")
+# A layout's partial paths: every path it owns but its published one (loose files have none).
+PARTIALS = tuple(p.name for n in LAYOUTS for p in get_layout(n).writer_class()(Path("."), None, None).paths()
+                 if p.name != get_layout(n).writer_class().target)
 # The kills alternate between two corpora: fixed-size TIFFs (contiguous HDF5, mapped reads) and
 # deflated ones (variable sizes: a chunked, growing HDF5 dataset). Each writes all three layouts
 # in about 0.15 s on tmpfs, so one process start plus a kill costs ~0.4 s.
@@ -56,7 +58,11 @@ COMMON = ["--workers", "2", "--quiet"]
 LAUNCH = ("import sys, generator.layouts.lmdb as m; m.TXN_SAMPLES = 100\n"
           "from generator.__main__ import main; from generator.cli import run_main\n"
           "sys.exit(run_main('python -m generator', main, sys.argv[1:]))")
-STARTED = {"files": "files", "hdf5": ".corpus.h5.partial", "lmdb": "lmdb.partial"}  # a layout's writing began
+# The path whose appearance says a layout's writing began: its first partial path, or (written in
+# place, as loose files are) its published one.
+STARTED = {n: ([p.name for p in get_layout(n).writer_class()(Path("."), None, None).paths()
+                if p.name != get_layout(n).writer_class().target] or [get_layout(n).writer_class().target])[0]
+           for n in LAYOUTS}
 ROUNDS = 12  # each: a kill on a fresh directory, a kill of the resumed run, then the finishing rerun
 # (12: the kinds (2) and the targeted layouts (3) both come round evenly)
 MIN_KILLS = 20  # kills that must land mid-generation
@@ -146,7 +152,7 @@ def layout_seconds(kind: str, out: Path) -> dict[str, float]:
             for name in LAYOUTS:
                 if name not in seen and (out / STARTED[name]).exists():
                     seen[name] = now
-            if "lmdb" in seen and not (out / IN_PROGRESS).exists():
+            if LAYOUTS[-1] in seen and not (out / IN_PROGRESS).exists():
                 seen["done"] = now
             time.sleep(0.0005)
         assert proc.wait() == 0

@@ -20,12 +20,13 @@ from PIL import Image
 from generator.build import IN_PROGRESS, generate
 from generator.codec import Codec
 from generator.errors import CorpusError, UsageError
-from generator.layouts import disk_usage, layout_ids
+from generator.layouts import disk_usage, get_layout, layout_ids
 from generator.layouts.files import TMP_MARK, sample_relpath
 from generator.layouts.lmdb import key_of
 from generator.manifest import MANIFEST, VERSION, Manifest, read_manifest
 from generator.spec import MAX_SAMPLE_BYTES, PRESETS, Spec, parse_shape, preset_spec
 from generator.synth import make_sample
+from loaders import open_corpus
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -72,7 +73,14 @@ def layout_payloads(root: Path, spec: Spec, layout: str, labels) -> list[bytes]:
         return files_payloads(root, spec, labels)
     if layout == "hdf5":
         return hdf5_payloads(root, spec)[0]
-    return lmdb_payloads(root, spec)[0]
+    if layout == "lmdb":
+        return lmdb_payloads(root, spec)[0]
+    # Other layouts through their readers (their own test modules read the files with their own tools).
+    reader = open_corpus(root, layout)
+    try:
+        return [bytes(p) for p in reader.read_many(range(spec.count))]
+    finally:
+        reader.close()
 
 
 def tree_bytes(path: Path) -> dict[str, bytes]:
@@ -83,7 +91,7 @@ def tree_bytes(path: Path) -> dict[str, bytes]:
             and p.name != "lock.mdb"}
 
 
-LAYOUT_PATH = {"files": "files", "hdf5": "corpus.h5", "lmdb": "lmdb"}
+LAYOUT_PATH = {name: get_layout(name).writer_class().target for name in layout_ids()}
 
 
 # --- presets and specs ------------------------------------------------------------------------
@@ -342,7 +350,7 @@ def test_every_layout_holds_the_reference_payloads(tmp_path, kind):
         assert facts["payload_bytes"] == sum(manifest.sizes) and facts["write_seconds"] > 0
     assert [r.layout for r in reports] == list(layout_ids()) and reports[0].files == spec.count
     # Nothing temporary is left behind.
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", MANIFEST, "files", "corpus.h5", "lmdb"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", MANIFEST, *LAYOUT_PATH.values()])
     assert not [p for p in tmp_path.rglob(f"*{TMP_MARK}*")]
 
 
