@@ -169,5 +169,5 @@ class SQLiteWriter(LayoutWriter):
         row = value + 64  # cell header, rowid, label, B-tree share
         if row > page - 35:  # spills into overflow pages: a partly used last page per row
             row += page
-        return int(1.1 * spec.count * row) + (1 << 20)
+        return int(1.1 * spec.count * row) + 8 * page  # + the header, schema and meta pages
 

@@ -231,4 +231,4 @@ class ZarrWriter(LayoutWriter):
         per_shard = shard_samples(spec, codec)
         shards = -(-spec.count // per_shard)
         return (spec.count * (chunk_bytes(spec, codec, payload_estimate(spec, codec)) + 2)
-                + shards * (index_bytes(per_shard) + 4096) + (1 << 20))
+                + shards * (index_bytes(per_shard) + 5 * 4096) + (128 << 10))  # + a shard's directories; metadata
