@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 
 import pytest
-from conformance import ReaderSuite, reference
+from conformance import ReaderSuite, WriterSuite, reference
 
 import generator.layouts.sqlite as layout
 from generator.codec import Codec
@@ -46,6 +46,13 @@ class TestSQLite(ReaderSuite):
         (v,) = conn.execute("SELECT payload FROM samples WHERE idx = ?", (index,)).fetchone()
         conn.close()
         _edit(root, ("UPDATE samples SET payload = ? WHERE idx = ?", (v[:offset] + data + v[offset + len(data):], index)))
+
+
+class TestSQLiteWriter(WriterSuite):
+    layout = "sqlite"
+
+    def is_temporary(self, relpath):
+        return relpath.startswith(layout.PARTIAL)  # the partial file and its journal
 
 
 # --- the file --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import signal
 
 import numpy as np
 import pytest
-from conformance import DAMAGE_KINDS, ReaderSuite, reference
+from conformance import DAMAGE_KINDS, ReaderSuite, WriterSuite, reference
 
 zarr = pytest.importorskip("zarr", reason="the zarr layout needs zarr: pip install -e '.[zarr]' (make install-extras)")
 google_crc32c = pytest.importorskip("google_crc32c")
@@ -97,6 +97,10 @@ class TestZarr(ReaderSuite):
         with pytest.raises(SampleError) as e:
             r.read_batch([0, 5])
         self.assert_named(e, 5, "undecodable")
+
+
+class TestZarrWriter(WriterSuite):
+    layout = "zarr"
 
 
 # --- zarr-python reads it, and the format is what the docstring says ----------------------------

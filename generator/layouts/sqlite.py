@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from pathlib import Path
 
 from ..manifest import fsync_dir
 from . import LayoutWriter, payload_estimate
@@ -162,6 +163,22 @@ class SQLiteWriter(LayoutWriter):
             self.conn.close()  # rolls back the open transaction; committed ones stay for a rerun
         except Exception:
             pass
+
+    @classmethod
+    def snapshot(cls, root) -> dict[str, bytes]:
+        """Every row of both tables (the file's header counts its transactions, so a resumed write
+        differs there from an uninterrupted one)."""
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{Path(root) / FILENAME}?mode=ro", uri=True)
+        try:
+            out = {f"meta/{k}": str(v).encode() for k, v in conn.execute("SELECT key, value FROM meta")}
+            for idx, label, payload in conn.execute("SELECT idx, label, payload FROM samples ORDER BY idx"):
+                out[f"samples/{idx}"] = str(label).encode() + b":" + bytes(payload)
+            out["page_size"] = str(conn.execute("PRAGMA page_size").fetchone()[0]).encode()
+        finally:
+            conn.close()
+        return out
 
     @classmethod
     def estimate_bytes(cls, spec, codec) -> int:
