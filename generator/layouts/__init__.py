@@ -212,3 +212,5 @@ register(Layout("hdf5", "one HDF5 file, corpus.h5: payloads back to back, offset
 register(Layout("lmdb", "one LMDB environment, lmdb/: key = index (8 bytes, big-endian), value = payload",
                 "generator.layouts.lmdb:LMDBWriter", "loaders.lmdb:LMDBReader", libraries=("lmdb",),
                 extra_versions="loaders.lmdb:library_versions"))
+register(Layout("npy", "numpy files, npy/: raw images.npy (N x H x W x C), else data.bin + offsets.npy (indexed binary)",
+                "generator.layouts.npy:NpyWriter", "loaders.npy:NpyReader"))
