@@ -214,3 +214,9 @@ register(Layout("lmdb", "one LMDB environment, lmdb/: key = index (8 bytes, big-
                 extra_versions="loaders.lmdb:library_versions"))
 register(Layout("npy", "numpy files, npy/: raw images.npy (N x H x W x C), else data.bin + offsets.npy (indexed binary)",
                 "generator.layouts.npy:NpyWriter", "loaders.npy:NpyReader"))
+register(Layout("arrow", "one Arrow IPC file, corpus.arrow: payload (large_binary) and label columns in ~64 MiB record batches",
+                "generator.layouts.arrow:ArrowWriter", "loaders.arrow:ArrowReader", libraries=("pyarrow",),
+                extra="arrow"))
+register(Layout("parquet", "one Parquet file, corpus.parquet: payload and label columns in row groups of ~8 MiB or 1,024 rows, uncompressed",
+                "generator.layouts.parquet:ParquetWriter", "loaders.parquet:ParquetReader", libraries=("pyarrow",),
+                extra="arrow"))
