@@ -52,12 +52,15 @@ class NpyReader(MappedReader):
             return table
         offsets = self._offsets(index)
         starts, ends = offsets[:-1], offsets[1:]
-        backwards = ends < starts
+        # offsets[-1] is where the data ends by the index: bytes placed beyond it are missing (the
+        # index is wrong); bytes inside it but past the file's end are truncated (the file is short).
+        outside = (ends < starts) | (ends > offsets[-1])
         big = np.uint64(np.iinfo(np.int64).max)
-        table.present[:] = ~backwards
+        table.present[:] = ~outside
         table.starts[:] = np.minimum(starts, big).astype(np.int64)
-        table.lens[:] = np.where(backwards, 0, np.minimum(ends - starts, big)).astype(np.int64)
-        table.absent = "missing: offsets.npy says it ends before it starts"
+        table.lens[:] = np.where(outside, 0, np.minimum(ends - starts, big)).astype(np.int64)
+        table.absent = (f"missing: offsets.npy places it outside the data (it ends before it starts, or after "
+                        f"the data's end at byte {int(offsets[-1]):,})")
         return table
 
     def _offsets(self, index: int) -> np.ndarray:
