@@ -57,7 +57,7 @@ def positive_number(text: str) -> float:
 
 
 def add_run(sub) -> None:
-    from .runner import CACHES
+    from .config import CACHES
 
     p = sub.add_parser("run", help="measure layouts of one corpus against the machine's floors",
                        description="Read every layout of one corpus the way training does (a new order each "
@@ -101,7 +101,8 @@ def cmd_run(args) -> int:
     from .comm import get_comm
     from .report import summary_table
     from .result import RunConfig
-    from .runner import BenchConfig, run_bench
+    from .config import BenchConfig
+    from .runner import run_bench
 
     if (args.checkpoint_mb is None) != (args.checkpoint_every is None):
         raise UsageError("give --checkpoint-mb and --checkpoint-every together")

@@ -38,6 +38,7 @@ import generator.spec
 import generator.synth
 from generator.codec import Codec
 from generator.layouts import get_layout, layout_ids
+from generator.layouts.files import sample_relpath
 from generator.pool import chunks, produce
 from generator.spec import PRESETS, preset_spec
 from generator.synth import make_sample

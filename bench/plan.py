@@ -121,6 +121,20 @@ def describe(plan: Plan, what: str) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True)
+class Measured:
+    """What a projection needs of one measured run (from a results file's typed runs)."""
+
+    layout: str
+    cache: str
+    mb_per_s: float
+    samples_per_s: float
+    nodes: int = 1
+    workers: int | None = None
+    worker_kind: str = ""
+    ranks: int = 1
+
+
+@dataclass(frozen=True)
 class Projection:
     layout: str
     cache: str
@@ -131,7 +145,7 @@ class Projection:
     nodes: int | None  # nodes for the target epoch time (None without a target)
 
 
-def project(plan: Plan, runs: list[dict], target_hours: float | None) -> list[Projection]:
+def project(plan: Plan, runs: list[Measured], target_hours: float | None) -> list[Projection]:
     """One node's measured MB/s -> epoch time; nodes = aggregate bandwidth needed / one node's.
 
     Assumes the storage behind the nodes scales with them (a parallel filesystem with enough
@@ -139,30 +153,34 @@ def project(plan: Plan, runs: list[dict], target_hours: float | None) -> list[Pr
     """
     out = []
     for run in runs:
-        mb_s, sps = float(run.get("mb_per_s") or 0), float(run.get("samples_per_s") or 0)
+        mb_s, sps = run.mb_per_s or 0.0, run.samples_per_s or 0.0
         if not (mb_s > 0 and sps > 0):
             continue  # a failed or empty run projects nothing
-        per_node = mb_s * 1e6 / max(1, int(run.get("nodes") or 1))
+        per_node = mb_s * 1e6 / max(1, run.nodes)
         epoch_s = plan.bytes_per_epoch / per_node
         nodes = math.ceil(epoch_s / (target_hours * 3600)) if target_hours else None
-        out.append(Projection(run["layout"], run.get("cache") or "?", _setup(run), per_node, mb_s * 1e6 / sps, epoch_s, nodes))
+        out.append(Projection(run.layout, run.cache, _setup(run), per_node, mb_s * 1e6 / sps, epoch_s, nodes))
     return out
 
 
-def _setup(run: dict) -> str:
-    cfg = run.get("config") or {}
-    workers, kind, ranks = cfg.get("workers"), cfg.get("worker_kind", ""), run.get("ranks") or cfg.get("world") or 1
-    w = "in-thread" if workers == 0 else f"{workers} {kind} workers" if workers else "?"
-    return f"{w}, {ranks} rank{'s' if ranks != 1 else ''}"
+def _setup(run: Measured) -> str:
+    w = ("in-thread" if run.workers == 0 else f"{run.workers} {run.worker_kind} workers" if run.workers
+         else "?")
+    return f"{w}, {run.ranks} rank{'s' if run.ranks != 1 else ''}"
 
 
-def load_runs(path: str) -> tuple[list[dict], str]:
-    """The summarized `runs` of a bench results file (bench.result checks format and version)."""
-    from bench.result import load_results  # only --from needs the results module
+def load_runs(path: str) -> tuple[list[Measured], str]:
+    """The measured runs of a bench results file, from its typed records (bench.result checks the
+    format and version and recomputes every summary from the raw epochs)."""
+    from bench.result import Results, summarize  # only --from needs the results module
 
-    data = load_results(path)
-    host = (data.get("metadata") or {}).get("host", "")
-    return list(data["runs"]), str(host.get("name", "") if isinstance(host, dict) else host)
+    res = Results.load(path)
+    runs = []
+    for run in res.runs:
+        s = summarize(run, res.floors, res.corpus)
+        runs.append(Measured(run.layout, run.cache, s["mb_per_s"] or 0.0, s["samples_per_s"] or 0.0, s["nodes"],
+                             run.config.workers, run.config.worker_kind, run.config.world))
+    return runs, str(res.metadata.get("host", {}).get("name", ""))
 
 
 def format_rows(rows: list[tuple[str, str]], indent: str = "  ") -> str:

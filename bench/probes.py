@@ -13,28 +13,14 @@ Linux only; everything that cannot be measured is reported as None, never guesse
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from loaders.pagecache import file_residency
 
-PAGE = mmap.PAGESIZE
-READ_BLOCK = 4 << 20  # the sequential floor's read size
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-_libc.munmap.restype = ctypes.c_int
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mincore.restype = ctypes.c_int
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-_MAP_FAILED = ctypes.c_void_p(-1).value
-
 
 # ---------------------------------------------------------------- page cache
 
@@ -47,37 +33,6 @@ def expand(paths) -> list[Path]:
         elif p.exists():
             out.append(p)
     return sorted(set(out))
-
-
-def file_residency(path) -> tuple[int, int]:
-    """(resident bytes, size) of one file in the page cache, via mincore on a private map.
-
-    We map with libc directly (not Python's mmap) so the map is released at once, before any
-    eviction: a live map pins its pages."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        if size == 0:
-            return 0, 0
-        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if addr in (None, _MAP_FAILED):
-            err = ctypes.get_errno()
-            raise OSError(err, f"mmap for mincore failed: {os.strerror(err)}", str(path))
-        try:
-            pages = (size + PAGE - 1) // PAGE
-            vec = (ctypes.c_ubyte * pages)()
-            if _libc.mincore(addr, size, vec) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"mincore failed: {os.strerror(err)}", str(path))
-            bits = np.frombuffer(vec, np.uint8) & 1
-            resident = int(bits.sum()) * PAGE
-            if bits[-1]:  # the last page holds only the file's tail
-                resident -= pages * PAGE - size
-            return resident, size
-        finally:
-            _libc.munmap(addr, size)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -135,79 +90,16 @@ def evict(paths, method: str = "auto") -> str:
     return "fadvise"
 
 
-def destination(nbytes: int) -> memoryview:
-    """A pre-faulted buffer of `nbytes` (at least one block), reused by every pass of a floor: like
-    a loader's reused batch arrays, no page of it is zeroed by the kernel during the measurement."""
-    buf = np.ones(max(READ_BLOCK, nbytes) + READ_BLOCK, np.uint8)  # + a block: pieces never wrap
-    return memoryview(buf)
-
-
-def _pieces(dest: memoryview, block: int):
-    """Offsets in `dest` for successive `block`-sized pieces, wrapping round its end."""
-    at, end = 0, max(block, len(dest) - block)
-    while True:
-        yield at
-        at = at + block if at + block <= end else 0
-
-
-def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
-    """Read every file (`paths` lists files: see expand) end to end in `block`-sized read()s: (bytes, seconds, files). Also warms.
-
-    The reads land one after another in a destination of `into` bytes (at least one block; see
-    `destination`), wrapping round. A floor passes one batch's bytes: a 4 MiB buffer reused for every
-    read stays in the CPU cache, so the bytes never reach memory, which is faster (17-20 GB/s warm
-    on this machine, above its 12-13 GB/s memcpy) than any loader can deliver a 46 MB image."""
-    dest = destination(into)
-    at = _pieces(dest, block)
-    total = n = 0
-    files = list(paths)  # files, not directories: listing them here would warm their metadata
-    t0 = time.perf_counter()
-    for p in files:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            while got := os.readv(fd, [dest[(a := next(at)):a + block]]):
-                total += got
-        finally:
-            os.close(fd)
-        n += 1
-    return total, time.perf_counter() - t0, n
-
-
-def copy_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
-    """Like read_sequential, copying `block`-sized pieces out of a read-only map of each file
-    (MADV_SEQUENTIAL) instead of read(): the other way a reader gets a file's bytes. Warm, it is
-    the faster one here (a user-space copy into memory beats read()'s kernel copy: about 11 against
-    6 GB/s for a 46 MB destination), so a warm floor takes the better of the two."""
-    dest = np.frombuffer(destination(into), np.uint8)
-    at = _pieces(memoryview(dest), block)
-    total = n = 0
-    files = list(paths)  # files, not directories (see read_sequential)
-    t0 = time.perf_counter()
-    for p in files:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if size:
-                m = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-                try:
-                    m.madvise(mmap.MADV_SEQUENTIAL)
-                    src = np.frombuffer(m, np.uint8)
-                    for lo in range(0, size, block):
-                        piece = src[lo:lo + block]
-                        a = next(at)
-                        np.copyto(dest[a:a + len(piece)], piece)
-                    del src, piece
-                finally:
-                    m.close()
-            total += size
-        finally:
-            os.close(fd)
-        n += 1
-    return total, time.perf_counter() - t0, n
-
-
 def warm(paths) -> Residency:
-    read_sequential(expand(paths))
+    """Read every file end to end (into one reused buffer), then measure the residency."""
+    buf = bytearray(4 << 20)
+    for p in expand(paths):
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while os.readv(fd, [buf]):
+                pass
+        finally:
+            os.close(fd)
     return residency(paths)
 
 
@@ -323,53 +215,3 @@ def filesystem(path) -> dict:
     return best
 
 
-# ---------------------------------------------------------------- floors
-
-@dataclass(frozen=True)
-class PreadResult:
-    path: str
-    sample_bytes: int
-    reads: int
-    seconds: float
-    latencies_s: tuple[float, ...]
-
-
-def pread_random(path, sample_bytes: int, max_reads: int = 2000, seconds: float = 2.0,
-                 seed: int = 0) -> PreadResult:
-    """pread of `sample_bytes` at random non-overlapping sample-sized slots of one file, so a
-    cold file stays cold read after read. Stops after max_reads or `seconds`."""
-    size = os.path.getsize(path)
-    sample_bytes = max(1, min(sample_bytes, size))
-    slots = np.random.default_rng(seed).permutation(max(1, size // sample_bytes))[:max_reads]
-    buf = bytearray(sample_bytes)
-    lat = []
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-        for slot in slots.tolist():
-            t = time.perf_counter()
-            got = os.preadv(fd, [buf], slot * sample_bytes)
-            lat.append(time.perf_counter() - t)
-            if got != sample_bytes:
-                raise OSError(f"short read of {path} at {slot * sample_bytes}: {got} of {sample_bytes} bytes")
-            if lat[-1] + t > deadline:
-                break
-        total = time.perf_counter() - t0
-    finally:
-        os.close(fd)
-    return PreadResult(str(path), sample_bytes, len(lat), total, tuple(lat))
-
-
-def memcpy_bandwidth(nbytes: int = 64 << 20, repeats: int = 5) -> tuple[int, float]:
-    """(bytes, best seconds) for one numpy copy of `nbytes`: the ceiling of any warm read,
-    which must copy the bytes at least once."""
-    src = np.ones(nbytes, np.uint8)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)  # fault the pages in first
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t0)
-    return nbytes, best

@@ -10,7 +10,7 @@ import numpy as np
 from generator.errors import UsageError
 
 from .result import Results, steady_epochs, summarize
-from .runner import check_writable, inside
+from .config import check_writable, inside
 
 CSV_FIELDS = ("corpus", "preset", "count", "sample_bytes", "layout", "kind", "cache", "workers", "worker_kind",
               "batch_size", "decode", "epochs", "repeats", "ranks", "samples_per_s", "samples_per_s_min",
@@ -123,7 +123,7 @@ def _layout_order() -> tuple[str, ...]:
     """Registered layouts in registration order, then their naive baselines."""
     from generator.layouts import layout_ids
 
-    from .runner import naive_name
+    from .naive import naive_name
 
     return (*layout_ids(), *map(naive_name, layout_ids()))
 CACHE_COLORS = {"cold": "#4575b4", "warm": "#d73027", "asis": "#999999"}

@@ -8,7 +8,11 @@
 
 The summary fields of each run are recomputed from the raw records on load, so a results file
 can never claim a figure its own measurements do not give. Latencies are integer nanoseconds.
-A file of another format or version is refused.
+A file of another format, or of a version with no migration to this one, is refused.
+
+Version history (each bump adds a migration to MIGRATIONS, which loads the older file as this
+version would have written it, or refuses it naming what it lacks):
+- 1: the first format (runs of files/hdf5/lmdb and naive baselines, cold/warm/asis).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from . import stats
 
 FORMAT = "layoutbench-results"
 VERSION = 1
+# version -> a function taking that version's JSON object and returning the next version's
+MIGRATIONS: dict[int, typing.Callable[[dict], dict]] = {}
 
 
 class ResultsError(UsageError):
@@ -210,9 +216,7 @@ class Results:
     def from_dict(cls, data, where: str = "results") -> "Results":
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ResultsError(f"{where} is not a layoutbench results file (make one with python -m bench run)")
-        if data.get("version") != VERSION:
-            raise ResultsError(f"{where} has results version {data.get('version')!r}; this layoutbench reads "
-                               f"version {VERSION}: rerun python -m bench run with this version")
+        data = migrate(data, where)
         _check_facts(data.get("corpus"), data.get("metadata"), where)
         return _load(cls, data, where)
 
@@ -225,6 +229,21 @@ class Results:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ResultsError(f"{path} cannot be read as JSON ({exc})") from None
         return cls.from_dict(data, str(path))
+
+
+def migrate(data: dict, where: str) -> dict:
+    """`data` brought to VERSION through MIGRATIONS, one version at a time; ResultsError when a
+    version has no way here (newer than this layoutbench, or unknown)."""
+    version = data.get("version")
+    while version != VERSION:
+        step = MIGRATIONS.get(version) if type(version) is int else None
+        if step is None:
+            raise ResultsError(f"{where} has results version {version!r}; this layoutbench reads versions "
+                               f"{', '.join(map(str, sorted({*MIGRATIONS, VERSION})))}: rerun python -m bench run "
+                               f"with this version")
+        data = step(dict(data))
+        version = data.get("version")
+    return data
 
 
 def load_results(path) -> dict:

@@ -22,11 +22,12 @@ from generator.spec import preset_spec
 
 from .report import summary_table, write_report
 from .result import Results, RunConfig, summarize
-from .runner import BenchConfig, check_writable, run_bench
+from .config import BenchConfig, check_writable
+from .runner import run_bench
 
 
 @dataclass(frozen=True)
-class Plan:
+class SuitePlan:
     corpora: tuple[tuple[str, int], ...]  # (preset, count); the full list is the Makefile's generate target
     sweep: tuple[str, int]  # the corpus whose cold loose files are read with 1 and 2 worker processes
     epochs: int = 2
@@ -38,15 +39,15 @@ class Plan:
     checkpoint: tuple[str, float, int] = ("4k-8bit", 40.0, 1)  # preset, MB, every N epochs (the seed's 40 MB)
 
 
-FULL = Plan((("mnist", 60_000), ("imagenet", 2_000), ("4k-8bit", 8), ("4k-16bit", 4)), ("mnist", 60_000))
-QUICK = Plan((("mnist", 10_000), ("imagenet", 500), ("4k-8bit", 2), ("4k-16bit", 1)), ("mnist", 10_000))
+FULL = SuitePlan((("mnist", 60_000), ("imagenet", 2_000), ("4k-8bit", 8), ("4k-16bit", 4)), ("mnist", 60_000))
+QUICK = SuitePlan((("mnist", 10_000), ("imagenet", 500), ("4k-8bit", 2), ("4k-16bit", 1)), ("mnist", 10_000))
 
 
 def corpus_dir(data: Path, preset: str, count: int) -> Path:
     return Path(data) / f"{preset}-{count}"
 
 
-def ensure_corpora(plan: Plan, data: Path, progress: bool) -> list[Path]:
+def ensure_corpora(plan: SuitePlan, data: Path, progress: bool) -> list[Path]:
     dirs = []
     for preset, count in plan.corpora:
         d = corpus_dir(data, preset, count)

@@ -14,10 +14,8 @@ dataset's chunk cache sized to one chunk.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
-import threading
 
 import numpy as np
 
@@ -25,6 +23,7 @@ from generator.errors import CorpusError, LayoutbenchError, SampleError
 from generator.manifest import stored_spec
 
 from .base import Reader
+from .pagecache import range_resident
 
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)  # h5py's, on a damaged file
 
@@ -217,15 +216,8 @@ class HDF5Reader(Reader):
             self._check_read(i, head, row, got, k, out)
 
     def _resident(self, a: int, size: int) -> bool:
-        """Whether bytes [a, a + size) of the file are all in the page cache (about 4 us)."""
-        lo = a - a % mmap.PAGESIZE
-        pages = (a + size - lo + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-        vec = getattr(_LOCAL, "vec", None)
-        if vec is None or len(vec) < pages:
-            vec = _LOCAL.vec = (ctypes.c_ubyte * pages)()
-        if _mincore(self._addr + lo, a + size - lo, vec) != 0:
-            return False  # cannot tell: read() is right either way
-        return b"\0" not in ctypes.string_at(vec, pages).translate(_LOW_BIT)  # bit 0: resident
+        """Whether bytes [a, a + size) of the file are all in the page cache."""
+        return range_resident(self._addr, a, size)
 
     def _read_fallback(self, i: int):
         """One sample through h5py (chunked or filtered datasets)."""
@@ -288,14 +280,6 @@ class HDF5Reader(Reader):
             if isinstance(exc, LayoutbenchError):
                 raise
             raise SampleError(self.layout, -1, f"{self.target}:/labels", f"unreadable: {exc}") from None
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_mincore = _libc.mincore
-_mincore.restype = ctypes.c_int
-_mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-_LOCAL = threading.local()  # each thread's mincore vector
-_LOW_BIT = bytes(b & 1 for b in range(256))  # mincore's other bits are reserved
 
 
 def _with_chunk_cache(f, name: str):

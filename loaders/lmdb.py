@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 import numpy as np
 
@@ -36,24 +35,12 @@ from generator.layouts.lmdb import key_of, missing_bytes
 from generator.manifest import stored_spec
 
 from .base import Reader
+from .pagecache import readahead_window
 
 MAX_READERS = 1024
 
 _SHARED: dict[str, list] = {}  # realpath -> [pid, env, payload db, readers using it]
 _SHARED_LOCK = threading.Lock()
-
-
-def readahead_window(path) -> int:
-    """Bytes the kernel reads around a page fault in `path`: read_ahead_kb of the device holding
-    it (a partition's is its disk's), or the kernel's default 128 KiB when there is none to read."""
-    dev = os.stat(path).st_dev
-    base = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
-    for bdi in (Path(base, "bdi"), Path(base, "..", "bdi")):
-        try:
-            return int((bdi / "read_ahead_kb").read_text()) << 10
-        except (OSError, ValueError):
-            pass
-    return 128 << 10
 
 
 def _acquire(path: str, readahead: bool = False):

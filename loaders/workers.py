@@ -18,6 +18,7 @@ import struct
 import sys
 import traceback
 from collections import deque
+from typing import TYPE_CHECKING
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -26,6 +27,9 @@ from generator.errors import LayoutbenchError, SampleError
 
 from .base import Reader
 from .stages import Batch, fetch
+
+if TYPE_CHECKING:
+    from .pipeline import Loader
 
 POLL_SECONDS = 1.0  # how often a waiting parent checks that its workers are alive
 

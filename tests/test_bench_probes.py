@@ -6,8 +6,10 @@ import os
 import numpy as np
 import pytest
 
+from bench import floors
 from bench import probes
-from bench.runner import NullBatch, check_indices, null_batches, set_cache, time_batches
+from bench.measure import NullBatch, check_indices, null_batches, time_batches
+from bench.regimes import set_cache
 from generator.errors import LayoutbenchError
 
 
@@ -25,7 +27,7 @@ def files(tmp_path):
 
 
 def test_cold_is_cold_after_eviction(files):
-    probes.read_sequential(files)
+    floors.read_sequential(files)
     assert probes.residency(files).fraction > 0.99
     state = set_cache("cold", files, "auto")
     assert state.residency <= 0.01 and state.ok
@@ -34,14 +36,14 @@ def test_cold_is_cold_after_eviction(files):
 
 
 def test_fadvise_eviction_alone_also_gets_cold(files):
-    probes.read_sequential(files)
+    floors.read_sequential(files)
     assert probes.evict(files, "fadvise") == "fadvise"
     assert probes.residency(files).fraction <= 0.01
 
 
 def test_an_open_map_keeps_its_pages_so_handles_must_be_closed(files):
     """Why the runner closes every reader before evicting: mapped pages stay resident."""
-    probes.read_sequential(files[:1])
+    floors.read_sequential(files[:1])
     with open(files[0], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
         m.madvise(mmap.MADV_WILLNEED)
         _ = sum(m[i] for i in range(0, len(m), 4096))  # touch (map) every page
@@ -59,7 +61,7 @@ def test_warm_is_warm(files):
 
 
 def test_residency_counts_bytes_not_pages(files, tmp_path):
-    probes.read_sequential(files)
+    floors.read_sequential(files)
     res = probes.residency(files)
     assert res.total_bytes == sum(p.stat().st_size for p in files) and res.files == 3
     assert res.resident_bytes == res.total_bytes
@@ -70,10 +72,10 @@ def test_residency_counts_bytes_not_pages(files, tmp_path):
 
 
 def test_process_counters_see_this_process_read(files):
-    probes.read_sequential(files)  # run the code once: cold is for the data, not for our code pages
+    floors.read_sequential(files)  # run the code once: cold is for the data, not for our code pages
     set_cache("cold", files, "auto")
     before = probes.sample_processes([0])
-    nbytes, _, _ = probes.read_sequential(files)
+    nbytes, _, _ = floors.read_sequential(files)
     after = probes.sample_processes([0])
     delta, lost = probes.counters_delta(before, after)
     assert not lost
@@ -98,9 +100,9 @@ def test_block_device_and_filesystem_of_a_path(tmp_path):
 
 
 def test_pread_floor_reads_distinct_slots(files):
-    r = probes.pread_random(files[0], 65536, max_reads=20)
+    r = floors.pread_random(files[0], 65536, max_reads=20)
     assert r.reads == 20 and len(r.latencies_s) == 20 and r.sample_bytes == 65536
-    assert probes.pread_random(files[2], 1 << 30).sample_bytes == files[2].stat().st_size  # capped at the file
+    assert floors.pread_random(files[2], 1 << 30).sample_bytes == files[2].stat().st_size  # capped at the file
 
 
 def test_time_batches_counts_what_the_batches_carry():

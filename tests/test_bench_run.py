@@ -9,7 +9,8 @@ import pytest
 from bench.compare import compare
 from bench.report import summary_table, write_report
 from bench.result import VERSION, Results, ResultsError, RunConfig, load_results, summarize
-from bench.runner import BenchConfig, run_bench
+from bench.config import BenchConfig
+from bench.runner import run_bench
 from generator.build import generate
 from generator.errors import UsageError
 from generator.spec import Spec

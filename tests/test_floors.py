@@ -1,13 +1,13 @@
 """The sequential floors: every byte of every file, landing in a batch-sized buffer, by read() or
 copied out of a map; both also warm the files."""
 
-import os
 
 import numpy as np
 import pytest
 
+from bench import floors
 from bench import probes
-from bench.runner import set_cache
+from bench.regimes import set_cache
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def files(tmp_path):
     return paths
 
 
-@pytest.mark.parametrize("way", [probes.read_sequential, probes.copy_sequential])
+@pytest.mark.parametrize("way", [floors.read_sequential, floors.copy_sequential])
 @pytest.mark.parametrize("into", [0, 5 << 20, 64 << 20])
 def test_every_byte_of_every_file_is_passed_and_warm(files, way, into):
     set_cache("cold", files, "auto")
@@ -32,28 +32,28 @@ def test_every_byte_of_every_file_is_passed_and_warm(files, way, into):
 
 
 def test_pieces_stay_inside_the_destination_and_wrap():
-    dest = probes.destination(5 << 20)
-    at = probes._pieces(dest, probes.READ_BLOCK)
+    dest = floors.destination(5 << 20)
+    at = floors._pieces(dest, floors.READ_BLOCK)
     offsets = [next(at) for _ in range(6)]
     assert offsets == [0, 4 << 20, 0, 4 << 20, 0, 4 << 20]
-    assert all(a + probes.READ_BLOCK <= len(dest) for a in offsets)
-    big = probes.destination(46 << 20)
-    at = probes._pieces(big, probes.READ_BLOCK)
+    assert all(a + floors.READ_BLOCK <= len(dest) for a in offsets)
+    big = floors.destination(46 << 20)
+    at = floors._pieces(big, floors.READ_BLOCK)
     offsets = [next(at) for _ in range(30)]
-    assert max(offsets) + probes.READ_BLOCK <= len(big) and offsets.count(0) == 3  # wraps every 12 pieces
+    assert max(offsets) + floors.READ_BLOCK <= len(big) and offsets.count(0) == 3  # wraps every 12 pieces
 
 
 def test_a_read_lands_in_the_destination(files, monkeypatch):
     """The bytes really go through the batch-sized buffer (not one reused 4 MiB one)."""
     seen = []
-    real = probes.destination
+    real = floors.destination
 
     def spy(nbytes):
         seen.append(real(nbytes))
         return seen[-1]
 
-    monkeypatch.setattr(probes, "destination", spy)
-    probes.read_sequential(files[1:2], into=8 << 20)
+    monkeypatch.setattr(floors, "destination", spy)
+    floors.read_sequential(files[1:2], into=8 << 20)
     dest = np.frombuffer(seen[0], np.uint8)
     assert len(dest) >= 8 << 20
     assert dest[:(1 << 20) + 123].tobytes() == files[1].read_bytes()

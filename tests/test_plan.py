@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bench.plan import PROG, Plan, human_bytes, main, project, sci
+from bench.plan import PROG, Measured, Plan, human_bytes, main, project, sci
 from generator.cli import run_main
 
 SEED = ["--images", "1e8", "--preset", "4k-8bit", "--epochs", "5000", "--checkpoint-mb", "40",
@@ -54,9 +54,9 @@ def test_partial_last_batch_and_no_checkpoints(capsys):
 
 
 def test_projection_epoch_time_and_nodes_for_target():
-    runs = [{"layout": "hdf5", "cache": "cold", "mb_per_s": 1000.0, "samples_per_s": 1000 / 45.9232},
-            {"layout": "files", "cache": "cold", "mb_per_s": 500.0, "samples_per_s": 500 / 45.9232, "nodes": 2},
-            {"layout": "lmdb", "cache": "cold", "mb_per_s": 0.0, "samples_per_s": 0.0}]  # failed: skipped
+    runs = [Measured("hdf5", "cold", 1000.0, 1000 / 45.9232),
+            Measured("files", "cold", 500.0, 500 / 45.9232, nodes=2),
+            Measured("lmdb", "cold", 0.0, 0.0)]  # failed: skipped
     hdf5, files = project(seed_plan(), runs, target_hours=24)
     assert hdf5.epoch_seconds == pytest.approx(4_592_320.0)  # 4.59 PB at 1 GB/s
     assert hdf5.nodes == 54  # ceil(4,592,320 s / 86,400 s)

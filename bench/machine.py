@@ -1,0 +1,53 @@
+"""What a results file records about the machine and the command: host, CPU, RAM, kernel, the
+filesystem and device of the corpus (with its read-ahead), library versions, the exact command."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import socket
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from loaders.pagecache import readahead_window
+
+from . import probes
+
+
+def metadata(cfg, comm) -> dict:
+    from generator.codec import CODEC_LIBRARIES
+    from generator.layouts import get_layout
+
+    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    ram = next((int(line.split()[1]) * 1024 for line in _read_lines("/proc/meminfo")
+                if line.startswith("MemTotal:")), None)
+    dev = probes.block_device(cfg.corpus)
+    fs = probes.filesystem(cfg.corpus) | {"device": dev.name if dev else None}
+    window = readahead_window(cfg.corpus, default=None)
+    fs["read_ahead_kb"] = None if window is None else window >> 10
+    return {
+        "host": {"name": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "ram_bytes": ram,
+                 "kernel": platform.release(), "platform": platform.platform(), "root": os.geteuid() == 0},
+        "filesystem": fs,
+        "versions": {"python": platform.python_version(), "numpy": np.__version__,
+                     **{name: str(importlib.import_module(name).__version__) for name in CODEC_LIBRARIES},
+                     **{k: v for layout in cfg.layouts for k, v in get_layout(layout).versions().items()}},
+        "command": (["python", "-m", "bench"] if sys.argv[0].endswith("__main__.py") else sys.argv[:1]) + sys.argv[1:],
+        "config": {"corpus": str(cfg.corpus), "output": str(cfg.output), "layouts": list(cfg.layouts),
+                   "caches": list(cfg.caches), "workers": list(cfg.workers), "naive": cfg.naive,
+                   "checkpoint_mb": cfg.checkpoint_mb, "checkpoint_every": cfg.checkpoint_every,
+                   "evict": cfg.evict, "run": asdict(cfg.run)},
+        "ranks": comm.size,
+    }
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []

@@ -1,0 +1,113 @@
+"""The measurement loop and its counters: batches timed as they arrive, process and device
+counters around an epoch, the every-index-once check, and the null loader (the harness's own cost).
+
+The loop times batches, not samples: one clock read, one append and one addition per batch, so
+the harness costs a few nanoseconds per sample (the null-loader floor measures it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from generator.errors import LayoutbenchError
+
+from . import probes
+
+
+@dataclass
+class RankEpoch:
+    """What one rank measured in one epoch (plain data: it travels to rank 0)."""
+
+    seconds: float
+    ttfb_s: float
+    samples: int
+    nbytes: int
+    batch_ns: np.ndarray
+    sample_ns: np.ndarray
+    indices: np.ndarray
+
+
+def time_batches(batches, timing: bool = False, t0: float | None = None) -> RankEpoch:
+    """Consume one epoch, timing each batch's arrival from `t0` (default: now; pass the time
+    before the loader was asked for the epoch, so starting its workers counts). The loop body is
+    one clock read, one append and one addition per batch (plus the per-sample times when the
+    loader has them on): everything else is done after the epoch."""
+    clock = time.perf_counter
+    stamps, kept, timed = [], [], []
+    stamp, keep, keep_timed = stamps.append, kept.append, timed.append
+    nbytes = 0
+    t0 = clock() if t0 is None else t0
+    if timing:
+        for b in batches:
+            stamp(clock())
+            keep(b.indices)
+            nbytes += b.nbytes
+            keep_timed(b.sample_seconds)
+    else:
+        for b in batches:
+            stamp(clock())
+            keep(b.indices)
+            nbytes += b.nbytes
+    if not stamps:
+        return RankEpoch(0.0, 0.0, 0, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    t = np.asarray(stamps)
+    waits = np.diff(t, prepend=t0)
+    indices = np.concatenate([np.asarray(k, np.int64).ravel() for k in kept])
+    timed = [x for x in timed if x is not None]
+    sample_s = np.concatenate([np.asarray(x, np.float64).ravel() for x in timed]) if timed else np.zeros(0)
+    return RankEpoch(float(t[-1] - t0), float(t[0] - t0), int(indices.size), int(nbytes),
+                     np.round(waits * 1e9).astype(np.int64), np.round(sample_s * 1e9).astype(np.int64), indices)
+
+
+class NullBatch:
+    __slots__ = ("nbytes", "indices", "sample_seconds")
+
+    def __init__(self, batch_size: int, nbytes: int):
+        self.nbytes, self.indices, self.sample_seconds = nbytes, np.arange(batch_size), None
+
+
+def null_batches(samples: int, batch_size: int):
+    """A loader that costs nothing: the same prebuilt batch, samples // batch_size times."""
+    batch = NullBatch(batch_size, batch_size)
+    for _ in range(samples // batch_size):
+        yield batch
+
+
+def null_floor(samples: int, batch_size: int, repeats: int = 3) -> tuple[int, float]:
+    """(samples, best seconds) of the harness's own loop over the null loader."""
+    best = min(time_batches(null_batches(samples, batch_size)).seconds for _ in range(repeats))
+    return samples // batch_size * batch_size, best
+
+
+class Counters:
+    """Process and device counters around one epoch (read while the workers are still alive)."""
+
+    def __init__(self, device: probes.BlockDevice | None):
+        self.device = device
+
+    def start(self, pids):
+        self.before = probes.sample_processes([0, *pids])
+        self.sectors = self.device.sectors_read() if self.device else None
+
+    def stop(self, pids) -> dict:
+        after = probes.sample_processes([0, *pids])
+        sectors = self.device.sectors_read() - self.sectors if self.device else None
+        totals, lost = probes.counters_delta(self.before, after)
+        return {**totals, "lost": len(lost), "sectors": sectors}
+
+
+def check_indices(index_lists, n: int, may_drop: int, epoch: int) -> None:
+    """Every index exactly once per epoch across workers and ranks (drop_last may leave out at
+    most `may_drop`: a partial batch per rank): a skipped or doubled sample would make the
+    throughput untrue, so fail loudly."""
+    everything = np.concatenate([np.asarray(i, np.int64).ravel() for i in index_lists])
+    outside = int(((everything < 0) | (everything >= n)).sum())
+    hits = np.bincount(everything[(everything >= 0) & (everything < n)], minlength=n)
+    doubled, missing = int((hits > 1).sum()), int((hits == 0).sum())
+    if outside or doubled or missing > may_drop:
+        raise LayoutbenchError(f"epoch {epoch}: the loader delivered {everything.size:,} indices for {n:,} samples "
+                               f"({missing:,} missing, {doubled:,} more than once, {outside:,} out of range); "
+                               f"a throughput over a wrong epoch would be untrue")
