@@ -11,7 +11,7 @@ import pytest
 
 pa = pytest.importorskip("pyarrow", reason="the arrow layout needs pyarrow (pip install -e '.[arrow]')")
 
-from conformance import ReaderSuite, reference  # noqa: E402
+from conformance import ReaderSuite, WriterSuite, reference  # noqa: E402
 
 from generator.errors import CorpusError, SampleError  # noqa: E402
 from generator.layouts.arrow import SPEC_KEY, batch_rows  # noqa: E402
@@ -78,6 +78,11 @@ class TestArrow(ReaderSuite):
 
     def overwrite(self, root, index, offset, data):
         pwrite(root / NAME, payload_at(root / NAME, index)[0] + offset, data)
+
+
+class TestArrowWriter(WriterSuite):
+    layout = "arrow"
+
 
 
 @pytest.mark.parametrize("kind", ["gray8", "deflate", "raw16", "big"])

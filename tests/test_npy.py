@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conformance import ReaderSuite, reference
+from conformance import ReaderSuite, WriterSuite, reference
 
 from generator.build import generate
 from generator.errors import CorpusError, SampleError
@@ -59,6 +59,11 @@ class TestNpy(ReaderSuite):
 
     def overwrite(self, root, index, offset, data):
         pwrite(data_file(root), sample_at(root, index) + offset, data)
+
+
+class TestNpyWriter(WriterSuite):
+    layout = "npy"
+
 
 
 def test_np_load_reads_the_raw_images_on_its_own(corpus):

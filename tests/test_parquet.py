@@ -12,7 +12,7 @@ import pytest
 pa = pytest.importorskip("pyarrow", reason="the parquet layout needs pyarrow (pip install -e '.[arrow]')")
 pq = pytest.importorskip("pyarrow.parquet", reason="the parquet layout needs pyarrow.parquet")
 
-from conformance import ReaderSuite, reference  # noqa: E402
+from conformance import ReaderSuite, WriterSuite, reference  # noqa: E402
 
 from generator.errors import CorpusError, SampleError  # noqa: E402
 from generator.layouts.arrow import SPEC_KEY  # noqa: E402
@@ -69,6 +69,11 @@ class TestParquet(ReaderSuite):
 
     def overwrite(self, root, index, offset, data):
         pwrite(root / NAME, payload_at(root, index) + offset, data)
+
+
+class TestParquetWriter(WriterSuite):
+    layout = "parquet"
+
 
 
 @pytest.mark.parametrize("kind", ["gray8", "deflate", "raw16", "big"])

@@ -18,6 +18,8 @@ is only readable once its footer is written, so a kill restarts this layout from
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import payload_estimate
 from .arrow import BatchedWriter, schema
 
@@ -62,6 +64,27 @@ class ParquetWriter(BatchedWriter):
             self.file.close()
         except Exception:
             pass
+
+    @classmethod
+    def snapshot(cls, root) -> dict[str, bytes]:
+        """The records and how they are stored, not the file's bytes: the footer names the writing
+        library's version (created_by), which changes with every pyarrow release."""
+        import pyarrow.parquet as pq
+
+        f = pq.ParquetFile(str(Path(root) / FILENAME))
+        try:
+            meta, out = f.metadata, {"schema": str(f.schema_arrow).encode()}
+            out["metadata"] = repr(sorted((f.schema_arrow.metadata or {}).items())).encode()
+            for g in range(meta.num_row_groups):
+                group = f.read_row_group(g, use_threads=False)
+                chunks = [meta.row_group(g).column(c) for c in range(meta.num_columns)]
+                out[f"group/{g}/layout"] = repr([(c.compression, c.encodings, c.is_stats_set) for c in chunks]).encode()
+                out[f"group/{g}/payload"] = b"".join(len(v).to_bytes(8, "little") + v
+                                                    for v in group.column(0).to_pylist())
+                out[f"group/{g}/label"] = group.column(1).to_numpy().tobytes()
+        finally:
+            f.close()
+        return out
 
     @classmethod
     def estimate_bytes(cls, spec, codec) -> int:
