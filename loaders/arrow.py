@@ -53,7 +53,10 @@ class ArrowReader(MappedReader):
         self._mm = mm
 
         def unmap():
-            view.release()
+            try:
+                view.release()
+            except BufferError:  # arrays over it still referenced: released with them
+                pass
             mm.close()  # pyarrow unmaps once the last buffer over the map is gone
 
         return view, whole.address, unmap

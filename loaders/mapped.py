@@ -20,16 +20,15 @@ SIGBUS: the README's "Not covered".)
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
-import threading
 
 import numpy as np
 
 from generator.errors import SampleError
 
 from .base import Reader
+from .pagecache import range_resident
 
 
 class Table:
@@ -66,8 +65,8 @@ class MappedReader(Reader):
         addr = np.frombuffer(m, np.uint8).ctypes.data
 
         def unmap():
-            view.release()
             try:
+                view.release()
                 m.close()
             except BufferError:  # slices still referenced (a SampleError's traceback): unmapped when they go
                 pass
@@ -156,7 +155,7 @@ class MappedReader(Reader):
         head = bytearray(h)
         for k, i in enumerate(idx):
             a = starts[i]
-            if resident(self._addr, a, size):  # see the module docstring
+            if range_resident(self._addr, a, size):  # see the module docstring
                 self._place(i, view[a:a + size], flat, k, out)
                 continue
             row = flat[k * n:(k + 1) * n]
@@ -165,23 +164,3 @@ class MappedReader(Reader):
             except OSError as exc:
                 raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
             self._check_read(i, head, row, got, k, out)
-
-
-def resident(addr: int, a: int, size: int) -> bool:
-    """Whether bytes [a, a + size) of the file mapped at `addr` are all in the page cache (a few us)."""
-    lo = a - a % mmap.PAGESIZE
-    pages = (a + size - lo + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-    vec = getattr(_LOCAL, "vec", None)
-    if vec is None or len(vec) < pages:
-        vec = _LOCAL.vec = (ctypes.c_ubyte * pages)()
-    if _mincore(addr + lo, a + size - lo, vec) != 0:
-        return False  # cannot tell: read() is right either way
-    return b"\0" not in ctypes.string_at(vec, pages).translate(_LOW_BIT)  # bit 0: resident
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_mincore = _libc.mincore
-_mincore.restype = ctypes.c_int
-_mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-_LOCAL = threading.local()  # each thread's mincore vector
-_LOW_BIT = bytes(b & 1 for b in range(256))  # mincore's other bits are reserved
