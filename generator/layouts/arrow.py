@@ -139,4 +139,4 @@ class ArrowWriter(BatchedWriter):
 
     @classmethod
     def estimate_bytes(cls, spec, codec) -> int:
-        return spec.count * (payload_estimate(spec, codec) + 2 + 8 + 16) + (1 << 20)
+        return spec.count * (payload_estimate(spec, codec) + 2 + 8 + 16) + (64 << 10)  # + schema, footer, headers

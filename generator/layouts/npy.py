@@ -217,7 +217,7 @@ class NpyWriter(LayoutWriter):
 
     @classmethod
     def estimate_bytes(cls, spec, codec) -> int:
-        return spec.count * (payload_estimate(spec, codec) + 2 + 8) + (1 << 20)
+        return spec.count * (payload_estimate(spec, codec) + 2 + 8) + (64 << 10)  # + .npy headers, spec.json
 
 
 def _copy_range(src: int, src_at: int, dst: int, dst_at: int, n: int) -> None:
