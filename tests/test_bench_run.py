@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from generator.layouts import layout_ids
+
 from bench.compare import compare
 from bench.report import summary_table, write_report
 from bench.result import VERSION, Results, ResultsError, RunConfig, load_results, summarize
@@ -13,7 +15,6 @@ from bench.config import BenchConfig
 from bench.runner import run_bench
 from generator.build import generate
 from generator.errors import UsageError
-from generator.layouts import layout_ids
 from generator.spec import Spec
 from loaders.registry import readers
 

@@ -37,8 +37,8 @@ from loaders.verify import verify
 from generator.layouts import get_layout, layout_ids
 
 LAYOUTS = layout_ids()
-# layouts that keep their own copy of the spec (and so see a spec edited in the manifest)
-SPEC_KEEPERS = tuple(n for n in LAYOUTS if get_layout(n).reader_class().stores_spec)
+# the layouts that keep their own copy of the spec, and so refuse a manifest whose spec was edited
+STORES_SPEC = tuple(n for n in LAYOUTS if get_layout(n).reader_class().stores_spec)
 Result = namedtuple("Result", "code out err")
 
 
@@ -222,11 +222,11 @@ EDITS = {
                       "MISMATCH manifest sample 3", ("files",)),
     "count lowered": ("gray8", lambda d: (_spec(d, count=36), _samples(d, crc32=lambda v: v[:-1], size=lambda v: v[:-1],
                                                                        label=lambda v: v[:-1])),
-                      "not a sample of this corpus (the manifest lists 36 samples)", SPEC_KEEPERS),
+                      "not a sample of this corpus (the manifest lists 36 samples)", STORES_SPEC),
     "count raised": ("gray8", lambda d: (_spec(d, count=38), _samples(d, crc32=lambda v: v + [0], size=lambda v: v + [976],
                                                                       label=lambda v: v + [0])),
                      "MISMATCH manifest sample 37", LAYOUTS),
-    "seed changed": ("gray8", lambda d: _spec(d, seed=8), "MISMATCH manifest sample 0", SPEC_KEEPERS),
+    "seed changed": ("gray8", lambda d: _spec(d, seed=8), "MISMATCH manifest sample 0", STORES_SPEC),
     "shape changed": ("gray8", lambda d: _spec(d, height=27), "payload sizes other than", LAYOUTS),
     "shape and sizes changed": ("gray8", lambda d: (_spec(d, height=27), _samples(d, size=lambda v: [s - 28 for s in v])),
                                 "MISMATCH manifest sample 0", LAYOUTS),

@@ -42,9 +42,9 @@ PROG = "python -m generator"
 from generator.layouts import get_layout, layout_ids
 
 LAYOUTS = layout_ids()
-# A layout's partial paths: every path it owns but its published one (loose files have none).
-PARTIALS = tuple(p.name for n in LAYOUTS for p in get_layout(n).writer_class()(Path("."), None, None).paths()
-                 if p.name != get_layout(n).writer_class().target)
+WRITERS = {name: get_layout(name).writer_class() for name in LAYOUTS}
+# what a layout's writer leaves besides its published target (partial files and directories)
+PARTIALS = tuple(p.name for cls in WRITERS.values() for p in cls(Path("."), None, None).paths() if p.name != cls.target)
 # The kills alternate between two corpora: fixed-size TIFFs (contiguous HDF5, mapped reads) and
 # deflated ones (variable sizes: a chunked, growing HDF5 dataset). Each writes all three layouts
 # in about 0.15 s on tmpfs, so one process start plus a kill costs ~0.4 s.
@@ -58,11 +58,11 @@ COMMON = ["--workers", "2", "--quiet"]
 LAUNCH = ("import sys, generator.layouts.lmdb as m; m.TXN_SAMPLES = 100\n"
           "from generator.__main__ import main; from generator.cli import run_main\n"
           "sys.exit(run_main('python -m generator', main, sys.argv[1:]))")
-# The path whose appearance says a layout's writing began: its first partial path, or (written in
-# place, as loose files are) its published one.
-STARTED = {n: ([p.name for p in get_layout(n).writer_class()(Path("."), None, None).paths()
-                if p.name != get_layout(n).writer_class().target] or [get_layout(n).writer_class().target])[0]
-           for n in LAYOUTS}
+def writing_began(out: Path, name: str) -> bool:
+    """A layout's writing began: any path of its writer exists (its tree, or its partial)."""
+    return any(p.exists() for p in WRITERS[name](out, None, None).paths())
+
+
 ROUNDS = 12  # each: a kill on a fresh directory, a kill of the resumed run, then the finishing rerun
 # (12: the kinds (2) and the targeted layouts (3) both come round evenly)
 MIN_KILLS = 20  # kills that must land mid-generation
@@ -118,7 +118,7 @@ def run_and_kill(kind: str, out: Path, delay: float, group: bool, layout: str | 
     send SIGKILL to its group (as `kill -9 -PGID`) or to the generator alone (its workers must die
     with it). Returns (returncode, stderr)."""
     before = marker_inode(out)
-    started = (lambda: (out / STARTED[layout]).exists()) if layout else (lambda: marker_inode(out) not in (None, before))
+    started = (lambda: writing_began(out, layout)) if layout else (lambda: marker_inode(out) not in (None, before))
     proc = subprocess.Popen([sys.executable, "-c", LAUNCH, *args_for(kind, out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -150,7 +150,7 @@ def layout_seconds(kind: str, out: Path) -> dict[str, float]:
         while proc.poll() is None and "done" not in seen:
             now = time.monotonic()
             for name in LAYOUTS:
-                if name not in seen and (out / STARTED[name]).exists():
+                if name not in seen and writing_began(out, name):
                     seen[name] = now
             if LAYOUTS[-1] in seen and not (out / IN_PROGRESS).exists():
                 seen["done"] = now
@@ -198,10 +198,9 @@ def assert_no_reader_accepts_a_partial_layout(out: Path, ref: Path) -> None:
     for path in (out / "files").rglob("*") if (out / "files").is_dir() else ():
         if path.is_file() and TMP_MARK not in path.name:
             assert same_bytes(path, ref / path.relative_to(out)), path
-    if (out / "corpus.h5").exists():
-        assert_layout_identical(out, ref, "hdf5")
-    if (out / "lmdb").exists():
-        assert_layout_identical(out, ref, "lmdb")
+    for name, cls in WRITERS.items():
+        if name != "files" and (out / cls.target).exists():
+            assert_layout_identical(out, ref, name)
 
 
 def assert_identical_to_reference(out: Path, ref: Path) -> None:
