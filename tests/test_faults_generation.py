@@ -63,8 +63,9 @@ def writing_began(out: Path, name: str) -> bool:
     return any(p.exists() for p in WRITERS[name](out, None, None).paths())
 
 
-ROUNDS = 12  # each: a kill on a fresh directory, a kill of the resumed run, then the finishing rerun
-# (12: the kinds (2) and the targeted layouts (3) both come round evenly)
+# Each round: a kill on a fresh directory, a kill of the resumed run, then the finishing rerun. Two
+# rounds per layout, so the kinds (2) and the targeted layouts both come round evenly.
+ROUNDS = 2 * len(LAYOUTS)
 MIN_KILLS = 20  # kills that must land mid-generation
 
 
@@ -227,16 +228,25 @@ def test_kill_9_at_random_points_of_every_layout_then_rerun_gives_the_same_corpu
     first_phases = Counter()
     identical = 0
     rounds = 0
-    while rounds < ROUNDS or (sum(p not in ("finished", "before start") for _, p, _ in landed) < MIN_KILLS
-                              and rounds < 3 * ROUNDS):
+    def uncut():
+        return [name for name in LAYOUTS if not first_phases[name]]
+
+    while rounds < 3 * ROUNDS and (rounds < ROUNDS or uncut() or
+                                   sum(p not in ("finished", "before start") for _, p, _ in landed) < MIN_KILLS):
         kind = list(KINDS)[rounds % len(KINDS)]
         out = workdir / f"round-{rounds}"
         # First kill: at a random moment of one layout's writing (the rounds take the layouts in
-        # turn). Second: a random moment of the resumed run's rewriting of the layout the first cut.
-        target = LAYOUTS[rounds % len(LAYOUTS)]
+        # turn, then any layout no kill has cut yet: on a busy machine a fast layout may finish
+        # before its kill lands). Second: a random moment of the resumed run's rewriting of the
+        # layout the first cut.
+        late = rounds >= ROUNDS and uncut()
+        target = uncut()[0] if late else LAYOUTS[rounds % len(LAYOUTS)]
         for k in range(2):
             cut = landed[-1][1] if k else target
-            delay = rng.random() * seconds[kind].get(cut, min(seconds[kind].values()))
+            # within the first 60 % (a retry: 20 %) of the layout's measured writing time, so it lands
+            # there even when this run is a little faster than the calibration runs were
+            share = 0.2 if late and not k else 0.6
+            delay = share * rng.random() * seconds[kind].get(cut, min(seconds[kind].values()))
             code, err = run_and_kill(kind, out, delay, group=(rounds + k) % 2 == 0, layout=None if k else target)
             where = phase(out)
             landed.append((kind, where, round(delay, 4)))
