@@ -27,7 +27,6 @@ import tempfile
 
 from generator.errors import LayoutbenchError, UsageError
 
-from .regimes import set_cache
 from .result import FioFloor
 
 PACKAGE_HINT = "--fio needs fio: install the Debian package fio (make install-fio, or apt-get install -y fio)"
@@ -88,7 +87,9 @@ def fio_floor(layout: str, paths, cache: str, jobs: int, iodepth: int, block: in
     with tempfile.NamedTemporaryFile("w", suffix=".fio", delete=False) as f:
         f.write(jobfile(paths, jobs, iodepth, max(1, block), samples, ioengine))
     try:
-        state = set_cache(cache, paths, evict)
+        from .floors import settle
+
+        state = settle(cache, paths, evict)
         p = subprocess.run([fio, "--output-format=json", f.name], capture_output=True, text=True)
     finally:
         os.unlink(f.name)
