@@ -168,7 +168,8 @@ WAYS = ("seq-read", "seq-map", "rand")
 # Passes of each floor way; the best counts (a floor is the best the machine does). A shared
 # machine's scheduling noise is large against a pass of a few milliseconds (2 streams over two
 # 46 MB images, warm: 1.3-3.5 GB/s pass to pass here, under a load of 3.5 on 2 cores), so short
-# ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX.
+# warm ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX (cold passes,
+# each after an eviction, are long enough: PASSES_MIN of them).
 PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 12, 0.5
 DEPTH_MAX = 64  # threads per stream: a batch of 32 is in flight whole; larger batches are capped here
 
@@ -416,7 +417,7 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     """The floors of one layout's files at one concurrency and cache state: sequential reads at
     `streams` streams, and every sample-sized piece once in a random order at `streams` x `depth`
     reads in flight, one read of the sample size each. The best of the passes of each (at least
-    PASSES_MIN, more while under MEASURE_S seconds in all, at most PASSES_MAX; cold:
+    PASSES_MIN, warm more while under MEASURE_S seconds in all, at most PASSES_MAX; cold:
     the files evicted before every pass); warm, also copying out of a map (big files, faulted in
     before the clock, as a loader's map is after its first epoch) and the random reads with one
     thread per stream (no GIL shared by `depth` threads: warm, a read never waits for the disk)."""
@@ -431,7 +432,7 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     state = settle(cache, paths, evict) if cache != "cold" else None  # warm stays warm: the floors read it
     for way, plans, d, mapped, block in ways:
         best, spent, passes = None, 0.0, 0
-        while passes < PASSES_MIN or (spent < MEASURE_S and passes < PASSES_MAX):
+        while passes < PASSES_MIN or (cache != "cold" and spent < MEASURE_S and passes < PASSES_MAX):
             passes += 1
             if cache == "cold":
                 state = settle(cache, paths, evict)
