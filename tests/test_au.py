@@ -49,10 +49,10 @@ def instant(n, size=4):
 def test_time_batches_spends_and_measures_the_compute():
     e = time_batches(instant(50), compute=Compute(per_batch_s=0.002, busy=True))
     # at least what was asked (a shared machine may deschedule the spinning thread: more, never less)
-    assert 0.1 <= e.compute_s < 0.3 and e.samples == 200
+    assert 0.1 <= e.compute_s < 2.0 and e.samples == 200
     assert au.au(e.compute_s, e.au_span_s) > 0.95  # a loader that costs nothing: the accelerator never waits
     per_sample = time_batches(instant(20), compute=Compute(per_sample_s=0.0005, busy=True))
-    assert 20 * 4 * 0.0005 <= per_sample.compute_s < 3 * 20 * 4 * 0.0005
+    assert 20 * 4 * 0.0005 <= per_sample.compute_s < 1.0
     assert Compute.of(RunConfig()) is None and Compute.of(RunConfig(compute_ms=2)).per_batch_s == 0.002
 
 
