@@ -30,6 +30,7 @@ class BenchConfig:
     checkpoint_dir: Path | None = None
     evict: str = "auto"
     progress: bool = False
+    fio: bool = False  # also run fio's random reads beside the floors (bench/fio.py)
 
 
 def inside(path: Path, root: Path) -> bool:

@@ -30,7 +30,7 @@ from .comm import Comm, SingleProcessComm
 from .config import BenchConfig, check_config
 from .floors import measure_floors
 from .machine import metadata
-from .measure import Counters, RankEpoch, check_indices, time_batches
+from .measure import Compute, Counters, RankEpoch, check_indices, time_batches
 from .naive import naive_name, reads_of
 from .regimes import WARM_MIN, CacheState, set_cache
 from .result import Checkpoint, EpochRecord, RankRecord, Results, Run, RunConfig
@@ -80,7 +80,7 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
             comm.barrier()
             counters.start(loader.worker_pids)  # none yet for a fresh pool: its workers count from zero
             t0 = time.perf_counter()  # before epoch(), which starts a fresh loader's workers: in ttfb and wall
-            mine = time_batches(loader.epoch(epoch), timing, t0)
+            mine = time_batches(loader.epoch(epoch), timing, t0, None if timing else Compute.of(rc))
             io = counters.stop(loader.worker_pids)
             if cache == "warm":  # did it stay warm? (another user of the machine may drop the cache)
                 after = probes.residency(paths).fraction
@@ -115,6 +115,14 @@ def warm_up_code(reader, rc: RunConfig, naive: bool) -> None:
     reader.decode(reader.read(int(idx[0])), int(idx[0]))
     reader.read_batch(idx)
     reader.close()
+
+
+def epoch_au(got: list[dict]) -> float | None:
+    """AU of one epoch over the ranks: their compute over (ranks x the slowest rank's running
+    time), None without emulated compute (see bench/au.py)."""
+    from .au import au
+
+    return au(sum(float(g["compute_s"]) for g in got), len(got) * max(float(g["au_span_s"]) for g in got))
 
 
 def write_checkpoint(path: Path, mb: float, repeat: int, epoch: int) -> Checkpoint:
@@ -157,7 +165,7 @@ class Context:
         mine_msg = {"rank": self.comm.rank, "host": self.host, "seconds": mine.seconds, "ttfb_s": mine.ttfb_s,
                     "samples": mine.samples, "bytes": mine.nbytes, "batch_ns": mine.batch_ns,
                     "sample_ns": mine.sample_ns, "indices": mine.indices, "residency": state.residency,
-                    "residency_after": state.after,
+                    "residency_after": state.after, "compute_s": mine.compute_s, "au_span_s": mine.au_span_s,
                     "cache_ok": state.ok, **io}
         got = self.comm.gather(mine_msg)
         if got is None:
@@ -178,7 +186,8 @@ class Context:
             cache_ok=all(bool(g["cache_ok"]) for g in got),
             indices_ok=True, lost_processes=sum(int(g["lost"]) for g in got),
             ranks=tuple(RankRecord(int(g["rank"]), str(g["host"]), float(g["seconds"]), int(g["samples"]),
-                                   int(g["bytes"])) for g in got) if len(got) > 1 else ())
+                                   int(g["bytes"])) for g in got) if len(got) > 1 else (),
+            compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got))
 
     def tick_floor(self, what: str):
         if self.bar is not None:
@@ -222,7 +231,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     runs = plan_runs(cfg, manifest)
     rc = cfg.run
     per_run = rc.epochs + (1 if rc.sample_latency else 0)
-    total = rc.repeats * sum(1 if naive else per_run for *_, naive in runs)
+    total = (rc.repeats + rc.warmup) * sum(1 if naive else per_run for *_, naive in runs)
     floor_steps = len(cfg.layouts) * 2 + 3
     bar = None
     if comm.rank == 0 and cfg.progress:
@@ -234,9 +243,11 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         floors = measure_floors(ctx, manifest)
         comm.barrier()
         gathered: dict[tuple, dict] = {}
-        for repeat in range(rc.repeats):
+        for repeat in range(-rc.warmup, rc.repeats):  # negative: MLPerf's warm-up runs, measured and dropped
             for layout, cache, workers, naive in runs:
                 records, checkpoints, method = run_layout(ctx, layout, cache, workers, repeat, naive)
+                if repeat < 0:
+                    continue
                 slot = gathered.setdefault((layout, cache, workers, naive),
                                            {"epochs": [], "checkpoints": [], "method": None})
                 slot["epochs"] += records

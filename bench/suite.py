@@ -1,5 +1,6 @@
 """The default suite, what `make bench` runs: generate what is missing, run every layout cold and
-warm on each corpus, a worker sweep of cold loose files, then the report and the speed goals.
+warm on each corpus, a worker sweep of cold loose files, then the report and the speed goals; the
+console output ends with the report's Answer.
 
 Full: the corpora of `make generate` (mnist 60,000; imagenet 2,000; 4k-8bit 8; 4k-16bit 4), every
 layout cold and warm with 2 loader threads, 2 epochs (4K: 3 epochs of one-image batches) plus one
@@ -20,7 +21,7 @@ from generator.errors import UsageError
 from generator.manifest import MANIFEST
 from generator.spec import preset_spec
 
-from .report import summary_table, write_report
+from .report import answer, summary_table, write_report
 from .result import Results, RunConfig, summarize
 from .config import BenchConfig, check_writable
 from .runner import run_bench
@@ -109,7 +110,7 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
                             run=RunConfig(epochs=plan.epochs, worker_kind="process", sample_latency=False)))
     for cfg in jobs:
         t = time.perf_counter()
-        print(f"bench: {cfg.corpus} ({', '.join(cfg.layouts)}; {', '.join(cfg.caches)}) -> {cfg.output}", flush=True)
+        print(f"bench: {cfg.corpus} ({', '.join(cfg.layouts or ('every layout',))}; {', '.join(cfg.caches)}) -> {cfg.output}", flush=True)
         res = run_bench(cfg)
         res.save(cfg.output)
         print(f"       {time.perf_counter() - t:.0f} s", flush=True)
@@ -124,4 +125,7 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
     for g in goal_lines:
         print(f"goal: {g}")
     print(f"report: {md} (with results.csv and the PNG plots beside it); {time.perf_counter() - t0:.0f} s in all")
+    print("Answer (as report.md begins):")
+    for line in answer(results):
+        print(f"  {line}")
     return 0
