@@ -33,11 +33,12 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
-# Optional layouts' libraries (pyproject's `layouts` extra) into .venv; CI installs them too.
+# Optional layouts' libraries (pyproject's `layouts` extra) and the optional codecs (`codecs`) into
+# .venv; CI installs them too.
 EXTRAS_STAMP := $(VENV)/.extras-installed-stamp
 
 $(EXTRAS_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,layouts]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,layouts,codecs]'
 	touch $(EXTRAS_STAMP)
 
 .PHONY: install-extras

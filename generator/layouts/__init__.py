@@ -213,7 +213,7 @@ def disk_usage(path: Path) -> tuple[int, int]:
     return total, files
 
 
-register(Layout("files", "one TIFF per image in an ImageFolder tree: files/<label>/<index>.tif",
+register(Layout("files", "one image file per sample in an ImageFolder tree: files/<label>/<index>.<tif|png|jpg|webp|raw>",
                 "generator.layouts.files:FilesWriter", "loaders.files:FilesReader"))
 register(Layout("hdf5", "one HDF5 file, corpus.h5: payloads back to back, offsets and labels",
                 "generator.layouts.hdf5:HDF5Writer", "loaders.hdf5:HDF5Reader", libraries=("h5py",),
