@@ -150,7 +150,8 @@ def measure_floors(ctx, manifest) -> Floors:
         return Floors()
     from loaders import open_corpus
 
-    caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches]
+    caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches
+                                                             or (c == "cold" and "capped" in cfg.caches)]
     seq = []
     all_paths = {}
     into = cfg.run.batch_size * int(np.mean(manifest.sizes))  # the floor, too, puts one batch's bytes in memory

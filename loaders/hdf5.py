@@ -80,6 +80,16 @@ class HDF5Reader(Reader):
             f.close()
             raise
 
+    def extents(self, indices):
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        if self._map is None:  # chunked through h5py: not contiguous in the file
+            return None
+        target, starts, sizes = str(self.target), self._starts, self._sizes
+        return [(target, starts[i], sizes[i]) for i in idx.tolist()]
+
     def _check_local(self, f, names) -> None:
         """Refuse datasets whose bytes live elsewhere (external link, external raw storage, virtual
         dataset): HDF5 would read them from any path, and a corpus is read only from inside itself."""
