@@ -20,57 +20,14 @@ underestimate of the layout's speed, never an overestimate.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import multiprocessing
 import os
-import platform
 import time
 
-import numpy as np
+from loaders.pagecache import cached_pages
 
 PAGE = mmap.PAGESIZE
-_SYS_CACHESTAT = 451 if platform.machine() in ("x86_64", "aarch64", "arm64", "riscv64") else None
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _Range(ctypes.Structure):
-    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
-
-
-class _Stat(ctypes.Structure):
-    _fields_ = [("nr_cache", ctypes.c_uint64), ("nr_dirty", ctypes.c_uint64), ("nr_writeback", ctypes.c_uint64),
-                ("nr_evicted", ctypes.c_uint64), ("nr_recently_evicted", ctypes.c_uint64)]
-
-
-_USE_CACHESTAT = [_SYS_CACHESTAT is not None]
-
-
-def cached_pages(fd: int, offset: int, length: int) -> tuple[int, int]:
-    """(resident pages, pages) of bytes [offset, offset + length) of the open file `fd`."""
-    lo = offset - offset % PAGE
-    pages = (offset + length - lo + PAGE - 1) // PAGE
-    if length <= 0:
-        return 0, 0
-    if _USE_CACHESTAT[0]:
-        rng, st = _Range(lo, pages * PAGE), _Stat()
-        if _libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(st), 0) == 0:
-            return min(int(st.nr_cache), pages), pages
-        _USE_CACHESTAT[0] = False  # ENOSYS (kernel before 6.5): mincore from now on
-    from loaders.pagecache import resident_pages
-
-    size = os.fstat(fd).st_size
-    n = min(pages * PAGE, max(0, size - lo))
-    if n <= 0:
-        return 0, pages
-    m = mmap.mmap(fd, n, mmap.MAP_SHARED, mmap.PROT_READ, offset=lo)
-    try:
-        view = np.frombuffer(m, np.uint8)
-        bits = resident_pages(view.ctypes.data, n)
-        del view
-        return (bits.count(1) if bits is not None else 0), pages
-    finally:
-        m.close()
 
 
 class HitCounter:
