@@ -37,18 +37,18 @@ PRIME_EPOCH = 1 << 30  # an epoch number no run reaches: its order only primes t
 
 
 def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies, and every process it forks (the loader's
+    workers) when it does: a fork worker holds both ends of its task pipe, so it would never
+    see EOF and would outlive a killed run."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the prctl
         os._exit(1)
-
-
-class _Terminated(BaseException):
-    pass
+    os.register_at_fork(after_in_child=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
 
 
 def _on_term(signum, frame):
-    raise _Terminated()
+    raise SystemExit(128 + signum)  # unwinds through the finally that removes the group
 
 
 def run_capped(ctx, layout: str, workers: int, repeat: int):
