@@ -153,10 +153,19 @@ def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -
         if not state.ok:
             raise LayoutbenchError(f"the {layout} files could not be evicted before the capped run (residency "
                                    f"{state.residency:.1%}); another process may be reading them")
-        usage = group.stats()["usage"] or 0
-        own = max(0, usage - probes.residency(paths).resident_bytes)
-        limit = own + size
-        group.set_limit(limit)
+        for attempt in range(10):  # the kernel refuses (EBUSY) a limit it cannot reclaim down to at once
+            usage = group.stats()["usage"] or 0
+            own = max(0, usage - probes.residency(paths).resident_bytes)
+            limit = (own + size) // 4096 * 4096  # the kernel keeps whole pages
+            try:
+                group.set_limit(limit)
+                break
+            except OSError as exc:
+                if attempt == 9:
+                    raise LayoutbenchError(f"the capped {layout} run could not set its cgroup's limit to {limit:,} B "
+                                           f"(own memory {own:,} + {size:,}): {exc.strerror}") from None
+                set_cache("cold", paths, ctx.cfg.evict)
+                time.sleep(0.1)
         out.write(json.dumps({"cap": {"own_bytes": own, "limit": limit, "evict_method": state.method}}) + "\n")
         counters = Counters(ctx.device)
         plan = [(e, False) for e in range(rc.epochs)] + ([(rc.epochs, True)] if rc.sample_latency else [])

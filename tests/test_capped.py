@@ -52,7 +52,7 @@ def test_residency_stays_under_the_cap_measured(results):
     assert {r.layout for r in runs} == {"files", "hdf5", "lmdb"}
     for run in runs:
         cap = run.cap
-        assert cap["limit"] == cap["own_bytes"] + SIZE and not cap.get("failure")
+        assert 0 <= cap["own_bytes"] + SIZE - cap["limit"] < 4096 and not cap.get("failure")
         assert run.epochs[0].residency_before <= 0.01  # evicted once, at the start
         for e in run.epochs:
             # mincore of the layout's files after the epoch, and the group's own counters
