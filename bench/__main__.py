@@ -67,6 +67,15 @@ def nonneg_number(text: str) -> float:
     return value
 
 
+def size_arg(text: str) -> int:
+    from .regimes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_run(sub) -> None:
     from .config import CACHES
 
@@ -79,7 +88,12 @@ def add_run(sub) -> None:
     p.add_argument("--layouts", type=comma_list(layout_ids()), default=None,
                    help=f"comma list of {','.join(layout_ids())} (default: every layout the corpus has)")
     p.add_argument("--cache", type=comma_list(CACHES), default=("cold", "warm"),
-                   help="comma list of cold, warm, asis (default cold,warm); checked with mincore")
+                   help="comma list of cold, warm, asis, capped (default cold,warm); checked with mincore "
+                        "(capped: also the cgroup's counters; needs --memory-limit)")
+    p.add_argument("--memory-limit", type=size_arg, default=None, metavar="SIZE",
+                   help="with --cache capped: the page cache the run may use (e.g. 320M, 1G; binary units), on "
+                        "top of the loader's own memory, which is measured first; the loader and its workers run "
+                        "in a memory cgroup of that limit")
     p.add_argument("--epochs", type=positive_int, default=2, help="epochs per run; the first is reported apart (default 2)")
     p.add_argument("--repeats", type=positive_int, default=1, help="repeat every run R times (default 1)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="samples per batch (default 32)")
@@ -145,7 +159,7 @@ def cmd_run(args) -> int:
     cfg = BenchConfig(corpus=args.corpus, output=args.output, layouts=args.layouts, caches=args.cache,
                       workers=args.workers, run=rc, naive=not args.no_naive,
                       checkpoint_mb=args.checkpoint_mb or 0.0, checkpoint_every=args.checkpoint_every or 0,
-                      checkpoint_dir=args.checkpoint_dir, evict=args.evict,
+                      checkpoint_dir=args.checkpoint_dir, evict=args.evict, memory_limit=args.memory_limit,
                       progress=not args.quiet and sys.stderr.isatty(), fio=args.fio)
     results = run_bench(cfg, comm)
     if results is not None:

@@ -465,7 +465,8 @@ def measure_floors(ctx, manifest) -> Floors:
     ranks_here = sum(1 for h in hosts if h["host"] == ctx.host)
     streams_set = floor_streams(cfg, ranks_here)
     depth = min(cfg.run.batch_size, DEPTH_MAX)
-    caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches]
+    caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches
+                                                             or (c == "cold" and "capped" in cfg.caches)]
     sample = int(np.mean(manifest.sizes))
     seq, at, fio_floors = [], [], []
     all_paths = {}

@@ -251,8 +251,8 @@ def _layout_order() -> tuple[str, ...]:
     from .naive import naive_name
 
     return (*layout_ids(), *map(naive_name, layout_ids()))
-CACHE_COLORS = {"cold": "#4575b4", "warm": "#d73027", "asis": "#999999"}
-CACHE_STYLES = {"cold": "--", "warm": "-", "asis": ":"}
+CACHE_COLORS = {"cold": "#4575b4", "warm": "#d73027", "asis": "#999999", "capped": "#1a9850"}
+CACHE_STYLES = {"cold": "--", "warm": "-", "asis": ":", "capped": "-."}
 
 
 def _layout_key(name: str):
@@ -396,6 +396,80 @@ def plot_workers(all_rows: list[dict], path: Path) -> Path | None:
     return path
 
 
+def plot_capped(all_rows: list[dict], path: Path) -> Path | None:
+    """Per corpus under a cap: MB/s and hit ratio (solid; the residency-based expectation dashed)
+    per epoch, per layout."""
+    capped = [r for r in all_rows if r["cache"] == "capped"]
+    corpora = list(dict.fromkeys(r["corpus"] for r in capped))
+    if not corpora:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(corpora), 2, figsize=(12.8, 3.8 * len(corpora) + 0.8), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    layouts = sorted({r["layout"] for r in capped}, key=_layout_key)
+    for (ax_mb, ax_hit), corpus in zip(axes, corpora):
+        for r in capped:
+            if r["corpus"] != corpus:
+                continue
+            color = cmap(layouts.index(r["layout"]) % 10)
+            epochs = [e for e in r["_run"].epochs if not e.timing]
+            xs = list(range(len(epochs)))
+            ax_mb.plot(xs, [e.mb_per_s for e in epochs], marker="o", color=color)
+            ax_hit.plot(xs, [e.hit_ratio if e.hit_ratio is not None else np.nan for e in epochs], marker="o", color=color)
+            ax_hit.plot(xs, [e.expected_hit_ratio if e.expected_hit_ratio is not None else np.nan for e in epochs],
+                        ls="--", color=color, alpha=0.6)
+        cap = next((r["_run"].cap for r in capped if r["corpus"] == corpus and r["_run"].cap), {}) or {}
+        ax_mb.set_title(f"{corpus}: payload MB/s under a cap of {cap.get('size', 0) / 2**20:,.1f} MiB page cache",
+                        fontsize=10)
+        ax_hit.set_title(f"{corpus}: hit ratio (dashed: residency before the epoch)", fontsize=10)
+        for ax in (ax_mb, ax_hit):
+            ax.set_xlabel("epoch (0 = just evicted)")
+            ax.grid(alpha=0.3)
+        ax_mb.set_ylim(bottom=0)
+        ax_hit.set_ylim(0, 1)
+    handles = [plt.Line2D([], [], color=cmap(i % 10), lw=2) for i in range(len(layouts))]
+    return _finish_panels(plt, fig, path, handles, layouts, "Under a memory cap, epoch by epoch")
+
+
+def capped_section(all_rows: list[dict]) -> list[str]:
+    """The capped runs' cache figures, and the 5x rule for every non-cold run."""
+    out = []
+    capped = [r for r in all_rows if r["cache"] == "capped"]
+    if capped:
+        body = []
+        for r in capped:
+            s, cap = r["_summary"], r["_run"].cap or {}
+            c = s.get("cap") or {}
+            body.append([r["corpus"], r["layout"], str(r["workers"]), fmt(r["mb_per_s"], ",.1f"),
+                         fmt(s["hit_ratio"], ".3f"), fmt(s["expected_hit_ratio"], ".3f"),
+                         fmt(s["read_amplification"], ".3f"), fmt(s["read_amplification_pages"], ".3f"),
+                         fmt(s["memory_ratio"], ".1f"), f"{cap.get('size', 0) / 2**20:,.1f} + {cap.get('own_bytes', 0) / 2**20:,.1f}",
+                         fmt((c.get("peak_bytes") or 0) / 2**20, ",.1f"), fmt((c.get("resident_bytes_max") or 0) / 2**20, ",.1f"),
+                         fmt(c.get("limit_hits")), fmt(c.get("oom_kills")), "yes" if r["cache_ok"] else "NO"])
+        out += ["## Under a memory cap", "",
+                "The loader and its workers in a memory cgroup of (page cache SIZE + the loader's own memory, "
+                "measured first), evicted once, then the epochs back to back. Medians over the steady epochs. "
+                "hit = payload bytes served without a device read (probed before each read); expected = "
+                "residency before the epoch (the most the cache could serve); amplification = read_bytes / "
+                "the payload that had to come from the device, and / the pages that had to (samples smaller "
+                "than a 4 KiB page cost a whole page: there the first is above 1 by design of the page cache).", "",
+                table(["corpus", "layout", "workers", "MB/s", "hit", "expected", "read ampl.", "ampl. / pages",
+                       "corpus / cap", "cap MiB (cache + own)", "peak MiB", "resident max MiB", "limit hits",
+                       "OOM kills", "ok"], body, markdown=True), ""]
+        forced = [r for r in capped if (r["_summary"]["read_amplification_pages"] or 0) > 1.2]
+        for r in forced:
+            out.append(f"- {r['corpus']} {r['layout']}: read {r['_summary']['read_amplification_pages']:.2f}x the pages it "
+                       f"needed per steady epoch (over 1.2): see the README, Under a memory cap")
+        if forced:
+            out.append("")
+    small = [r for r in all_rows if r["_summary"].get("measures_page_cache")]
+    if small:
+        out += ["## The 5x rule", ""] + [
+            f"- {r['corpus']} {r['layout']} {r['cache']}: corpus {r['_summary']['memory_ratio']:.2f}x the memory "
+            f"available to it: measures the page cache, not storage" for r in small] + [""]
+    return out
+
+
 # ---------------------------------------------------------------- report.md and CSV
 
 def write_csv(all_rows: list[dict], path: Path) -> Path:
@@ -517,7 +591,8 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
     pngs = [p for p in (plot_throughput(all_rows, out / "throughput.png"),
                         plot_latency_cdf(all_rows, out / "latency_cdf.png"),
                         plot_workers(all_rows, out / "workers.png"),
-                        au_model.plot_au(au_entries(all_rows), out / "au_predicted.png")) if p]
+                        au_model.plot_au(au_entries(all_rows), out / "au_predicted.png"),
+                        plot_capped(all_rows, out / "capped.png")) if p]
     write_csv(all_rows, out / "results.csv")
     meta = results[0].metadata
     host, fs, ver = meta.get("host", {}), meta.get("filesystem", {}), meta.get("versions", {})
@@ -557,6 +632,7 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
                                           [[r["corpus"], r["layout"], r["cache"], str(r["checkpoint_writes"]),
                                             fmt(r["checkpoint_mb_per_s"], ",.1f"), fmt(r["read_write_ratio"], ",.1f")]
                                            for r in ck], markdown=True), ""]
+    md += capped_section(all_rows)
     md += list(extra) + ([""] if extra else [])
     md += bound_section(all_rows, results)
     md += au_section(all_rows)

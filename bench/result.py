@@ -12,9 +12,12 @@ A file of another format, or of a version with no migration to this one, is refu
 
 Version history (each bump adds a migration to MIGRATIONS, which loads the older file as this
 version would have written it, or refuses it naming what it lacks):
-- 1: the first format (runs of files/hdf5/lmdb and naive baselines, cold/warm/asis). Fields added
-  since with defaults, so older files load unchanged: floors at the runs' concurrency (Floors.at,
-  memcpy_at, fio), emulated compute and AU (RunConfig.compute_*, warmup; EpochRecord.compute_s, au).
+- 1: the first format (runs of files/hdf5/lmdb and naive baselines, cold/warm/asis). Added since,
+  all with defaults (older files load as they are): floors at the runs' concurrency (Floors.at,
+  memcpy_at, fio), emulated compute and AU (RunConfig.compute_*, warmup; EpochRecord.compute_s, au),
+  the capped regime's per-epoch fields (resident bytes, the cgroup's counters, hit_ratio,
+  expected_hit_ratio, read_amplification, read_amplification_pages) and each run's memory_bytes,
+  corpus_bytes and cap.
 """
 
 from __future__ import annotations
@@ -104,6 +107,25 @@ class EpochRecord:
     ranks: tuple[RankRecord, ...] = ()
     compute_s: float = 0.0  # emulated compute spent by the consumer(s), summed over ranks
     au: float | None = None  # accelerator utilization (bench/au.py): compute / running time; None without compute
+    # capped regime (None elsewhere). Bytes of the layout's files in the page cache (mincore):
+    resident_bytes_before: int | None = None
+    resident_bytes_after: int | None = None
+    # the memory cgroup's own counters: page cache and rss at the epoch's end, peak usage during
+    # it, limit hits (v1 failcnt, v2 events max) and OOM kills during it
+    cgroup_cache_bytes: int | None = None
+    cgroup_rss_bytes: int | None = None
+    cgroup_peak_bytes: int | None = None
+    cgroup_limit_hits: int | None = None
+    cgroup_oom_kills: int | None = None
+    # page-cache hits probed at read time (bench.hits): payload bytes served without a device
+    # read, the pages that had to come from the device, and the probe's own time
+    hit_bytes: int | None = None
+    miss_page_bytes: int | None = None
+    probe_s: float | None = None
+    hit_ratio: float | None = None  # hit_bytes / payload_bytes
+    expected_hit_ratio: float | None = None  # residency before the epoch: what the cache could serve at most
+    read_amplification: float | None = None  # read_bytes / (payload_bytes - hit_bytes)
+    read_amplification_pages: float | None = None  # read_bytes / miss_page_bytes (page granularity)
 
     @property
     def samples_per_s(self) -> float:
@@ -132,6 +154,10 @@ class Run:
     config: RunConfig
     epochs: tuple[EpochRecord, ...]
     checkpoints: tuple[Checkpoint, ...] = ()
+    memory_bytes: int | None = None  # memory available to the run: host RAM, or the cap's page cache (capped)
+    corpus_bytes: int | None = None  # bytes of the files it reads
+    # capped: {"size", "own_bytes", "limit", "version", "cgroup", "failure"} (see bench.regimes)
+    cap: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -405,13 +431,14 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
                              "max": max((e.residency_before for e in run.epochs), default=None)},
         "residency_after": {"min": min((e.residency_after for e in run.epochs if e.residency_after is not None),
                                        default=None)},
-        "cache_ok": all(e.cache_ok for e in run.epochs),
+        "cache_ok": all(e.cache_ok for e in run.epochs) and not (run.cap or {}).get("failure"),
         "indices_ok": all(e.indices_ok for e in run.epochs),
         "counters_complete": all(e.lost_processes == 0 for e in run.epochs),
         "bytes_on_disk": facts.get("bytes_on_disk"), "files": facts.get("files"),
         "checkpoint": {"writes": len(run.checkpoints), "bytes": ckpt_bytes, "seconds": ckpt_s,
                        "mb_per_s": ckpt_bytes / ckpt_s / 1e6 if ckpt_s else None,
                        "read_write_ratio": stats.ratio(payload, ckpt_bytes)},
+        **capped_summary(run, steady),
         "nodes": len({r.host for e in run.epochs for r in e.ranks}) or 1,
         "ranks": run.config.world,
         # each rank's own MB/s over the steady epochs: how unevenly the ranks were served
@@ -429,6 +456,27 @@ def run_streams(run: Run) -> tuple[int, int]:
         hosts[r.host] = hosts.get(r.host, 0) + 1
     per_node = max(hosts.values(), default=1)
     return max(1, run.config.workers) * per_node, max(1, len(hosts))
+
+
+PAGE_CACHE_RULE = 5.0  # MLPerf Storage: a corpus under 5x the memory available measures the page cache
+
+
+def capped_summary(run: Run, steady: list[EpochRecord]) -> dict:
+    """The 5x rule for every run; for capped runs the medians of the per-epoch cache figures
+    over the steady epochs and the cgroup's worst counters."""
+    ratio = stats.ratio(run.corpus_bytes, run.memory_bytes) if run.corpus_bytes and run.memory_bytes else None
+    out = {"memory_bytes": run.memory_bytes, "corpus_bytes": run.corpus_bytes, "memory_ratio": ratio,
+           "measures_page_cache": bool(run.cache != "cold" and ratio is not None and ratio < PAGE_CACHE_RULE)}
+    for key in ("hit_ratio", "expected_hit_ratio", "read_amplification", "read_amplification_pages"):
+        values = [getattr(e, key) for e in steady if getattr(e, key) is not None]
+        out[key] = stats.median(values) if values else None
+    if run.cap is not None:
+        peaks = [e.cgroup_peak_bytes for e in run.epochs if e.cgroup_peak_bytes is not None]
+        out["cap"] = {**run.cap, "peak_bytes": max(peaks, default=None),
+                      "limit_hits": sum(e.cgroup_limit_hits or 0 for e in run.epochs),
+                      "oom_kills": sum(e.cgroup_oom_kills or 0 for e in run.epochs),
+                      "resident_bytes_max": max((e.resident_bytes_after or 0 for e in run.epochs), default=None)}
+    return out
 
 
 def floor_summary(floors: Floors) -> dict:

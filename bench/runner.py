@@ -32,7 +32,7 @@ from .floors import measure_floors
 from .machine import metadata
 from .measure import Compute, Counters, RankEpoch, check_indices, time_batches
 from .naive import naive_name, reads_of
-from .regimes import WARM_MIN, CacheState, set_cache
+from .regimes import WARM_MIN, CacheState, host_ram, set_cache
 from .result import Checkpoint, EpochRecord, RankRecord, Results, Run, RunConfig
 
 
@@ -54,6 +54,12 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
     """One (layout, cache, workers) run for one repeat: its epoch records (rank 0) and checkpoints."""
     from loaders import open_corpus
 
+    if cache == "capped":  # in a child process inside a memory cgroup (bench.capped)
+        from .capped import run_capped
+
+        records, checkpoints, method, cap = run_capped(ctx, layout, workers, repeat)
+        ctx.caps[(layout, workers, repeat)] = cap
+        return records, checkpoints, method
     rc, comm = ctx.cfg.run, ctx.comm
     reader = open_corpus(ctx.cfg.corpus, reads_of(layout, naive))
     paths = reader.paths()
@@ -159,6 +165,7 @@ class Context:
         self.host = socket.gethostname()
         ckdir = Path(cfg.checkpoint_dir or Path(cfg.output).parent)
         self.checkpoint_path = ckdir / f".layoutbench-checkpoint-{os.getpid()}.bin"
+        self.caps: dict[tuple, dict] = {}  # (layout, workers, repeat) -> a capped run's cap facts
 
     def aggregate(self, epoch, repeat, first, timing, mine: RankEpoch, io, state: CacheState, n) -> EpochRecord | None:
         """Gather every rank's epoch on rank 0 and make one record (None on other ranks)."""
@@ -207,7 +214,7 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool]]:
     for cache in cfg.caches:
         for workers in cfg.workers:
             out.extend((layout, cache, workers, False) for layout in cfg.layouts)
-        if cfg.naive:
+        if cfg.naive and cache != "capped":  # naive baselines read in the bench process: not capped
             out.extend((naive_name(layout), cache, 0, True) for layout in cfg.layouts
                        if readers()[layout].naive)
     return out
@@ -261,8 +268,15 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     out_runs = []
     for (layout, cache, workers, naive), slot in gathered.items():
         config = replace(rc, workers=workers, **(dict(epochs=1, sample_latency=False) if naive else {}))
-        out_runs.append(Run(layout, "naive" if naive else "loader", reads_of(layout, naive), cache,
-                            slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"])))
+        reads = reads_of(layout, naive)
+        cap = ctx.caps.get((layout, workers, 0)) if cache == "capped" else None
+        if cap is not None:  # a failure in any repeat marks the run
+            cap = {**cap, "failure": "; ".join(c["failure"] for k, c in ctx.caps.items()
+                                               if k[:2] == (layout, workers) and c.get("failure")) or None}
+        out_runs.append(Run(layout, "naive" if naive else "loader", reads, cache,
+                            slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"]),
+                            memory_bytes=cfg.memory_limit if cache == "capped" else host_ram(),
+                            corpus_bytes=(manifest.layouts.get(reads) or {}).get("bytes_on_disk"), cap=cap))
     notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}")
     corpus = {"path": str(Path(cfg.corpus).resolve()), "spec": manifest.spec.to_dict(),
               "payload_bytes": int(sum(manifest.sizes)),
@@ -275,11 +289,15 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
 
 def cache_notes(runs, corpus: str) -> list[str]:
     """Say, never hide, when a cache setting did not hold."""
+    from .capped import capped_notes
+
     notes = []
     for r in runs:
         what = f"{corpus} {r.layout} {r.cache} w{r.config.workers}"
         bad = [e for e in r.epochs if not e.cache_ok]
-        if bad:
+        if r.cache == "capped":
+            notes += capped_notes(r, corpus)
+        elif bad:
             if r.cache == "cold":
                 seen = f"residency up to {max(e.residency_before for e in bad):.1%} before the epoch"
             else:

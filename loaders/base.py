@@ -152,6 +152,11 @@ class Reader:
         """Every file this layout reads (for eviction and residency checks)."""
         return [self.target]
 
+    def extents(self, indices) -> list[tuple[str, int, int]] | None:
+        """(file, offset, length) of each sample's stored bytes, for page-cache probes (the bench's
+        hit ratio); None when the layout cannot say without reading them."""
+        return None
+
     def read(self, index: int):
         """The stored payload of sample `index` (bytes-like)."""
         i = self.check_index(index)
