@@ -194,5 +194,21 @@ def main(argv=None) -> int:
     return args.func(args)
 
 
+# What an interrupted command leaves, and what to do: run and report write their outputs only at
+# the end (nothing is resumed); suite's corpora resume, its measurements start over.
+INTERRUPTED = {
+    "run": "no results were written (bench run does not resume): rerun the command to measure from the start",
+    "report": "the report may be incomplete: rerun the command to write it again",
+    "suite": "corpora already generated are kept; rerun the command: generation resumes, the measurements "
+             "start over",
+}
+
+
+def interrupted(argv: list[str]) -> str:
+    """The line after `interrupted;` for this command line (see INTERRUPTED)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return INTERRUPTED.get(command, "nothing was written: rerun the command")
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(PROG, main))
+    sys.exit(run_main(PROG, main, interrupted=interrupted))

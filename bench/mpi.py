@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from generator.errors import CorpusError, LayoutbenchError, UsageError
+from generator.lifetime import Terminated, sigterm_as_interrupt
 
 from .comm import get_comm
 
@@ -318,13 +319,14 @@ def run_ranked(prog: str, fn, argv=None) -> int:
     traceback, makes the launcher end the other ranks, so none is left waiting in a collective."""
     rank = next((int(os.environ[k]) for k in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK") if k in os.environ), 0)
     try:
-        return fn(argv) or 0
+        with sigterm_as_interrupt():
+            return fn(argv) or 0
     except LayoutbenchError as exc:
         if rank == 0:
             print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import json
@@ -18,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import CorpusError, UsageError
+from .lifetime import die_with_parent
 from .layouts import disk_usage, get_layout, layout_ids, writer_classes
 from .manifest import MANIFEST, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
 from .pool import SampleTable, bounded_map, chunks, codec_for, produce
@@ -26,7 +26,6 @@ from .synth import warm
 
 IN_PROGRESS = ".generating.json"  # the spec being generated; present until generation ends
 LOCK = ".lock"
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -101,9 +100,9 @@ def write_parts(writer, parts, workers: int = 1):
         return
     warm(writer.spec)  # the forked workers share the parent's base block instead of each making one
     ctx = multiprocessing.get_context("fork")
-    # Ctrl-C blocked across the fork: a worker never sees one before _worker_init has made it
-    # ignore them (it would print its own traceback).
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # Ctrl-C and SIGTERM blocked across the fork: a worker never sees one before _worker_init has
+    # set its own handling (with the parent's handlers it would print its own traceback).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         pool = ctx.Pool(min(workers, len(jobs)), _worker_init, (os.getpid(),))
     finally:
@@ -117,13 +116,8 @@ def _worker_init(parent: int) -> None:
     worker), and a worker dies with its parent, so after `kill -9` of the generator no orphan
     goes on writing or holds the corpus lock."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent across fork
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: orphans finish their chunk and exit
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(parent)  # SIGTERM: the default (killed quietly)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked across fork
 
 
 def _produce_job(args):

@@ -6,6 +6,9 @@ import argparse
 import sys
 
 from .errors import LayoutbenchError
+from .lifetime import Terminated, sigterm_as_interrupt
+
+RESUME = "rerun the same command to resume"  # the generator's: it does resume
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,13 +36,20 @@ def nonneg_int(text: str) -> int:
     return value
 
 
-def run_main(prog: str, main, argv=None) -> int:
-    """Run main(argv); turn our errors into one line on stderr and their exit code."""
+def run_main(prog: str, main, argv=None, interrupted=RESUME) -> int:
+    """Run main(argv); turn our errors into one line on stderr and their exit code. Ctrl-C (exit
+    130) and SIGTERM (exit 143) unwind alike (every cleanup runs) and end in one line that says
+    what to do: `interrupted`, a string or a function of argv giving the command's own advice."""
     try:
-        return main(argv) or 0
+        with sigterm_as_interrupt():
+            return main(argv) or 0
     except LayoutbenchError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        what = interrupted(sys.argv[1:] if argv is None else list(argv)) if callable(interrupted) else interrupted
+        if isinstance(exc, Terminated):
+            print(f"{prog}: terminated (SIGTERM); {what}", file=sys.stderr)
+            return 143
+        print(f"{prog}: interrupted; {what}", file=sys.stderr)
         return 130
