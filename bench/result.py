@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import LayoutbenchError, UsageError
+from generator.safeio import FileRefused, read_regular
 
 from . import stats
 
 FORMAT = "layoutbench-results"
 VERSION = 1
+MAX_BYTES = 1 << 30  # a results file larger than this is not one bench run wrote
 # version -> a function taking that version's JSON object and returning the next version's
 MIGRATIONS: dict[int, typing.Callable[[dict], dict]] = {}
 
@@ -223,9 +225,11 @@ class Results:
     @classmethod
     def load(cls, path) -> "Results":
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(read_regular(path, MAX_BYTES))  # a FIFO or /dev/zero: refused, never read
         except FileNotFoundError:
             raise ResultsError(f"{path}: no such results file") from None
+        except FileRefused as exc:
+            raise ResultsError(f"{exc}: give a results file written by python -m bench run") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ResultsError(f"{path} cannot be read as JSON ({exc})") from None
         return cls.from_dict(data, str(path))

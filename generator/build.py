@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from .errors import CorpusError, UsageError
 from .lifetime import die_with_parent
 from .layouts import disk_usage, get_layout, layout_ids, writer_classes
 from .manifest import MANIFEST, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
+from .safeio import read_regular
 from .pool import SampleTable, bounded_map, chunks, codec_for, produce
 from .spec import Spec
 from .synth import warm
@@ -63,10 +65,13 @@ class CorpusLock:
 
     def __enter__(self):
         try:  # O_NOFOLLOW: a planted .lock symlink must not make us truncate a file elsewhere
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
             raise UsageError(f"cannot take the lock {self.path} ({exc.strerror}); if it is a symbolic link, "
                              f"remove it, or choose another --out") from None
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):  # a FIFO opened O_RDWR does not block; refuse it
+            os.close(self.fd)
+            raise UsageError(f"the lock {self.path} is not a regular file; remove it, or choose another --out")
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -151,7 +156,7 @@ def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
         if (root / MANIFEST).exists():
             described = read_manifest(root).spec
         elif (root / IN_PROGRESS).exists():
-            described = Spec.from_dict(json.loads((root / IN_PROGRESS).read_text())["spec"])
+            described = Spec.from_dict(json.loads(read_regular(root / IN_PROGRESS, 1 << 20))["spec"])
     except (CorpusError, UsageError, ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
         if not force:
             raise CorpusError(f"{root} holds a damaged corpus ({exc}); rerun with --force to replace it") from None
