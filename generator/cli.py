@@ -16,24 +16,29 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(float(text)) if "e" in text.lower() else int(text)
-    except (ValueError, OverflowError):  # OverflowError: 1e999 is inf
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+INT_MAX = 2**63 - 1  # what a results or manifest field may hold (JSON read back as int64)
 
 
-def nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+def int_in(lo: int, hi: int = INT_MAX):
+    """An argparse type: an integer in [lo, hi] (1e6 notation allowed), else one line saying the range."""
+    want = "a positive integer" if lo == 1 else f">= {lo}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(float(text)) if "e" in text.lower() else int(text)
+        except (ValueError, OverflowError):  # OverflowError: 1e999 is inf
+            raise argparse.ArgumentTypeError(f"expected {want if lo == 1 else 'an integer ' + want}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi:,}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = int_in(1)
+nonneg_int = int_in(0)
 
 
 def run_main(prog: str, main, argv=None, interrupted=RESUME) -> int:
