@@ -56,8 +56,10 @@ def positive_number(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not 0 < value <= MAX_CHECKPOINT_MB:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, {MAX_CHECKPOINT_MB:g}], got {text}")
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if value > MAX_CHECKPOINT_MB:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CHECKPOINT_MB:g}, got {text}")
     return value
 
 

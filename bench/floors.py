@@ -153,7 +153,8 @@ def measure_floors(ctx, manifest) -> Floors:
     caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches]
     seq = []
     all_paths = {}
-    into = cfg.run.batch_size * int(np.mean(manifest.sizes))  # the floor, too, puts one batch's bytes in memory
+    batch = min(cfg.run.batch_size, manifest.spec.count)  # a batch is at most the corpus
+    into = batch * int(np.mean(manifest.sizes))  # the floor, too, puts one batch's bytes in memory
     for layout in cfg.layouts:
         reader = open_corpus(cfg.corpus, layout)
         # listed before evicting: a cold floor must look its files up on disk, as the loader does
@@ -180,6 +181,6 @@ def measure_floors(ctx, manifest) -> Floors:
                                 tuple(round(x * 1e9) for x in r.latencies_s), state.residency))
         ctx.tick_floor(f"pread {cache}")
     mbytes, msec = memcpy_bandwidth()
-    nsamples, nsec = null_floor(max(manifest.spec.count, 100_000), cfg.run.batch_size)
+    nsamples, nsec = null_floor(max(manifest.spec.count, 100_000), batch)
     ctx.tick_floor("memcpy, null loader")
-    return Floors(tuple(seq), tuple(pread), mbytes, msec, nsamples, nsec, cfg.run.batch_size)
+    return Floors(tuple(seq), tuple(pread), mbytes, msec, nsamples, nsec, batch)
