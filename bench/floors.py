@@ -6,6 +6,7 @@ a loader that costs nothing.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import probes
+from .probes import names_corpus_files
 from .measure import null_floor
 from .regimes import set_cache
 from .result import Floors, PreadFloor, SeqFloor
@@ -37,6 +39,7 @@ def _pieces(dest: memoryview, block: int):
         at = at + block if at + block <= end else 0
 
 
+@names_corpus_files("measuring the sequential-read floor")
 def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
     """Read every file (`paths` lists files: see expand) end to end in `block`-sized read()s: (bytes, seconds, files). Also warms.
 
@@ -60,6 +63,7 @@ def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
     return total, time.perf_counter() - t0, n
 
 
+@names_corpus_files("measuring the sequential-read floor")
 def copy_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
     """Like read_sequential, copying `block`-sized pieces out of a read-only map of each file
     (MADV_SEQUENTIAL) instead of read(): the other way a reader gets a file's bytes. Warm, it is
@@ -102,6 +106,7 @@ class PreadResult:
     latencies_s: tuple[float, ...]
 
 
+@names_corpus_files("measuring the pread floor")
 def pread_random(path, sample_bytes: int, max_reads: int = 2000, seconds: float = 2.0,
                  seed: int = 0) -> PreadResult:
     """pread of `sample_bytes` at random non-overlapping sample-sized slots of one file, so a
@@ -120,7 +125,7 @@ def pread_random(path, sample_bytes: int, max_reads: int = 2000, seconds: float 
             got = os.preadv(fd, [buf], slot * sample_bytes)
             lat.append(time.perf_counter() - t)
             if got != sample_bytes:
-                raise OSError(f"short read of {path} at {slot * sample_bytes}: {got} of {sample_bytes} bytes")
+                raise OSError(errno.EIO, f"short read at {slot * sample_bytes}: {got} of {sample_bytes} bytes", str(path))
             if lat[-1] + t > deadline:
                 break
         total = time.perf_counter() - t0
@@ -143,6 +148,7 @@ def memcpy_bandwidth(nbytes: int = 64 << 20, repeats: int = 5) -> tuple[int, flo
     return nbytes, best
 
 
+@names_corpus_files("measuring the floors")
 def measure_floors(ctx, manifest) -> Floors:
     """The floors of this corpus, on rank 0 while the other ranks wait (they share the page cache)."""
     cfg = ctx.cfg

@@ -13,25 +13,58 @@ Linux only; everything that cannot be measured is reported as None, never guesse
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.errors import CorpusError
 from loaders.pagecache import file_residency
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# ---------------------------------------------------------------- corpus files that change under us
+
+class CorpusChanged(CorpusError):
+    """A corpus file vanished or became unreadable while the bench was using it."""
+
+
+def corpus_changed(exc: OSError, what: str) -> CorpusChanged:
+    happened = "vanished" if exc.errno == errno.ENOENT else f"could not be read ({exc.strerror or exc})"
+    return CorpusChanged(f"{exc.filename or 'a corpus file'} {happened} while {what}: the corpus changed during "
+                         f"the run (a file moved or deleted, or the corpus regenerated); leave it alone while it is "
+                         f"benchmarked, check it with python -m loaders verify, and rerun")
+
+
+def names_corpus_files(what: str):
+    """Decorator: an OSError on a corpus file becomes CorpusChanged naming the file and `what`."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except OSError as exc:
+                raise corpus_changed(exc, what) from None
+        return inner
+    return wrap
+
+
 # ---------------------------------------------------------------- page cache
 
+@names_corpus_files("listing the corpus files")
 def expand(paths) -> list[Path]:
-    """Files under the given paths (directories walked), sorted, each once."""
+    """Files under the given paths (directories walked), sorted, each once. A path that is neither
+    (gone: a sample the corpus lists) is an error, not left out of the residency it would lower."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(q for q in p.rglob("*") if q.is_file())
-        elif p.exists():
+        elif p.is_file():
             out.append(p)
+        else:
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(p))
     return sorted(set(out))
 
 
@@ -46,6 +79,7 @@ class Residency:
         return self.resident_bytes / self.total_bytes if self.total_bytes else 0.0
 
 
+@names_corpus_files("checking page-cache residency")
 def residency(paths) -> Residency:
     resident = total = n = 0
     for p in expand(paths):
@@ -74,6 +108,7 @@ def _fadvise_dontneed(files) -> None:
             os.close(fd)
 
 
+@names_corpus_files("evicting the corpus from the page cache")
 def evict(paths, method: str = "auto") -> str:
     """Push the files out of the page cache; returns the method used.
 
@@ -90,6 +125,7 @@ def evict(paths, method: str = "auto") -> str:
     return "fadvise"
 
 
+@names_corpus_files("warming the page cache")
 def warm(paths) -> Residency:
     """Read every file end to end (into one reused buffer), then measure the residency."""
     buf = bytearray(4 << 20)

@@ -120,7 +120,12 @@ class _LayoutCheck:
         r = self.reader
         if self.dead:
             return
-        extra = r.unexpected_entries()
+        try:
+            extra = r.unexpected_entries()
+        except OSError as exc:  # a directory that vanished while it was listed: the corpus changed meanwhile
+            self.found.append(Mismatch(r.layout, -1, str(exc.filename or r.target),
+                                       f"could not be listed ({exc.strerror}): the corpus changed during verify; rerun"))
+            return
         for path in extra[:SHOWN_EXTRA]:
             self.found.append(Mismatch(r.layout, -1, path, f"not a sample of this corpus (the manifest lists "
                                                            f"{len(r):,} samples): remove it, or regenerate"))
