@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import UsageError
+from generator.lifetime import owned_name
 
 from .result import RunConfig
 
 CACHES = ("cold", "warm", "asis")
+PROBE_PREFIX = ".layoutbench-probe-"  # + host-pid: check_writable's probe file
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def check_round_trip(cfg: BenchConfig) -> None:
 def check_writable(what: str, directory: Path) -> None:
     """Refuse, before minutes of measuring, a directory the results or checkpoints cannot be
     written to (made if missing, as saving would; probed with a file created and removed)."""
-    probe = directory / f".layoutbench-probe-{socket.gethostname()}-{os.getpid()}"
+    probe = directory / owned_name(PROBE_PREFIX)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

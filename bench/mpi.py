@@ -234,6 +234,7 @@ def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False
             if not shared:
                 return []
             gen = state["gen"] = held.enter_context(Generation(out, spec, force))  # rank 0 holds the lock
+            gen.remove_partials(layouts)  # of layouts this command does not write (see generate)
             todo = gen.todo(shared)
             for name in todo:
                 state[name] = gen.begin(name)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import LayoutbenchError, UsageError
+from generator.lifetime import owned_name
 from generator.safeio import FileRefused, read_regular
 
 from . import stats
@@ -205,7 +206,7 @@ class Results:
     def save(self, path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = path.with_name(owned_name(f".{path.name}.tmp-"))  # a killed run's is swept by the next
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
         try:  # never write a file that report, compare and plan would refuse: whatever a run accepts loads
             Results.from_dict(json.loads(text), str(path))
@@ -215,8 +216,10 @@ class Results:
         try:
             tmp.write_text(text)
             os.replace(tmp, path)
-        except OSError as exc:  # checked writable before the run; a disk that filled up since
+        except BaseException as exc:  # Ctrl-C, SIGTERM; a disk that filled up since the check
             tmp.unlink(missing_ok=True)
+            if not isinstance(exc, OSError):
+                raise
             raise LayoutbenchError(f"cannot write the results to {path} ({exc.strerror}); free space or choose "
                                    f"another --output and rerun") from None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import LayoutbenchError
+from generator.lifetime import owned_name, sweep_dead
 from generator.layouts import get_layout, layout_ids
 from generator.manifest import read_manifest
 from loaders.registry import readers
@@ -34,6 +35,22 @@ from .measure import Counters, RankEpoch, check_indices, time_batches
 from .naive import naive_name, reads_of
 from .regimes import WARM_MIN, CacheState, set_cache
 from .result import Checkpoint, EpochRecord, RankRecord, Results, Run, RunConfig
+
+
+CHECKPOINT_PREFIX = ".layoutbench-checkpoint-"
+
+
+def sweep_leftovers(cfg: BenchConfig) -> list[Path]:
+    """Remove what killed runs on this host left where this one writes: checkpoints, write probes
+    and results temporaries named after a process that is dead (a kill -9 runs no cleanup)."""
+    from .config import PROBE_PREFIX
+
+    out = Path(cfg.output).parent
+    removed = sweep_dead(out, PROBE_PREFIX) + sweep_dead(out, f".{Path(cfg.output).name}.tmp-")
+    if cfg.checkpoint_mb > 0:
+        ckdir = Path(cfg.checkpoint_dir or out)
+        removed += sweep_dead(ckdir, CHECKPOINT_PREFIX, ".bin") + sweep_dead(ckdir, PROBE_PREFIX)
+    return removed
 
 
 def open_loader(reader, rc: RunConfig, workers: int, rank: int, timing: bool, naive: bool = False):
@@ -131,8 +148,10 @@ def write_checkpoint(path: Path, mb: float, repeat: int, epoch: int) -> Checkpoi
             os.fsync(fd)
         finally:
             os.close(fd)
-    except OSError as exc:  # a full disk, say: no half checkpoint left behind, one clear line
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk: no half checkpoint left behind
         path.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
         raise LayoutbenchError(f"writing a {mb:g} MB checkpoint to {path} failed ({exc.strerror}); free space or "
                                f"give --checkpoint-dir on another disk, and rerun") from None
     seconds = time.perf_counter() - t0
@@ -150,7 +169,8 @@ class Context:
         self.device = probes.block_device(cfg.corpus)
         self.host = socket.gethostname()
         ckdir = Path(cfg.checkpoint_dir or Path(cfg.output).parent)
-        self.checkpoint_path = ckdir / f".layoutbench-checkpoint-{os.getpid()}.bin"
+        # host and pid in the name: a later run removes what a killed one left (sweep_leftovers)
+        self.checkpoint_path = ckdir / f"{owned_name(CHECKPOINT_PREFIX)}.bin"
 
     def aggregate(self, epoch, repeat, first, timing, mine: RankEpoch, io, state: CacheState, n) -> EpochRecord | None:
         """Gather every rank's epoch on rank 0 and make one record (None on other ranks)."""
@@ -212,6 +232,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     cfg = replace(cfg, run=replace(cfg.run, world=comm.size))
     manifest = read_manifest(cfg.corpus)
     check_config(cfg, manifest)
+    sweep_leftovers(cfg)
     if cfg.layouts is None:
         cfg = replace(cfg, layouts=tuple(name for name in layout_ids() if name in manifest.layouts))
     # imported now: a cold first epoch must not read their libraries' code as sample bytes

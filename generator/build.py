@@ -253,6 +253,25 @@ class Generation:
             write_json_atomic(self.root / IN_PROGRESS, {"spec": self.spec.to_dict(), "layouts": todo})
         return todo
 
+    def remove_partials(self, layouts) -> list[Path]:
+        """Remove every path of each registered layout that is neither complete (in the manifest) nor
+        among `layouts` (all the layouts this command writes): the partial files of an interrupted run
+        with other --layouts. Only the same command resumes; a run with other layouts does not leave
+        an orphan nobody points to. Returns what was removed."""
+        removed = []
+        for name, cls in writer_classes().items():
+            if name in layouts or name in self.done():
+                continue
+            for p in cls(self.root, None, None).paths():
+                if p.is_symlink() or p.is_file():
+                    p.unlink()
+                elif p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    continue
+                removed.append(p)
+        return removed
+
     def writer(self, name: str):
         return get_layout(name).writer_class()(self.root, self.spec, self.codec)
 
@@ -337,6 +356,9 @@ def generate(out, spec: Spec, layouts=None, workers: int | None = None, force: b
     with Generation(out, spec, force) as gen:
         reports = [gen.report_existing(name) for name in layouts if name in gen.done()]
         try:
+            for p in gen.remove_partials(layouts):
+                print(f"python -m generator: removed {p}, left unfinished by an interrupted run of a layout this "
+                      f"run does not write", file=sys.stderr)
             for name in gen.todo(layouts):
                 t0 = time.perf_counter()
                 writer = gen.begin(name)

@@ -159,5 +159,85 @@ def test_special_files_where_results_belong_are_refused_at_once(tmp_path):
     assert not (tmp_path / "report").exists() or not any((tmp_path / "report").iterdir())
 
 
+# --- what an interrupted command leaves behind -------------------------------------------------------
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_an_interrupted_checkpoint_write_leaves_no_file(corpus, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM (both KeyboardInterrupt in the CLIs) in the middle of writing a checkpoint:
+    the partial checkpoint is removed as the interrupt unwinds."""
+    from bench import runner
+    from generator.lifetime import Terminated
+
+    path = tmp_path / ".layoutbench-checkpoint-host-1.bin"
+    real_write, calls = os.write, [0]
+
+    def write(fd, data):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise Terminated()
+        return real_write(fd, data)
+
+    monkeypatch.setattr(runner.os, "write", write)
+    with pytest.raises(Terminated):
+        runner.write_checkpoint(path, 10.0, 0, 0)
+    assert calls[0] == 2 and not path.exists()
+
+
+def test_what_a_killed_bench_run_left_is_swept_by_the_next(corpus, tmp_path):
+    """kill -9 runs no cleanup: a checkpoint, a write probe and a results temporary named after a
+    dead process on this host are removed by the next run that writes there; those of a live
+    process, or of another host (whose pids mean nothing here), are kept."""
+    import socket
+
+    from bench.config import BenchConfig
+    from bench.result import RunConfig
+    from bench.runner import run_bench
+
+    host, dead, live = socket.gethostname(), dead_pid(), os.getppid()
+    left = [f".layoutbench-checkpoint-{host}-{dead}.bin", f".layoutbench-probe-{host}-{dead}", f".r.json.tmp-{host}-{dead}"]
+    kept = [f".layoutbench-checkpoint-{host}-{live}.bin", f".layoutbench-checkpoint-elsewhere-{dead}.bin",
+            f".r.json.tmp-{host}-{live}", "unrelated.bin"]
+    for name in left + kept:
+        (tmp_path / name).write_bytes(b"x" * 100)
+    cfg = BenchConfig(corpus=corpus("gray8"), output=tmp_path / "r.json", layouts=("hdf5",), caches=("warm",),
+                      naive=False, run=RunConfig(epochs=1, batch_size=8, sample_latency=False), checkpoint_mb=0.01,
+                      checkpoint_every=1)
+    run_bench(cfg).save(cfg.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["r.json"])
+
+
+def test_partials_of_layouts_a_rerun_does_not_write_are_removed_and_said(tmp_path):
+    """A run killed while writing HDF5 and LMDB, rerun with --layouts files: the partial .corpus.h5
+    and lmdb.partial/ (which nothing would ever finish or point to) are removed, one line each on
+    stderr; the corpus verifies; a later run with hdf5 writes it afresh."""
+    from generator.build import IN_PROGRESS
+    from generator.layouts.hdf5 import PARTIAL as H5_PARTIAL
+    from generator.layouts.lmdb import PARTIAL as LMDB_PARTIAL
+
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / H5_PARTIAL).write_bytes(b"\x89HDF half a file")
+    (root / LMDB_PARTIAL).mkdir()
+    (root / LMDB_PARTIAL / "data.mdb").write_bytes(b"half")
+    (root / IN_PROGRESS).write_text(json.dumps({"spec": SPEC.to_dict(), "layouts": ["hdf5", "lmdb"]}))
+    argv = ["-m", "generator", "--shape", "4x4x1", "--count", "5", "--workers", "1", "--quiet", "--out", str(root)]
+    p = subprocess.run([sys.executable, *argv, "--layouts", "files"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stderr.splitlines()) == sorted(
+        f"python -m generator: removed {root / name}, left unfinished by an interrupted run of a layout this run "
+        f"does not write" for name in (H5_PARTIAL, LMDB_PARTIAL)), p.stderr
+    assert not (root / H5_PARTIAL).exists() and not (root / LMDB_PARTIAL).exists() and not (root / IN_PROGRESS).exists()
+    assert subprocess.run([sys.executable, "-m", "loaders", "verify", str(root), "--quiet"], cwd=REPO,
+                          capture_output=True, timeout=120).returncode == 0
+    p = subprocess.run([sys.executable, *argv, "--layouts", "files,hdf5"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and p.stderr == "" and (root / "corpus.h5").is_file(), p.stderr
+
 if __name__ == "__main__":  # the child of run_all
     _child(sys.argv[1], float(sys.argv[2]))
