@@ -135,3 +135,57 @@ def test_a_killed_bench_run_leaves_no_worker_segment_or_map(corpus, tmp_path, ki
     assert p.returncode == code, (p.returncode, err)
     assert err == f"python -m bench: {word}; no results were written (bench run does not resume): rerun the " \
                   f"command to measure from the start\n", err
+
+
+def signal_when(p: subprocess.Popen, ready, sig, timeout: float = 60) -> tuple[int, str]:
+    """Send `sig` to p once ready() holds, then (exit code, stderr)."""
+    try:
+        wait_for(lambda: ready() or p.poll() is not None, timeout, "the command to get going")
+        assert p.poll() is None, ("it ended before the signal", p.communicate())
+        tree = descendants(p.pid)
+        os.kill(p.pid, sig)
+        _, err = p.communicate(timeout=60)
+        wait_for(lambda: not any(alive(pid) for pid in tree) or None, 1.0, "its workers to end")
+        return p.returncode, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
+def test_sigterm_of_the_generator_is_one_line_and_the_rerun_resumes(tmp_path):
+    """SIGTERM (before: silent, exit 143) now ends like Ctrl-C: one line, exit 143, its worker
+    processes gone; the same command then finishes the corpus, which verifies."""
+    out = tmp_path / "c"
+    argv = [sys.executable, "-m", "generator", "--preset", "cifar", "--count", "2000", "--layouts", "files",
+            "--workers", "2", "--quiet", "--out", str(out)]
+    p = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code, err = signal_when(p, lambda: (out / "files").is_dir() and len(children(p.pid)) >= 2, signal.SIGTERM)
+    assert code == 143 and err == "python -m generator: terminated (SIGTERM); rerun the same command to resume\n", err
+    assert subprocess.run(argv, cwd=REPO, capture_output=True, timeout=300).returncode == 0
+    v = subprocess.run([sys.executable, "-m", "loaders", "verify", str(out), "--quiet"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert v.returncode == 0 and "files: all 2,000 samples match" in v.stdout, v
+
+
+@pytest.fixture(scope="module")
+def lmdb_corpus(tmp_path_factory):
+    """An LMDB-only corpus that takes verify a second or so (long enough to be interrupted)."""
+    from generator.build import generate
+    from generator.spec import Spec
+
+    root = tmp_path_factory.mktemp("verify-me")
+    generate(root, Spec(height=64, width=64, channels=3, count=1000), ["lmdb"], workers=2, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_an_interrupted_verify_says_it_does_not_resume(lmdb_corpus, sig):
+    """verify never resumed: its line says so (before: "rerun the same command to resume")."""
+    root = lmdb_corpus
+    p = subprocess.Popen([sys.executable, "-m", "loaders", "verify", str(root), "--quiet"], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code, err = signal_when(p, lambda: str(root / "lmdb" / "data.mdb") in maps(p.pid), sig)
+    word = "terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted"
+    assert (code, err) == (143 if sig == signal.SIGTERM else 130, f"python -m loaders: {word}; verify does not "
+                           f"resume: rerun it to check the corpus from the start\n")
