@@ -55,16 +55,15 @@ def names_corpus_files(what: str):
 
 @names_corpus_files("listing the corpus files")
 def expand(paths) -> list[Path]:
-    """Files under the given paths (directories walked), sorted, each once. A path that is neither
-    (gone: a sample the corpus lists) is an error, not left out of the residency it would lower."""
+    """Files under the given paths (directories walked), sorted, each once. A listed sample that is
+    missing is left out: reading it names it (SampleError, `... missing`), as damage, before any
+    result is kept; one that vanishes after this listing is CorpusChanged where it is opened."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(q for q in p.rglob("*") if q.is_file())
-        elif p.is_file():
+        elif p.exists():
             out.append(p)
-        else:
-            raise FileNotFoundError(errno.ENOENT, "no such file", str(p))
     return sorted(set(out))
 
 

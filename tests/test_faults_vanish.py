@@ -54,14 +54,6 @@ def test_a_file_gone_between_listing_and_reading_is_named_by_every_probe(corpus_
     assert "the corpus changed during the run" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_listed_sample_that_is_gone_is_named_not_left_out_of_the_residency(corpus_copy):
-    root = corpus_copy("gray8")
-    sample = sorted((root / "files").rglob("*.tif"))[3]
-    sample.unlink()
-    with pytest.raises(CorpusChanged, match=f"{sample} vanished while listing the corpus files"):
-        probes.residency([root / "files" / "1", sample])
-
-
 def bench_run(root, out, capsys, cache):
     from bench.__main__ import main
 
