@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import UsageError
-from generator.lifetime import owned_name
+from generator.lifetime import owned_name, sweep_dead
 
 from .result import RunConfig
 
@@ -134,6 +134,7 @@ def check_writable(what: str, directory: Path) -> None:
     """Refuse, before minutes of measuring, a directory the results or checkpoints cannot be
     written to (made if missing, as saving would; probed with a file created and removed)."""
     probe = directory / owned_name(PROBE_PREFIX)
+    sweep_dead(directory, PROBE_PREFIX)  # what a run killed right here left
     try:
         directory.mkdir(parents=True, exist_ok=True)
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

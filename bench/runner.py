@@ -183,6 +183,8 @@ class Context:
         if got is None:
             return None
         may_drop = len(got) * (self.cfg.run.batch_size - 1) if self.cfg.run.drop_last else 0
+        if not any(int(g["samples"]) for g in got):  # check_config refuses such runs; never report one
+            raise LayoutbenchError(f"epoch {epoch} read no sample: a throughput of nothing would be untrue")
         check_indices([g["indices"] for g in got], n, may_drop, epoch)
         return EpochRecord(
             repeat=repeat, epoch=epoch, first=first, timing=timing,

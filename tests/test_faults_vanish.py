@@ -8,7 +8,6 @@ after the bench has listed the corpus (bench.probes.expand), at each place that 
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
