@@ -33,12 +33,24 @@ def die_with_parent(parent: int) -> None:
     started it ends, strictly: start workers from a thread that outlives them, as the main thread
     does), and exits now if `parent` is already gone (it died before prctl took effect)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # see started_quietly
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the parent's pipes closing still ends the child
         pass
     if os.getppid() != parent:
         os._exit(1)
+
+
+@contextlib.contextmanager
+def started_quietly():
+    """Around starting a child that calls die_with_parent: SIGTERM stays blocked across the fork (and
+    exec) until the child has dropped the parent's handler, which it would otherwise run."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 @contextlib.contextmanager

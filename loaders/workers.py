@@ -34,7 +34,7 @@ from multiprocessing import reduction
 import numpy as np
 
 from generator.errors import LayoutbenchError, SampleError, UsageError
-from generator.lifetime import die_with_parent
+from generator.lifetime import die_with_parent, started_quietly
 
 from .base import Reader
 from .stages import Batch, fetch
@@ -197,7 +197,7 @@ class ProcessPool:
         ctx = multiprocessing.get_context(ld.worker_kind)
         ld.reader.close()  # workers get a pickled reader, without handles, and open their own
         self.conns, self.procs, self.slots = [], [], []
-        self.broken = False
+        self.broken = self.interrupted = False
         try:
             for w in range(ld.workers):
                 slots = None
@@ -213,7 +213,8 @@ class ProcessPool:
                 inherited = (*self.conns, parent) if ld.worker_kind == "fork" else ()
                 p = ctx.Process(target=_worker_main, name=f"loader-{ld.worker_kind}-{w}", daemon=True,
                                 args=(child, os.getpid(), inherited, ld.fetch))
-                p.start()
+                with started_quietly():
+                    p.start()
                 child.close()  # the worker holds the only other end: its death breaks the pipe
                 self.conns.append(parent)
                 self.procs.append(p)
@@ -300,6 +301,9 @@ class ProcessPool:
                     np.copyto(images, slot_view)
                     del slot_view
                 yield Batch(images, ld.reader.labels(idx), idx, nbytes, seconds)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: nothing in flight is wanted; stop the workers now
+            self.broken = self.interrupted = True
+            raise
         finally:  # an error or an abandoned epoch: collect what is still in flight
             if not self.broken:
                 try:
@@ -310,7 +314,7 @@ class ProcessPool:
                 except WorkerError:
                     pass
             self.results.clear()
-            if self.broken:
+            if self.broken and self.procs:
                 self.loader._pool = None
                 self.close()
 
@@ -321,12 +325,18 @@ class ProcessPool:
                           f"{error[2]}")
 
     def close(self):
+        """Stop the workers (while an interrupt unwinds, at once: SIGTERM; else when they have read
+        b"") and free the slots. A suspended epoch of this pool then collects nothing."""
+        self.interrupted = self.interrupted or isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        self.broken = True
         for c in self.conns:
             try:
                 c.send_bytes(b"")
             except (OSError, ValueError):
                 pass
         for p in self.procs:
+            if self.interrupted:
+                p.terminate()
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
