@@ -327,6 +327,9 @@ def run_ranked(prog: str, fn, argv=None) -> int:
             print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
+        if rank == 0:
+            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            print(f"{prog}: {what}; rerun the same command to resume", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
 
 

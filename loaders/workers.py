@@ -193,7 +193,8 @@ class ProcessPool:
     def __init__(self, loader: Loader):
         ld = self.loader = loader
         spec = ld.reader.spec
-        self.slot_bytes = ld.batch_size * spec.pixel_bytes if ld.decode else 0
+        # a batch holds at most the corpus (a --batch-size above the count is one batch of it)
+        self.slot_bytes = min(ld.batch_size, max(1, len(ld.reader))) * spec.pixel_bytes if ld.decode else 0
         ctx = multiprocessing.get_context(ld.worker_kind)
         ld.reader.close()  # workers get a pickled reader, without handles, and open their own
         self.conns, self.procs, self.slots = [], [], []
