@@ -53,7 +53,7 @@ def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
     files = list(paths)  # files, not directories: listing them here would warm their metadata
     t0 = time.perf_counter()
     for p in files:
-        fd = os.open(p, os.O_RDONLY)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # never blocks on a FIFO
         try:
             while got := os.readv(fd, [dest[(a := next(at)):a + block]]):
                 total += got
@@ -75,7 +75,7 @@ def copy_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
     files = list(paths)  # files, not directories (see read_sequential)
     t0 = time.perf_counter()
     for p in files:
-        fd = os.open(p, os.O_RDONLY)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # never blocks on a FIFO
         try:
             size = os.fstat(fd).st_size
             if size:
@@ -116,7 +116,7 @@ def pread_random(path, sample_bytes: int, max_reads: int = 2000, seconds: float 
     slots = np.random.default_rng(seed).permutation(max(1, size // sample_bytes))[:max_reads]
     buf = bytearray(sample_bytes)
     lat = []
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         t0 = time.perf_counter()
         deadline = t0 + seconds

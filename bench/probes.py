@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import CorpusError
+from generator.safeio import kind_of
 from loaders.pagecache import file_residency
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -62,8 +63,11 @@ def expand(paths) -> list[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(q for q in p.rglob("*") if q.is_file())
-        elif p.exists():
+        elif p.is_file():
             out.append(p)
+        elif p.exists():  # a FIFO would hang the floors' reads, a device never end them
+            raise CorpusError(f"{p} is {kind_of(p.stat().st_mode)}, not a regular file; the corpus is damaged or "
+                              f"not ours: check it with python -m loaders verify, or regenerate it with --force")
     return sorted(set(out))
 
 
@@ -100,7 +104,7 @@ def _drop_caches() -> bool:
 
 def _fadvise_dontneed(files) -> None:
     for p in files:
-        fd = os.open(p, os.O_RDONLY)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:

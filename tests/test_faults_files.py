@@ -113,7 +113,8 @@ def assert_one_line(got, code: int, prog: str, *fragments: str) -> None:
 def test_special_files_where_a_manifest_marker_or_lock_belongs_are_refused_at_once(tmp_path):
     """manifest.json as each special file: verify (exit 3), bench run (exit 1) and the generator
     (exit 1, "damaged corpus ... --force") refuse it; the in-progress marker and the lock as a FIFO
-    refuse the generator; nothing hangs and nothing reads /dev/zero."""
+    refuse the generator; corpus.h5 or lmdb/data.mdb as a FIFO refuse bench run (its floors read
+    them first); nothing hangs and nothing reads /dev/zero."""
     sound = tmp_path / "sound"
     generate(sound, SPEC, workers=1, progress=False)
     procs, expect = {}, {}
@@ -135,6 +136,13 @@ def test_special_files_where_a_manifest_marker_or_lock_belongs_are_refused_at_on
         make_fifo(root / marker)
         procs[marker] = [*GEN, "--out", root]
         expect[marker] = (1 if marker == ".generating.json" else 2, "python -m generator", says)
+    for inner in ("corpus.h5", "lmdb/data.mdb"):  # a layout's own file: the floors read it before any reader
+        root = tmp_path / f"fifo-{inner.replace('/', '-')}"
+        shutil.copytree(sound, root)
+        make_fifo(root / inner)
+        procs[f"run {inner}"] = ["bench", "run", "--corpus", root, "--output", tmp_path / f"{root.name}.json",
+                                 "--cache", "warm", "--quiet"]
+        expect[f"run {inner}"] = (1, "python -m bench", f"{root / inner} is ", "not a regular file")
     got = run_all(procs)
     for name, (code, prog, *fragments) in expect.items():
         assert_one_line(got[name], code, prog, *fragments)
