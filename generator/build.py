@@ -125,6 +125,20 @@ def _worker_init(parent: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked across fork
 
 
+def _remove_special_partials(writer) -> None:
+    """A FIFO, device or socket among the partial files a writer resumes from (its own temporaries:
+    `paths()` other than the published target, one level deep) is not something a run of ours left:
+    removed, so that the writer starts that file afresh instead of hanging on it (a FIFO in
+    lmdb.partial/ hung LMDB's open) or failing on it."""
+    final = writer.root / writer.target
+    for p in writer.paths():
+        if p == final or p.is_symlink():  # links are refused by _existing
+            continue
+        for q in ([*p.iterdir()] if p.is_dir() else [p]):
+            if q.exists() and not (q.is_file() or q.is_dir()) and not q.is_symlink():
+                q.unlink()
+
+
 def _produce_job(args):
     spec, indices = args
     return (indices, *produce(spec, indices))
@@ -279,6 +293,7 @@ class Generation:
         """The layout's writer, begun (its resume point in writer.start)."""
         self.current = f"the {name} layout"
         writer = self.writer(name)
+        _remove_special_partials(writer)
         try:
             writer.start = writer.begin()
         except BaseException:

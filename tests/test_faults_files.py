@@ -246,5 +246,24 @@ def test_partials_of_layouts_a_rerun_does_not_write_are_removed_and_said(tmp_pat
                        timeout=120)
     assert p.returncode == 0 and p.stderr == "" and (root / "corpus.h5").is_file(), p.stderr
 
+
+def test_a_fifo_among_a_layouts_partial_files_is_replaced_not_waited_on(tmp_path):
+    """A FIFO where an interrupted run's `.corpus.h5.partial` or `lmdb.partial/data.mdb` would be
+    (LMDB's open hung on it): the generator removes it, writes the layout afresh, and it verifies."""
+    from generator.build import IN_PROGRESS
+    from loaders.verify import verify
+
+    cases = {}
+    for layout, partial in (("hdf5", ".corpus.h5.partial"), ("lmdb", "lmdb.partial/data.mdb")):
+        root = tmp_path / layout
+        (root / partial).parent.mkdir(parents=True)
+        (root / IN_PROGRESS).write_text(json.dumps({"spec": SPEC.to_dict(), "layouts": [layout]}))
+        make_fifo(root / partial)
+        cases[layout] = [*GEN, "--layouts", layout, "--out", root]
+    got = run_all(cases)
+    for layout in cases:
+        assert got[layout] == (0, ""), got[layout]
+        assert verify(tmp_path / layout, [layout], progress=False)[1] == []
+
 if __name__ == "__main__":  # the child of run_all
     _child(sys.argv[1], float(sys.argv[2]))
