@@ -53,22 +53,28 @@ def test_a_file_gone_between_listing_and_reading_is_named_by_every_probe(corpus_
     assert "the corpus changed during the run" in str(e.value) and "\n" not in str(e.value)
 
 
-def bench_run(root, out, capsys, cache):
+def bench_run(root, out, capsys, cache, layout="files"):
     from bench.__main__ import main
 
     code = run_main("python -m bench", main, ["run", "--corpus", str(root), "--output", str(out), "--cache", cache,
                                               "--epochs", "3", "--batch-size", "8", "--no-naive", "--quiet",
-                                              "--layouts", "files", "--evict", "fadvise"])
+                                              "--layouts", layout, "--evict", "fadvise"])
     return code, capsys.readouterr().err
 
 
+# after how many listings the file goes: 0 the floors, 3 the first epoch's cache setting, 8 a later
+# epoch (loose files only: for one-file layouts that is the first epoch's case again)
+MOMENTS = [(layout, n) for layout in ("files", "hdf5", "lmdb") for n in (0, 3, 8) if layout == "files" or n < 8]
+
+
 @pytest.mark.parametrize("cache", ["cold", "warm"])
-@pytest.mark.parametrize("after_calls", [0, 3, 8])  # the floors, the first epoch's cache setting, later epochs
+@pytest.mark.parametrize("layout, after_calls", MOMENTS)
 def test_a_sample_moved_away_during_bench_run_is_one_named_line(corpus_copy, tmp_path, monkeypatch, capsys, cache,
-                                                               after_calls):
+                                                               after_calls, layout):
+    """A loose file, corpus.h5 or lmdb/data.mdb deleted right after the bench listed it."""
     root = corpus_copy("gray8")
     gone = vanish_after_listing(monkeypatch, after_calls)
-    code, err = bench_run(root, tmp_path / "r.json", capsys, cache)
+    code, err = bench_run(root, tmp_path / "r.json", capsys, cache, layout)
     assert gone, "the run ended before the file was moved: the test proves nothing"
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("python -m bench: error: ") and str(gone[0]) in err, err
