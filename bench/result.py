@@ -487,14 +487,14 @@ def _check_facts(corpus, metadata, where: str) -> None:
         bad("corpus spec preset", spec["preset"])
     if not isinstance(corpus.get("path", ""), str):
         bad("corpus path", corpus["path"])
-    if "payload_bytes" in corpus and not _number(corpus["payload_bytes"]):
+    if "payload_bytes" in corpus and not (_number(corpus["payload_bytes"]) and corpus["payload_bytes"] >= 0):
         bad("corpus payload_bytes", corpus["payload_bytes"])
     layouts = corpus.get("layouts", {})
     if not isinstance(layouts, dict) or not all(isinstance(f, dict) for f in layouts.values()):
         bad("corpus layouts", layouts)
     for name, facts in layouts.items():
         for key in ("bytes_on_disk", "files"):
-            if facts.get(key) is not None and not _number(facts[key]):
+            if facts.get(key) is not None and not (_number(facts[key]) and facts[key] >= 0):
                 bad(f"corpus layout {name} {key}", facts[key])
     if not isinstance(metadata, dict):
         bad("metadata", metadata)

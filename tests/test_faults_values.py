@@ -58,6 +58,19 @@ def test_a_run_that_reads_nothing_or_cannot_fit_is_refused_before_measuring(corp
     assert not (tmp_path / "out").exists()  # refused before any output directory was made
 
 
+def test_more_ranks_than_samples_is_refused(corpus, tmp_path):
+    """Under MPI, a rank with no sample would read nothing: refused before measuring."""
+    from bench.config import check_config
+    from generator.errors import UsageError
+    from generator.manifest import read_manifest
+
+    root = corpus("gray8")
+    cfg = BenchConfig(corpus=root, output=tmp_path / "r.json", run=RunConfig(world=38))
+    with pytest.raises(UsageError, match="38 ranks for 37 samples: some ranks would read nothing"):
+        check_config(cfg, read_manifest(root))
+    check_config(BenchConfig(corpus=root, output=tmp_path / "r.json", run=RunConfig(world=37)), read_manifest(root))
+
+
 @pytest.mark.parametrize("option, too_big", [
     ("--seed", str(2**64 + 1)), ("--prefetch", "1e30"), ("--batch-size", "1e30"), ("--epochs", "1e30"),
     ("--repeats", "1e30"), ("--workers", "1,1e30"), ("--shard-shift", "1e30"), ("--checkpoint-every", "1e30"),
@@ -110,6 +123,7 @@ ODD = {
     "a floor of another cache": (lambda d: d["floors"]["seq"][0].update(cache="hot"), "cache is 'hot'"),
     "negative floor seconds": (lambda d: d["floors"]["seq"][0].update(seconds=-1), "-1 is negative"),
     "a pread of 0-byte samples": (lambda d: d["floors"]["pread"][0].update(sample_bytes=0), "sample_bytes is 0"),
+    "negative corpus bytes": (lambda d: d["corpus"].update(payload_bytes=-5), "corpus payload_bytes is -5"),
 }
 
 
