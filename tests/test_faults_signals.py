@@ -99,9 +99,10 @@ def bench_run(corpus: Path, out: Path, kind: str) -> subprocess.Popen:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 @pytest.mark.parametrize("kind", ["fork", "spawn"])
 def test_a_killed_bench_run_leaves_no_worker_segment_or_map(corpus, tmp_path, kind, sig):
-    """Within a second of the signal to the bench's pid alone: every process it started (workers,
-    spawn's resource tracker) is gone, no process maps the corpus or the batch slots, no /dev/shm
-    segment is left; SIGTERM and SIGINT end in one line (exit 143 / 130), no traceback."""
+    """After the signal to the bench's pid alone (within 1 s for SIGKILL, 3 s for the signals it
+    unwinds from): every process it started (workers, spawn's resource tracker) is gone, no process
+    maps the corpus or the batch slots, and none of them held anything in /dev/shm to leave there;
+    SIGTERM and SIGINT end in one line (exit 143 / 130), no traceback, no results."""
     root = corpus("gray8")
     data = str(root / "lmdb" / "data.mdb")
     p = bench_run(root, tmp_path, kind)
@@ -117,11 +118,12 @@ def test_a_killed_bench_run_leaves_no_worker_segment_or_map(corpus, tmp_path, ki
         assert set(workers) <= tree
         assert not any(in_shm(pid) for pid in [p.pid, *tree])  # nothing that could be left in /dev/shm
         os.kill(p.pid, sig)
-        t0 = time.monotonic()
-        wait_for(lambda: not any(alive(pid) for pid in tree) or None, 1.0,
+        # SIGKILL: the kernel ends the workers as the parent dies (1 s). SIGTERM/SIGINT: the parent
+        # unwinds first and stops them, a few scheduling rounds on a loaded machine (3 s).
+        limit = 1.0 if sig == signal.SIGKILL else 3.0
+        wait_for(lambda: not any(alive(pid) for pid in tree) or None, limit,
                  f"{[pid for pid in tree if alive(pid)]} of {sorted(tree)} to end after {sig.name}")
         assert mapping(data) == [] and mapping(slots) == [], "the corpus or the slots are still mapped"
-        assert time.monotonic() - t0 < 1.5
         out, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
