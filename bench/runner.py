@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import LayoutbenchError
-from generator.lifetime import owned_name, sweep_dead
+from generator.lifetime import owned_name, pid_alive, sweep_dead
 from generator.layouts import get_layout, layout_ids
 from generator.manifest import read_manifest
 from loaders.registry import readers
@@ -50,6 +50,12 @@ def sweep_leftovers(cfg: BenchConfig) -> list[Path]:
     if cfg.checkpoint_mb > 0:
         ckdir = Path(cfg.checkpoint_dir or out)
         removed += sweep_dead(ckdir, CHECKPOINT_PREFIX, ".bin") + sweep_dead(ckdir, PROBE_PREFIX)
+        # the name of earlier versions, pid only: removed when that pid is dead here
+        for p in ckdir.glob(f"{CHECKPOINT_PREFIX}*.bin"):
+            pid = p.name[len(CHECKPOINT_PREFIX):-len(".bin")]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
     return removed
 
 

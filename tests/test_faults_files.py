@@ -206,7 +206,8 @@ def test_what_a_killed_bench_run_left_is_swept_by_the_next(corpus, tmp_path):
     from bench.runner import run_bench
 
     host, dead, live = socket.gethostname(), dead_pid(), os.getppid()
-    left = [f".layoutbench-checkpoint-{host}-{dead}.bin", f".layoutbench-probe-{host}-{dead}", f".r.json.tmp-{host}-{dead}"]
+    left = [f".layoutbench-checkpoint-{host}-{dead}.bin", f".layoutbench-probe-{host}-{dead}", f".r.json.tmp-{host}-{dead}",
+            f".layoutbench-checkpoint-{dead}.bin"]  # the last: the name earlier versions left
     kept = [f".layoutbench-checkpoint-{host}-{live}.bin", f".layoutbench-checkpoint-elsewhere-{dead}.bin",
             f".r.json.tmp-{host}-{live}", "unrelated.bin"]
     for name in left + kept:
