@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from generator.cli import Parser, nonneg_int, positive_int, run_main
+from generator.cli import Parser, int_in, nonneg_int, run_main
 from generator.errors import UsageError
 from generator.layouts import layout_ids
 
@@ -40,9 +40,14 @@ def comma_list(allowed=None, kind=str):
     return parse
 
 
+# Bounds of bench run's numbers (the loader's own, loaders.pipeline.LIMITS, for what it takes)
+MAX_EPOCHS, MAX_REPEATS, MAX_BATCH, MAX_WORKERS, MAX_PREFETCH = 1_000_000, 1000, 1 << 25, 256, 1024
+MAX_CHECKPOINT_MB = 1e9  # 1 PB; the free space of --checkpoint-dir is checked before the run
+
+
 def nonneg_list(text: str):
     try:
-        return comma_list(kind=nonneg_int)(text)
+        return comma_list(kind=int_in(0, MAX_WORKERS))(text)
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise argparse.ArgumentTypeError(f"--workers takes integers >= 0 separated by commas ({exc})") from None
 
@@ -52,8 +57,10 @@ def positive_number(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    if not value > 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if value > MAX_CHECKPOINT_MB:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CHECKPOINT_MB:g}, got {text}")
     return value
 
 
@@ -94,15 +101,15 @@ def add_run(sub) -> None:
                    help="with --cache capped: the page cache the run may use (e.g. 320M, 1G; binary units), on "
                         "top of the loader's own memory, which is measured first; the loader and its workers run "
                         "in a memory cgroup of that limit")
-    p.add_argument("--epochs", type=positive_int, default=2, help="epochs per run; the first is reported apart (default 2)")
-    p.add_argument("--repeats", type=positive_int, default=1, help="repeat every run R times (default 1)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="samples per batch (default 32)")
+    p.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=2, help="epochs per run; the first is reported apart (default 2)")
+    p.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=1, help="repeat every run R times (default 1)")
+    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=32, help="samples per batch (default 32)")
     p.add_argument("--workers", type=nonneg_list, default=(0,),
                    help="loader workers, a comma list to sweep, e.g. 1,2 (default 0: the calling thread)")
     p.add_argument("--worker-kind", choices=WORKER_KINDS, default="thread",
                    help="thread (default), process (= fork), fork or spawn")
     p.add_argument("--shuffle", choices=SHUFFLES, default="shuffle", help="epoch order (default shuffle)")
-    p.add_argument("--prefetch", type=positive_int, default=2, help="batches in flight per worker (default 2)")
+    p.add_argument("--prefetch", type=int_in(1, MAX_PREFETCH), default=2, help="batches in flight per worker (default 2)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="epoch order seed (default 0)")
     p.add_argument("--drop-last", action="store_true", help="drop the last partial batch")
     p.add_argument("--no-decode", action="store_true", help="deliver payloads only (no pixels)")
@@ -110,11 +117,11 @@ def add_run(sub) -> None:
                    help="skip the extra per-sample timing epoch of each run")
     p.add_argument("--no-naive", action="store_true", help="skip the naive baselines (tifffile.imread, h5py)")
     p.add_argument("--checkpoint-mb", type=positive_number, help="emulate checkpoints of M MB (with --checkpoint-every)")
-    p.add_argument("--checkpoint-every", type=positive_int, help="write a checkpoint every N epochs")
+    p.add_argument("--checkpoint-every", type=int_in(1, MAX_EPOCHS), help="write a checkpoint every N epochs")
     p.add_argument("--checkpoint-dir", type=Path, help="where checkpoints go (default: beside --output)")
     p.add_argument("--evict", choices=("auto", "fadvise"), default="auto",
                    help="cold eviction: auto = drop_caches as root, else fadvise (default auto)")
-    p.add_argument("--shard-shift", type=nonneg_int, default=0,
+    p.add_argument("--shard-shift", type=int_in(0, 2**31), default=0,
                    help="under MPI: rank r reads shard (r + epoch*S) %% ranks (default 0)")
     p.add_argument("--comm", choices=("auto", "single", "mpi"), default="auto",
                    help="auto (default): MPI when started by mpirun, else one process")
@@ -237,5 +244,21 @@ def main(argv=None) -> int:
     return args.func(args)
 
 
+# What an interrupted command leaves, and what to do: run and report write their outputs only at
+# the end (nothing is resumed); suite's corpora resume, its measurements start over.
+INTERRUPTED = {
+    "run": "no results were written (bench run does not resume): rerun the command to measure from the start",
+    "report": "the report may be incomplete: rerun the command to write it again",
+    "suite": "corpora already generated are kept; rerun the command: generation resumes, the measurements "
+             "start over",
+}
+
+
+def interrupted(argv: list[str]) -> str:
+    """The line after `interrupted;` for this command line (see INTERRUPTED)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return INTERRUPTED.get(command, "nothing was written: rerun the command")
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(PROG, main))
+    sys.exit(run_main(PROG, main, interrupted=interrupted))

@@ -147,7 +147,6 @@ def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -
     counter = HitCounter()
     probed = ProbedReader(reader, counter)
     loader = open_loader(probed, rc, workers, 0, False)
-    timing_loader = None
     try:
         loader.start()
         _prime(loader, rc, workers)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
-import socket
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import UsageError
+from generator.lifetime import owned_name, sweep_dead
 
 from .result import RunConfig
 
 CACHES = ("cold", "warm", "asis", "capped")
+PROBE_PREFIX = ".layoutbench-probe-"  # + host-pid: check_writable's probe file
 
 
 @dataclass(frozen=True)
@@ -62,18 +65,81 @@ def check_config(cfg: BenchConfig, manifest) -> None:
     check_capped(cfg, manifest, cfg.run.world)
     if (cfg.checkpoint_mb > 0) != (cfg.checkpoint_every > 0):
         raise UsageError("give --checkpoint-mb and --checkpoint-every together")
+    check_reads_something(cfg, manifest)
+    check_memory(cfg, manifest)
+    check_round_trip(cfg)
     if Path(cfg.output).is_dir():
         raise UsageError(f"--output {cfg.output} is a directory; give a file name, e.g. {Path(cfg.output) / 'results.json'}")
     # Last: these make the directories if missing (as saving would), so only for a run that will go ahead.
     check_writable("--output", Path(cfg.output).parent)
     if cfg.checkpoint_mb > 0:
-        check_writable("--checkpoint-dir", Path(cfg.checkpoint_dir or Path(cfg.output).parent))
+        ckdir = Path(cfg.checkpoint_dir or Path(cfg.output).parent)
+        check_writable("--checkpoint-dir", ckdir)
+        free = shutil.disk_usage(ckdir).free
+        if cfg.checkpoint_mb * 1e6 > free:
+            raise UsageError(f"--checkpoint-mb {cfg.checkpoint_mb:g} does not fit in {ckdir} ({free / 1e6:,.0f} MB "
+                             f"free); give a smaller size or --checkpoint-dir on a larger disk")
+
+
+def check_reads_something(cfg: BenchConfig, manifest) -> None:
+    """Refuse a run some epoch of which would read nothing (its throughput would be 0 samples/s,
+    reported as if measured): every rank gets at least one sample, and with --drop-last at
+    least one full batch."""
+    count, world, batch = manifest.spec.count, cfg.run.world, cfg.run.batch_size
+    fewest = count // world  # the smallest rank's share (loaders.sampler.shard)
+    if fewest == 0:
+        raise UsageError(f"{world} ranks for {count:,} samples: some ranks would read nothing; use at most "
+                         f"{count:,} ranks")
+    if cfg.run.drop_last and batch > fewest:
+        raise UsageError(f"--batch-size {batch:,} with --drop-last reads no sample of the {fewest:,} "
+                         f"{'each rank has' if world > 1 else 'in the corpus'}: every batch would be dropped; use "
+                         f"--batch-size {fewest:,} or less, or drop --drop-last")
+
+
+def check_memory(cfg: BenchConfig, manifest) -> None:
+    """Refuse batches in flight (workers x prefetch x batch, decoded or not) that do not fit in the
+    memory available: the run would be killed by the OOM killer, or swap, and measure that."""
+    spec = manifest.spec
+    per_sample = spec.pixel_bytes if cfg.run.decode else max(manifest.sizes)
+    batch = min(cfg.run.batch_size, manifest.spec.count) * per_sample
+    in_flight = max(1, max(cfg.workers)) * cfg.run.prefetch * batch + 3 * batch
+    avail = available_memory()
+    if avail is not None and in_flight > avail:
+        raise UsageError(f"batches in flight would take {in_flight / 1e9:,.1f} GB (up to {max(cfg.workers)} workers x "
+                         f"--prefetch {cfg.run.prefetch} x {batch / 1e6:,.1f} MB batches) and {avail / 1e9:,.1f} GB "
+                         f"is available; lower --prefetch, --batch-size or --workers")
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo, in bytes (None where it is not known)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_round_trip(cfg: BenchConfig) -> None:
+    """What this run would store as its settings loads back as they are (bench/result.py checks
+    types and values on load): a run whose results its own report would refuse is refused now."""
+    from .result import RunConfig, _dump, _load, ResultsError
+
+    try:
+        back = _load(RunConfig, json.loads(json.dumps(_dump(cfg.run))), "the run's settings")
+    except (ResultsError, ValueError, TypeError) as exc:
+        raise UsageError(f"these settings could not be stored in results that load: {exc}") from None
+    if back != cfg.run:
+        raise UsageError("these settings do not survive being stored as results; report this as a bug")
 
 
 def check_writable(what: str, directory: Path) -> None:
     """Refuse, before minutes of measuring, a directory the results or checkpoints cannot be
     written to (made if missing, as saving would; probed with a file created and removed)."""
-    probe = directory / f".layoutbench-probe-{socket.gethostname()}-{os.getpid()}"
+    probe = directory / owned_name(PROBE_PREFIX)
+    sweep_dead(directory, PROBE_PREFIX)  # what a run killed right here left
     try:
         directory.mkdir(parents=True, exist_ok=True)
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -12,6 +12,7 @@ here, reported, never a win).
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
@@ -24,6 +25,7 @@ import numpy as np
 from generator.errors import LayoutbenchError
 
 from . import probes
+from .probes import names_corpus_files
 from .measure import null_floor
 from .regimes import set_cache
 from .result import Floors, MemcpyFloor, PreadFloor, SeqFloor, StreamFloor
@@ -47,6 +49,7 @@ def _pieces(dest: memoryview, block: int):
         at = at + block if at + block <= end else 0
 
 
+@names_corpus_files("measuring the sequential-read floor")
 def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
     """Read every file (`paths` lists files: see expand) end to end in `block`-sized read()s: (bytes, seconds, files). Also warms.
 
@@ -60,7 +63,7 @@ def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
     files = list(paths)  # files, not directories: listing them here would warm their metadata
     t0 = time.perf_counter()
     for p in files:
-        fd = os.open(p, os.O_RDONLY)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # never blocks on a FIFO
         try:
             while got := os.readv(fd, [dest[(a := next(at)):a + block]]):
                 total += got
@@ -70,6 +73,7 @@ def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
     return total, time.perf_counter() - t0, n
 
 
+@names_corpus_files("measuring the sequential-read floor")
 def copy_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
     """Like read_sequential, copying `block`-sized pieces out of a read-only map of each file
     (MADV_SEQUENTIAL) instead of read(): the other way a reader gets a file's bytes. Warm, it is
@@ -81,7 +85,7 @@ def copy_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
     files = list(paths)  # files, not directories (see read_sequential)
     t0 = time.perf_counter()
     for p in files:
-        fd = os.open(p, os.O_RDONLY)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # never blocks on a FIFO
         try:
             size = os.fstat(fd).st_size
             if size:
@@ -112,6 +116,7 @@ class PreadResult:
     latencies_s: tuple[float, ...]
 
 
+@names_corpus_files("measuring the pread floor")
 def pread_random(path, sample_bytes: int, max_reads: int = 2000, seconds: float = 2.0,
                  seed: int = 0) -> PreadResult:
     """pread of `sample_bytes` at random non-overlapping sample-sized slots of one file, so a
@@ -121,7 +126,7 @@ def pread_random(path, sample_bytes: int, max_reads: int = 2000, seconds: float 
     slots = np.random.default_rng(seed).permutation(max(1, size // sample_bytes))[:max_reads]
     buf = bytearray(sample_bytes)
     lat = []
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         t0 = time.perf_counter()
         deadline = t0 + seconds
@@ -130,7 +135,7 @@ def pread_random(path, sample_bytes: int, max_reads: int = 2000, seconds: float 
             got = os.preadv(fd, [buf], slot * sample_bytes)
             lat.append(time.perf_counter() - t)
             if got != sample_bytes:
-                raise OSError(f"short read of {path} at {slot * sample_bytes}: {got} of {sample_bytes} bytes")
+                raise OSError(errno.EIO, f"short read at {slot * sample_bytes}: {got} of {sample_bytes} bytes", str(path))
             if lat[-1] + t > deadline:
                 break
         total = time.perf_counter() - t0
@@ -450,6 +455,7 @@ def floor_streams(cfg, ranks_here: int) -> list[int]:
     return sorted({max(1, w) * ranks_here for w in (*cfg.workers, *((0,) if cfg.naive else ()))})
 
 
+@names_corpus_files("measuring the floors")
 def measure_floors(ctx, manifest) -> Floors:
     """The floors of this corpus, on rank 0 while the other ranks wait (they share the page cache):
     for each layout and cache state, the one-stream sequential floor (`seq`) and the floors at
@@ -470,7 +476,8 @@ def measure_floors(ctx, manifest) -> Floors:
     sample = int(np.mean(manifest.sizes))
     seq, at, fio_floors = [], [], []
     all_paths = {}
-    into = cfg.run.batch_size * sample  # the floor, too, puts one batch's bytes in memory
+    batch = min(cfg.run.batch_size, manifest.spec.count)  # a batch is at most the corpus
+    into = batch * sample  # the floor, too, puts one batch's bytes in memory
     for layout in cfg.layouts:
         reader = open_corpus(cfg.corpus, layout)
         # listed before evicting: a cold floor must look its files up on disk, as the loader does
@@ -505,7 +512,7 @@ def measure_floors(ctx, manifest) -> Floors:
         ctx.tick_floor(f"pread {cache}")
     mbytes, msec = memcpy_bandwidth()
     memcpy_at = tuple(MemcpyFloor(w, *memcpy_threads(w)) for w in streams_set)
-    nsamples, nsec = null_floor(max(manifest.spec.count, 100_000), cfg.run.batch_size)
+    nsamples, nsec = null_floor(max(manifest.spec.count, 100_000), batch)
     ctx.tick_floor("memcpy, null loader")
-    return Floors(tuple(seq), tuple(pread), mbytes, msec, nsamples, nsec, cfg.run.batch_size, tuple(at), memcpy_at,
+    return Floors(tuple(seq), tuple(pread), mbytes, msec, nsamples, nsec, batch, tuple(at), memcpy_at,
                   tuple(fio_floors))

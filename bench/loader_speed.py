@@ -210,4 +210,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("bench/loader_speed.py", main))
+    sys.exit(run_main("bench/loader_speed.py", main, interrupted="rerun the command to measure again"))

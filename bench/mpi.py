@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from generator.errors import CorpusError, LayoutbenchError, UsageError
+from generator.lifetime import Terminated, sigterm_as_interrupt
 
 from .comm import get_comm
 
@@ -233,6 +234,7 @@ def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False
             if not shared:
                 return []
             gen = state["gen"] = held.enter_context(Generation(out, spec, force))  # rank 0 holds the lock
+            gen.remove_partials(layouts)  # of layouts this command does not write (see generate)
             todo = gen.todo(shared)
             for name in todo:
                 state[name] = gen.begin(name)
@@ -318,13 +320,17 @@ def run_ranked(prog: str, fn, argv=None) -> int:
     traceback, makes the launcher end the other ranks, so none is left waiting in a collective."""
     rank = next((int(os.environ[k]) for k in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK") if k in os.environ), 0)
     try:
-        return fn(argv) or 0
+        with sigterm_as_interrupt():
+            return fn(argv) or 0
     except LayoutbenchError as exc:
         if rank == 0:
             print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        if rank == 0:
+            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            print(f"{prog}: {what}; rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

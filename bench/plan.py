@@ -15,7 +15,7 @@ import math
 import sys
 from dataclasses import dataclass
 
-from generator.cli import Parser, positive_int, run_main
+from generator.cli import Parser, int_in, run_main
 from generator.errors import UsageError
 from generator.spec import PRESETS, preset_spec
 
@@ -23,14 +23,21 @@ PROG = "python -m bench plan"
 UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
 
-def positive_float(text: str) -> float:
+def positive_float(text: str, lo: float = 0.0, hi: float = 1e12) -> float:
+    """A positive number in [lo, hi] (the default bound, 10^12, keeps every product the plan prints finite)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}], got {text}")
     return value
+
+
+def float_in(lo: float, hi: float):
+    return lambda text: positive_float(text, lo, hi)
 
 
 @dataclass(frozen=True)
@@ -210,17 +217,17 @@ def format_projections(plan: Plan, projections: list[Projection], target_hours: 
 
 
 def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--images", type=positive_int, required=True, help="images in the corpus, e.g. 1e8")
+    p.add_argument("--images", type=int_in(1, 10**15), required=True, help="images in the corpus, e.g. 1e8")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--preset", choices=list(PRESETS), help="sample size from a generator preset")
-    size.add_argument("--image-mb", type=positive_float, help="sample size in decimal MB instead (45.9 = 45,900,000 B)")
-    p.add_argument("--epochs", type=positive_int, required=True, help="training epochs")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="samples per batch (default 32)")
-    p.add_argument("--checkpoint-mb", type=positive_float, help="checkpoint size in decimal MB")
-    p.add_argument("--checkpoint-every", type=positive_int, help="epochs between checkpoints")
+    size.add_argument("--image-mb", type=float_in(0, 1e6), help="sample size in decimal MB instead (45.9 = 45,900,000 B)")
+    p.add_argument("--epochs", type=int_in(1, 10**9), required=True, help="training epochs")
+    p.add_argument("--batch-size", type=int_in(1, 10**9), default=32, help="samples per batch (default 32)")
+    p.add_argument("--checkpoint-mb", type=float_in(0, 1e9), help="checkpoint size in decimal MB")
+    p.add_argument("--checkpoint-every", type=int_in(1, 10**9), help="epochs between checkpoints")
     p.add_argument("--from", dest="results", metavar="RESULTS.json",
                    help="measured results (python -m bench run --output): project each layout")
-    p.add_argument("--target-epoch-hours", type=positive_float, metavar="H",
+    p.add_argument("--target-epoch-hours", type=float_in(1e-3, 1e6), metavar="H",
                    help="wanted epoch time: prints the aggregate bandwidth and (with --from) the nodes it needs")
     return p
 
@@ -276,4 +283,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(PROG, main))
+    sys.exit(run_main(PROG, main, interrupted="nothing was written: rerun the command"))

@@ -13,25 +13,61 @@ Linux only; everything that cannot be measured is reported as None, never guesse
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.errors import CorpusError
+from generator.safeio import kind_of
 from loaders.pagecache import file_residency
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# ---------------------------------------------------------------- corpus files that change under us
+
+class CorpusChanged(CorpusError):
+    """A corpus file vanished or became unreadable while the bench was using it."""
+
+
+def corpus_changed(exc: OSError, what: str) -> CorpusChanged:
+    happened = "vanished" if exc.errno == errno.ENOENT else f"could not be read ({exc.strerror or exc})"
+    return CorpusChanged(f"{exc.filename or 'a corpus file'} {happened} while {what}: the corpus changed during "
+                         f"the run (a file moved or deleted, or the corpus regenerated); leave it alone while it is "
+                         f"benchmarked, check it with python -m loaders verify, and rerun")
+
+
+def names_corpus_files(what: str):
+    """Decorator: an OSError on a corpus file becomes CorpusChanged naming the file and `what`."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except OSError as exc:
+                raise corpus_changed(exc, what) from None
+        return inner
+    return wrap
+
+
 # ---------------------------------------------------------------- page cache
 
+@names_corpus_files("listing the corpus files")
 def expand(paths) -> list[Path]:
-    """Files under the given paths (directories walked), sorted, each once."""
+    """Files under the given paths (directories walked), sorted, each once. A listed sample that is
+    missing is left out: reading it names it (SampleError, `... missing`), as damage, before any
+    result is kept; one that vanishes after this listing is CorpusChanged where it is opened."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(q for q in p.rglob("*") if q.is_file())
-        elif p.exists():
+        elif p.is_file():
             out.append(p)
+        elif p.exists():  # a FIFO would hang the floors' reads, a device never end them
+            raise CorpusError(f"{p} is {kind_of(p.stat().st_mode)}, not a regular file; the corpus is damaged or "
+                              f"not ours: check it with python -m loaders verify, or regenerate it with --force")
     return sorted(set(out))
 
 
@@ -46,6 +82,7 @@ class Residency:
         return self.resident_bytes / self.total_bytes if self.total_bytes else 0.0
 
 
+@names_corpus_files("checking page-cache residency")
 def residency(paths) -> Residency:
     resident = total = n = 0
     for p in expand(paths):
@@ -67,13 +104,14 @@ def _drop_caches() -> bool:
 
 def _fadvise_dontneed(files) -> None:
     for p in files:
-        fd = os.open(p, os.O_RDONLY)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
 
 
+@names_corpus_files("evicting the corpus from the page cache")
 def evict(paths, method: str = "auto") -> str:
     """Push the files out of the page cache; returns the method used.
 
@@ -90,6 +128,7 @@ def evict(paths, method: str = "auto") -> str:
     return "fadvise"
 
 
+@names_corpus_files("warming the page cache")
 def warm(paths) -> Residency:
     """Read every file end to end (into one reused buffer), then measure the residency."""
     buf = bytearray(4 << 20)

@@ -17,6 +17,7 @@ import numpy as np
 from generator.errors import UsageError
 
 from . import au as au_model
+from . import stats
 from .result import Results, steady_epochs, summarize
 from .config import check_writable, inside
 
@@ -380,7 +381,7 @@ def plot_workers(all_rows: list[dict], path: Path) -> Path | None:
         xs, ys = [r["workers"] for r in rs], [r["samples_per_s"] for r in rs]
         ax.plot(xs, ys, marker="o", ls=CACHE_STYLES[cache], label=f"{corpus} {layout} {cache} ({kind} workers)")
         for x, y in zip(xs, ys):
-            ax.annotate(f"{y:,.0f} ({y / ys[0]:.2f}x)", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
+            ax.annotate(f"{y:,.0f} ({fmt(stats.ratio(y, ys[0]), '.2f')}x)", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
     ax.set_xlabel("loader workers (0 = calling thread)")
     ax.set_ylabel("samples/s")
     ax.set_ylim(bottom=0)

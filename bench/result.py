@@ -32,11 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import LayoutbenchError, UsageError
+from generator.lifetime import owned_name
+from generator.safeio import FileRefused, read_regular
 
 from . import stats
 
 FORMAT = "layoutbench-results"
 VERSION = 1
+MAX_BYTES = 1 << 30  # a results file larger than this is not one bench run wrote
 # version -> a function taking that version's JSON object and returning the next version's
 MIGRATIONS: dict[int, typing.Callable[[dict], dict]] = {}
 
@@ -307,12 +310,20 @@ class Results:
     def save(self, path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = path.with_name(owned_name(f".{path.name}.tmp-"))  # a killed run's is swept by the next
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+        try:  # never write a file that report, compare and plan would refuse: whatever a run accepts loads
+            Results.from_dict(json.loads(text), str(path))
+        except ResultsError as exc:
+            raise LayoutbenchError(f"the results of this run would not load back ({exc}); nothing was written: "
+                                   f"report this as a bug") from None
         try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+            tmp.write_text(text)
             os.replace(tmp, path)
-        except OSError as exc:  # checked writable before the run; a disk that filled up since
+        except BaseException as exc:  # Ctrl-C, SIGTERM; a disk that filled up since the check
             tmp.unlink(missing_ok=True)
+            if not isinstance(exc, OSError):
+                raise
             raise LayoutbenchError(f"cannot write the results to {path} ({exc.strerror}); free space or choose "
                                    f"another --output and rerun") from None
 
@@ -327,9 +338,11 @@ class Results:
     @classmethod
     def load(cls, path) -> "Results":
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(read_regular(path, MAX_BYTES))  # a FIFO or /dev/zero: refused, never read
         except FileNotFoundError:
             raise ResultsError(f"{path}: no such results file") from None
+        except FileRefused as exc:
+            raise ResultsError(f"{exc}: give a results file written by python -m bench run") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ResultsError(f"{path} cannot be read as JSON ({exc})") from None
         return cls.from_dict(data, str(path))
@@ -520,7 +533,51 @@ def _load(cls, data, where: str):
                 continue
             raise ResultsError(f"{where}: {cls.__name__} lacks {f.name!r}; the file is damaged: rerun python -m bench run")
         kwargs[f.name] = _load_value(hints[f.name], data[f.name], f"{where}: {f.name}")
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    _check_values(obj, where)
+    return obj
+
+
+# Values, beyond types, that the summaries and reports rely on. Every number in a results file
+# is >= 0 and finite (checked in _load_value); these are the narrower ranges, the names from a
+# fixed set, and the lists that must not be empty. (field -> (low, high) or a tuple of names)
+WORKER_KINDS = ("thread", "process", "fork", "spawn")
+SHUFFLES = ("shuffle", "sequential", "block", "buffer")
+RUN_CACHES = ("cold", "warm", "asis")
+FRACTION = (0.0, 1.0)
+_VALUES = {
+    "RunConfig": {"batch_size": (1, None), "prefetch": (1, None), "epochs": (1, None), "repeats": (1, None),
+                  "world": (1, None), "worker_kind": WORKER_KINDS, "shuffle": SHUFFLES},
+    "EpochRecord": {"samples": (1, None), "wall_s": (1e-12, None), "residency_before": FRACTION,
+                    "residency_after": FRACTION},
+    "Run": {"kind": ("loader", "naive"), "cache": RUN_CACHES},
+    "SeqFloor": {"cache": ("cold", "warm"), "residency_before": FRACTION},
+    "PreadFloor": {"cache": ("cold", "warm"), "sample_bytes": (1, None), "residency_before": FRACTION},
+}
+
+
+def _check_values(obj, where: str) -> None:
+    """ResultsError for a value out of its range (see _VALUES), naming the field and the value."""
+    def bad(name, value, want):
+        raise ResultsError(f"{where}: {type(obj).__name__} {name} is {_clip(value)}, {want}; the file is damaged "
+                           f"or not ours: rerun python -m bench run")
+
+    for name, allowed in _VALUES.get(type(obj).__name__, {}).items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if isinstance(allowed[0], str):
+            if value not in allowed:
+                bad(name, value, f"not one of {', '.join(allowed)}")
+        elif not ((allowed[0] is None or value >= allowed[0]) and (allowed[1] is None or value <= allowed[1])):
+            bad(name, value, f"outside [{allowed[0]}, {'...' if allowed[1] is None else allowed[1]}]")
+    if isinstance(obj, Run):
+        if not obj.layout or not obj.reads:
+            bad("layout", obj.layout, "empty")
+        if not any(not e.timing for e in obj.epochs):
+            bad("epochs", len(obj.epochs), "without a throughput epoch (none, or only timing epochs)")
+    if isinstance(obj, EpochRecord) and obj.ttfb_s > obj.wall_s:
+        bad("ttfb_s", obj.ttfb_s, f"more than its wall_s {obj.wall_s}")
 
 
 def _load_value(hint, value, where: str):
@@ -537,11 +594,13 @@ def _load_value(hint, value, where: str):
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))
-    if hint is float and _number(value):
+    if hint is float and _number(value) and value >= 0:  # no field is negative: times, counts, fractions
         return float(value)
-    if (hint is bool and type(value) is bool) or (hint is int and _number(value) and type(value) is int) or (
+    if (hint is bool and type(value) is bool) or (hint is int and _number(value) and type(value) is int and value >= 0) or (
             hint in (str, dict) and isinstance(value, hint)) or hint not in (bool, int, float, str, dict):
         return value
+    if hint in (int, float) and _number(value):
+        raise ResultsError(f"{where}: {value} is negative; the file is damaged or not ours: rerun python -m bench run")
     raise ResultsError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {_clip(value)}; the file is damaged "
                        f"or not ours: rerun python -m bench run")
 
@@ -574,14 +633,14 @@ def _check_facts(corpus, metadata, where: str) -> None:
         bad("corpus spec preset", spec["preset"])
     if not isinstance(corpus.get("path", ""), str):
         bad("corpus path", corpus["path"])
-    if "payload_bytes" in corpus and not _number(corpus["payload_bytes"]):
+    if "payload_bytes" in corpus and not (_number(corpus["payload_bytes"]) and corpus["payload_bytes"] >= 0):
         bad("corpus payload_bytes", corpus["payload_bytes"])
     layouts = corpus.get("layouts", {})
     if not isinstance(layouts, dict) or not all(isinstance(f, dict) for f in layouts.values()):
         bad("corpus layouts", layouts)
     for name, facts in layouts.items():
         for key in ("bytes_on_disk", "files"):
-            if facts.get(key) is not None and not _number(facts[key]):
+            if facts.get(key) is not None and not (_number(facts[key]) and facts[key] >= 0):
                 bad(f"corpus layout {name} {key}", facts[key])
     if not isinstance(metadata, dict):
         bad("metadata", metadata)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import LayoutbenchError
+from generator.lifetime import owned_name, pid_alive, sweep_dead
 from generator.layouts import get_layout, layout_ids
 from generator.manifest import read_manifest
 from loaders.registry import readers
@@ -34,6 +35,28 @@ from .measure import Compute, Counters, RankEpoch, check_indices, time_batches
 from .naive import naive_name, reads_of
 from .regimes import WARM_MIN, CacheState, host_ram, set_cache
 from .result import Checkpoint, EpochRecord, RankRecord, Results, Run, RunConfig
+
+
+CHECKPOINT_PREFIX = ".layoutbench-checkpoint-"
+
+
+def sweep_leftovers(cfg: BenchConfig) -> list[Path]:
+    """Remove what killed runs on this host left where this one writes: checkpoints, write probes
+    and results temporaries named after a process that is dead (a kill -9 runs no cleanup)."""
+    from .config import PROBE_PREFIX
+
+    out = Path(cfg.output).parent
+    removed = sweep_dead(out, PROBE_PREFIX) + sweep_dead(out, f".{Path(cfg.output).name}.tmp-")
+    if cfg.checkpoint_mb > 0:
+        ckdir = Path(cfg.checkpoint_dir or out)
+        removed += sweep_dead(ckdir, CHECKPOINT_PREFIX, ".bin") + sweep_dead(ckdir, PROBE_PREFIX)
+        # the name of earlier versions, pid only: removed when that pid is dead here
+        for p in ckdir.glob(f"{CHECKPOINT_PREFIX}*.bin"):
+            pid = p.name[len(CHECKPOINT_PREFIX):-len(".bin")]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def open_loader(reader, rc: RunConfig, workers: int, rank: int, timing: bool, naive: bool = False):
@@ -145,8 +168,10 @@ def write_checkpoint(path: Path, mb: float, repeat: int, epoch: int) -> Checkpoi
             os.fsync(fd)
         finally:
             os.close(fd)
-    except OSError as exc:  # a full disk, say: no half checkpoint left behind, one clear line
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk: no half checkpoint left behind
         path.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
         raise LayoutbenchError(f"writing a {mb:g} MB checkpoint to {path} failed ({exc.strerror}); free space or "
                                f"give --checkpoint-dir on another disk, and rerun") from None
     seconds = time.perf_counter() - t0
@@ -164,7 +189,8 @@ class Context:
         self.device = probes.block_device(cfg.corpus)
         self.host = socket.gethostname()
         ckdir = Path(cfg.checkpoint_dir or Path(cfg.output).parent)
-        self.checkpoint_path = ckdir / f".layoutbench-checkpoint-{os.getpid()}.bin"
+        # host and pid in the name: a later run removes what a killed one left (sweep_leftovers)
+        self.checkpoint_path = ckdir / f"{owned_name(CHECKPOINT_PREFIX)}.bin"
         self.caps: dict[tuple, dict] = {}  # (layout, workers, repeat) -> a capped run's cap facts
 
     def aggregate(self, epoch, repeat, first, timing, mine: RankEpoch, io, state: CacheState, n) -> EpochRecord | None:
@@ -178,6 +204,8 @@ class Context:
         if got is None:
             return None
         may_drop = len(got) * (self.cfg.run.batch_size - 1) if self.cfg.run.drop_last else 0
+        if not any(int(g["samples"]) for g in got):  # check_config refuses such runs; never report one
+            raise LayoutbenchError(f"epoch {epoch} read no sample: a throughput of nothing would be untrue")
         check_indices([g["indices"] for g in got], n, may_drop, epoch)
         return EpochRecord(
             repeat=repeat, epoch=epoch, first=first, timing=timing,
@@ -228,6 +256,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     cfg = replace(cfg, run=replace(cfg.run, world=comm.size))
     manifest = read_manifest(cfg.corpus)
     check_config(cfg, manifest)
+    sweep_leftovers(cfg)
     if cfg.layouts is None:
         cfg = replace(cfg, layouts=tuple(name for name in layout_ids() if name in manifest.layouts))
     # imported now: a cold first epoch must not read their libraries' code as sample bytes

@@ -6,10 +6,10 @@ import os
 import sys
 
 from .build import generate, parse_layouts
-from .cli import Parser, nonneg_int, positive_int, run_main
+from .cli import Parser, int_in, run_main
 from .errors import UsageError
 from .layouts import layout_ids, layouts
-from .spec import COMPRESSIONS, CONTENTS, DTYPES, PAYLOADS, PRESETS, Spec, parse_shape, preset_spec
+from .spec import COMPRESSIONS, CONTENTS, DTYPES, MAX_COUNT, PAYLOADS, PRESETS, Spec, parse_shape, preset_spec
 
 
 def build_parser() -> Parser:
@@ -21,14 +21,14 @@ def build_parser() -> Parser:
     p.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (see --list-presets)")
     p.add_argument("--shape", help="custom HxWxC instead of a preset, e.g. 512x512x3")
     p.add_argument("--dtype", choices=DTYPES, help="pixel type for --shape (default uint8)")
-    p.add_argument("--count", type=positive_int, default=1000, help="number of images (default 1000)")
+    p.add_argument("--count", type=int_in(1, MAX_COUNT), default=1000, help="number of images (default 1000)")
     p.add_argument("--out", help="corpus directory (default data/<preset>-<count>)")
     p.add_argument("--layouts", default=None,
                    help=f"comma list (default: every registered layout, {','.join(layout_ids())})")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="content seed (default 0)")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="content seed (default 0)")
     p.add_argument("--payload", choices=PAYLOADS, default="tiff",
                    help="stored bytes: tiff (default), png (8/16 bit), jpeg or webp (8 bit, lossy), or raw pixels")
-    p.add_argument("--quality", type=positive_int, default=None,
+    p.add_argument("--quality", type=int_in(1, 100), default=None,
                    help="jpeg/webp quality 1..100 (default 90)")
     p.add_argument("--content", choices=CONTENTS, default="smooth",
                    help="smooth (image-like, compressible; default), noise (incompressible) or photo "
@@ -36,8 +36,8 @@ def build_parser() -> Parser:
     p.add_argument("--compression", choices=COMPRESSIONS, default="none",
                    help="TIFF compression: none (default, read in place), deflate, lzw or zstd (lzw, zstd: "
                         "the codecs extra)")
-    p.add_argument("--classes", type=positive_int, default=10, help="number of label classes (default 10)")
-    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+    p.add_argument("--classes", type=int_in(1, 65535), default=10, help="number of label classes (default 10)")
+    p.add_argument("--workers", type=int_in(1, 1024), default=os.cpu_count() or 1,
                    help=f"parallel workers (default: the core count, {os.cpu_count()})")
     p.add_argument("--force", action="store_true", help="replace a corpus with a different spec in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")

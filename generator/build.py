@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import json
@@ -10,6 +9,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -18,15 +18,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import CorpusError, UsageError
+from .lifetime import die_with_parent
 from .layouts import disk_usage, get_layout, layout_ids, writer_classes
 from .manifest import MANIFEST, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
+from .safeio import read_regular
 from .pool import SampleTable, bounded_map, chunks, codec_for, produce
 from .spec import Spec
 from .synth import warm
 
 IN_PROGRESS = ".generating.json"  # the spec being generated; present until generation ends
 LOCK = ".lock"
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,13 @@ class CorpusLock:
 
     def __enter__(self):
         try:  # O_NOFOLLOW: a planted .lock symlink must not make us truncate a file elsewhere
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
             raise UsageError(f"cannot take the lock {self.path} ({exc.strerror}); if it is a symbolic link, "
                              f"remove it, or choose another --out") from None
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):  # a FIFO opened O_RDWR does not block; refuse it
+            os.close(self.fd)
+            raise UsageError(f"the lock {self.path} is not a regular file; remove it, or choose another --out")
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,9 +105,9 @@ def write_parts(writer, parts, workers: int = 1):
         return
     warm(writer.spec)  # the forked workers share the parent's base block instead of each making one
     ctx = multiprocessing.get_context("fork")
-    # Ctrl-C blocked across the fork: a worker never sees one before _worker_init has made it
-    # ignore them (it would print its own traceback).
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # Ctrl-C and SIGTERM blocked across the fork: a worker never sees one before _worker_init has
+    # set its own handling (with the parent's handlers it would print its own traceback).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         pool = ctx.Pool(min(workers, len(jobs)), _worker_init, (os.getpid(),))
     finally:
@@ -117,13 +121,22 @@ def _worker_init(parent: int) -> None:
     worker), and a worker dies with its parent, so after `kill -9` of the generator no orphan
     goes on writing or holds the corpus lock."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent across fork
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: orphans finish their chunk and exit
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(parent)  # SIGTERM: the default (killed quietly)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked across fork
+
+
+def _remove_special_partials(writer) -> None:
+    """A FIFO, device or socket among the partial files a writer resumes from (its own temporaries:
+    `paths()` other than the published target, one level deep) is not something a run of ours left:
+    removed, so that the writer starts that file afresh instead of hanging on it (a FIFO in
+    lmdb.partial/ hung LMDB's open) or failing on it."""
+    final = writer.root / writer.target
+    for p in writer.paths():
+        if p == final or p.is_symlink():  # links are refused by _existing
+            continue
+        for q in ([*p.iterdir()] if p.is_dir() else [p]):
+            if q.exists() and not (q.is_file() or q.is_dir()) and not q.is_symlink():
+                q.unlink()
 
 
 def _produce_job(args):
@@ -157,7 +170,7 @@ def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
         if (root / MANIFEST).exists():
             described = read_manifest(root).spec
         elif (root / IN_PROGRESS).exists():
-            described = Spec.from_dict(json.loads((root / IN_PROGRESS).read_text())["spec"])
+            described = Spec.from_dict(json.loads(read_regular(root / IN_PROGRESS, 1 << 20))["spec"])
     except (CorpusError, UsageError, ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
         if not force:
             raise CorpusError(f"{root} holds a damaged corpus ({exc}); rerun with --force to replace it") from None
@@ -254,6 +267,25 @@ class Generation:
             write_json_atomic(self.root / IN_PROGRESS, {"spec": self.spec.to_dict(), "layouts": todo})
         return todo
 
+    def remove_partials(self, layouts) -> list[Path]:
+        """Remove every path of each registered layout that is neither complete (in the manifest) nor
+        among `layouts` (all the layouts this command writes): the partial files of an interrupted run
+        with other --layouts. Only the same command resumes; a run with other layouts does not leave
+        an orphan nobody points to. Returns what was removed."""
+        removed = []
+        for name, cls in writer_classes().items():
+            if name in layouts or name in self.done():
+                continue
+            for p in cls(self.root, None, None).paths():
+                if p.is_symlink() or p.is_file():
+                    p.unlink()
+                elif p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    continue
+                removed.append(p)
+        return removed
+
     def writer(self, name: str):
         return get_layout(name).writer_class()(self.root, self.spec, self.codec)
 
@@ -261,6 +293,7 @@ class Generation:
         """The layout's writer, begun (its resume point in writer.start)."""
         self.current = f"the {name} layout"
         writer = self.writer(name)
+        _remove_special_partials(writer)
         try:
             writer.start = writer.begin()
         except BaseException:
@@ -338,6 +371,9 @@ def generate(out, spec: Spec, layouts=None, workers: int | None = None, force: b
     with Generation(out, spec, force) as gen:
         reports = [gen.report_existing(name) for name in layouts if name in gen.done()]
         try:
+            for p in gen.remove_partials(layouts):
+                print(f"python -m generator: removed {p}, left unfinished by an interrupted run of a layout this "
+                      f"run does not write", file=sys.stderr)
             for name in gen.todo(layouts):
                 t0 = time.perf_counter()
                 writer = gen.begin(name)

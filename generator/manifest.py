@@ -20,11 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CorpusError
+from .safeio import FileRefused, read_regular
 from .spec import Spec
 
 FORMAT = "layoutbench-corpus"
 VERSION = 1
 MANIFEST = "manifest.json"
+# 28 B a sample at most (crc32, size and label as decimal digits, commas) x MAX_COUNT, and the rest
+MANIFEST_MAX_BYTES = 1 << 30
 
 
 @dataclass
@@ -138,8 +141,11 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
     if not path.exists():
         raise CorpusError(f"{path} is missing: the corpus is incomplete or still being generated; "
                           f"rerun the generator command to finish it")
-    try:
-        data = json.loads(path.read_text())
+    try:  # a regular file of bounded size: a FIFO must not hang us, nor a link to /dev/zero fill memory
+        data = json.loads(read_regular(path, MANIFEST_MAX_BYTES))
+    except FileRefused as exc:
+        raise CorpusError(f"{exc}: a manifest is a regular file the generator writes; remove it and rerun the "
+                          f"generator (with --force)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CorpusError(f"{path} cannot be read ({_short(exc)}); rerun the generator with --force") from None
     return Manifest.from_dict(data, str(path))

@@ -23,6 +23,7 @@ _OPTIONAL = {"quality": None}
 
 # Classic TIFF and HDF5 chunks stop at 4 GiB, and several samples are in memory per worker.
 MAX_SAMPLE_BYTES = 1 << 30
+MAX_COUNT = 1 << 25  # 33,554,432 samples: a manifest of at most ~940 MB, under MANIFEST_MAX_BYTES
 
 # name: (height, width, channels, dtype, what it stands for)
 PRESETS: dict[str, tuple[int, int, int, str, str]] = {
@@ -60,6 +61,8 @@ class Spec:
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if self.channels not in (1, 3, 4):
             raise UsageError(f"channels must be 1, 3 or 4, got {self.channels}")
+        if self.count > MAX_COUNT:
+            raise UsageError(f"count must be at most {MAX_COUNT:,} (its manifest must stay readable), got {self.count:,}")
         if self.num_classes > 65535:
             raise UsageError(f"num_classes must be at most 65535, got {self.num_classes}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:

@@ -7,12 +7,21 @@ import sys
 
 from generator.build import parse_layouts
 from generator.cli import Parser, run_main
-from generator.errors import UsageError
+from generator.errors import CorpusError, UsageError
 from generator.manifest import read_manifest
 
 from .verify import verify
 
 SHOWN = 50  # mismatch lines printed; the counts cover the rest
+# verify's exit codes: distinct, so a script can tell "bad samples" from "not a corpus to check"
+OK, MISMATCHES, USAGE, UNCHECKABLE = 0, 1, 2, 3
+INTERRUPTED = "verify does not resume: rerun it to check the corpus from the start"
+
+
+class UncheckableCorpus(CorpusError):
+    """The corpus as a whole cannot be checked (no manifest, a damaged or foreign one): exit 3."""
+
+    exit_code = UNCHECKABLE
 
 
 def build_parser() -> Parser:
@@ -21,7 +30,9 @@ def build_parser() -> Parser:
     v = sub.add_parser("verify", help="every sample bit-identical to the generator's reference and manifest",
                        description="Check that every sample of every layout equals the generator's reference "
                                    "sample (payload bytes, decoded pixels, label) and its manifest crc32. "
-                                   "Exit 0 when all match, 1 on any mismatch.")
+                                   "Exit 0 when all match, 1 when any sample or layout does not match (listed), "
+                                   "2 for bad arguments, 3 when the corpus as a whole cannot be checked (no "
+                                   "manifest, a damaged or foreign one, an empty directory).")
     v.add_argument("dir", metavar="DIR", help="corpus directory (holding manifest.json)")
     v.add_argument("--layouts", help="comma list (default: every complete layout of the corpus)")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -33,20 +44,23 @@ def main(argv=None) -> int:
     if not os.path.isdir(args.dir):
         raise UsageError(f"{args.dir}: no such corpus directory (make one with python -m generator)")
     layouts = parse_layouts(args.layouts) if args.layouts is not None else None
+    try:
+        count = read_manifest(args.dir).spec.count
+    except CorpusError as exc:  # the manifest itself: nothing can be compared with it
+        raise UncheckableCorpus(str(exc)) from None
     names, found = verify(args.dir, layouts, progress=False if args.quiet else None)
     for m in found[:SHOWN]:
         print(f"MISMATCH {m}")
     if len(found) > SHOWN:
         print(f"... and {len(found) - SHOWN} more mismatches")
-    count = read_manifest(args.dir).spec.count
     for name in ["manifest", *names]:
         bad = len({m.index for m in found if m.layout == name and m.index >= 0})
         whole = any(m.layout == name and m.index < 0 for m in found)  # the layout itself, or files beyond the samples
         if bad or whole or name != "manifest":
             print(f"{name}: " + (f"{bad:,} of {count:,} samples do not match" if bad else
                                  "the layout does not match (see above)" if whole else f"all {count:,} samples match"))
-    return 1 if found else 0
+    return MISMATCHES if found else OK
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("python -m loaders", main))
+    sys.exit(run_main("python -m loaders", main, interrupted=INTERRUPTED))

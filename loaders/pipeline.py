@@ -26,6 +26,8 @@ from .stages import Batch, batch_plan, epoch_indices, fetch, fetch_kind
 from .workers import BatchRing, ProcessPool, ThreadPool, WorkerError
 
 WORKER_KINDS = ("thread", "fork", "spawn")
+# Upper bounds of the settings (a batch is at most a whole corpus; a results file holds int64)
+LIMITS = {"batch_size": 1 << 25, "workers": 256, "prefetch": 1024, "seed": 2**63 - 1}
 RING_MIN = 1 << 20  # batches smaller than this come from malloc's heap, already faulted in: no ring
 
 __all__ = ["Batch", "Loader", "WorkerError", "WORKER_KINDS"]
@@ -40,8 +42,8 @@ class Loader:
         `naive`: the reader's naive baseline (Reader.naive_batch) in the calling thread."""
         for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0), ("prefetch", prefetch, 1),
                                  ("seed", seed, 0)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= LIMITS[name]:
+                raise UsageError(f"{name} must be an integer in [{low}, {LIMITS[name]:,}], got {value!r}")
         if worker_kind not in WORKER_KINDS:
             raise UsageError(f"worker_kind must be one of {', '.join(WORKER_KINDS)}, got {worker_kind!r}")
         sampler.shard(np.arange(0), rank, world)  # validates rank and world

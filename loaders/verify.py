@@ -56,7 +56,12 @@ def verify(root, layouts=None, progress: bool | None = None) -> tuple[list[str],
     names = choose_layouts(manifest, layouts)
     spec, codec = manifest.spec, Codec(manifest.spec)
     found: list[Mismatch] = []
-    checkers = [_LayoutCheck(open_corpus(root, name), found) for name in names]
+    checkers = []
+    for name in names:
+        try:
+            checkers.append(_LayoutCheck(open_corpus(root, name), found))
+        except CorpusError as exc:  # this layout is not this corpus's (a link out, ...): said, the others checked
+            found.append(Mismatch(name, -1, f"{root}/{manifest.layouts[name]['path']}", str(exc)))
     show = sys.stderr.isatty() if progress is None else progress
     try:
         with tqdm(total=spec.count * len(names), desc="verify", unit="sample", disable=not show,
@@ -116,7 +121,12 @@ class _LayoutCheck:
         r = self.reader
         if self.dead:
             return
-        extra = r.unexpected_entries()
+        try:
+            extra = r.unexpected_entries()
+        except OSError as exc:  # a directory that vanished while it was listed: the corpus changed meanwhile
+            self.found.append(Mismatch(r.layout, -1, str(exc.filename or r.target),
+                                       f"could not be listed ({exc.strerror}): the corpus changed during verify; rerun"))
+            return
         for path in extra[:SHOWN_EXTRA]:
             self.found.append(Mismatch(r.layout, -1, path, f"not a sample of this corpus (the manifest lists "
                                                            f"{len(r):,} samples): remove it, or regenerate"))

@@ -7,23 +7,34 @@ opens its own) through its pipe, decodes straight into shared-memory slots (pixe
 pickled), and the parent copies each batch out of its slot, so a batch stays valid after the next
 one arrives. Any failure in a worker is raised in the parent: a SampleError as itself, a dead
 worker as WorkerError. Nothing is skipped, nothing hangs.
+
+Nothing outlives the parent, however it ends (SIGTERM, SIGKILL, the OOM killer): each worker is
+SIGKILLed by the kernel when the parent dies (generator.lifetime.die_with_parent); a forked
+worker closes the parent's ends of every pipe it inherited (its own and its elder siblings'), so
+the parent's death is EOF on every pipe; and the slots are memfds, files without a name, sent to
+each worker over its pipe: there is no /dev/shm segment to leak, multiprocessing's resource
+tracker is not involved (spawn still starts one; it exits when the last worker has), and the
+memory is gone with the last process that maps it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import mmap
 import multiprocessing
+import os
 import select
 import struct
 import sys
 import traceback
 from collections import deque
 from typing import TYPE_CHECKING
-from multiprocessing import shared_memory
+from multiprocessing import reduction
 
 import numpy as np
 
-from generator.errors import LayoutbenchError, SampleError
+from generator.errors import LayoutbenchError, SampleError, UsageError
+from generator.lifetime import die_with_parent, started_quietly
 
 from .base import Reader
 from .stages import Batch, fetch
@@ -107,34 +118,69 @@ class ThreadPool:
 _TASK = struct.Struct("<qq")  # a task: seq, slot, then the batch's indices as int64 bytes; b"" stops
 
 
-def _worker_main(conn, shm_name, slot_bytes: int, how: str):
-    """A process worker: its reader, then tasks in, (seq, nbytes, seconds, error) out, until b"".
-    The reader comes through the pipe, not the Process arguments: spawn writes those to the child
-    before it runs, and a child that dies early leaves that write hanging. Tasks are plain bytes,
-    not pickles: for small batches the parent's per-batch work is what limits process workers."""
-    shm = shared_memory.SharedMemory(name=shm_name) if shm_name else None
-    reader = None
+class _Slots:
+    """A worker's batch slots: a memfd of `size` bytes, mapped. It has no name anywhere (nothing in
+    /dev/shm to leak) and is freed when the last process holding it ends."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.map = mmap.mmap(fd, os.fstat(fd).st_size)
+        self.buf = memoryview(self.map)
+
+    @classmethod
+    def create(cls, size: int, name: str) -> "_Slots":
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            return cls(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def close(self) -> None:
+        try:
+            self.buf.release()
+            self.map.close()
+        except BufferError:  # a view still alive (an error mid-batch): the map goes with the process
+            pass
+        os.close(self.fd)
+
+
+def _worker_main(conn, parent: int, inherited, how: str):
+    """A process worker: its reader (and its slots' memfd), then tasks in, (seq, nbytes, seconds,
+    error) out, until b"". It dies with `parent`, and first closes `inherited`: the parent's pipe
+    ends a forked worker got by forking, which would keep its siblings (and itself) from seeing
+    EOF when the parent dies. The reader comes through the pipe, not the Process arguments: spawn
+    writes those to the child before it runs, and a child that dies early leaves that write
+    hanging. Tasks are plain bytes, not pickles: for small batches the parent's per-batch work is
+    what limits process workers."""
+    die_with_parent(parent)
+    for c in inherited:
+        c.close()
+    slots = reader = None
     try:
-        reader = conn.recv()
+        reader, slot_bytes = conn.recv()
+        if slot_bytes:
+            slots = _Slots(reduction.recv_handle(conn))
         while task := conn.recv_bytes():
             seq, slot = _TASK.unpack_from(task)
             idx = np.frombuffer(task, np.int64, offset=_TASK.size)
-            conn.send(_work(reader, shm, slot_bytes, how, seq, slot, idx))
-    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+            conn.send(_work(reader, slots, slot_bytes, how, seq, slot, idx))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError, ConnectionResetError):
         pass  # the parent went away or was interrupted
     finally:
         if reader is not None:
             reader.close()
-        if shm is not None:
-            shm.close()
+        if slots is not None:
+            slots.close()
 
 
-def _work(reader: Reader, shm, slot_bytes: int, how: str, seq: int, slot: int, idx):
+def _work(reader: Reader, slots, slot_bytes: int, how: str, seq: int, slot: int, idx):
     """One batch in a worker, into its shared-memory slot; errors come back as plain tuples."""
     try:
         out = None
-        if shm is not None:
-            out = np.ndarray((len(idx), *reader.spec.shape), reader.spec.np_dtype, shm.buf, slot * slot_bytes)
+        if slots is not None:
+            out = np.ndarray((len(idx), *reader.spec.shape), reader.spec.np_dtype, slots.buf, slot * slot_bytes)
         _, _, nbytes, seconds = fetch(reader, idx, how, out)
         return seq, nbytes, seconds, None
     except SampleError as exc:
@@ -147,27 +193,37 @@ class ProcessPool:
     def __init__(self, loader: Loader):
         ld = self.loader = loader
         spec = ld.reader.spec
-        self.slot_bytes = ld.batch_size * spec.pixel_bytes if ld.decode else 0
+        # a batch holds at most the corpus (a --batch-size above the count is one batch of it)
+        self.slot_bytes = min(ld.batch_size, max(1, len(ld.reader))) * spec.pixel_bytes if ld.decode else 0
         ctx = multiprocessing.get_context(ld.worker_kind)
         ld.reader.close()  # workers get a pickled reader, without handles, and open their own
-        self.conns, self.procs, self.shms = [], [], []
-        self.broken = False
+        self.conns, self.procs, self.slots = [], [], []
+        self.broken = self.interrupted = False
         try:
             for w in range(ld.workers):
-                shm = None
+                slots = None
                 if self.slot_bytes:
-                    shm = shared_memory.SharedMemory(create=True, size=ld.prefetch * self.slot_bytes)
-                    self.shms.append(shm)
+                    try:
+                        slots = _Slots.create(ld.prefetch * self.slot_bytes, f"layoutbench-slots-{os.getpid()}-{w}")
+                    except OSError as exc:
+                        raise UsageError(f"cannot make {ld.prefetch * self.slot_bytes:,} bytes of batch slots for a "
+                                         f"worker ({exc.strerror}); lower the batch size or prefetch") from None
+                    self.slots.append(slots)
                 parent, child = ctx.Pipe()
+                # a forked child gets copies of the parent's ends; spawn passes only what it pickles
+                inherited = (*self.conns, parent) if ld.worker_kind == "fork" else ()
                 p = ctx.Process(target=_worker_main, name=f"loader-{ld.worker_kind}-{w}", daemon=True,
-                                args=(child, shm.name if shm else None, self.slot_bytes, ld.fetch))
-                p.start()
+                                args=(child, os.getpid(), inherited, ld.fetch))
+                with started_quietly():
+                    p.start()
                 child.close()  # the worker holds the only other end: its death breaks the pipe
                 self.conns.append(parent)
                 self.procs.append(p)
             for w, (conn, p) in enumerate(zip(self.conns, self.procs)):
                 try:
-                    conn.send(ld.reader)
+                    conn.send((ld.reader, self.slot_bytes))
+                    if self.slot_bytes:
+                        reduction.send_handle(conn, self.slots[w].fd, p.pid)
                 except OSError:
                     p.join(5)
                     raise WorkerError(f"{ld.worker_kind} worker {w} (pid {p.pid}) died while starting (exit code "
@@ -241,11 +297,14 @@ class ProcessPool:
                 images = None
                 if ld.decode:  # copied out: the slot is refilled while the caller still holds the batch
                     shape = (len(idx), *spec.shape)
-                    slot_view = np.ndarray(shape, spec.np_dtype, self.shms[w].buf, slot * self.slot_bytes)
+                    slot_view = np.ndarray(shape, spec.np_dtype, self.slots[w].buf, slot * self.slot_bytes)
                     images = ring.get(len(idx)) if ring else np.empty(shape, spec.np_dtype)
                     np.copyto(images, slot_view)
                     del slot_view
                 yield Batch(images, ld.reader.labels(idx), idx, nbytes, seconds)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: nothing in flight is wanted; stop the workers now
+            self.broken = self.interrupted = True
+            raise
         finally:  # an error or an abandoned epoch: collect what is still in flight
             if not self.broken:
                 try:
@@ -256,7 +315,7 @@ class ProcessPool:
                 except WorkerError:
                     pass
             self.results.clear()
-            if self.broken:
+            if self.broken and self.procs:
                 self.loader._pool = None
                 self.close()
 
@@ -267,19 +326,24 @@ class ProcessPool:
                           f"{error[2]}")
 
     def close(self):
+        """Stop the workers (while an interrupt unwinds, at once: SIGTERM; else when they have read
+        b"") and free the slots. A suspended epoch of this pool then collects nothing."""
+        self.interrupted = self.interrupted or isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        self.broken = True
         for c in self.conns:
             try:
                 c.send_bytes(b"")
             except (OSError, ValueError):
                 pass
         for p in self.procs:
+            if self.interrupted:
+                p.terminate()
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)
         for c in self.conns:
             c.close()
-        for shm in self.shms:
-            shm.close()
-            shm.unlink()
-        self.conns, self.procs, self.shms = [], [], []
+        for slots in self.slots:
+            slots.close()
+        self.conns, self.procs, self.slots = [], [], []

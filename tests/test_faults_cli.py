@@ -113,7 +113,7 @@ CASES = [
     ("python -m bench", ["report", "{base}/deep.json", "--out", "{base}/rep"], "cannot be read as JSON"),
     ("python -m bench", ["report", "{base}/pickle.json", "--out", "{base}/rep"], "cannot be read as JSON"),
     ("python -m bench", ["report", "{base}/types.json", "--out", "{base}/rep"], "the file is damaged or not ours"),
-    ("python -m bench", ["report", "{base}", "--out", "{base}/rep"], "cannot be read as JSON"),
+    ("python -m bench", ["report", "{base}", "--out", "{base}/rep"], "is a directory, not a regular file"),
     ("python -m bench", ["report", "{base}/missing.json"], "no such results file"),
     ("python -m bench", ["compare", "{base}/list.json", "{base}/other.json"], "is not a layoutbench results file"),
     ("python -m bench", ["compare", "{base}/pickle.json", "{base}/list.json"], "cannot be read as JSON"),

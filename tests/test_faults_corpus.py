@@ -253,8 +253,8 @@ def test_a_hand_edited_manifest_is_caught(corpus_copy, capsys, name):
     r = loaders_verify(root, capsys)
     if name == "a layout dropped":  # nothing wrong with what is listed: verify checks what is complete
         assert r.code == 0 and "lmdb" not in r.out
-    elif r.err:
-        one_line(r, "python -m loaders", says)
+    elif r.err:  # the manifest itself refused: the corpus cannot be checked (exit 3, not 1)
+        one_line(r, "python -m loaders", says, code=3)
     else:
         assert any(says in line for line in mismatch_lines(r)), r.out
     for layout in LAYOUTS:
@@ -275,7 +275,8 @@ def test_a_missing_manifest_is_refused_everywhere(corpus_copy, tmp_path, capsys)
     for layout in LAYOUTS:
         with pytest.raises(CorpusError, match="manifest.json is missing: the corpus is incomplete"):
             open_corpus(root, layout)
-    one_line(loaders_verify(root, capsys), "python -m loaders", "manifest.json is missing", "rerun the generator")
+    one_line(loaders_verify(root, capsys), "python -m loaders", "manifest.json is missing", "rerun the generator",
+             code=3)
     one_line(bench_run(root, tmp_path / "r.json", capsys), "python -m bench", "manifest.json is missing")
 
 

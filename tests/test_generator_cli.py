@@ -78,7 +78,11 @@ def tiny(out, *extra):
     (["--preset", "4k-16bit", "--payload", "jpeg"], ["jpeg holds uint8 pixels only", "png"]),
     (["--preset", "mnist", "--payload", "png", "--quality", "50"], ["--quality applies to lossy"]),
     (["--preset", "mnist", "--payload", "raw", "--compression", "deflate"], ["--compression applies to TIFF"]),
-    (["--preset", "mnist", "--classes", 70000], ["num_classes must be at most 65535"]),
+    (["--preset", "mnist", "--classes", 70000], ["argument --classes", "must be at most 65,535"]),
+    # every number has an upper bound (issue 12): what the generator accepts, its manifest holds
+    (["--preset", "mnist", "--count", "1e30"], ["argument --count", "must be at most 33,554,432"]),
+    (["--preset", "mnist", "--seed", 2**63], ["argument --seed", "must be at most 9,223,372,036,854,775,807"]),
+    (["--preset", "mnist", "--workers", 5000], ["argument --workers", "must be at most 1,024"]),
     (["--preset", "mnist", "--bogus"], ["unrecognized arguments: --bogus"]),
 ])
 def test_bad_arguments(cli, tmp_path, args, fragments):

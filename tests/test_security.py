@@ -229,7 +229,7 @@ def test_a_hostile_manifest_fails_cleanly(sandbox, capsys, name):
     assert snapshot(box, skip=out) == before and list((box / "cwd").iterdir()) == []
     for layout in ("files", "hdf5", "lmdb"):
         assert f"{root}/manifest.json" in said[layout], said
-    assert said["verify"].startswith(f"exit 1: python -m loaders: error: {root}/manifest.json"), said
+    assert said["verify"].startswith(f"exit 3: python -m loaders: error: {root}/manifest.json"), said
     assert said["run"].startswith("exit 1: python -m bench: error: ") and not (out / "r.json").exists(), said
 
 
@@ -244,7 +244,7 @@ def test_a_manifest_that_is_not_json_of_ours_fails_cleanly(sandbox, capsys, cont
     said = everything_reads(root, out, capsys)
     assert not canary.exists() and snapshot(box, skip=out) == before
     assert all("manifest.json" in said[layout] for layout in ("files", "hdf5", "lmdb")), said
-    assert said["verify"].startswith("exit 1: python -m loaders: error: "), said
+    assert said["verify"].startswith("exit 3: python -m loaders: error: "), said
 
 
 def test_hostile_hdf5_offsets_are_named_errors_without_huge_allocations(corpus, corpus_copy):

@@ -60,13 +60,20 @@ def test_a_wrong_label_is_a_mismatch(corpus_copy):
 
 
 def test_command_line_errors_are_one_line(corpus, tmp_path):
+    """Exit 2: bad arguments; 3: the corpus as a whole cannot be checked (an empty directory, a
+    foreign manifest); 1 is kept for mismatches (test_damage_is_reported_by_layout_index_and_path)."""
     def run(*args):
         return subprocess.run([sys.executable, "-m", "loaders", *args], capture_output=True, text=True)
 
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text('{"format": "someone-elses", "version": 1}')
+    (tmp_path / "empty").mkdir()
     for args, code, message in [
         (["verify"], 2, "required: DIR"),
         (["verify", str(corpus("gray8")), "--layouts", "tar"], 2, "unknown layout 'tar'"),
-        (["verify", str(tmp_path)], 1, "manifest.json is missing"),
+        (["verify", str(tmp_path / "empty")], 3, "manifest.json is missing"),
+        (["verify", str(foreign)], 3, "is not a layoutbench corpus manifest"),
         (["frobnicate"], 2, "invalid choice"),
     ]:
         out = run(*args)
