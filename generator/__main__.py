@@ -6,7 +6,7 @@ import os
 import sys
 
 from .build import generate, parse_layouts
-from .cli import Parser, nonneg_int, positive_int, run_main
+from .cli import Parser, nonneg_int, positive_int, positive_number, run_main
 from .errors import UsageError
 from .layouts import layout_ids, layouts
 from .spec import COMPRESSIONS, CONTENTS, DTYPES, PAYLOADS, PRESETS, Spec, parse_shape, preset_spec
@@ -33,6 +33,11 @@ def build_parser() -> Parser:
     p.add_argument("--classes", type=positive_int, default=10, help="number of label classes (default 10)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help=f"parallel workers (default: the core count, {os.cpu_count()})")
+    p.add_argument("--shard-mb", type=positive_number, default=None,
+                   help="sharded layouts (tar, tfrecord): at most this many MiB of payload per shard (default 256)")
+    p.add_argument("--shard-samples", type=positive_int, default=None,
+                   help="sharded layouts: at most this many samples per shard (default 10,000; without either "
+                        "setting a small corpus is cut into at least 8 shards)")
     p.add_argument("--force", action="store_true", help="replace a corpus with a different spec in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
@@ -53,6 +58,11 @@ def spec_from_args(args) -> Spec:
         h, w, c = parse_shape(args.shape)
         return Spec(height=h, width=w, channels=c, dtype=args.dtype or "uint8", **common)
     raise UsageError("give --preset NAME (see --list-presets) or --shape HxWxC")
+
+
+def settings_from_args(args) -> dict:
+    """Writer settings from the command line (None: the writer's default)."""
+    return {"shard_mb": args.shard_mb, "shard_samples": args.shard_samples}
 
 
 def format_table(reports) -> str:
@@ -80,7 +90,7 @@ def main(argv=None) -> int:
     name = spec.preset or f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}"
     out = args.out or os.path.join("data", f"{name}-{spec.count}")
     manifest, reports = generate(out, spec, chosen, args.workers, args.force,
-                                 progress=False if args.quiet else None)
+                                 progress=False if args.quiet else None, settings=settings_from_args(args))
     if not args.quiet:
         print(f"corpus {out}: {spec.count:,} x {spec.pixel_bytes:,} B of pixels "
               f"({spec.height}x{spec.width}x{spec.channels} {spec.dtype}), seed {spec.seed}")
