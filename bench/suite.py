@@ -5,6 +5,8 @@ Full: the corpora of `make generate` (mnist 60,000; imagenet 2,000; 4k-8bit 8; 4
 layout cold and warm with 2 loader threads, 2 epochs (4K: 3 epochs of one-image batches) plus one
 per-sample timing epoch, the naive baselines, 40 MB checkpoints on 4k-8bit, and cold MNIST loose
 files with 1 and 2 worker processes; about 6 minutes on 2 cores.
+Both also read the MNIST corpus's streaming layouts (tar, tfrecord: those installed) cold and warm
+in their own order (`--shuffle shards`: shards in random order through a shuffle buffer).
 Quick (`make bench QUICK=1`): smaller corpora, the same runs; under 2 minutes.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from generator.build import generate
 from generator.errors import UsageError
+from generator.layouts import layouts
 from generator.manifest import MANIFEST
 from generator.spec import preset_spec
 
@@ -107,6 +110,12 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
     jobs.append(BenchConfig(corpus=sweep, output=out / f"{sweep.name}-workers.json", layouts=("files",),
                             caches=("cold",), workers=(1, 2), naive=False, progress=progress,
                             run=RunConfig(epochs=plan.epochs, worker_kind="process", sample_latency=False)))
+    streaming = tuple(name for name, layout in layouts().items() if layout.missing() is None
+                      and layout.reader_class().supports_streaming)
+    if streaming:  # the record layouts as their own loaders read them
+        jobs.append(BenchConfig(corpus=sweep, output=out / f"{sweep.name}-shards.json", layouts=streaming,
+                                workers=(plan.workers,), naive=False, progress=progress,
+                                run=RunConfig(epochs=plan.epochs, worker_kind="thread", shuffle="shards")))
     for cfg in jobs:
         t = time.perf_counter()
         print(f"bench: {cfg.corpus} ({', '.join(cfg.layouts)}; {', '.join(cfg.caches)}) -> {cfg.output}", flush=True)
