@@ -1,7 +1,8 @@
 """`tar` reader: WebDataset tar shards through their offset index (see generator.layouts.tar).
 
-On a sample's first read in a process its member header is checked (name `<key>.<ext>`, size,
-and the header checksum); then the payload is a slice of the shard's map. Labels are the
+On a sample's first read in a process its member header is checked (name `<key>.<ext>`, the
+size field, the ustar magic; with verify=True also the header checksum and the `.cls` member,
+on every read); then the payload is a slice of the shard's map. Labels are the
 manifest's; stored_labels() reads the `.cls` members. Standard library only.
 """
 
@@ -60,14 +61,16 @@ class TarReader(ShardedReader):
             self.fail_at(i, f"damaged index: payload offset {a} is not just after a tar header")
         if a > shard.size:
             self.fail_at(i, f"truncated: the shard ends at byte {shard.size:,}, before the member at {a:,}")
-        head = bytes(shard.view[a - BLOCK:a])
-        name = f"{key_of(self.spec, i)}.{member_ext(self.spec)}".encode()
-        got = head[:100].split(b"\0", 1)[0]
-        if got != name:
-            self.fail_at(i, f"missing: no member {name.decode()} at byte {a - BLOCK:,} of the shard "
+        head = shard.view[a - BLOCK:a]
+        name = f"{key_of(self.spec, i)}.{member_ext(self.spec)}\0".encode()
+        if head[:len(name)] != name:
+            got = bytes(head[:100]).split(b"\0", 1)[0]
+            self.fail_at(i, f"missing: no member {name[:-1].decode()} at byte {a - BLOCK:,} of the shard "
                             f"(found {got[:40].decode(errors='replace')!r})")
-        size = _octal(head[124:136])
-        if size is None or not header_checksum_ok(head):
+        if head[257:263] != b"ustar\0":
+            self.fail_at(i, "damaged: the member's header is not a ustar header")
+        size = _octal(bytes(head[124:136]))
+        if size is None or (self.verify and not header_checksum_ok(bytes(head))):
             self.fail_at(i, "damaged: the member's tar header fails its checksum")
         if size != n:
             self.fail_at(i, f"damaged: the tar header says {size} bytes, the index {n}")

@@ -1,11 +1,13 @@
 """`tfrecord` reader: TFRecord shards of tf.train.Example through their .tfindex (see
 generator.layouts.tfrecord for the format and the protobuf subset).
 
-On a sample's first read in a process its record is checked (inside the shard, the length field
-agrees with the index) and its Example parsed: image/index must be the sample's index and
-image/class/label its label; the payload's position is then remembered and later reads are a
-slice of the map. `verify=True` also checks both crc32c's of the record on every read (and
-`python -m loaders verify` checks them for every record). A record cut short, the last one
+On a sample's first read in a process its record is checked: inside the shard, the length field
+agrees with the index, and the Example's bytes before the payload are exactly what our writer
+puts there for this label and payload size (a comparison with a cached prefix; anything else,
+say records written by TensorFlow, is parsed in full, and then image/index must be the sample's
+index); the payload's position is then remembered and later reads are a slice of the map.
+`verify=True` parses every record in full and checks both crc32c's of the record on every read
+(and `python -m loaders verify` checks them for every record). A record cut short, the last one
 included, is an error naming the shard, the record and the sample: never skipped.
 """
 
@@ -15,7 +17,7 @@ import struct
 
 import numpy as np
 
-from generator.layouts.tfrecord import FOOTER, HEADER, MAX_INDEX_LINE, mask, sample_fields
+from generator.layouts.tfrecord import FOOTER, HEADER, MAX_INDEX_LINE, example_parts, mask, sample_fields
 
 from .records import Shard, ShardedReader
 
@@ -31,6 +33,11 @@ class TFRecordReader(ShardedReader):
     shard_ext = "tfrecord"
     index_ext = "tfindex"
     max_index_bytes = MAX_INDEX_LINE
+    _prefixes: dict  # (label, size, varint length of the index) -> (our Example's prefix, record length)
+
+    def _init_process_state(self) -> None:
+        super()._init_process_state()
+        self._prefixes = {}
 
     def where(self, index: int) -> str:
         k = index // self.per_shard
@@ -73,6 +80,18 @@ class TFRecordReader(ShardedReader):
             self.fail_at(i, f"damaged record: {exc}")
 
     def _locate(self, shard: Shard, j: int, i: int) -> int:
+        if not self.verify:
+            o, n = shard.extra[j]
+            size, label = self._sizes[i], int(self._label_arr[i])
+            key = (label, size, (i.bit_length() + 6) // 7 or 1)  # the prefix depends on index's varint length
+            known = self._prefixes.get(key)
+            if known is None:
+                prefix, suffix = example_parts(size, label, i)
+                known = self._prefixes[key] = (prefix, len(prefix) + size + len(suffix) + HEADER + FOOTER)
+            prefix, total = known
+            if n == total and o + n <= shard.size and shard.view[o + HEADER:o + HEADER + len(prefix)] == prefix \
+                    and struct.unpack_from("<Q", shard.view, o)[0] == n - HEADER - FOOTER:
+                return o + HEADER + len(prefix)
         (a, b), label, index = self._record(shard, j, i)
         if index != i:
             self.fail_at(i, f"damaged: the record holds image/index {index}")
