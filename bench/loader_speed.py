@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-import loaders.base
 from bench import probes
 from generator.build import generate
 from generator.cli import Parser, positive_int, run_main
@@ -147,12 +146,11 @@ def naive_h5py_fancy(raw_corpus: Path, repeats: int):
 
 
 def per_sample_copy(reader, repeats: int):
-    saved = loaders.base.SMALL_BYTES
-    loaders.base.SMALL_BYTES = 0  # every payload takes the one-copy-per-sample path
+    reader.small_bytes = 0  # this reader only: every payload takes the one-copy-per-sample path
     try:
         return loader_rate(reader, True, repeats)
     finally:
-        loaders.base.SMALL_BYTES = saved
+        del reader.small_bytes  # back to the class's SMALL_BYTES
 
 
 def table(rows, floor: float) -> str:
@@ -200,7 +198,7 @@ def main(argv=None) -> int:
         rows.append((f"{name} raw payload bytes", raw, ""))
     for name, extra in (("hdf5", "; a mincore check per sample"), ("lmdb", "")):
         rows.append((f"{name} decoded, one copy per sample", per_sample_copy(readers[name], r),
-                     "SMALL_BYTES=0: no batch assembly" + extra))
+                     "small_bytes=0: no batch assembly" + extra))
     rows.append(("hdf5 decoded, raw images N x H x W x C", loader_rate(raw_reader, True, r), "mapped chunks"))
     rows.append(("naive: tifffile.imread per file", naive_tifffile(corpus, r), f"first ~{NAIVE_SECONDS:.0f} s of batches"))
     rows.append(("naive: h5py images[sorted batch]", naive_h5py_fancy(raw_corpus, r),

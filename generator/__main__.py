@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_presets:
         for name, (h, w, c, dtype, what) in PRESETS.items():
-            print(f"{name:10} {w}x{h}x{c} {dtype:6}  {what}")
+            print(f"{name:10} {h}x{w}x{c} {dtype:6}  {what}")
         return 0
     if args.list_layouts:
         for layout in layouts().values():

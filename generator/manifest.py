@@ -94,8 +94,8 @@ class Manifest:
 
 
 def _int_list(values: list, name: str, lo: int, hi: int, where: str) -> list[int]:
-    """`values` as plain ints, each in [lo, hi], or CorpusError naming the first bad one. numpy makes
-    the pass in C (a 60,000-sample manifest: ~3 ms)."""
+    """`values` as plain ints, each in [lo, hi], or CorpusError naming the first bad one (numpy makes
+    the pass in C; Python looks only for the first bad value)."""
     try:
         arr = np.asarray(values)
         ok = arr.ndim == 1 and arr.dtype.kind in "iu" and lo <= arr.min() and arr.max() <= hi

@@ -59,6 +59,7 @@ class Reader:
     stores_spec: ClassVar[bool] = False
     supports_streaming: ClassVar[bool] = False
     naive: ClassVar[str | None] = None  # e.g. "tifffile.imread per file"
+    small_bytes: int = SMALL_BYTES  # fixed-size payloads up to this are assembled a batch at a time
     _naive = None  # what naive_batch opened (never pickled; close_naive closes it)
 
     def __init__(self, root: str | os.PathLike, manifest: Manifest, *, verify: bool = False):
@@ -333,7 +334,7 @@ class Reader:
     @property
     def small(self) -> bool:
         """Payloads small enough that batching the Python work beats copying each one once."""
-        return self.codec.fixed_size is not None and self.codec.fixed_size <= SMALL_BYTES
+        return self.codec.fixed_size is not None and self.codec.fixed_size <= self.small_bytes
 
     # -- what each layout provides -----------------------------------------------------------------
 

@@ -224,3 +224,150 @@ class ReaderSuite:
         with pytest.raises(SampleError) as e:
             r.decode(r.read(i), i)
         self.assert_named(e, i, "undecodable")
+
+
+# ==================================================================================================
+# The writer suite: how a layout's writer behaves when generation is cut short, fills the disk, or
+# runs with any number of workers. Every layout's test module subclasses it and sets `layout`.
+
+WRITER_KIND = "gray8"  # the reference corpus (every layout) comes from the session's `corpus` fixture
+
+
+def _kill_at(cls, method: str, call: int, when: str):
+    """Patch `cls.method` (in this forked child only) to SIGKILL the process at its `call`-th call,
+    before or after doing its work: a kill -9 at a known point of the write."""
+    import os
+    import signal
+
+    real = getattr(cls, method)
+    calls = [0]
+
+    def patched(self, *args, **kw):
+        k = calls[0]
+        calls[0] += 1
+        if k == call and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = real(self, *args, **kw)
+        if k == call and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(cls, method, patched)
+
+
+class WriterSuite:
+    layout: str
+
+    def is_temporary(self, relpath: str) -> bool:
+        """A name the writer gives an unfinished file inside its published tree (none by default)."""
+        return False
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    @property
+    def writer_class(self):
+        from generator.layouts import get_layout
+
+        return get_layout(self.layout).writer_class()
+
+    def generate(self, root, workers: int = 1):
+        from generator.build import generate
+
+        return generate(root, read_manifest(self.reference_root).spec, [self.layout], workers=workers,
+                        progress=False)
+
+    @pytest.fixture(autouse=True)
+    def _reference(self, corpus):
+        self.reference_root = corpus(WRITER_KIND)
+
+    def assert_same_as_reference(self, root):
+        got, want = read_manifest(root), read_manifest(self.reference_root)
+        assert (got.crc32, got.sizes, got.labels) == (want.crc32, want.sizes, want.labels)
+        assert list(got.layouts) == [self.layout]
+        assert self.writer_class.snapshot(root) == self.writer_class.snapshot(self.reference_root)
+        from loaders.verify import verify
+
+        assert verify(root, progress=False)[1] == []
+
+    def assert_nothing_incomplete_visible(self, root):
+        """After a kill: the layout is refused by readers unless the manifest lists it, and every
+        file under its final name is one the finished layout has, byte for byte."""
+        from generator.errors import CorpusError
+        from generator.manifest import MANIFEST
+
+        done = read_manifest(root).layouts if (root / MANIFEST).exists() else {}
+        if self.layout not in done:
+            with pytest.raises(CorpusError):
+                open_corpus(root, self.layout)
+        top = root / self.writer_class.target
+        want = self.writer_class.snapshot(self.reference_root) if top.exists() else {}
+        files = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()] if top.is_dir() else []
+        for path in files:
+            rel = str(path.relative_to(root))
+            if rel in want:
+                assert path.read_bytes() == want[rel], f"{rel} is under its final name but incomplete"
+            elif not self.is_temporary(rel):
+                # a layout that snapshots records, not files: its tree appears only when complete
+                assert self.layout in done or self.writer_class.snapshot(root) == self.writer_class.snapshot(
+                    self.reference_root), f"{rel} is under a final name before the layout is complete"
+
+    # -- the tests ---------------------------------------------------------------------------------
+
+    def test_same_bytes_whatever_the_worker_count(self, tmp_path):
+        for workers in (1, 3):
+            self.generate(tmp_path / f"w{workers}", workers)
+            self.assert_same_as_reference(tmp_path / f"w{workers}")
+
+    @pytest.mark.parametrize("point", [(0, "before"), (1, "after"), (-1, "after"), ("end", "before")])
+    def test_a_kill_at_any_point_leaves_nothing_incomplete_and_a_rerun_is_identical(self, tmp_path, point):
+        import os
+
+        root = tmp_path / "corpus"
+        cls = self.writer_class
+        method = "end" if point[0] == "end" else "write_part" if cls.supports_parallel_write else "put_many"
+        calls = len(cls(root, read_manifest(self.reference_root).spec, None).parts(1)) if method == "write_part" else None
+        call = 0 if point[0] == "end" else point[0]
+        if call == -1:  # the last write call: count them in a dry run of the plan
+            from generator.pool import chunks
+
+            spec = read_manifest(self.reference_root).spec
+            call = (calls or len(chunks(0, spec.count, spec, 4))) - 1
+        pid = os.fork()
+        if pid == 0:  # the child: generate, killed at the chosen call
+            try:
+                _kill_at(cls, method, call, point[1])
+                self.generate(root)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9, f"the kill at {method} call {call} never came"
+        self.assert_nothing_incomplete_visible(root)
+        self.generate(root)  # the same command again, to the end
+        self.assert_same_as_reference(root)
+
+    def test_disk_full_is_one_named_line_and_a_rerun_finishes(self, tmp_path, monkeypatch):
+        import errno
+
+        from generator.errors import CorpusError
+
+        root = tmp_path / "corpus"
+        cls = self.writer_class
+        method = "write_part" if cls.supports_parallel_write else "put_many"
+        real = getattr(cls, method)
+        calls = [0]
+
+        def full(self, *args, **kw):
+            calls[0] += 1
+            if calls[0] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(root))
+            return real(self, *args, **kw)
+
+        monkeypatch.setattr(cls, method, full)
+        with pytest.raises(CorpusError) as e:
+            self.generate(root)
+        msg = str(e.value)
+        assert f"disk full while writing the {self.layout} layout in {root}" in msg
+        assert "rerun the same command to resume" in msg and "\n" not in msg
+        monkeypatch.setattr(cls, method, real)
+        self.generate(root)
+        self.assert_same_as_reference(root)

@@ -83,6 +83,10 @@ def test_report_and_compare_from_the_shell(ran, tmp_path):
     assert (tmp_path / "rep" / "report.md").exists() and "report:" in p.stdout
     p = bench("compare", out, out)
     assert p.returncode == 0 and "B/A" in p.stdout
+    header, *body = [line.split() for line in p.stdout.splitlines()[1:] if line.strip()]
+    assert header[6:8] == ["B", "samples/s"] and header[8] == "B/A"  # corpus layout cache workers A.. B.. B/A
+    # a file against itself: B/A of samples/s (column 7 of a row) and of p99 (10) are all 1.00
+    assert body and all(row[6] == "1.00" and row[9] in ("1.00", "-") for row in body), body
 
 
 def test_report_and_compare_refuse_bad_files(ran, tmp_path):

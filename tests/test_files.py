@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from conformance import ReaderSuite
+from conformance import ReaderSuite, WriterSuite
 
 from generator.errors import SampleError
-from generator.layouts.files import sample_relpath
+from generator.layouts.files import TMP_MARK, sample_relpath
 from loaders import open_corpus
 
 
@@ -72,3 +72,10 @@ def test_missing_label_directory_is_named(corpus_copy):
     with pytest.raises(SampleError, match="missing") as e:
         r.read_batch([3])
     assert e.value.index == 3 and e.value.where == sample_path(root, 3)
+
+
+class TestFilesWriter(WriterSuite):
+    layout = "files"
+
+    def is_temporary(self, relpath):
+        return TMP_MARK in relpath  # the rename fallback's name for a file being written

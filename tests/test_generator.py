@@ -114,8 +114,9 @@ def test_preset_list_matches_the_issue_and_readme():
     assert set(PRESETS) == set(EXACT)
     assert preset_spec("4k-square").height * preset_spec("4k-square").width == 16_777_216
     text = README.read_text()
-    for name, (h, w, c, dtype, nbytes) in EXACT.items():
-        assert f"| {name} | {w}x{h}x{c} | {dtype} | {nbytes:,}" in text, name
+    for name, (h, w, c, dtype, nbytes) in EXACT.items():  # HxWxC, as --shape takes it
+        row = next((line for line in text.splitlines() if line.startswith(f"| {name} | {h}x{w}x{c}")), None)
+        assert row is not None and f"| {dtype} | {nbytes:,}" in row, name
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar", "imagenet"])

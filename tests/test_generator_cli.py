@@ -92,7 +92,7 @@ def test_the_real_entry_point_prints_one_line_and_exits_2(tmp_path):
 def test_list_presets_and_a_small_corpus_with_its_table(cli, tmp_path):
     r = cli("--list-presets")
     assert r.code == 0 and r.out.count("\n") == 7
-    assert "4k-8bit    4520x2540x4 uint8" in r.out and "45,923,200 B" in r.out
+    assert "4k-8bit    2540x4520x4 uint8" in r.out and "45,923,200 B" in r.out  # HxWxC, as --shape takes it
     r = cli("--preset", "cifar", "--count", 20, "--out", tmp_path, "--workers", 1)
     assert r.code == 0, r
     lines = r.out.splitlines()

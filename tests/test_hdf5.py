@@ -7,7 +7,7 @@ import os
 import h5py
 import numpy as np
 import pytest
-from conformance import ReaderSuite
+from conformance import ReaderSuite, WriterSuite
 
 from generator.errors import SampleError
 from loaders import open_corpus
@@ -101,3 +101,7 @@ def test_deflate_payload_damage_via_h5py(corpus_copy):
     with pytest.raises(SampleError, match="missing") as e:
         open_corpus(root, "hdf5").read(36)
     assert e.value.index == 36
+
+
+class TestHDF5Writer(WriterSuite):
+    layout = "hdf5"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lmdb
 import pytest
-from conformance import ReaderSuite, reference
+from conformance import ReaderSuite, WriterSuite, reference
 
 from generator.errors import SampleError
 from generator.layouts.lmdb import key_of
@@ -61,3 +61,7 @@ def test_missing_environment_is_named(corpus_copy):
     with pytest.raises(SampleError, match="missing") as e:
         open_corpus(root, "lmdb").read(2)
     assert e.value.index == 2 and "lmdb" in e.value.where
+
+
+class TestLMDBWriter(WriterSuite):
+    layout = "lmdb"

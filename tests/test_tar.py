@@ -11,7 +11,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from conformance import ReaderSuite, reference
+from conformance import ReaderSuite, WriterSuite, reference
 from conftest import kind_spec
 from records_helpers import facts, pwrite, shard_of, tree_bytes, write_some_parts
 
@@ -33,7 +33,7 @@ def _entry(root, index):
     return root / "tar" / f"shard-{k:06d}.tar", a, n, c
 
 
-class TestTar(ReaderSuite):
+class TestTar(ReaderSuite, WriterSuite):
     layout = "tar"
 
     def make_missing(self, root, index):

@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 import pytest
-from conformance import ReaderSuite, reference
+from conformance import ReaderSuite, WriterSuite, reference
 from records_helpers import pwrite, shard_of
 
 from generator.errors import SampleError
@@ -33,7 +33,7 @@ def _payload_at(root, index) -> tuple:
     return path, o + HEADER + a
 
 
-class TestTFRecord(ReaderSuite):
+class TestTFRecord(ReaderSuite, WriterSuite):
     layout = "tfrecord"
 
     def make_missing(self, root, index):

@@ -91,6 +91,15 @@ class LayoutWriter(abc.ABC):
         """Every path this layout owns in the corpus (published and partial): --force removes them."""
         return [self.root / self.target]
 
+    @classmethod
+    def snapshot(cls, root: Path) -> dict[str, bytes]:
+        """What the published layout holds, for comparing two writes of it: by default every regular
+        file under `target`, relative path -> bytes. A layout whose library may write other bytes
+        for the same records (another version, page reuse) returns its records instead."""
+        top = Path(root) / cls.target
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else []
+        return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -88,6 +89,20 @@ class HDF5Writer(LayoutWriter):
             self.file.close()
         except Exception:
             pass
+
+    @classmethod
+    def snapshot(cls, root) -> dict[str, bytes]:
+        """Every dataset's bytes and the root attributes (HDF5 library versions may lay a file out
+        differently for the same contents)."""
+        import h5py
+
+        out = {}
+        with h5py.File(Path(root) / FILENAME, "r") as f:
+            for name, obj in f.items():
+                out[f"dataset/{name}"] = obj.dtype.str.encode() + str(obj.shape).encode() + obj[()].tobytes()
+            for name, value in f.attrs.items():
+                out[f"attr/{name}"] = str(value).encode()
+        return out
 
     @classmethod
     def estimate_bytes(cls, spec, codec) -> int:

@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -146,3 +147,19 @@ class LMDBWriter(LayoutWriter):
     @classmethod
     def estimate_bytes(cls, spec, codec) -> int:
         return spec.count * (entry_bytes(spec, codec) + 2) + (1 << 20)
+
+    @classmethod
+    def snapshot(cls, root) -> dict[str, bytes]:
+        """Every key and value of both sub-databases (LMDB's page layout depends on its history)."""
+        import lmdb
+
+        out = {}
+        env = lmdb.open(str(Path(root) / DIRNAME), readonly=True, lock=False, max_dbs=2, subdir=True)
+        try:
+            for name in (b"payload", b"meta"):
+                db = env.open_db(name, create=False)
+                with env.begin(db=db) as txn:
+                    out.update({f"{name.decode()}/{k.hex()}": bytes(v) for k, v in txn.cursor()})
+        finally:
+            env.close()
+        return out

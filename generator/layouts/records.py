@@ -105,6 +105,10 @@ class ShardedWriter(LayoutWriter):
 
     def __init__(self, root, spec, codec, **options):
         super().__init__(root, spec, codec, **options)
+        if spec is not None and codec is None:  # (a writer made only to ask for its paths or parts)
+            from ..pool import codec_for
+
+            codec = codec_for(spec)
         self.per_shard = samples_per_shard(spec, codec, **options) if spec is not None else None
 
     @property
