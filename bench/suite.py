@@ -118,7 +118,7 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
                                 run=RunConfig(epochs=plan.epochs, worker_kind="thread", shuffle="shards")))
     for cfg in jobs:
         t = time.perf_counter()
-        print(f"bench: {cfg.corpus} ({', '.join(cfg.layouts)}; {', '.join(cfg.caches)}) -> {cfg.output}", flush=True)
+        print(f"bench: {cfg.corpus} ({', '.join(cfg.layouts or ('every layout of the corpus',))}; {', '.join(cfg.caches)}) -> {cfg.output}", flush=True)
         res = run_bench(cfg)
         res.save(cfg.output)
         print(f"       {time.perf_counter() - t:.0f} s", flush=True)
