@@ -111,7 +111,10 @@ class ShardedReader(Reader):
     def _shard(self, k: int, i: int) -> Shard:
         shard = self._open_shards.get(k)
         if shard is None:
-            shard = self._open_shards[k] = self._load(k, i)
+            with self._lock:  # threads of one process open a shard once
+                shard = self._open_shards.get(k)
+                if shard is None:
+                    shard = self._open_shards[k] = self._load(k, i)
         return shard
 
     def _load(self, k: int, i: int) -> Shard:

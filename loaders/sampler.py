@@ -11,7 +11,7 @@ Modes:
   reader's shards(), option `shards`) in a new random order each epoch, each read front to back,
   the stream through a shuffle buffer of `buffer_size`. Ranks take contiguous runs of whole
   shards (when there are at least as many shards as ranks; else contiguous pieces of the stream)
-  and shuffle their own stream (see shard_stream).
+  and shuffle their own stream (see shard_stream). Without boundaries the stream is one shard.
 
 order_randomness(order, bounds) says how random an epoch's order was against a full shuffle.
 
@@ -63,10 +63,13 @@ def epoch_order(n: int, seed: int = 0, epoch: int = 0, mode: str = "shuffle", **
 
 
 def check_bounds(bounds, n: int) -> np.ndarray:
-    """Shard boundaries as int64: 0 = b[0] < b[1] < ... < b[-1] = n, or UsageError."""
+    """Shard boundaries as int64: 0 = b[0] < b[1] < ... < b[-1] = n, or UsageError. None: one shard
+    of all n samples (no shards: n = 0)."""
     if bounds is None:
-        raise UsageError("the shards mode needs the shard boundaries of a streaming reader (option shards)")
+        return np.array([0, n] if n else [0], np.int64)
     b = np.asarray(bounds)
+    if n == 0 and b.ndim == 1 and len(b) == 1 and b[0] == 0 and b.dtype.kind in "iu":
+        return b.astype(np.int64)
     if b.ndim != 1 or b.dtype.kind not in "iu" or len(b) < 2 or b[0] != 0 or b[-1] != n or (np.diff(b) <= 0).any():
         raise UsageError(f"shard boundaries must rise from 0 to {n} (the sample count), got {b[:5]}...")
     return b.astype(np.int64)
@@ -81,6 +84,8 @@ def shard_stream(n: int, seed: int, epoch: int, bounds, buffer_size: int = 1024,
     b = check_bounds(bounds, n)
     shard(b, rank, world)  # validates rank and world
     shards = len(b) - 1
+    if not shards:
+        return np.zeros(0, np.int64)
     perm = _rng(seed, epoch).permutation(shards)
     if shards >= world:
         mine = perm[rank * shards // world:(rank + 1) * shards // world]

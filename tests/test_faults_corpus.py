@@ -217,10 +217,11 @@ EDITS = {
     "size changed (variable sizes)": ("deflate", lambda d: d["samples"]["size"].__setitem__(3, d["samples"]["size"][3] - 1),
                                       "MISMATCH manifest sample 3", LAYOUTS),
     "label changed": ("gray8", lambda d: d["samples"]["label"].__setitem__(3, (d["samples"]["label"][3] + 1) % 5),
-                      "MISMATCH manifest sample 3", ("files",)),
+                      "MISMATCH manifest sample 3", ("files", "tar", "tfrecord")),  # the records hold labels
     "count lowered": ("gray8", lambda d: (_spec(d, count=36), _samples(d, crc32=lambda v: v[:-1], size=lambda v: v[:-1],
                                                                        label=lambda v: v[:-1])),
-                      "not a sample of this corpus (the manifest lists 36 samples)", ("hdf5", "lmdb")),
+                      "not a sample of this corpus (the manifest lists 36 samples)",
+                      ("hdf5", "lmdb", "tar", "tfrecord")),  # shard indexes list the samples
     "count raised": ("gray8", lambda d: (_spec(d, count=38), _samples(d, crc32=lambda v: v + [0], size=lambda v: v + [976],
                                                                       label=lambda v: v + [0])),
                      "MISMATCH manifest sample 37", LAYOUTS),

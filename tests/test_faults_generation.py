@@ -42,7 +42,7 @@ PROG = "python -m generator"
 from generator.layouts import layout_ids
 
 LAYOUTS = layout_ids()
-PARTIALS = (".corpus.h5.partial", "lmdb.partial")
+PARTIALS = (".corpus.h5.partial", "lmdb.partial", "tar.partial", "tfrecord.partial")
 # The kills alternate between two corpora: fixed-size TIFFs (contiguous HDF5, mapped reads) and
 # deflated ones (variable sizes: a chunked, growing HDF5 dataset). Each writes all three layouts
 # in about 0.15 s on tmpfs, so one process start plus a kill costs ~0.4 s.
@@ -56,9 +56,10 @@ COMMON = ["--workers", "2", "--quiet"]
 LAUNCH = ("import sys, generator.layouts.lmdb as m; m.TXN_SAMPLES = 100\n"
           "from generator.__main__ import main; from generator.cli import run_main\n"
           "sys.exit(run_main('python -m generator', main, sys.argv[1:]))")
-STARTED = {"files": "files", "hdf5": ".corpus.h5.partial", "lmdb": "lmdb.partial"}  # a layout's writing began
+STARTED = {"files": "files", "hdf5": ".corpus.h5.partial", "lmdb": "lmdb.partial",  # a layout's writing began
+           "tar": "tar.partial", "tfrecord": "tfrecord.partial"}
 ROUNDS = 12  # each: a kill on a fresh directory, a kill of the resumed run, then the finishing rerun
-# (12: the kinds (2) and the targeted layouts (3) both come round evenly)
+# (12: the kinds (2) come round evenly, and every layout is the target at least twice)
 MIN_KILLS = 20  # kills that must land mid-generation
 
 
@@ -146,7 +147,7 @@ def layout_seconds(kind: str, out: Path) -> dict[str, float]:
             for name in LAYOUTS:
                 if name not in seen and (out / STARTED[name]).exists():
                     seen[name] = now
-            if "lmdb" in seen and not (out / IN_PROGRESS).exists():
+            if LAYOUTS[-1] in seen and not (out / IN_PROGRESS).exists():
                 seen["done"] = now
             time.sleep(0.0005)
         assert proc.wait() == 0
@@ -196,6 +197,9 @@ def assert_no_reader_accepts_a_partial_layout(out: Path, ref: Path) -> None:
         assert_layout_identical(out, ref, "hdf5")
     if (out / "lmdb").exists():
         assert_layout_identical(out, ref, "lmdb")
+    for name in ("tar", "tfrecord"):  # shard directories are renamed into place only when complete
+        if name in LAYOUTS and (out / name).exists():
+            assert_layout_identical(out, ref, name)
 
 
 def assert_identical_to_reference(out: Path, ref: Path) -> None:

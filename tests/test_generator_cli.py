@@ -17,7 +17,10 @@ import generator.build
 from generator.__main__ import main
 from generator.build import IN_PROGRESS, CorpusLock
 from generator.cli import run_main
+from generator.layouts import get_layout, layout_ids
 from generator.manifest import MANIFEST, read_manifest, tmp_prefix
+
+INSTALLED = layout_ids(available=True)  # what the generator writes by default
 
 PROG = "python -m generator"
 Result = namedtuple("Result", "code out err")
@@ -98,10 +101,9 @@ def test_list_presets_and_a_small_corpus_with_its_table(cli, tmp_path):
     lines = r.out.splitlines()
     assert lines[0] == f"corpus {tmp_path}: 20 x 3,072 B of pixels (32x32x3 uint8), seed 0"
     assert lines[1].split() == ["layout", "samples", "bytes", "on", "disk", "files", "seconds", "MB/s"]
-    assert [line.split()[:2] for line in lines[2:]] == [["files", "20"], ["hdf5", "20"], ["lmdb", "20"]]
+    assert [line.split()[:2] for line in lines[2:]] == [[name, "20"] for name in INSTALLED]
     r = cli("--preset", "cifar", "--count", 20, "--out", tmp_path, "--workers", 1)
-    assert [line.split()[:2] for line in r.out.splitlines()[2:]] == [
-        ["files", "(existing)"], ["hdf5", "(existing)"], ["lmdb", "(existing)"]]
+    assert [line.split()[:2] for line in r.out.splitlines()[2:]] == [[name, "(existing)"] for name in INSTALLED]
 
 
 def test_options_reach_the_spec(cli, tmp_path):
@@ -136,14 +138,14 @@ def test_unwritable_out(cli, tmp_path):
 def test_too_small_a_disk_is_refused_before_writing(cli, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=100_000))
-    one_line_error(cli(*tiny(tmp_path / "c")), "not enough disk space in", "files,hdf5,lmdb need about",
+    one_line_error(cli(*tiny(tmp_path / "c")), "not enough disk space in", f"{','.join(INSTALLED)} need about",
                    "GB is free", "--layouts", "--count")
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".lock"]  # nothing written
     # The estimate counts what a layout already has, so a finished layout needs nothing more.
     monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=10**12))
     assert cli(*tiny(tmp_path / "c", "--layouts", "files")).code == 0
     monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=60_000))
-    one_line_error(cli(*tiny(tmp_path / "c")), "the layouts hdf5,lmdb need about")
+    one_line_error(cli(*tiny(tmp_path / "c")), f"the layouts {','.join(n for n in INSTALLED if n != 'files')} need about")
     monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=3_000_000))
     assert cli(*tiny(tmp_path / "c")).code == 0
 
@@ -173,7 +175,7 @@ def test_a_damaged_corpus_is_refused_without_force(cli, tmp_path):
     (tmp_path / MANIFEST).write_text("{")
     one_line_error(cli(*tiny(tmp_path)), "holds a damaged corpus", "--force", code=1)
     assert cli(*tiny(tmp_path, "--force")).code == 0
-    assert len(read_manifest(tmp_path).layouts) == 3
+    assert len(read_manifest(tmp_path).layouts) == len(INSTALLED)
 
 
 def test_a_foreign_non_empty_directory_is_refused_even_with_force(cli, tmp_path):
@@ -216,7 +218,7 @@ def test_a_write_failure_gives_one_line_naming_the_layout(cli, tmp_path):
     assert list(read_manifest(tmp_path).layouts) == ["hdf5"]  # the finished layout stays listed
     (tmp_path / "files").unlink()
     assert cli(*tiny(tmp_path)).code == 0
-    assert sorted(read_manifest(tmp_path).layouts) == ["files", "hdf5", "lmdb"]
+    assert sorted(read_manifest(tmp_path).layouts) == sorted(INSTALLED)
 
 
 def test_force_removes_only_the_layouts_own_paths(cli, tmp_path):
@@ -233,4 +235,5 @@ def test_temporaries_of_a_killed_run_are_not_foreign_and_are_cleaned(cli, tmp_pa
     (tmp_path / f"{tmp_prefix(IN_PROGRESS)}4242").write_text('{"spec": {"hei')
     (tmp_path / f"{tmp_prefix(MANIFEST)}4243").write_text('{"format"')
     assert cli(*tiny(tmp_path)).code == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "corpus.h5", "files", "lmdb", MANIFEST]
+    targets = [get_layout(name).writer_class().target for name in INSTALLED]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", MANIFEST, *targets])

@@ -138,7 +138,8 @@ def test_mpirun_generation_error_is_one_line_from_rank_0(tmp_path):
 @needs_mpirun
 def test_mpirun_bench_run_aggregates_two_ranks(tmp_path):
     made = subprocess.run([sys.executable, "-m", "generator", "--preset", "mnist", "--count", "300", "--quiet",
-                           "--workers", "1", "--out", str(tmp_path / "c")], cwd=REPO, capture_output=True, text=True)
+                           "--workers", "1", "--layouts", "files,hdf5,lmdb", "--out", str(tmp_path / "c")], cwd=REPO,
+                          capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     out = tmp_path / "r.json"
     proc = mpirun(["-m", "bench", "run", "--corpus", str(tmp_path / "c"), "--output", str(out), "--cache", "asis",

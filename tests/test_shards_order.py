@@ -58,9 +58,14 @@ def test_the_buffer_bounds_how_early_a_sample_comes():
 
 
 def test_bad_boundaries_and_missing_ones_are_usage_errors():
-    for bad in (None, [0, 10], [1, 75], [0, 40, 40, 75], [[0, 75]], [0.0, 75.0]):
+    for bad in ([0, 10], [1, 75], [0, 40, 40, 75], [[0, 75]], [0.0, 75.0], [0]):
         with pytest.raises(UsageError):
             epoch_order(75, 0, 0, "shards", shards=bad)
+    # without boundaries the stream is one shard: the buffer mode's order over the whole range
+    one = epoch_order(75, 0, 0, "shards", buffer_size=8)
+    assert sorted(one.tolist()) == list(range(75))
+    assert (np.argsort(one) - np.arange(75)).min() == -7  # at most buffer_size - 1 places early
+    assert epoch_order(0, 0, 0, "shards").size == 0
 
 
 def test_order_randomness_on_known_orders():
