@@ -33,11 +33,12 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
-# Optional layouts' libraries (pyproject's `layouts` extra) into .venv; CI installs them too.
+# Optional layouts' libraries (pyproject's `layouts` extra) and the optional codecs (`codecs`) into
+# .venv; CI installs them too.
 EXTRAS_STAMP := $(VENV)/.extras-installed-stamp
 
 $(EXTRAS_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,layouts]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,layouts,codecs]'
 	touch $(EXTRAS_STAMP)
 
 .PHONY: install-extras
@@ -72,3 +73,11 @@ bench-mpi: $(MPI_STAMP)
 	  $(MPIRUN) $(BIN)/python -m bench run --corpus $$dir --cache cold --no-naive --quiet \
 	    --output $(MPI_RESULTS)/mpi-np$(NP)-$$preset-$$count.json; \
 	done
+
+# fio (optional, for `bench run --fio`: fio's random reads beside our floors): the Debian package,
+# installed with apt-get when root; otherwise install it yourself (apt-get install -y fio).
+.PHONY: install-fio
+install-fio:
+	@if command -v fio >/dev/null; then fio --version; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get install -y fio || { apt-get update && apt-get install -y fio; }; \
+	else echo "install the Debian package fio as root: apt-get install -y fio" >&2; exit 2; fi

@@ -3,6 +3,7 @@
     python -m bench run --corpus DIR --output FILE.json [--layouts L,...] [--cache cold,warm]
                         [--epochs E] [--repeats R] [--batch-size B] [--workers K[,K...]] [--worker-kind KIND]
                         [--shuffle MODE] [--no-decode] [--checkpoint-mb M --checkpoint-every N]
+                        [--compute-ms X] [--compute-ms-per-sample Y] [--compute-busy] [--warmup N] [--fio]
     python -m bench report FILE.json ... [--out results/]
     python -m bench compare A.json B.json [--force]
     python -m bench suite [--quick]            # what `make bench` runs
@@ -56,6 +57,25 @@ def positive_number(text: str) -> float:
     return value
 
 
+def nonneg_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def size_arg(text: str) -> int:
+    from .regimes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_run(sub) -> None:
     from .config import CACHES
 
@@ -68,7 +88,12 @@ def add_run(sub) -> None:
     p.add_argument("--layouts", type=comma_list(layout_ids()), default=None,
                    help=f"comma list of {','.join(layout_ids())} (default: every layout the corpus has)")
     p.add_argument("--cache", type=comma_list(CACHES), default=("cold", "warm"),
-                   help="comma list of cold, warm, asis (default cold,warm); checked with mincore")
+                   help="comma list of cold, warm, asis, capped (default cold,warm); checked with mincore "
+                        "(capped: also the cgroup's counters; needs --memory-limit)")
+    p.add_argument("--memory-limit", type=size_arg, default=None, metavar="SIZE",
+                   help="with --cache capped: the page cache the run may use (e.g. 320M, 1G; binary units), on "
+                        "top of the loader's own memory, which is measured first; the loader and its workers run "
+                        "in a memory cgroup of that limit")
     p.add_argument("--epochs", type=positive_int, default=2, help="epochs per run; the first is reported apart (default 2)")
     p.add_argument("--repeats", type=positive_int, default=1, help="repeat every run R times (default 1)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="samples per batch (default 32)")
@@ -95,6 +120,18 @@ def add_run(sub) -> None:
                    help="under MPI: rank r reads shard (r + epoch*S) %% ranks (default 0)")
     p.add_argument("--comm", choices=("auto", "single", "mpi"), default="auto",
                    help="auto (default): MPI when started by mpirun, else one process")
+    p.add_argument("--compute-ms", type=nonneg_number, default=0.0,
+                   help="emulated compute per batch, ms, spent by the consumer while the loader prefetches; "
+                        "each epoch records AU (default 0: none)")
+    p.add_argument("--compute-ms-per-sample", type=nonneg_number, default=0.0,
+                   help="emulated compute per sample of each batch, ms (added to --compute-ms)")
+    p.add_argument("--compute-busy", action="store_true",
+                   help="busy-wait the compute instead of sleeping (finer below 1 ms; holds a core and the GIL)")
+    p.add_argument("--warmup", type=nonneg_int, default=0,
+                   help="warm-up repeats run first and dropped (MLPerf: --repeats 5 --warmup 1; the report says "
+                        "whether the repeats replicate within 5%%)")
+    p.add_argument("--fio", action="store_true",
+                   help="also run fio's random reads on the same files beside our floors (needs the fio package)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -110,16 +147,22 @@ def cmd_run(args) -> int:
         raise UsageError("give --checkpoint-mb and --checkpoint-every together")
     if not args.corpus.is_dir():
         raise UsageError(f"--corpus {args.corpus}: no such directory (make a corpus with python -m generator)")
+    if args.fio:
+        from .fio import require_fio
+
+        require_fio()
     comm = get_comm(args.comm)
     rc = RunConfig(batch_size=args.batch_size, worker_kind=args.worker_kind, shuffle=args.shuffle,
                    decode=not args.no_decode, prefetch=args.prefetch, seed=args.seed, epochs=args.epochs,
                    repeats=args.repeats, drop_last=args.drop_last, shard_shift=args.shard_shift,
-                   sample_latency=not args.no_sample_latency)
+                   sample_latency=not args.no_sample_latency, compute_ms=args.compute_ms,
+                   compute_ms_per_sample=args.compute_ms_per_sample, compute_busy=args.compute_busy,
+                   warmup=args.warmup)
     cfg = BenchConfig(corpus=args.corpus, output=args.output, layouts=args.layouts, caches=args.cache,
                       workers=args.workers, run=rc, naive=not args.no_naive,
                       checkpoint_mb=args.checkpoint_mb or 0.0, checkpoint_every=args.checkpoint_every or 0,
-                      checkpoint_dir=args.checkpoint_dir, evict=args.evict,
-                      progress=not args.quiet and sys.stderr.isatty())
+                      checkpoint_dir=args.checkpoint_dir, evict=args.evict, memory_limit=args.memory_limit,
+                      progress=not args.quiet and sys.stderr.isatty(), fio=args.fio)
     results = run_bench(cfg, comm)
     if results is not None:
         results.save(args.output)

@@ -11,7 +11,7 @@ from generator.errors import UsageError
 
 from .result import RunConfig
 
-CACHES = ("cold", "warm", "asis")
+CACHES = ("cold", "warm", "asis", "capped")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class BenchConfig:
     checkpoint_dir: Path | None = None
     evict: str = "auto"
     progress: bool = False
+    fio: bool = False  # also run fio's random reads beside the floors (bench/fio.py)
+    memory_limit: int | None = None  # capped: bytes of page cache on top of the loader's own memory
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -60,6 +62,9 @@ def check_config(cfg: BenchConfig, manifest) -> None:
     for cache in cfg.caches:
         if cache not in CACHES:
             raise UsageError(f"unknown cache setting {cache!r}; choose from {', '.join(CACHES)}")
+    from .regimes import check_capped
+
+    check_capped(cfg, manifest, cfg.run.world)
     if (cfg.checkpoint_mb > 0) != (cfg.checkpoint_every > 0):
         raise UsageError("give --checkpoint-mb and --checkpoint-every together")
     if Path(cfg.output).is_dir():

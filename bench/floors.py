@@ -1,22 +1,32 @@
 """The machine's floors, measured in the same run on the same files as the loaders: sequential
-reads of each layout's files (into a batch-sized buffer; warm, also copied out of a map), pread of
-one sample's size at random sample-sized slots, one memory copy, and the harness's own loop over
-a loader that costs nothing.
+reads of each layout's files (into a batch-sized buffer; warm, also copied out of a map), at one
+stream and at every concurrency the runs read at (W streams, up to a batch of reads in flight
+each: `parallel_read`), random reads of every sample-sized piece at that concurrency, pread of
+one sample's size at random sample-sized slots, memory copy at one and at W threads, and the
+harness's own loop over a loader that costs nothing.
+
+Contract: a run's `x floor` divides its MB/s by the fastest floor of its own files at its own
+cache state and concurrency (Floors.bound); a run above 1.05x is a floor too low (a defect
+here, reported, never a win).
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import struct
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from generator.errors import LayoutbenchError
+
 from . import probes
 from .measure import null_floor
 from .regimes import set_cache
-from .result import Floors, PreadFloor, SeqFloor
+from .result import Floors, MemcpyFloor, PreadFloor, SeqFloor, StreamFloor
 
 READ_BLOCK = 4 << 20  # the sequential floor's read size
 PREAD_MIN_SLOTS = 100
@@ -143,17 +153,324 @@ def memcpy_bandwidth(nbytes: int = 64 << 20, repeats: int = 5) -> tuple[int, flo
     return nbytes, best
 
 
+# ---------------------------------------------------------------- floors at the loader's concurrency
+#
+# A loader with W workers reads with W streams, each with up to a batch (B reads) in flight: the
+# loose-files reader's RWF_NOWAIT pass starts readahead for a whole batch before it waits, a
+# process worker works beside the others on its own core. A floor of one stream with one read in
+# flight is then no floor (cold MNIST files with 2 process workers went 3.95x "above" it). So the
+# floors are also measured with W streams, each a forked process (no GIL between streams, as
+# with process workers; threads of a loader cannot do better), each with `depth` threads that
+# read at once (depth reads in flight, as deep as the loader's batch).
+
+Item = tuple  # (path, offset, length): read `length` bytes of `path` from `offset`
+WAYS = ("seq-read", "seq-map", "rand")
+# Passes of each floor way; the best counts (a floor is the best the machine does). A shared
+# machine's scheduling noise is large against a pass of a few milliseconds (2 streams over two
+# 46 MB images, warm: 1.3-3.5 GB/s pass to pass here, under a load of 3.5 on 2 cores), so short
+# warm ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX (cold passes,
+# each after an eviction, are long enough: PASSES_MIN of them).
+PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 12, 0.5
+DEPTH_MAX = 64  # threads per stream: a batch of 32 is in flight whole; larger batches are capped here
+
+
+def seq_plan(paths, streams: int) -> list[list[Item]]:
+    """Every byte of `paths`, in order, as one byte stream cut into `streams` contiguous shares
+    (a big file is read by several streams, each its own range; loose files are split by count)."""
+    sizes = [os.path.getsize(p) for p in paths]
+    total = sum(sizes)
+    share = -(-total // max(1, streams)) if total else 0
+    plans: list[list[Item]] = [[] for _ in range(streams)]
+    s, room = 0, share
+    for p, size in zip(paths, sizes):
+        at = 0
+        while at < size:
+            take = min(size - at, room) if s < streams - 1 else size - at
+            plans[s].append((str(p), at, take))
+            at += take
+            room -= take
+            if room <= 0 and s < streams - 1:
+                s, room = s + 1, share
+    return plans
+
+
+def rand_plan(paths, sample_bytes: int, samples: int, streams: int, seed: int = 0) -> list[list[Item]]:
+    """Every sample-sized piece of `paths` once, in a random order, dealt round-robin to `streams`.
+
+    Loose files (at least as many files as samples): each file whole, as the loader reads it.
+    Otherwise sample-sized slots covering each file (the last one short), as a loader reads
+    samples packed in one file."""
+    if len(paths) >= samples:
+        items = [(str(p), 0, os.path.getsize(p)) for p in paths]
+    else:
+        step = max(1, sample_bytes)
+        items = [(str(p), at, min(step, size - at)) for p in paths
+                 for size in (os.path.getsize(p),) for at in range(0, size, step)]
+    order = np.random.default_rng(seed).permutation(len(items))
+    return [[items[k] for k in order[s::streams].tolist()] for s in range(streams)]
+
+
+def _read_items(items, dest: memoryview, block: int, mapped: bool, maps: dict | None = None) -> tuple[int, int]:
+    """(bytes, reads) of `items` read into `dest` in pieces of at most `block`, wrapping round it.
+    A file is opened once for a run of items in it and closed when the next item is another
+    file (loose files: open, one read, close, as the loaders do). `mapped`: copied out of a
+    read-only map (MADV_SEQUENTIAL) instead of preadv."""
+    total = reads = pos = 0
+    size = len(dest)
+    arr = np.frombuffer(dest, np.uint8) if mapped else None
+    fd, open_path, m, src = -1, None, None, None
+    try:
+        for path, off, length in items:
+            if mapped and maps is not None and path in maps:
+                src = maps[path]
+            elif path != open_path:
+                if m is not None:
+                    del src
+                    m.close()
+                    m = src = None
+                if fd >= 0:
+                    os.close(fd)
+                fd, open_path = os.open(path, os.O_RDONLY), path
+                if mapped:
+                    fsize = os.fstat(fd).st_size
+                    if fsize:
+                        m = mmap.mmap(fd, fsize, access=mmap.ACCESS_READ)
+                        m.madvise(mmap.MADV_SEQUENTIAL)
+                        src = np.frombuffer(m, np.uint8)
+            at, left = off, length
+            while left > 0:
+                k = min(left, block, size)
+                if pos + k > size:
+                    pos = 0
+                if mapped:
+                    np.copyto(arr[pos:pos + k], src[at:at + k])
+                    got = k
+                else:
+                    got = os.preadv(fd, [dest[pos:pos + k]], at)
+                    if got <= 0:
+                        break
+                total += got
+                reads += 1
+                at, left, pos = at + got, left - got, pos + got
+    finally:
+        if m is not None:
+            del src
+            m.close()
+        if fd >= 0:
+            os.close(fd)
+    return total, reads
+
+
+MADV_POPULATE_READ = 22  # Linux 5.14: fault a range's page tables in without copying
+
+
+def _premap(items) -> dict:
+    """path -> uint8 array over a read-only map of the file, its pages faulted in: a loader reading
+    out of a map in steady state has mapped and faulted it in an earlier epoch, so a floor that
+    maps and faults inside its clock would be slower than the loader it bounds. Maps live until
+    the (forked, short-lived) process exits."""
+    out = {}
+    for path in dict.fromkeys(p for p, _, _ in items):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if not size:
+                continue
+            m = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        try:
+            m.madvise(MADV_POPULATE_READ)
+        except OSError:  # an older kernel: touch one byte a page
+            int(np.frombuffer(m, np.uint8)[::mmap.PAGESIZE].sum())
+        m.madvise(mmap.MADV_SEQUENTIAL)
+        out[path] = np.frombuffer(m, np.uint8)
+    return out
+
+
+_RESULT = struct.Struct("<ddqq")  # start, end (perf_counter: CLOCK_MONOTONIC, one clock for all processes), bytes, reads
+
+
+def _stream_child(items, depth: int, block: int, into: int, mapped: bool, ready_w: int, go_r: int, out_w: int):
+    """One stream in a forked child: `depth` threads over items[t::depth], started together
+    when the parent writes to go_r; writes _RESULT (or b'E' + message) to out_w."""
+    try:
+        per = max(min(block, max((i[2] for i in items), default=1)), into // max(1, depth), 1)
+        dests = [memoryview(np.ones(per, np.uint8)) for _ in range(depth)]  # pre-faulted, one per thread
+        results: list = [None] * depth
+        start = threading.Event()
+        maps = _premap(items) if mapped else None
+
+        def work(t):
+            start.wait()
+            try:
+                results[t] = _read_items(items[t::depth], dests[t], block, mapped, maps)
+            except BaseException as exc:  # reported through the pipe below
+                results[t] = exc
+
+        threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(depth)]
+        for th in threads:
+            th.start()
+        os.write(ready_w, b"r")
+        os.read(go_r, 1)
+        t0 = time.perf_counter()
+        start.set()
+        for th in threads:
+            th.join()
+        t1 = time.perf_counter()
+        bad = next((r for r in results if isinstance(r, BaseException)), None)
+        if bad is not None:
+            raise bad
+        msg = _RESULT.pack(t0, t1, sum(r[0] for r in results), sum(r[1] for r in results))
+    except BaseException as exc:
+        msg = b"E" + f"{type(exc).__name__}: {exc}".encode()[:4000]
+    os.write(out_w, msg)
+
+
+def parallel_read(plans: list[list[Item]], depth: int = 1, block: int = READ_BLOCK, into: int = 0,
+                  mapped: bool = False) -> tuple[int, float, int]:
+    """(bytes, seconds, reads) of every plan read at once: one forked process per plan (a
+    stream), each with `depth` threads reading its items (so up to len(plans) x depth reads in
+    flight). Seconds run from the first stream's start to the last one's end; processes and
+    threads are made, and their buffers faulted in, before the clock starts. A failure in a
+    stream is raised here as a LayoutbenchError."""
+    kids, pipes = [], []
+    try:
+        for items in plans:
+            ready_r, ready_w = os.pipe()
+            go_r, go_w = os.pipe()
+            out_r, out_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: never returns into the caller's code
+                code = 1
+                try:
+                    os.close(ready_r), os.close(go_w), os.close(out_r)
+                    _stream_child(items, max(1, depth), block, into, mapped, ready_w, go_r, out_w)
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(ready_w), os.close(go_r), os.close(out_w)
+            kids.append(pid)
+            pipes.append((ready_r, go_w, out_r))
+        for ready_r, _, _ in pipes:
+            os.read(ready_r, 1)
+        for _, go_w, _ in pipes:
+            os.write(go_w, b"g")
+        got = []
+        for _, _, out_r in pipes:
+            chunks = []
+            while chunk := os.read(out_r, 8192):
+                chunks.append(chunk)
+            got.append(b"".join(chunks))
+    finally:
+        for fds in pipes:
+            for fd in fds:
+                os.close(fd)
+        for pid in kids:
+            os.waitpid(pid, 0)
+    bad = [g for g in got if len(g) != _RESULT.size]
+    if bad:
+        raise LayoutbenchError(f"a floor stream failed: {bad[0][1:].decode(errors='replace') or 'it exited'}")
+    parts = [_RESULT.unpack(g) for g in got]
+    return (sum(p[2] for p in parts), max(p[1] for p in parts) - min(p[0] for p in parts), sum(p[3] for p in parts))
+
+
+def memcpy_threads(threads: int, nbytes: int = 64 << 20, repeats: int = 5) -> tuple[int, float]:
+    """(bytes, best seconds) of `threads` threads each copying its own nbytes/threads at once
+    (numpy releases the GIL while it copies): the memory-copy floor at a loader's concurrency."""
+    threads = max(1, threads)
+    per = max(1 << 20, nbytes // threads)
+    bufs = [(np.ones(per, np.uint8), np.ones(per, np.uint8)) for _ in range(threads)]
+    barrier = threading.Barrier(threads)
+    spans = [[None] * repeats for _ in range(threads)]  # each thread's own (start, end): the clock
+    clock = time.perf_counter                            # of a descheduled bystander would be short
+
+    def work(t, src, dst):
+        for r in range(repeats):
+            barrier.wait()
+            t0 = clock()
+            np.copyto(dst, src)
+            spans[t][r] = (t0, clock())
+
+    pool = [threading.Thread(target=work, args=(t, *b), daemon=True) for t, b in enumerate(bufs)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    best = min(max(spans[t][r][1] for t in range(threads)) - min(spans[t][r][0] for t in range(threads))
+               for r in range(repeats))
+    return per * threads, best
+
+
+def settle(cache: str, paths, evict: str, tries: int = 3):
+    """set_cache, again (up to `tries` times) while the state does not hold: on a shared machine
+    another user's drop_caches can empty the cache between warming and checking."""
+    for _ in range(tries):
+        state = set_cache(cache, paths, evict)
+        if state.ok:
+            break
+    return state
+
+
+def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, sample_bytes: int, samples: int,
+                  into: int, evict: str, seed: int = 0) -> list[StreamFloor]:
+    """The floors of one layout's files at one concurrency and cache state: sequential reads at
+    `streams` streams, and every sample-sized piece once in a random order at `streams` x `depth`
+    reads in flight, one read of the sample size each. The best of the passes of each (at least
+    PASSES_MIN, warm more while under MEASURE_S seconds in all, at most PASSES_MAX; cold:
+    the files evicted before every pass); warm, also copying out of a map (big files, faulted in
+    before the clock, as a loader's map is after its first epoch) and the random reads with one
+    thread per stream (no GIL shared by `depth` threads: warm, a read never waits for the disk)."""
+    seq_plans, rand_plans = seq_plan(paths, streams), rand_plan(paths, sample_bytes, samples, streams, seed)
+    # (way, plans, threads per stream, mapped, read size): random reads are one read of a sample each
+    ways = [("seq-read", seq_plans, 1, False, READ_BLOCK), ("rand", rand_plans, depth, False, max(1, sample_bytes))]
+    if cache != "cold":
+        big = sum(os.path.getsize(p) for p in paths) / max(1, len(paths)) >= READ_BLOCK // 4
+        ways += [("seq-map", seq_plans, 1, True, READ_BLOCK)] if big else []
+        ways += [("rand", rand_plans, 1, False, max(1, sample_bytes))] if depth > 1 else []
+    out = []
+    state = settle(cache, paths, evict) if cache != "cold" else None  # warm stays warm: the floors read it
+    for way, plans, d, mapped, block in ways:
+        best, spent, passes = None, 0.0, 0
+        while passes < PASSES_MIN or (cache != "cold" and spent < MEASURE_S and passes < PASSES_MAX):
+            passes += 1
+            if cache == "cold":
+                state = settle(cache, paths, evict)
+            nbytes, seconds, reads = parallel_read(plans, d, block, into, mapped)
+            spent += seconds
+            if best is None or seconds < best[1]:
+                best = (nbytes, seconds, reads, state.residency)
+        out.append(StreamFloor(layout, cache, way, streams, d, best[0], best[2], best[1], best[3], sample_bytes))
+    return out
+
+
+def floor_streams(cfg, ranks_here: int) -> list[int]:
+    """The concurrencies the runs of `cfg` read at, in streams: each worker count (0: the calling
+    thread, one stream; naive baselines read in it too) times the ranks on this node."""
+    return sorted({max(1, w) * ranks_here for w in (*cfg.workers, *((0,) if cfg.naive else ()))})
+
+
 def measure_floors(ctx, manifest) -> Floors:
-    """The floors of this corpus, on rank 0 while the other ranks wait (they share the page cache)."""
+    """The floors of this corpus, on rank 0 while the other ranks wait (they share the page cache):
+    for each layout and cache state, the one-stream sequential floor (`seq`) and the floors at
+    every concurrency the runs use (`at`: W streams, a batch in flight each), the memory copy at
+    those thread counts, pread of one sample, and the harness. With `cfg.fio` (bench/fio.py),
+    fio's random reads beside our own."""
     cfg = ctx.cfg
+    hosts = ctx.comm.gather({"host": ctx.host})
     if ctx.comm.rank != 0:
         return Floors()
     from loaders import open_corpus
 
-    caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches]
-    seq = []
+    ranks_here = sum(1 for h in hosts if h["host"] == ctx.host)
+    streams_set = floor_streams(cfg, ranks_here)
+    depth = min(cfg.run.batch_size, DEPTH_MAX)
+    caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches
+                                                             or (c == "cold" and "capped" in cfg.caches)]
+    sample = int(np.mean(manifest.sizes))
+    seq, at, fio_floors = [], [], []
     all_paths = {}
-    into = cfg.run.batch_size * int(np.mean(manifest.sizes))  # the floor, too, puts one batch's bytes in memory
+    into = cfg.run.batch_size * sample  # the floor, too, puts one batch's bytes in memory
     for layout in cfg.layouts:
         reader = open_corpus(cfg.corpus, layout)
         # listed before evicting: a cold floor must look its files up on disk, as the loader does
@@ -166,11 +483,18 @@ def measure_floors(ctx, manifest) -> Floors:
             ways = [read_sequential] if cache == "cold" else [read_sequential, copy_sequential] * 3
             nbytes, seconds, files = min((way(all_paths[layout], into=into) for way in ways), key=lambda t: t[1])
             seq.append(SeqFloor(layout, cache, nbytes, seconds, files, state.residency, into))
+            for streams in streams_set:
+                at += stream_floors(layout, all_paths[layout], cache, streams, depth, sample, manifest.spec.count,
+                                    into, cfg.evict, cfg.run.seed)
+                if getattr(cfg, "fio", False):
+                    from .fio import fio_floor
+
+                    fio_floors.append(fio_floor(layout, all_paths[layout], cache, streams, depth, sample,
+                                                manifest.spec.count, cfg.evict))
             ctx.tick_floor(f"seq {layout} {cache}")
     # pread: the largest single file the layouts read, at the mean sample size; not measured when
     # that file holds only a few of the samples (a loose-files-only run): one read is no floor
     biggest = max((p for ps in all_paths.values() for p in ps), key=os.path.getsize)
-    sample = int(np.mean(manifest.sizes))
     slots = os.path.getsize(biggest) // max(1, sample)
     pread = []
     for cache in caches if slots >= min(PREAD_MIN_SLOTS, manifest.spec.count) else ():
@@ -180,6 +504,8 @@ def measure_floors(ctx, manifest) -> Floors:
                                 tuple(round(x * 1e9) for x in r.latencies_s), state.residency))
         ctx.tick_floor(f"pread {cache}")
     mbytes, msec = memcpy_bandwidth()
+    memcpy_at = tuple(MemcpyFloor(w, *memcpy_threads(w)) for w in streams_set)
     nsamples, nsec = null_floor(max(manifest.spec.count, 100_000), cfg.run.batch_size)
     ctx.tick_floor("memcpy, null loader")
-    return Floors(tuple(seq), tuple(pread), mbytes, msec, nsamples, nsec, cfg.run.batch_size)
+    return Floors(tuple(seq), tuple(pread), mbytes, msec, nsamples, nsec, cfg.run.batch_size, tuple(at), memcpy_at,
+                  tuple(fio_floors))

@@ -28,13 +28,51 @@ class RankEpoch:
     batch_ns: np.ndarray
     sample_ns: np.ndarray
     indices: np.ndarray
+    compute_s: float = 0.0  # emulated compute spent (measured around each step)
+    au_span_s: float = 0.0  # AU's running time: the epoch, from t0 to the end of the last step
 
 
-def time_batches(batches, timing: bool = False, t0: float | None = None) -> RankEpoch:
+@dataclass(frozen=True)
+class Compute:
+    """Emulated compute: after each batch the consumer spends `per_batch_s` + `per_sample_s` x its
+    samples, as a training step would, while the loader's workers go on prefetching. `busy`:
+    spin on the clock (exact below a millisecond, where sleep overshoots by tens of
+    microseconds; it holds a core and the GIL, like a CPU-bound step) instead of sleeping
+    (releases both, like a step on an accelerator)."""
+
+    per_batch_s: float = 0.0
+    per_sample_s: float = 0.0
+    busy: bool = False
+
+    @classmethod
+    def of(cls, rc) -> "Compute | None":
+        """A RunConfig's compute, or None when it has none."""
+        if not (rc.compute_ms > 0 or rc.compute_ms_per_sample > 0):
+            return None
+        return cls(rc.compute_ms / 1e3, rc.compute_ms_per_sample / 1e3, rc.compute_busy)
+
+    def seconds(self, samples: int) -> float:
+        return self.per_batch_s + self.per_sample_s * samples
+
+
+def spin(seconds: float, clock=time.perf_counter) -> None:
+    end = clock() + seconds
+    while clock() < end:
+        pass
+
+
+def time_batches(batches, timing: bool = False, t0: float | None = None, compute: Compute | None = None) -> RankEpoch:
     """Consume one epoch, timing each batch's arrival from `t0` (default: now; pass the time
     before the loader was asked for the epoch, so starting its workers counts). The loop body is
     one clock read, one append and one addition per batch (plus the per-sample times when the
-    loader has them on): everything else is done after the epoch."""
+    loader has them on): everything else is done after the epoch.
+
+    With `compute`, each batch is followed by its emulated step: batch_ns is then the wait from
+    the end of the previous step to the batch's arrival, seconds runs to the end of the last
+    step, compute_s is the time measured around the steps, and au_span_s is the whole epoch (see
+    bench/au.py for why the first wait is kept in)."""
+    if compute is not None:
+        return _time_with_compute(batches, t0, compute)
     clock = time.perf_counter
     stamps, kept, timed = [], [], []
     stamp, keep, keep_timed = stamps.append, kept.append, timed.append
@@ -60,6 +98,29 @@ def time_batches(batches, timing: bool = False, t0: float | None = None) -> Rank
     sample_s = np.concatenate([np.asarray(x, np.float64).ravel() for x in timed]) if timed else np.zeros(0)
     return RankEpoch(float(t[-1] - t0), float(t[0] - t0), int(indices.size), int(nbytes),
                      np.round(waits * 1e9).astype(np.int64), np.round(sample_s * 1e9).astype(np.int64), indices)
+
+
+def _time_with_compute(batches, t0, compute: Compute) -> RankEpoch:
+    clock = time.perf_counter
+    arrivals, ends, kept = [], [], []
+    nbytes = 0
+    wait = spin if compute.busy else time.sleep
+    per_batch, per_sample = compute.per_batch_s, compute.per_sample_s
+    t0 = clock() if t0 is None else t0
+    for b in batches:
+        arrivals.append(clock())
+        kept.append(b.indices)
+        nbytes += b.nbytes
+        wait(per_batch + per_sample * len(b.indices))
+        ends.append(clock())
+    if not arrivals:
+        return RankEpoch(0.0, 0.0, 0, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    a, e = np.asarray(arrivals), np.asarray(ends)
+    waits = a - np.concatenate([[t0], e[:-1]])
+    indices = np.concatenate([np.asarray(k, np.int64).ravel() for k in kept])
+    return RankEpoch(float(e[-1] - t0), float(a[0] - t0), int(indices.size), int(nbytes),
+                     np.round(waits * 1e9).astype(np.int64), np.zeros(0, np.int64), indices,
+                     float((e - a).sum()), float(e[-1] - t0))
 
 
 class NullBatch:

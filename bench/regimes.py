@@ -3,17 +3,91 @@
 - cold: every handle closed, then evicted (drop_caches as root, else fadvise DONTNEED), and the
   residency must be at most COLD_MAX;
 - warm: pre-read, and at least WARM_MIN resident before (and, checked by the runner, after);
-- asis: whatever it is, measured.
+- asis: whatever it is, measured;
+- capped: the loader process and all its workers in a memory cgroup (bench.cgroups) limited to
+  the loader's own memory plus SIZE (`--memory-limit`) of page cache; the layout's files are
+  evicted once at the start, then the epochs run back to back with no eviction between them:
+  the steady state of a dataset larger than memory (bench.capped runs it).
+
+What the cap counts (cgroup v1 and v2 alike): everything charged to the group, i.e. the memory
+the loader process and its workers touch after joining it (anonymous memory, batch buffers,
+shared-memory slots, kernel memory) and the page cache they bring in. The loader's own memory
+is measured first, inside the group before the limit is set: after its read paths have run and
+a few batches have gone through a started loader (so its batch buffers and workers exist), with
+the layout's files then evicted; own = the group's usage minus what of those files is still
+resident. The limit is own + SIZE. Pages shared with the bench process from before the fork
+(the interpreter, libraries already loaded) are charged to the bench's own group, not counted.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
 from . import probes
 
 COLD_MAX, WARM_MIN = 0.01, 0.99  # residency limits of the cache settings
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'320M', '1G', '512K', '1.5G', '4096' -> bytes (binary units: K = 2^10, M = 2^20, G = 2^30;
+    a trailing 'iB' or 'B' is allowed). ValueError for anything else or for sizes <= 0."""
+    t = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    number = t[:-1] if unit else t
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"expected a size like 320M or 1G, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"a size must be positive, got {text!r}")
+    return int(value * _UNITS[unit])
+
+
+def host_ram() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def in_flight_bytes(rc, workers: int, sample_bytes: int) -> int:
+    """Page cache the loader's reads need at once: one batch per reading worker (the pages of a
+    batch being copied out must stay until they are copied)."""
+    return max(1, workers) * rc.batch_size * sample_bytes
+
+
+def check_capped(cfg, manifest, world: int = 1) -> None:
+    """The capped regime's bad inputs, each one line (UsageError, exit 2), before anything is measured."""
+    from generator.errors import UsageError
+
+    from . import cgroups
+
+    if "capped" not in cfg.caches:
+        if cfg.memory_limit is not None:
+            raise UsageError("--memory-limit applies to --cache capped only; add capped to --cache or drop it")
+        return
+    size = cfg.memory_limit
+    if size is None:
+        raise UsageError("--cache capped needs --memory-limit SIZE (the page cache the run may use, e.g. 320M)")
+    if world > 1:
+        raise UsageError("--cache capped runs one process (its own cgroup); run it without MPI")
+    ram = host_ram()
+    if size >= ram:
+        raise UsageError(f"--memory-limit {size:,} B is not below this machine's physical RAM ({ram:,} B): the "
+                         f"cap would never bind; give less")
+    sample = max(manifest.sizes) if manifest.sizes else 0
+    need = max(in_flight_bytes(cfg.run, w, sample) for w in cfg.workers)
+    if size < need:
+        raise UsageError(f"--memory-limit {size:,} B is below what the loader's own reads hold in the page cache at once "
+                         f"({need:,} B: a batch of {cfg.run.batch_size} samples of up to {sample:,} B per worker); "
+                         f"the loader would thrash on its own batches; give at least that")
+    for name in cfg.layouts or manifest.layouts:
+        on_disk = (manifest.layouts.get(name) or {}).get("bytes_on_disk") or 0
+        if on_disk and on_disk <= size:
+            raise UsageError(f"the {name} layout ({on_disk:,} B) already fits in --memory-limit {size:,} B: a capped "
+                             f"run would measure the page cache, not storage (the 5x rule: the corpus should be at "
+                             f"least 5x the memory, {5 * size:,} B); give a smaller limit or a larger corpus")
+    cgroups.find_parent()  # CgroupUnavailable: what is needed, in one line
 
 
 @dataclass(frozen=True)

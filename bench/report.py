@@ -1,4 +1,11 @@
-"""Reports from results files: a summary table, report.md, a CSV and PNG plots (matplotlib, Agg)."""
+"""Reports from results files: the Answer (layouts ranked per corpus and regime, within noise, the
+compute each needs for AU >= 90 %), a summary table, report.md, a CSV and PNG plots (matplotlib, Agg).
+
+Contracts: a run above FLOOR_SLACK x its floor is flagged "floor too low" (the floor is wrong, not
+the loader fast); two layouts are "within noise" when the throughput ranges of their repeats (or,
+with one repeat, of their steady epochs) overlap; runs replicate (MLPerf's rule) when their
+repeats' MB/s lie within REPLICATE of each other ((max - min) / min).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,14 @@ import numpy as np
 
 from generator.errors import UsageError
 
+from . import au as au_model
 from .result import Results, steady_epochs, summarize
 from .config import check_writable, inside
+
+FLOOR_SLACK = 1.05  # a run above this x its floor: the floor is too low
+REPLICATE = 0.05  # MLPerf: repeats within 5 %
+FIO_SLACK = 0.25  # fio and our floor differing by more than this is reported
+REGIMES = ("cold", "capped", "warm", "asis")  # the Answer's order; cold and warm always named
 
 CSV_FIELDS = ("corpus", "preset", "count", "sample_bytes", "layout", "kind", "cache", "workers", "worker_kind",
               "batch_size", "decode", "epochs", "repeats", "ranks", "samples_per_s", "samples_per_s_min",
@@ -18,8 +31,8 @@ CSV_FIELDS = ("corpus", "preset", "count", "sample_bytes", "layout", "kind", "ca
               "first_epoch_samples_per_s", "p50_ms", "p99_ms", "p99_9_ms", "max_ms", "sample_p50_ms",
               "sample_p99_ms", "cpu_us_per_sample", "read_bytes_per_payload_byte", "syscr_per_sample",
               "residency_min", "residency_max", "cache_ok", "bytes_on_disk", "files", "checkpoint_writes",
-              "checkpoint_mb_per_s", "read_write_ratio", "shuffle", "displacement", "same_shard",
-              "same_shard_shuffled")
+              "checkpoint_mb_per_s", "read_write_ratio", "floor_way", "compute_ms", "au", "repeats_rel_range",
+              "shuffle", "displacement", "same_shard", "same_shard_shuffled")
 
 
 def corpus_name(res: Results) -> str:
@@ -56,9 +69,12 @@ def rows(results: list[Results]) -> list[dict]:
                                       if v is not None), default=None), "residency_max": s["residency_before"]["max"],
                 "cache_ok": s["cache_ok"], "bytes_on_disk": s["bytes_on_disk"], "files": s["files"],
                 "checkpoint_writes": s["checkpoint"]["writes"], "checkpoint_mb_per_s": s["checkpoint"]["mb_per_s"],
-                "read_write_ratio": s["checkpoint"]["read_write_ratio"], "shuffle": c.shuffle,
-                "displacement": s["order"]["displacement"], "same_shard": s["order"]["same_shard"],
-                "same_shard_shuffled": s["order"]["same_shard_shuffled"], "_run": run, "_results": res, "_summary": s,
+                "read_write_ratio": s["checkpoint"]["read_write_ratio"], "floor_way": s.get("floor_way"),
+                "compute_ms": c.compute_ms + c.compute_ms_per_sample * c.batch_size, "au": s.get("au"),
+                "repeats_rel_range": replication(run)[1],
+                "shuffle": c.shuffle, "displacement": s["order"]["displacement"],
+                "same_shard": s["order"]["same_shard"], "same_shard_shuffled": s["order"]["same_shard_shuffled"],
+                "_run": run, "_results": res, "_summary": s,
             })
     return out
 
@@ -88,6 +104,10 @@ MAIN_HEADER = ["corpus", "layout", "cache", "workers", "batch", "samples/s", "ra
                "ttfb ms", "p99 batch ms", "p99 sample ms", "resident", "ok"]
 
 
+def floor_cell(ratio) -> str:
+    return "-" if ratio is None else f"{ratio:.2f} floor too low" if ratio > FLOOR_SLACK else f"{ratio:.2f}"
+
+
 def order_lines(all_rows: list[dict]) -> list[str]:
     """How random the order of each run that did not fully shuffle was (loaders.sampler.order_randomness)."""
     out = []
@@ -106,7 +126,7 @@ def main_row(r: dict) -> list[str]:
     resident = (f"{r['residency_max']:.0%}" if r["cache"] == "cold" else f"{r['residency_min']:.0%}"
                 if r["residency_min"] is not None else "-")
     return [r["corpus"], r["layout"], r["cache"], workers, str(r["batch_size"]), fmt(r["samples_per_s"]), spread_pct(r),
-            fmt(r["mb_per_s"], ",.1f"), fmt(r["floor_mb_per_s"], ",.0f"), fmt(r["floor_ratio"], ".2f"),
+            fmt(r["mb_per_s"], ",.1f"), fmt(r["floor_mb_per_s"], ",.0f"), floor_cell(r["floor_ratio"]),
             fmt(r["ttfb_s"] * 1e3 if r["ttfb_s"] is not None else None, ",.1f"), fmt(r["p99_ms"], ",.2f"),
             fmt(r["sample_p99_ms"], ",.3f"), resident, "yes" if r["cache_ok"] else "NO"]
 
@@ -119,10 +139,115 @@ def summary_table(results: list[Results]) -> str:
     for res in results:
         f = res.floors
         seq = ", ".join(f"{s.layout} {s.cache} {s.mb_per_s:,.0f}" for s in f.seq)
-        pread = ", ".join(f"{p.cache} {p.samples_per_s:,.0f}/s" for p in f.pread)
-        lines.append(f"floors {corpus_name(res)}: seq read MB/s: {seq}; pread {fmt(f.pread[0].sample_bytes if f.pread else None)} B: "
-                     f"{pread}; memcpy {fmt(f.memcpy_mb_per_s)} MB/s; harness {fmt(f.null_us_per_sample, '.4f')} us/sample")
+        pread = (f"pread {f.pread[0].sample_bytes:,} B: " + ", ".join(f"{p.cache} {p.samples_per_s:,.0f}/s" for p in f.pread)
+                 if f.pread else "pread: not measured (no file holds enough samples)")
+        lines.append(f"floors {corpus_name(res)}: seq read MB/s (1 stream): {seq}; {pread}; memcpy "
+                     f"{fmt(f.memcpy_mb_per_s)} MB/s; harness {fmt(f.null_us_per_sample, '.4f')} us/sample")
+        at = bounds(f)
+        if at:
+            lines.append(f"floors {corpus_name(res)} at the runs' concurrency, MB/s: "
+                         + ", ".join(f"{b.layout} {b.cache} {b.streams} stream{'s' * (b.streams > 1)} {b.mb_per_s:,.0f} "
+                                     f"({b.way} {b.streams}x{b.depth})" for b in at))
+        for line in fio_lines(res):
+            lines.append(f"fio {corpus_name(res)}: {line}")
+    low = [r for r in rows(results) if r["floor_ratio"] is not None and r["floor_ratio"] > FLOOR_SLACK]
+    for r in low:
+        lines.append(f"FLOOR TOO LOW: {r['corpus']} {r['layout']} {r['cache']} w{r['workers']} at {r['floor_ratio']:.2f}x "
+                     f"its floor ({r['floor_way']}): a floor a loader beats is not a floor")
     return "\n".join(lines)
+
+
+def bounds(floors) -> list:
+    """The bounding floor of each (layout, cache, streams) measured: the fastest way."""
+    keys = dict.fromkeys((f.layout, f.cache, f.streams) for f in floors.at)
+    return [floors.bound(*k) for k in keys]
+
+
+def fio_lines(res: Results) -> list[str]:
+    """fio beside our `rand` floor of the same layout, cache and concurrency, flagged past FIO_SLACK."""
+    out = []
+    for x in res.floors.fio:
+        ours = max((f for f in res.floors.at if (f.layout, f.cache, f.streams, f.way) == (x.layout, x.cache, x.jobs, "rand")),
+                   key=lambda f: f.mb_per_s, default=None)
+        if ours is None:
+            continue
+        rel = x.mb_per_s / ours.mb_per_s - 1 if ours.mb_per_s else None
+        verdict = ("" if rel is None or abs(rel) <= FIO_SLACK else
+                   f": DIFFER by {rel:+.0%} (more than {FIO_SLACK:.0%}; " +
+                   ("our floor is too low" if rel > 0 else "fio is slower: see its engine and block size") + ")")
+        out.append(f"{x.layout} {x.cache} {x.jobs} jobs x iodepth {x.iodepth} ({x.engine}, bs {x.block_bytes:,}): "
+                   f"{x.iops:,.0f} IOPS, {x.mb_per_s:,.1f} MB/s; ours (rand {ours.streams}x{ours.depth}) "
+                   f"{ours.reads / ours.seconds if ours.seconds else 0:,.0f} reads/s, {ours.mb_per_s:,.1f} MB/s"
+                   + (f" ({rel:+.0%})" if rel is not None else "") + verdict)
+    return out
+
+
+# ---------------------------------------------------------------- repeats, noise and the Answer
+
+def replication(run) -> tuple[list[float], float | None]:
+    """(MB/s of each repeat over its steady epochs, (max - min) / min), None with one repeat."""
+    steady, _ = steady_epochs(run)
+    per = {}
+    for e in steady:
+        b, w = per.get(e.repeat, (0, 0.0))
+        per[e.repeat] = (b + e.payload_bytes, w + e.wall_s)
+    mbs = [b / w / 1e6 for b, w in (per[k] for k in sorted(per)) if w > 0]
+    if len(mbs) < 2 or not min(mbs):
+        return mbs, None
+    return mbs, (max(mbs) - min(mbs)) / min(mbs)
+
+
+def noise_range(r: dict) -> tuple[float, float]:
+    """The MB/s range a run's figure is known within: its repeats', or with one repeat its steady epochs'."""
+    reps, _ = replication(r["_run"])
+    if len(reps) > 1:
+        return min(reps), max(reps)
+    sp = r["_summary"]["mb_per_s_spread"]
+    return (sp["min"], sp["max"]) if sp["n"] else (r["mb_per_s"], r["mb_per_s"])
+
+
+def fmt_ms(seconds) -> str:
+    if seconds is None:
+        return "n/a"
+    ms = seconds * 1e3
+    return f"{ms:.3g} ms" if ms < 100 else f"{ms:,.0f} ms"
+
+
+def answer(results: list[Results]) -> list[str]:
+    """The report's first lines: per corpus and regime, the layouts ranked (best worker setting of
+    each loader run), each as a ratio to the best, "within noise" where its range overlaps the
+    best's, then the compute per batch each needs for AU >= 90 % (predicted from its batch
+    arrivals; measured AU where the run emulated compute). Regimes not measured are said so."""
+    loader_rows = [r for r in rows(results) if r["kind"] == "loader" and r["mb_per_s"]]
+    lines = []
+    for corpus in dict.fromkeys(r["corpus"] for r in loader_rows):
+        mine = [r for r in loader_rows if r["corpus"] == corpus]
+        present = {r["cache"] for r in mine}
+        for regime in [c for c in REGIMES if c in present or c in ("cold", "warm")]:
+            best = sorted(best_runs([r for r in mine if r["cache"] == regime], corpus).values(),
+                          key=lambda r: -r["mb_per_s"])
+            if not best:
+                lines.append(f"{corpus} {regime}: not measured")
+                continue
+            top = best[0]
+            lo_top = noise_range(top)[0]
+            ranked = []
+            for r in best:
+                tag = " within noise" if r is not top and noise_range(r)[1] >= lo_top else ""
+                flag = " (cache not held)" if not r["cache_ok"] else ""
+                ranked.append(f"{r['layout']} {r['mb_per_s'] / top['mb_per_s']:.2f}{tag}{flag}")
+            needs = []
+            for r in best:
+                if r["au"] is not None:
+                    needs.append(f"{r['layout']} AU {r['au']:.0%} measured at {r['compute_ms']:.3g} ms"
+                                 + ("" if r["au"] >= au_model.AU_TARGET else " (under 90 %)"))
+                else:
+                    needs.append(f"{r['layout']} {fmt_ms(au_model.min_compute(r['_run']))}")
+            lines.append(f"{corpus} {regime}: {' > '.join(ranked)} (x the best: {top['layout']}, "
+                         f"{top['samples_per_s']:,.0f} samples/s, {top['mb_per_s']:,.1f} MB/s, {top['workers']} "
+                         f"{top['worker_kind']} workers); AU >= 90 % needs per batch of {top['batch_size']}: "
+                         + ", ".join(needs))
+    return lines
 
 
 # ---------------------------------------------------------------- plots
@@ -143,8 +268,8 @@ def _layout_order() -> tuple[str, ...]:
     from .naive import naive_name
 
     return (*layout_ids(), *map(naive_name, layout_ids()))
-CACHE_COLORS = {"cold": "#4575b4", "warm": "#d73027", "asis": "#999999"}
-CACHE_STYLES = {"cold": "--", "warm": "-", "asis": ":"}
+CACHE_COLORS = {"cold": "#4575b4", "warm": "#d73027", "asis": "#999999", "capped": "#1a9850"}
+CACHE_STYLES = {"cold": "--", "warm": "-", "asis": ":", "capped": "-."}
 
 
 def _layout_key(name: str):
@@ -288,6 +413,80 @@ def plot_workers(all_rows: list[dict], path: Path) -> Path | None:
     return path
 
 
+def plot_capped(all_rows: list[dict], path: Path) -> Path | None:
+    """Per corpus under a cap: MB/s and hit ratio (solid; the residency-based expectation dashed)
+    per epoch, per layout."""
+    capped = [r for r in all_rows if r["cache"] == "capped"]
+    corpora = list(dict.fromkeys(r["corpus"] for r in capped))
+    if not corpora:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(corpora), 2, figsize=(12.8, 3.8 * len(corpora) + 0.8), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    layouts = sorted({r["layout"] for r in capped}, key=_layout_key)
+    for (ax_mb, ax_hit), corpus in zip(axes, corpora):
+        for r in capped:
+            if r["corpus"] != corpus:
+                continue
+            color = cmap(layouts.index(r["layout"]) % 10)
+            epochs = [e for e in r["_run"].epochs if not e.timing]
+            xs = list(range(len(epochs)))
+            ax_mb.plot(xs, [e.mb_per_s for e in epochs], marker="o", color=color)
+            ax_hit.plot(xs, [e.hit_ratio if e.hit_ratio is not None else np.nan for e in epochs], marker="o", color=color)
+            ax_hit.plot(xs, [e.expected_hit_ratio if e.expected_hit_ratio is not None else np.nan for e in epochs],
+                        ls="--", color=color, alpha=0.6)
+        cap = next((r["_run"].cap for r in capped if r["corpus"] == corpus and r["_run"].cap), {}) or {}
+        ax_mb.set_title(f"{corpus}: payload MB/s under a cap of {cap.get('size', 0) / 2**20:,.1f} MiB page cache",
+                        fontsize=10)
+        ax_hit.set_title(f"{corpus}: hit ratio (dashed: residency before the epoch)", fontsize=10)
+        for ax in (ax_mb, ax_hit):
+            ax.set_xlabel("epoch (0 = just evicted)")
+            ax.grid(alpha=0.3)
+        ax_mb.set_ylim(bottom=0)
+        ax_hit.set_ylim(0, 1)
+    handles = [plt.Line2D([], [], color=cmap(i % 10), lw=2) for i in range(len(layouts))]
+    return _finish_panels(plt, fig, path, handles, layouts, "Under a memory cap, epoch by epoch")
+
+
+def capped_section(all_rows: list[dict]) -> list[str]:
+    """The capped runs' cache figures, and the 5x rule for every non-cold run."""
+    out = []
+    capped = [r for r in all_rows if r["cache"] == "capped"]
+    if capped:
+        body = []
+        for r in capped:
+            s, cap = r["_summary"], r["_run"].cap or {}
+            c = s.get("cap") or {}
+            body.append([r["corpus"], r["layout"], str(r["workers"]), fmt(r["mb_per_s"], ",.1f"),
+                         fmt(s["hit_ratio"], ".3f"), fmt(s["expected_hit_ratio"], ".3f"),
+                         fmt(s["read_amplification"], ".3f"), fmt(s["read_amplification_pages"], ".3f"),
+                         fmt(s["memory_ratio"], ".1f"), f"{cap.get('size', 0) / 2**20:,.1f} + {cap.get('own_bytes', 0) / 2**20:,.1f}",
+                         fmt((c.get("peak_bytes") or 0) / 2**20, ",.1f"), fmt((c.get("resident_bytes_max") or 0) / 2**20, ",.1f"),
+                         fmt(c.get("limit_hits")), fmt(c.get("oom_kills")), "yes" if r["cache_ok"] else "NO"])
+        out += ["## Under a memory cap", "",
+                "The loader and its workers in a memory cgroup of (page cache SIZE + the loader's own memory, "
+                "measured first), evicted once, then the epochs back to back. Medians over the steady epochs. "
+                "hit = payload bytes served without a device read (probed before each read); expected = "
+                "residency before the epoch (the most the cache could serve); amplification = read_bytes / "
+                "the payload that had to come from the device, and / the pages that had to (samples smaller "
+                "than a 4 KiB page cost a whole page: there the first is above 1 by design of the page cache).", "",
+                table(["corpus", "layout", "workers", "MB/s", "hit", "expected", "read ampl.", "ampl. / pages",
+                       "corpus / cap", "cap MiB (cache + own)", "peak MiB", "resident max MiB", "limit hits",
+                       "OOM kills", "ok"], body, markdown=True), ""]
+        forced = [r for r in capped if (r["_summary"]["read_amplification_pages"] or 0) > 1.2]
+        for r in forced:
+            out.append(f"- {r['corpus']} {r['layout']}: read {r['_summary']['read_amplification_pages']:.2f}x the pages it "
+                       f"needed per steady epoch (over 1.2): see the README, Under a memory cap")
+        if forced:
+            out.append("")
+    small = [r for r in all_rows if r["_summary"].get("measures_page_cache")]
+    if small:
+        out += ["## The 5x rule", ""] + [
+            f"- {r['corpus']} {r['layout']} {r['cache']}: corpus {r['_summary']['memory_ratio']:.2f}x the memory "
+            f"available to it: measures the page cache, not storage" for r in small] + [""]
+    return out
+
+
 # ---------------------------------------------------------------- report.md and CSV
 
 def write_csv(all_rows: list[dict], path: Path) -> Path:
@@ -322,6 +521,80 @@ def floors_section(results: list[Results]) -> list[str]:
     return out + [table(["corpus", "floor", "cache", "rate", "detail"], body, markdown=True), ""]
 
 
+def au_entries(all_rows: list[dict]) -> list[tuple]:
+    """(corpus, regime, layout, run) of each layout's best loader run, for the AU plot."""
+    out = []
+    loaders = [r for r in all_rows if r["kind"] == "loader"]
+    for corpus in dict.fromkeys(r["corpus"] for r in all_rows):
+        order = lambda kv: (REGIMES.index(kv[0][1]) if kv[0][1] in REGIMES else 9, kv[0][0])
+        for (layout, cache), r in sorted(best_runs(loaders, corpus).items(), key=order):
+            out.append((corpus, cache, layout, r["_run"]))
+    return out
+
+
+def bound_section(all_rows: list[dict], results: list[Results]) -> list[str]:
+    """Whether the floors bound the runs: the largest and smallest x floor, runs above FLOOR_SLACK,
+    and fio beside our floor."""
+    ratios = [r for r in all_rows if r["floor_ratio"] is not None]
+    out = ["## Do the floors bound the runs?", "",
+           "Each run's x floor is its MB/s over the fastest floor of its own files at its own cache state and "
+           "concurrency: W streams (the run's workers, at least 1, times the ranks on the node), each with up to a "
+           f"batch of reads in flight. Above {FLOOR_SLACK:.2f}x the floor is too low: a defect, not a win.", ""]
+    if ratios:
+        hi = max(ratios, key=lambda r: r["floor_ratio"])
+        lo = min(ratios, key=lambda r: r["floor_ratio"])
+
+        def name(r):
+            return f"{r['corpus']} {r['layout']} {r['cache']} w{r['workers']} ({r['floor_way']})"
+
+        out += [f"- largest x floor: {hi['floor_ratio']:.2f}, {name(hi)}"
+                + (" — FLOOR TOO LOW" if hi["floor_ratio"] > FLOOR_SLACK else " (goal <= 1.05: met)"),
+                f"- smallest x floor: {lo['floor_ratio']:.2f}, {name(lo)}: the loader furthest from what the "
+                "machine allows"]
+        out += [f"- floor too low: {name(r)} at {r['floor_ratio']:.2f}x" for r in ratios if r["floor_ratio"] > FLOOR_SLACK]
+    fio = [f"- {corpus_name(res)} {line}" for res in results for line in fio_lines(res)]
+    if fio:
+        out += ["", "fio (randread, same files, cache state and concurrency) beside our random-read floor:", ""] + fio
+    return out + [""]
+
+
+def au_section(all_rows: list[dict]) -> list[str]:
+    body = []
+    for r in all_rows:
+        if r["kind"] != "loader":
+            continue
+        need = au_model.min_compute(r["_run"]) if r["au"] is None else None
+        body.append([r["corpus"], r["layout"], r["cache"], f"{r['workers']} {r['worker_kind'][0]}", str(r["batch_size"]),
+                     fmt(r["compute_ms"] or None, ".3g"),
+                     "-" if r["au"] is None else
+                     f"{r['au']:.1%} ({'reaches' if r['au'] >= au_model.AU_TARGET else 'under'} 90 %)",
+                     fmt_ms(need) if r["au"] is None else "-"])
+    if not body:
+        return []
+    return ["## Accelerator utilization", "",
+            "AU = emulated compute / running time per epoch (MLPerf), the first batch's wait excluded. Runs with "
+            "--compute-ms show it measured; runs without show the smallest compute per batch predicted to keep "
+            "AU >= 90 % (bench/au.py: the recorded batch arrivals replayed with a step after each batch, the "
+            "loader's workers and prefetch depth as they run). au_predicted.png: AU against compute per batch.", "",
+            table(["corpus", "layout", "cache", "workers", "batch", "compute ms/batch", "AU measured",
+                   "needs for AU >= 90 %"], body, markdown=True), ""]
+
+
+def repeats_section(all_rows: list[dict]) -> list[str]:
+    reps = [r for r in all_rows if r["repeats_rel_range"] is not None]
+    if not reps:
+        return []
+    body = [[r["corpus"], r["layout"], r["cache"], str(r["workers"]),
+             ", ".join(f"{x:,.1f}" for x in replication(r["_run"])[0]), f"{r['repeats_rel_range']:.1%}",
+             "yes" if r["repeats_rel_range"] <= REPLICATE else "NO"] for r in reps]
+    ok = sum(r["repeats_rel_range"] <= REPLICATE for r in reps)
+    return ["## Repeats (MLPerf's rule: runs within 5 %)", "",
+            f"{ok} of {len(reps)} runs replicate within {REPLICATE:.0%} ((max - min) / min of the repeats' MB/s; "
+            "warm-up repeats dropped).", "",
+            table(["corpus", "layout", "cache", "workers", "MB/s per repeat", "spread", "within 5 %"], body,
+                  markdown=True), ""]
+
+
 def write_report(files, out: Path, extra: list[str] = ()) -> Path:
     results = [Results.load(f) for f in files]
     out = Path(out)
@@ -334,11 +607,19 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
     all_rows = rows(results)
     pngs = [p for p in (plot_throughput(all_rows, out / "throughput.png"),
                         plot_latency_cdf(all_rows, out / "latency_cdf.png"),
-                        plot_workers(all_rows, out / "workers.png")) if p]
+                        plot_workers(all_rows, out / "workers.png"),
+                        au_model.plot_au(au_entries(all_rows), out / "au_predicted.png"),
+                        plot_capped(all_rows, out / "capped.png")) if p]
     write_csv(all_rows, out / "results.csv")
     meta = results[0].metadata
     host, fs, ver = meta.get("host", {}), meta.get("filesystem", {}), meta.get("versions", {})
-    md = ["# layoutbench report", "",
+    answer_lines = answer(results)
+    md = ["# layoutbench report", "", "## Answer", "",
+          "Per corpus and regime, the layouts ranked by MB/s (each its best worker setting), as a ratio to the "
+          "best; \"within noise\" where its range (repeats, or epochs with one repeat) overlaps the best's. Then "
+          "the compute per batch each layout needs for AU >= 90 % (predicted from its batch arrival times and "
+          "prefetch depth; see the AU section).", ""] + [f"- {a}" for a in answer_lines] + [""]
+    md += [
           f"Host {host.get('name')}: {host.get('cpu')}, {host.get('cores')} cores, "
           f"{fmt((host.get('ram_bytes') or 0) / 2**30, '.1f')} GiB RAM, kernel {host.get('kernel')}. "
           f"Filesystem {fs.get('fstype')} on {fs.get('source')} (device {fs.get('device')}, read-ahead "
@@ -346,8 +627,8 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
           + ", ".join(f"{k} {v}" for k, v in ver.items()) + ".", "",
           "Samples/s and MB/s are steady-state medians (epochs after each loader's first; cold runs open a "
           "new loader every epoch, so theirs include start-up); range = (max - min) / median over those "
-          "epochs. x floor = MB/s over the sequential-read floor of the same layout's files at the same "
-          "cache state. ttfb = time to the first batch of a loader's first epoch (worker start-up included). "
+          "epochs. x floor = MB/s over the fastest floor of the same layout's files at the same "
+          "cache state and concurrency (see below). ttfb = time to the first batch of a loader's first epoch (worker start-up included). "
           "p99 batch = time the consumer waited for a batch; p99 sample = per-sample read+decode time from "
           "the timing epoch. resident = page-cache residency just before the epochs (cold: the highest, "
           "warm: the lowest, before or after). x memcpy = MB/s over one numpy copy's bandwidth; x pread = "
@@ -372,7 +653,11 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
                                           [[r["corpus"], r["layout"], r["cache"], str(r["checkpoint_writes"]),
                                             fmt(r["checkpoint_mb_per_s"], ",.1f"), fmt(r["read_write_ratio"], ",.1f")]
                                            for r in ck], markdown=True), ""]
+    md += capped_section(all_rows)
     md += list(extra) + ([""] if extra else [])
+    md += bound_section(all_rows, results)
+    md += au_section(all_rows)
+    md += repeats_section(all_rows)
     md += floors_section(results)
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
     if not any(p.name == "workers.png" for p in pngs):

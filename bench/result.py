@@ -12,7 +12,12 @@ A file of another format, or of a version with no migration to this one, is refu
 
 Version history (each bump adds a migration to MIGRATIONS, which loads the older file as this
 version would have written it, or refuses it naming what it lacks):
-- 1: the first format (runs of files/hdf5/lmdb and naive baselines, cold/warm/asis).
+- 1: the first format (runs of files/hdf5/lmdb and naive baselines, cold/warm/asis). Added since,
+  all with defaults (older files load as they are): floors at the runs' concurrency (Floors.at,
+  memcpy_at, fio), emulated compute and AU (RunConfig.compute_*, warmup; EpochRecord.compute_s, au),
+  the capped regime's per-epoch fields (resident bytes, the cgroup's counters, hit_ratio,
+  expected_hit_ratio, read_amplification, read_amplification_pages) and each run's memory_bytes,
+  corpus_bytes and cap.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ class RunConfig:
     world: int = 1
     shard_shift: int = 0
     sample_latency: bool = True  # one extra epoch per repeat with per-sample timing on
+    # emulated compute (bench/au.py): spent by the consumer after each batch while the loader prefetches
+    compute_ms: float = 0.0  # per batch
+    compute_ms_per_sample: float = 0.0  # plus this per sample of the batch
+    compute_busy: bool = False  # busy-wait instead of sleep (finer below a millisecond; holds a core and the GIL)
+    warmup: int = 0  # repeats run first and discarded (MLPerf's warm-up run); `repeats` are the kept ones
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,27 @@ class EpochRecord:
     indices_ok: bool  # every index read exactly once across workers and ranks
     lost_processes: int = 0  # processes whose counters could not be read (counters incomplete)
     ranks: tuple[RankRecord, ...] = ()
+    compute_s: float = 0.0  # emulated compute spent by the consumer(s), summed over ranks
+    au: float | None = None  # accelerator utilization (bench/au.py): compute / running time; None without compute
+    # capped regime (None elsewhere). Bytes of the layout's files in the page cache (mincore):
+    resident_bytes_before: int | None = None
+    resident_bytes_after: int | None = None
+    # the memory cgroup's own counters: page cache and rss at the epoch's end, peak usage during
+    # it, limit hits (v1 failcnt, v2 events max) and OOM kills during it
+    cgroup_cache_bytes: int | None = None
+    cgroup_rss_bytes: int | None = None
+    cgroup_peak_bytes: int | None = None
+    cgroup_limit_hits: int | None = None
+    cgroup_oom_kills: int | None = None
+    # page-cache hits probed at read time (bench.hits): payload bytes served without a device
+    # read, the pages that had to come from the device, and the probe's own time
+    hit_bytes: int | None = None
+    miss_page_bytes: int | None = None
+    probe_s: float | None = None
+    hit_ratio: float | None = None  # hit_bytes / payload_bytes
+    expected_hit_ratio: float | None = None  # residency before the epoch: what the cache could serve at most
+    read_amplification: float | None = None  # read_bytes / (payload_bytes - hit_bytes)
+    read_amplification_pages: float | None = None  # read_bytes / miss_page_bytes (page granularity)
     # how random the order was (loaders.sampler.order_randomness; None in older files)
     displacement: float | None = None  # mean |position - stored position|, over a full shuffle's
     same_shard: float | None = None  # share of consecutive samples from one shard (streaming layouts)
@@ -127,6 +158,10 @@ class Run:
     config: RunConfig
     epochs: tuple[EpochRecord, ...]
     checkpoints: tuple[Checkpoint, ...] = ()
+    memory_bytes: int | None = None  # memory available to the run: host RAM, or the cap's page cache (capped)
+    corpus_bytes: int | None = None  # bytes of the files it reads
+    # capped: {"size", "own_bytes", "limit", "version", "cgroup", "failure"} (see bench.regimes)
+    cap: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +200,62 @@ class PreadFloor:
 
 
 @dataclass(frozen=True)
+class StreamFloor:
+    """A floor at a loader's concurrency (bench/floors.py): `streams` processes (a run's workers,
+    at least 1, times the ranks on the node), each with `depth` reads in flight, reading every
+    byte of a layout's files: `seq-read` (in order, read()), `seq-map` (in order, copied out of a
+    map) or `rand` (every sample-sized piece once, in a random order)."""
+
+    layout: str
+    cache: str
+    way: str
+    streams: int
+    depth: int
+    bytes: int
+    reads: int
+    seconds: float
+    residency_before: float
+    sample_bytes: int = 0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class MemcpyFloor:
+    """`threads` threads copying memory at once (each its own buffers)."""
+
+    threads: int
+    bytes: int
+    seconds: float
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class FioFloor:
+    """fio's random reads of a layout's files (bench/fio.py), beside our `rand` floor of the same
+    layout, cache state and concurrency; iops and MB/s are fio's own figures."""
+
+    layout: str
+    cache: str
+    jobs: int
+    iodepth: int
+    engine: str
+    block_bytes: int
+    ios: int
+    bytes: int
+    seconds: float
+    iops: float
+    mb_per_s: float
+    residency_before: float
+    version: str = ""
+
+
+@dataclass(frozen=True)
 class Floors:
     seq: tuple[SeqFloor, ...] = ()
     pread: tuple[PreadFloor, ...] = ()
@@ -173,6 +264,19 @@ class Floors:
     null_samples: int = 0  # the harness's own loop over a loader that costs nothing
     null_s: float = 0.0
     null_batch_size: int = 0
+    at: tuple[StreamFloor, ...] = ()  # floors at the runs' concurrencies (absent in older files)
+    memcpy_at: tuple[MemcpyFloor, ...] = ()
+    fio: tuple[FioFloor, ...] = ()
+
+    def bound(self, layout: str, cache: str, streams: int) -> StreamFloor | None:
+        """The fastest floor of `layout`'s files at `cache` and `streams` streams: what a loader
+        at that concurrency must stay under. None when not measured (older files)."""
+        fits = [f for f in self.at if f.layout == layout and f.cache == cache and f.streams == streams]
+        return max(fits, key=lambda f: f.mb_per_s, default=None)
+
+    def memcpy_for(self, threads: int) -> float | None:
+        m = next((m for m in self.memcpy_at if m.threads == threads), None)
+        return m.mb_per_s if m else self.memcpy_mb_per_s
 
     def seq_for(self, layout: str, cache: str) -> SeqFloor | None:
         return next((f for f in self.seq if f.layout == layout and f.cache == cache), None)
@@ -287,6 +391,11 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
     sample = stats.percentiles_ms([ns / 1e9 for e in timed for ns in e.sample_ns])
     fc = floor_cache(run)
     seq = floors.seq_for(run.reads, fc) if fc else None
+    streams, nodes = run_streams(run)
+    bound = floors.bound(run.reads, fc, streams) if fc else None
+    # several nodes: each node's ranks against the node's floor, so the aggregate against nodes x it
+    floor_mb = bound.mb_per_s * nodes if bound else seq.mb_per_s if seq else None
+    au = [e.au for e in steady if e.au is not None]
     pread = floors.pread_for(fc) if fc else None
     counted = [e for e in run.epochs if not e.timing]
     payload = sum(e.payload_bytes for e in counted)
@@ -302,9 +411,12 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
         "samples_per_s": sps["median"], "mb_per_s": mbs["median"],
         "ttfb_s": stats.median([e.ttfb_s for e in first]) if first else stats.median([e.ttfb_s for e in steady]),
         "p99_ms": batch.get("p99"),
-        "floor_ratio": stats.ratio(mbs["median"], seq.mb_per_s if seq else None),
-        "floor_mb_per_s": seq.mb_per_s if seq else None,
-        "memcpy_ratio": stats.ratio(mbs["median"], floors.memcpy_mb_per_s),
+        "floor_ratio": stats.ratio(mbs["median"], floor_mb),
+        "floor_mb_per_s": floor_mb,
+        "floor_way": f"{bound.way} {bound.streams}x{bound.depth}" if bound else "seq-read 1x1" if seq else None,
+        "floor_streams": streams,
+        "memcpy_ratio": stats.ratio(mbs["median"], floors.memcpy_for(streams)),
+        "au": stats.median(au) if au else None, "au_min": min(au) if au else None,
         "pread_ratio": stats.ratio(sps["median"], pread.samples_per_s if pread else None),
         "steady_state": is_steady,
         "samples_per_s_spread": sps, "mb_per_s_spread": mbs,
@@ -323,13 +435,14 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
                              "max": max((e.residency_before for e in run.epochs), default=None)},
         "residency_after": {"min": min((e.residency_after for e in run.epochs if e.residency_after is not None),
                                        default=None)},
-        "cache_ok": all(e.cache_ok for e in run.epochs),
+        "cache_ok": all(e.cache_ok for e in run.epochs) and not (run.cap or {}).get("failure"),
         "indices_ok": all(e.indices_ok for e in run.epochs),
         "counters_complete": all(e.lost_processes == 0 for e in run.epochs),
         "bytes_on_disk": facts.get("bytes_on_disk"), "files": facts.get("files"),
         "checkpoint": {"writes": len(run.checkpoints), "bytes": ckpt_bytes, "seconds": ckpt_s,
                        "mb_per_s": ckpt_bytes / ckpt_s / 1e6 if ckpt_s else None,
                        "read_write_ratio": stats.ratio(payload, ckpt_bytes)},
+        **capped_summary(run, steady),
         "order": {key: stats.median([getattr(e, key) for e in counted if getattr(e, key) is not None])
                   for key in ("displacement", "same_shard", "same_shard_shuffled")},
         "nodes": len({r.host for e in run.epochs for r in e.ranks}) or 1,
@@ -341,6 +454,37 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
     return out
 
 
+def run_streams(run: Run) -> tuple[int, int]:
+    """(streams on the busiest node, nodes): a run's workers (at least one: the calling thread)
+    times its ranks on that node; the concurrency its floor is measured at."""
+    hosts: dict[str, int] = {}
+    for r in next((e.ranks for e in run.epochs if e.ranks), ()):
+        hosts[r.host] = hosts.get(r.host, 0) + 1
+    per_node = max(hosts.values(), default=1)
+    return max(1, run.config.workers) * per_node, max(1, len(hosts))
+
+
+PAGE_CACHE_RULE = 5.0  # MLPerf Storage: a corpus under 5x the memory available measures the page cache
+
+
+def capped_summary(run: Run, steady: list[EpochRecord]) -> dict:
+    """The 5x rule for every run; for capped runs the medians of the per-epoch cache figures
+    over the steady epochs and the cgroup's worst counters."""
+    ratio = stats.ratio(run.corpus_bytes, run.memory_bytes) if run.corpus_bytes and run.memory_bytes else None
+    out = {"memory_bytes": run.memory_bytes, "corpus_bytes": run.corpus_bytes, "memory_ratio": ratio,
+           "measures_page_cache": bool(run.cache != "cold" and ratio is not None and ratio < PAGE_CACHE_RULE)}
+    for key in ("hit_ratio", "expected_hit_ratio", "read_amplification", "read_amplification_pages"):
+        values = [getattr(e, key) for e in steady if getattr(e, key) is not None]
+        out[key] = stats.median(values) if values else None
+    if run.cap is not None:
+        peaks = [e.cgroup_peak_bytes for e in run.epochs if e.cgroup_peak_bytes is not None]
+        out["cap"] = {**run.cap, "peak_bytes": max(peaks, default=None),
+                      "limit_hits": sum(e.cgroup_limit_hits or 0 for e in run.epochs),
+                      "oom_kills": sum(e.cgroup_oom_kills or 0 for e in run.epochs),
+                      "resident_bytes_max": max((e.resident_bytes_after or 0 for e in run.epochs), default=None)}
+    return out
+
+
 def floor_summary(floors: Floors) -> dict:
     return {
         "seq_mb_per_s": {f"{f.layout}/{f.cache}": f.mb_per_s for f in floors.seq},
@@ -348,13 +492,15 @@ def floor_summary(floors: Floors) -> dict:
         "pread_latency_ms": {f.cache: stats.percentiles_ms([ns / 1e9 for ns in f.latency_ns]) for f in floors.pread},
         "memcpy_mb_per_s": floors.memcpy_mb_per_s,
         "null_us_per_sample": floors.null_us_per_sample,
+        "at_mb_per_s": {f"{f.layout}/{f.cache}/{f.way}/{f.streams}x{f.depth}": f.mb_per_s for f in floors.at},
+        "memcpy_at_mb_per_s": {str(m.threads): m.mb_per_s for m in floors.memcpy_at},
     }
 
 
 # ---------------------------------------------------------------- (de)serialisation
 
 _RECORDS = {c.__name__: c for c in (RunConfig, RankRecord, EpochRecord, Checkpoint, Run, SeqFloor,
-                                    PreadFloor, Floors, Results)}
+                                    PreadFloor, StreamFloor, MemcpyFloor, FioFloor, Floors, Results)}
 
 
 def _dump(obj) -> dict:

@@ -31,9 +31,9 @@ from .comm import Comm, SingleProcessComm
 from .config import BenchConfig, check_config
 from .floors import measure_floors
 from .machine import metadata
-from .measure import Counters, RankEpoch, check_indices, time_batches
+from .measure import Compute, Counters, RankEpoch, check_indices, time_batches
 from .naive import naive_name, reads_of
-from .regimes import WARM_MIN, CacheState, set_cache
+from .regimes import WARM_MIN, CacheState, host_ram, set_cache
 from .result import Checkpoint, EpochRecord, RankRecord, Results, Run, RunConfig
 
 
@@ -55,6 +55,12 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
     """One (layout, cache, workers) run for one repeat: its epoch records (rank 0) and checkpoints."""
     from loaders import open_corpus
 
+    if cache == "capped":  # in a child process inside a memory cgroup (bench.capped)
+        from .capped import run_capped
+
+        records, checkpoints, method, cap = run_capped(ctx, layout, workers, repeat)
+        ctx.caps[(layout, workers, repeat)] = cap
+        return records, checkpoints, method
     rc, comm = ctx.cfg.run, ctx.comm
     reader = open_corpus(ctx.cfg.corpus, reads_of(layout, naive))
     paths = reader.paths()
@@ -81,7 +87,7 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
             comm.barrier()
             counters.start(loader.worker_pids)  # none yet for a fresh pool: its workers count from zero
             t0 = time.perf_counter()  # before epoch(), which starts a fresh loader's workers: in ttfb and wall
-            mine = time_batches(loader.epoch(epoch), timing, t0)
+            mine = time_batches(loader.epoch(epoch), timing, t0, None if timing else Compute.of(rc))
             io = counters.stop(loader.worker_pids)
             if cache == "warm":  # did it stay warm? (another user of the machine may drop the cache)
                 after = probes.residency(paths).fraction
@@ -119,6 +125,14 @@ def warm_up_code(reader, rc: RunConfig, naive: bool) -> None:
     reader.close()
 
 
+def epoch_au(got: list[dict]) -> float | None:
+    """AU of one epoch over the ranks: their compute over (ranks x the slowest rank's running
+    time), None without emulated compute (see bench/au.py)."""
+    from .au import au
+
+    return au(sum(float(g["compute_s"]) for g in got), len(got) * max(float(g["au_span_s"]) for g in got))
+
+
 def write_checkpoint(path: Path, mb: float, repeat: int, epoch: int) -> Checkpoint:
     """Write `mb` MB and fsync, as a training job saving its model would; timed, then removed."""
     total = int(mb * 1e6)
@@ -153,6 +167,7 @@ class Context:
         self.host = socket.gethostname()
         ckdir = Path(cfg.checkpoint_dir or Path(cfg.output).parent)
         self.checkpoint_path = ckdir / f".layoutbench-checkpoint-{os.getpid()}.bin"
+        self.caps: dict[tuple, dict] = {}  # (layout, workers, repeat) -> a capped run's cap facts
 
     def aggregate(self, epoch, repeat, first, timing, mine: RankEpoch, io, state: CacheState, n,
                   bounds=None) -> EpochRecord | None:
@@ -161,7 +176,7 @@ class Context:
         mine_msg = {"rank": self.comm.rank, "host": self.host, "seconds": mine.seconds, "ttfb_s": mine.ttfb_s,
                     "samples": mine.samples, "bytes": mine.nbytes, "batch_ns": mine.batch_ns,
                     "sample_ns": mine.sample_ns, "indices": mine.indices, "residency": state.residency,
-                    "residency_after": state.after,
+                    "residency_after": state.after, "compute_s": mine.compute_s, "au_span_s": mine.au_span_s,
                     "cache_ok": state.ok, **io}
         got = self.comm.gather(mine_msg)
         if got is None:
@@ -183,7 +198,8 @@ class Context:
             cache_ok=all(bool(g["cache_ok"]) for g in got),
             indices_ok=True, lost_processes=sum(int(g["lost"]) for g in got),
             ranks=tuple(RankRecord(int(g["rank"]), str(g["host"]), float(g["seconds"]), int(g["samples"]),
-                                   int(g["bytes"])) for g in got) if len(got) > 1 else ())
+                                   int(g["bytes"])) for g in got) if len(got) > 1 else (),
+            compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got))
 
     def tick_floor(self, what: str):
         if self.bar is not None:
@@ -203,7 +219,7 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool]]:
     for cache in cfg.caches:
         for workers in cfg.workers:
             out.extend((layout, cache, workers, False) for layout in cfg.layouts)
-        if cfg.naive:
+        if cfg.naive and cache != "capped":  # naive baselines read in the bench process: not capped
             out.extend((naive_name(layout), cache, 0, True) for layout in cfg.layouts
                        if readers()[layout].naive)
     return out
@@ -231,7 +247,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     runs = plan_runs(cfg, manifest)
     rc = cfg.run
     per_run = rc.epochs + (1 if rc.sample_latency else 0)
-    total = rc.repeats * sum(1 if naive else per_run for *_, naive in runs)
+    total = (rc.repeats + rc.warmup) * sum(1 if naive else per_run for *_, naive in runs)
     floor_steps = len(cfg.layouts) * 2 + 3
     bar = None
     if comm.rank == 0 and cfg.progress:
@@ -243,9 +259,11 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         floors = measure_floors(ctx, manifest)
         comm.barrier()
         gathered: dict[tuple, dict] = {}
-        for repeat in range(rc.repeats):
+        for repeat in range(-rc.warmup, rc.repeats):  # negative: MLPerf's warm-up runs, measured and dropped
             for layout, cache, workers, naive in runs:
                 records, checkpoints, method = run_layout(ctx, layout, cache, workers, repeat, naive)
+                if repeat < 0:
+                    continue
                 slot = gathered.setdefault((layout, cache, workers, naive),
                                            {"epochs": [], "checkpoints": [], "method": None})
                 slot["epochs"] += records
@@ -259,8 +277,15 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     out_runs = []
     for (layout, cache, workers, naive), slot in gathered.items():
         config = replace(rc, workers=workers, **(dict(epochs=1, sample_latency=False) if naive else {}))
-        out_runs.append(Run(layout, "naive" if naive else "loader", reads_of(layout, naive), cache,
-                            slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"])))
+        reads = reads_of(layout, naive)
+        cap = ctx.caps.get((layout, workers, 0)) if cache == "capped" else None
+        if cap is not None:  # a failure in any repeat marks the run
+            cap = {**cap, "failure": "; ".join(c["failure"] for k, c in ctx.caps.items()
+                                               if k[:2] == (layout, workers) and c.get("failure")) or None}
+        out_runs.append(Run(layout, "naive" if naive else "loader", reads, cache,
+                            slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"]),
+                            memory_bytes=cfg.memory_limit if cache == "capped" else host_ram(),
+                            corpus_bytes=(manifest.layouts.get(reads) or {}).get("bytes_on_disk"), cap=cap))
     notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}")
     corpus = {"path": str(Path(cfg.corpus).resolve()), "spec": manifest.spec.to_dict(),
               "payload_bytes": int(sum(manifest.sizes)),
@@ -273,11 +298,15 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
 
 def cache_notes(runs, corpus: str) -> list[str]:
     """Say, never hide, when a cache setting did not hold."""
+    from .capped import capped_notes
+
     notes = []
     for r in runs:
         what = f"{corpus} {r.layout} {r.cache} w{r.config.workers}"
         bad = [e for e in r.epochs if not e.cache_ok]
-        if bad:
+        if r.cache == "capped":
+            notes += capped_notes(r, corpus)
+        elif bad:
             if r.cache == "cold":
                 seen = f"residency up to {max(e.residency_before for e in bad):.1%} before the epoch"
             else:

@@ -1,4 +1,4 @@
-"""python -m generator: write a synthetic TIFF corpus in every registered layout (see --list-layouts)."""
+"""python -m generator: write a synthetic image corpus in every registered layout (see --list-layouts)."""
 
 from __future__ import annotations
 
@@ -26,10 +26,16 @@ def build_parser() -> Parser:
     p.add_argument("--layouts", default=None,
                    help=f"comma list (default: every registered layout, {','.join(layout_ids())})")
     p.add_argument("--seed", type=nonneg_int, default=0, help="content seed (default 0)")
-    p.add_argument("--payload", choices=PAYLOADS, default="tiff", help="stored bytes: tiff (default) or raw pixels")
+    p.add_argument("--payload", choices=PAYLOADS, default="tiff",
+                   help="stored bytes: tiff (default), png (8/16 bit), jpeg or webp (8 bit, lossy), or raw pixels")
+    p.add_argument("--quality", type=positive_int, default=None,
+                   help="jpeg/webp quality 1..100 (default 90)")
     p.add_argument("--content", choices=CONTENTS, default="smooth",
-                   help="smooth (image-like, compressible; default) or noise (incompressible)")
-    p.add_argument("--compression", choices=COMPRESSIONS, default="none", help="TIFF compression (default none)")
+                   help="smooth (image-like, compressible; default), noise (incompressible) or photo "
+                        "(natural-image statistics: 1/f spectrum, correlated colour, edges)")
+    p.add_argument("--compression", choices=COMPRESSIONS, default="none",
+                   help="TIFF compression: none (default, read in place), deflate, lzw or zstd (lzw, zstd: "
+                        "the codecs extra)")
     p.add_argument("--classes", type=positive_int, default=10, help="number of label classes (default 10)")
     p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                    help=f"parallel workers (default: the core count, {os.cpu_count()})")
@@ -42,12 +48,13 @@ def build_parser() -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     p.add_argument("--list-layouts", action="store_true", help="print the registered layouts and exit")
+    p.add_argument("--list-codecs", action="store_true", help="print the payload codecs and exit")
     return p
 
 
 def spec_from_args(args) -> Spec:
     common = dict(count=args.count, seed=args.seed, content=args.content, payload=args.payload,
-                  compression=args.compression, num_classes=args.classes)
+                  compression=args.compression, num_classes=args.classes, quality=args.quality)
     if args.preset and args.shape:
         raise UsageError("give --preset or --shape, not both")
     if args.preset:
@@ -80,6 +87,13 @@ def main(argv=None) -> int:
     if args.list_presets:
         for name, (h, w, c, dtype, what) in PRESETS.items():
             print(f"{name:10} {h}x{w}x{c} {dtype:6}  {what}")
+        return 0
+    if args.list_codecs:
+        from .codecs import CODECS
+
+        for info in CODECS.values():
+            holds = f"{'/'.join(info.dtypes)}, {'/'.join(map(str, info.channels))} ch"
+            print(f"{info.id:13} {holds:22} {info.description}" + (f"  [{info.missing()}]" if info.missing() else ""))
         return 0
     if args.list_layouts:
         for layout in layouts().values():

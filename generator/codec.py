@@ -1,10 +1,19 @@
 """The payload codec: how one sample's pixels become the stored bytes, and back.
 
-Payloads are either bare pixels (`raw`) or a baseline TIFF (`tiff`). Our TIFFs are one strip,
-little-endian, with the IFD *before* the pixels, so for an uncompressed corpus every payload is
-one fixed header followed by the pixels: the encoder writes a precomputed header, and the
-decoder checks that header and views the pixels in place with np.frombuffer. Anything else
-(compressed, or a foreign TIFF) is decoded by tifffile.
+The registry (generator.codecs.CODECS) names every codec by id: raw, tiff, tiff-deflate,
+tiff-lzw, tiff-zstd, png, jpeg, webp; `Codec(spec)` is the one object the writers and readers
+use, whatever the id: `encode(pixels) -> payload`, `decode(payload) -> (H, W, C) array`,
+`fixed_size` (the size of every payload, or None when sizes vary), `header` (the bytes every
+fixed-size payload starts with), `lossy` (decode(encode(x)) is not x: the stored payload is
+what is bit-exact, and the pixels a reader must return are decode(payload)).
+
+Payloads are either bare pixels (`raw`), a baseline TIFF (`tiff`), or an image file format
+(generator.codecs: PNG, JPEG, WebP). Our TIFFs are one strip, little-endian, with the IFD
+*before* the pixels, so for an uncompressed corpus every payload is one fixed header followed
+by the pixels: the encoder writes a precomputed header, and the decoder checks that header and
+views the pixels in place with np.frombuffer. A compressed TIFF of ours (deflate, LZW, zstd) is
+the same header with the strip compressed: the decoder recognises the header and decompresses
+the strip directly. Anything else (a foreign TIFF) is decoded by tifffile.
 """
 
 from __future__ import annotations
@@ -15,18 +24,26 @@ import zlib
 
 import numpy as np
 
+from . import codecs as formats
+from .errors import UsageError
 from .spec import Spec
 
 _SHORT, _LONG, _RATIONAL = 3, 4, 5
 _ALIGN = 16  # pixel data starts at a multiple of this, so uint16 views are aligned
 SMALL = 1 << 16  # payloads below this are returned as bytes
-CODEC_LIBRARIES = ("tifffile",)  # what decoding may import (pre-imported by the bench; versions recorded)
+# what decoding may import (pre-imported by the bench; versions recorded): the base libraries, and
+# the optional faster decoders where installed
+CODEC_LIBRARIES = ("tifffile", "PIL") + tuple(m for m in ("simplejpeg", "pyspng", "imagecodecs") if formats.have(m))
 DEFLATE_LEVEL = 1  # zlib level 6 is ~5x slower for a few % smaller image-like payloads
+ZSTD_LEVEL = 3  # zstd's default
+TIFF_COMPRESSION = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000}  # TIFF tag 259 values
 
 
 def tiff_header(height: int, width: int, channels: int, itemsize: int,
-                strip_bytes: int, deflate: bool = False) -> bytes:
-    """A baseline TIFF header + IFD whose single strip starts right after it."""
+                strip_bytes: int, deflate: bool = False, compression: str | None = None) -> bytes:
+    """A baseline TIFF header + IFD whose single strip starts right after it (`compression`:
+    none, deflate, lzw or zstd; `deflate=True` is compression="deflate")."""
+    code = TIFF_COMPRESSION[compression or ("deflate" if deflate else "none")]
     bits = 8 * itemsize
     n_tags = 14 if channels == 4 else 13  # must match the tags listed below
     ifd_size = 2 + 12 * n_tags + 4
@@ -47,7 +64,7 @@ def tiff_header(height: int, width: int, channels: int, itemsize: int,
         tag(256, _LONG, 1, width),
         tag(257, _LONG, 1, height),
         tag(258, _SHORT, channels, bps_at) if channels > 2 else tag(258, _SHORT, 1, bits),
-        tag(259, _SHORT, 1, 8 if deflate else 1),
+        tag(259, _SHORT, 1, code),
         tag(262, _SHORT, 1, 1 if channels == 1 else 2),  # BlackIsZero or RGB
         tag(273, _LONG, 1, pixels_at),
         tag(277, _SHORT, 1, channels),
@@ -69,32 +86,78 @@ def tiff_header(height: int, width: int, channels: int, itemsize: int,
     return head + b"\0" * (pixels_at - len(head))
 
 
+def _compress_strip(compression: str, data: np.ndarray) -> bytes:
+    if compression == "deflate":
+        return zlib.compress(data, DEFLATE_LEVEL)
+    import imagecodecs
+
+    if compression == "lzw":
+        return bytes(imagecodecs.lzw_encode(data.tobytes()))
+    return bytes(imagecodecs.zstd_encode(data.tobytes(), level=ZSTD_LEVEL))
+
+
+def _decompress_strip(compression: str, body) -> bytes:
+    if compression == "deflate":
+        return zlib.decompress(body)
+    import imagecodecs
+
+    if compression == "lzw":
+        return bytes(imagecodecs.lzw_decode(bytes(body)))
+    return bytes(imagecodecs.zstd_decode(bytes(body)))
+
+
 class Codec:
-    """encode(pixels) -> payload bytes; decode(payload) -> (H, W, C) array. One per spec."""
+    """encode(pixels) -> payload bytes; decode(payload) -> (H, W, C) array. One per spec.
+
+    `kind` is the codec's registry id (generator.codecs.CODECS); `info` its entry. Constructing
+    one for a codec whose library is missing (tiff-lzw, tiff-zstd without imagecodecs) is a
+    UsageError naming the extra that installs it."""
 
     def __init__(self, spec: Spec):
         self.spec = spec
         self.shape = spec.shape
         self.dtype = spec.np_dtype
-        self.kind = spec.payload if spec.compression == "none" else f"{spec.payload}-{spec.compression}"
+        self.kind = formats.codec_id(spec.payload, spec.compression)
+        self.info = formats.CODECS[self.kind]
+        self.lossy = self.info.lossy
+        self.quality = spec.quality
+        if (why := self.info.missing()) is not None:
+            raise UsageError(why)
         self.header = b""
         if spec.payload == "tiff" and spec.compression == "none":
             self.header = tiff_header(*spec.shape, self.dtype.itemsize, spec.pixel_bytes)
-        self.fixed_size = spec.pixel_bytes + len(self.header) if spec.compression == "none" else None
+        self.fixed_size = spec.pixel_bytes + len(self.header) if self.info.fixed else None
+        self._tiff_head = len(tiff_header(*spec.shape, self.dtype.itemsize, 0)) if spec.payload == "tiff" else 0
 
     def encode(self, pixels: np.ndarray):
         """The payload: bytes when small, else a memoryview of a numpy buffer (bytes-like, no extra copy)."""
         data = np.ascontiguousarray(pixels, dtype=self.dtype)
-        if self.spec.payload == "raw":
+        if data.shape != self.shape:
+            raise ValueError(f"pixels of shape {data.shape}, the codec's spec has {self.shape}")
+        payload = self.spec.payload
+        if payload == "raw":
             return data.tobytes()
-        if self.spec.compression == "deflate":
-            body = zlib.compress(data, DEFLATE_LEVEL)
-            return tiff_header(*self.shape, self.dtype.itemsize, len(body), deflate=True) + body
+        if payload == "png":
+            return formats.encode_png(data)
+        if payload == "jpeg":
+            return formats.encode_jpeg(data, self.quality)
+        if payload == "webp":
+            return formats.encode_webp(data, self.quality)
+        if self.spec.compression != "none":
+            body = _compress_strip(self.spec.compression, data)
+            return tiff_header(*self.shape, self.dtype.itemsize, len(body), compression=self.spec.compression) + body
         if self.fixed_size < SMALL:
             return self.header + data.tobytes()
         buf, pixels = self.payload_buffer()
         pixels[...] = data
         return memoryview(buf)
+
+    def reference(self, pixels: np.ndarray) -> tuple[bytes, np.ndarray]:
+        """(payload, the pixels a reader must return for it): the pixels themselves for a lossless
+        codec; decode(payload) for a lossy one (JPEG, WebP), where the payload is what is
+        bit-exact and the decoded pixels are a function of it."""
+        payload = self.encode(pixels)
+        return payload, (np.array(self.decode(payload)) if self.lossy else pixels)
 
     def payload_buffer(self) -> tuple[np.ndarray, np.ndarray]:
         """A new fixed-size payload (1-D uint8, header already written) and the (H, W, C) view of
@@ -115,10 +178,34 @@ class Codec:
             if len(payload) != self.spec.pixel_bytes:
                 raise ValueError(f"raw payload is {len(payload)} bytes, expected {self.spec.pixel_bytes}")
             return np.frombuffer(payload, self.dtype).reshape(self.shape)
+        kind = self.spec.payload
+        if kind == "png":
+            return self._checked(formats.decode_png(payload, self.shape[2], self.dtype), "PNG")
+
+        if kind == "jpeg":
+            return self._checked(formats.decode_jpeg(payload, self.shape[2], self.dtype), "JPEG")
+        if kind == "webp":
+            return self._checked(formats.decode_webp(payload, self.shape[2], self.dtype), "WebP")
         h = len(self.header)
         if h and len(payload) == self.fixed_size and payload[:h] == self.header:
             return np.frombuffer(payload, self.dtype, offset=h).reshape(self.shape)
+        if self.spec.compression != "none" and len(payload) >= self._tiff_head:
+            h = self._tiff_head
+            ours = tiff_header(*self.shape, self.dtype.itemsize, len(payload) - h, compression=self.spec.compression)
+            if payload[:h] == ours:  # our one-strip layout: decompress the strip, no TIFF parser
+                try:
+                    raw = _decompress_strip(self.spec.compression, payload[h:])
+                except Exception as exc:  # zlib.error, imagecodecs' errors
+                    raise ValueError(f"undecodable TIFF strip ({self.spec.compression}): {exc}") from None
+                if len(raw) != self.spec.pixel_bytes:
+                    raise ValueError(f"TIFF strip decompresses to {len(raw)} bytes, expected {self.spec.pixel_bytes}")
+                return np.frombuffer(raw, self.dtype).reshape(self.shape)
         return self._decode_tifffile(payload)
+
+    def _checked(self, img: np.ndarray, what: str) -> np.ndarray:
+        if img.shape != self.shape:
+            raise ValueError(f"{what} holds {img.shape}, expected {self.shape}")
+        return img
 
     def _decode_tifffile(self, payload) -> np.ndarray:
         import tifffile

@@ -1,4 +1,5 @@
-"""What a corpus is: a frozen Spec (shape, dtype, count, seed, content, payload) and the presets."""
+"""What a corpus is: a frozen Spec (shape, dtype, count, seed, content, payload codec and its
+settings) and the presets."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import codecs as _codecs
 from .errors import UsageError
 
 DTYPES = ("uint8", "uint16")
-CONTENTS = ("smooth", "noise")
-PAYLOADS = ("tiff", "raw")
-COMPRESSIONS = ("none", "deflate")
+CONTENTS = ("smooth", "noise", "photo")
+PAYLOADS = _codecs.PAYLOADS  # tiff, raw, png, jpeg, webp (generator.codecs has the registry)
+COMPRESSIONS = _codecs.TIFF_COMPRESSIONS  # none, deflate, lzw, zstd: TIFF's
+LOSSY = tuple(c for c in PAYLOADS if _codecs.CODECS[c].lossy)  # take --quality
+# Fields added after version 1 of the spec: left out of to_dict() at their default, so a spec
+# without them has the JSON (and corpora made by it the stored spec bytes) it always had.
+_OPTIONAL = {"quality": None}
 
 # Classic TIFF and HDF5 chunks stop at 4 GiB, and several samples are in memory per worker.
 MAX_SAMPLE_BYTES = 1 << 30
@@ -45,6 +51,7 @@ class Spec:
     compression: str = "none"
     num_classes: int = 10
     preset: str | None = None
+    quality: int | None = None  # jpeg and webp: 1..100 (default 90); None for lossless payloads
 
     def __post_init__(self):
         for name in ("height", "width", "channels", "count", "num_classes"):
@@ -64,8 +71,18 @@ class Spec:
         if self.pixel_bytes > MAX_SAMPLE_BYTES:
             raise UsageError(f"one sample of {self.height}x{self.width}x{self.channels} {self.dtype} is "
                              f"{self.pixel_bytes:,} bytes; at most {MAX_SAMPLE_BYTES:,} (1 GiB) is supported")
-        if self.payload == "raw" and self.compression != "none":
-            raise UsageError("--compression applies to TIFF payloads only; use --payload tiff")
+        if self.payload != "tiff" and self.compression != "none":
+            raise UsageError(f"--compression applies to TIFF payloads only, not {self.payload}; use --payload tiff")
+        if self.payload in LOSSY:
+            if self.quality is None:
+                object.__setattr__(self, "quality", _codecs.DEFAULT_QUALITY)
+            if not isinstance(self.quality, int) or isinstance(self.quality, bool) or not 1 <= self.quality <= 100:
+                raise UsageError(f"quality must be an integer in 1..100, got {self.quality!r}")
+        elif self.quality is not None:
+            raise UsageError(f"--quality applies to lossy payloads ({', '.join(LOSSY)}), not {self.payload}")
+        info = _codecs.CODECS[_codecs.codec_id(self.payload, self.compression)]
+        if (why := info.refusal(self.dtype, self.channels)) is not None:
+            raise UsageError(why)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -85,7 +102,11 @@ class Spec:
         return self.pixel_bytes * self.count
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        for name, default in _OPTIONAL.items():
+            if out[name] == default:
+                del out[name]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "Spec":

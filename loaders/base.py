@@ -165,6 +165,11 @@ class Reader:
         payload's (TFRecord crc32c, tar header checksums); verify calls it. Default: none."""
         return []
 
+    def extents(self, indices) -> list[tuple[str, int, int]] | None:
+        """(file, offset, length) of each sample's stored bytes, for page-cache probes (the bench's
+        hit ratio); None when the layout cannot say without reading them."""
+        return None
+
     def read(self, index: int):
         """The stored payload of sample `index` (bytes-like)."""
         i = self.check_index(index)

@@ -77,6 +77,9 @@ class FilesReader(Reader):
     def paths(self) -> list[Path]:
         return [Path(self.path(i)) for i in range(self.spec.count)]
 
+    def extents(self, indices):
+        return [(self.path(i), 0, self._sizes[i]) for i in np.asarray(indices).tolist()]
+
     def unexpected_entries(self) -> list[str]:
         """Files under files/ that are not samples, and symlinked directories (never followed)."""
         if not self.target.is_dir():

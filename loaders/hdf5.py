@@ -7,7 +7,9 @@ call per sample, no HDF5 global lock, so threads read in parallel. Small samples
 of a read-only mmap of the file. A large one is copied out of the map when all its pages are in
 the page cache (mincore): a user-space copy into the batch beats read()'s kernel copy there;
 otherwise it is read with preadv straight into the batch, where the kernel's readahead streams
-it (faults on a map wait for one readahead window at a time). The README has the figures.
+it (faults on a map wait for one readahead window at a time). A file larger than the memory this
+process may use (RAM, or its cgroup's limit) is advised random access, map and fd alike: read
+around a miss would be evicted before use. The README has the figures.
 Fallback (chunked `payload` of compressed corpora, filtered `images`): h5py slicing, with the
 dataset's chunk cache sized to one chunk.
 """
@@ -23,7 +25,7 @@ from generator.errors import CorpusError, LayoutbenchError, SampleError
 from generator.manifest import stored_spec
 
 from .base import Reader
-from .pagecache import range_resident
+from .pagecache import memory_available, range_resident
 
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)  # h5py's, on a damaged file
 
@@ -79,6 +81,16 @@ class HDF5Reader(Reader):
         except BaseException:
             f.close()
             raise
+
+    def extents(self, indices):
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        if self._map is None:  # chunked through h5py: not contiguous in the file
+            return None
+        target, starts, sizes = str(self.target), self._starts, self._sizes
+        return [(target, starts[i], sizes[i]) for i in idx.tolist()]
 
     def _check_local(self, f, names) -> None:
         """Refuse datasets whose bytes live elsewhere (external link, external raw storage, virtual
@@ -139,6 +151,9 @@ class HDF5Reader(Reader):
         except BaseException:
             os.close(fd)
             raise
+        if size > memory_available():  # larger than this process's memory (a capped run): read what is
+            self._map.madvise(mmap.MADV_RANDOM)  # asked for only; read-around would be evicted unused
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         self._fd = fd  # large samples not in the page cache are read with preadv
         self._addr = np.frombuffer(self._map, np.uint8).ctypes.data if size else 0  # for mincore
         self._view = memoryview(self._map)

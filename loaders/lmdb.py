@@ -6,16 +6,21 @@ read_many copies each value out (bytes, valid after the transaction); read_batch
 buffers=True and copies the pixels straight from the memory map into the batch while the
 transaction is open.
 
-Readahead depends on the value size. py-lmdb's get() touches every page of a value before it
-returns (lib/py-lmdb/preload.h: page faults taken with the GIL released), so nothing can be
-hinted between finding a value and reading it. With readahead=False (LMDB advises the whole map
-MADV_RANDOM) each of those faults is one synchronous 4 KiB read: 70 MB/s cold here, for a
-46 MB value as for a 150 KB one. With readahead on, a fault reads the device's readahead window
-around it and the next faults stream. So readahead is on when the typical value is at least half
-that window (read_ahead_kb of the device; 128 KiB when unknown): the neighbours dragged in are
-then at most as many bytes as the value. Smaller values keep readahead off: random access to
-them must not drag in neighbouring samples (6.7x the bytes read for ImageNet-size values on this
-machine's 8 MiB window, measured on a partial epoch).
+Large values (fixed-size payloads over 64 KiB) are not read through py-lmdb: its get() touches
+every page of a value before it returns (lib/py-lmdb/preload.h, in get() and cursor value()
+alike, with or without buffers=True), and with readahead off each of those faults is one
+synchronous 4 KiB read (70 MB/s cold here, for a 46 MB value as for a 150 KB one). Such values
+are kept contiguous in LMDB's overflow pages, so loaders/lmdbpages.py finds where each one lies
+in data.mdb from the B+tree pages alone, and the value is then copied out of py-lmdb's map when
+all its pages are in the page cache (cachestat), else read with preadv straight into the batch,
+as the HDF5 reader does: the kernel reads exactly the value, in large requests. The map is then
+opened readahead=False (MADV_RANDOM): its faults are the tree pages only.
+
+Small values live inside their leaf pages, so reading one is a fault on its leaf. Readahead on
+the map (read-around of the device's window) is on when data.mdb fits in the memory this
+process may use (RAM, or its memory cgroup's limit): the neighbours dragged in will be read in
+the same epoch and stay, so a cold epoch streams; off when it does not (a capped run): pages
+read around a miss would be evicted before they are used, for several times the bytes.
 
 py-lmdb refuses to open one environment twice in a process, so the readers of a process share
 one Environment per directory (counted; closed with the last reader). A forked child inherits
@@ -35,7 +40,8 @@ from generator.layouts.lmdb import key_of, missing_bytes
 from generator.manifest import stored_spec
 
 from .base import Reader
-from .pagecache import readahead_window
+from .lmdbpages import LocateError, Locator
+from .pagecache import cached_pages, memory_available
 
 MAX_READERS = 1024
 
@@ -93,7 +99,7 @@ class LMDBReader(Reader):
     layout = "lmdb"
     reads_through_map = True
     stores_spec = True
-    handles = ("_env", "_db")
+    handles = ("_env", "_db", "_loc", "_where")
 
     def where(self, index: int) -> str:
         return f"{self.target} key {key_of(index).hex()}"
@@ -107,13 +113,23 @@ class LMDBReader(Reader):
         if not (self.target / "data.mdb").exists():
             raise SampleError(self.layout, index, self.where(index), "missing (no data.mdb in the environment)")
         self.check_inside(self.target / "data.mdb")  # lmdb follows a symlinked data.mdb
-        typical = int(np.median(self._size_arr)) if len(self._size_arr) else 0
-        readahead = 2 * typical >= readahead_window(self.target / "data.mdb")  # see the module docstring
+        data = str(self.target / "data.mdb")
+        large = bool(self.codec.fixed_size) and not self.small
+        # see the module docstring: large values by preadv, small ones read around only when they fit
+        readahead = not large and os.path.getsize(data) <= memory_available()
         try:
             env, db = _acquire(str(self.target), readahead)
         except lmdb.Error as exc:
             raise SampleError(self.layout, index, self.where(index), f"cannot open the environment: {exc}") from None
         self._env, self._db = env, db
+        if large:
+            try:
+                self._loc = Locator(data, b"payload")
+                self._where = {}
+                if os.path.getsize(data) > memory_available():  # larger than memory: read exactly the value
+                    os.posix_fadvise(self._loc.fd, 0, 0, os.POSIX_FADV_RANDOM)
+            except (LocateError, OSError):
+                self._loc = None  # not the format we know: py-lmdb's get() reads every value
         try:
             with env.begin(db=env.open_db(b"meta", create=False)) as txn:
                 stored = txn.get(b"spec")
@@ -131,6 +147,9 @@ class LMDBReader(Reader):
                               f"regenerate the corpus with --force")
 
     def _close(self) -> None:
+        if self._loc is not None:
+            self._loc.close()
+            self._loc = self._where = None
         if self._env is not None:
             _release(str(self.target))
             self._env = self._db = None
@@ -168,7 +187,37 @@ class LMDBReader(Reader):
             self._missing(idx[values.index(None)])
         return values
 
+    def extents(self, indices):
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        if self._loc is None:
+            return None
+        target, out = str(self.target / "data.mdb"), []
+        for i in idx.tolist():
+            w = self._locate(i)
+            if w is None:
+                return None
+            out.append((target, *w))
+        return out
+
+    def _locate(self, i: int) -> tuple[int, int] | None:
+        """(offset, size) of value i in data.mdb, or None (then py-lmdb's get() reads it)."""
+        w = self._where.get(i)
+        if w is None:
+            try:
+                w = self._loc.locate(key_of(i))
+            except (LocateError, OSError):
+                return None
+            if w is None:
+                return None
+            self._where[i] = w
+        return w
+
     def _read_into(self, idx: list[int], out: np.ndarray) -> None:
+        if self._loc is not None:
+            return self._read_located(idx, out)
         with self._env.begin(db=self._db, buffers=True) as txn:  # views into the map: valid in this txn only
             values = self._get_all(txn, idx)
             if self.small:
@@ -177,6 +226,35 @@ class LMDBReader(Reader):
                 flat = memoryview(out).cast("B")
                 for k, (i, v) in enumerate(zip(idx, values)):
                     self._place(i, v, flat, k, out)
+
+    def _read_located(self, idx: list[int], out: np.ndarray) -> None:
+        """Large values: copied out of the map when resident, else preadv into the batch."""
+        flat = memoryview(out).cast("B")
+        h, n, fd = len(self.codec.header), self.spec.pixel_bytes, self._loc.fd
+        head = bytearray(h)
+        txn = None
+        try:
+            for k, i in enumerate(idx):
+                w = self._locate(i)
+                if w is not None:
+                    off, size = w
+                    if size != self._sizes[i]:
+                        self.fail_size(i, size)
+                    res, pages = cached_pages(fd, off, size)
+                if w is not None and res < pages:
+                    row = flat[k * n:(k + 1) * n]
+                    try:
+                        got = os.preadv(fd, [head, row], off)
+                    except OSError as exc:
+                        raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+                    self._check_read(i, head, row, got, k, out)
+                    continue
+                if txn is None:
+                    txn = self._env.begin(db=self._db, buffers=True)  # views into the map: valid in this txn
+                self._place(i, self._get_all(txn, [i])[0], flat, k, out)
+        finally:
+            if txn is not None:
+                txn.abort()
 
     def _find_error(self, txn, idx: list[int], exc: Exception):
         """A library error in a batch: name the sample that raised it."""

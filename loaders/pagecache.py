@@ -1,12 +1,15 @@
-"""What the page cache holds, asked of the kernel: mincore over a memory range or a whole file, and
-the read-ahead window of the device holding a file. Shared by the readers (a large sample copied
-out of a map only when resident; LMDB's readahead rule) and the bench (residency checks)."""
+"""What the page cache holds, asked of the kernel: mincore over a memory range or a whole file,
+cachestat over a byte range of an open file, the read-ahead window of the device holding a file,
+and the memory this process may use (RAM, or its memory cgroup's limit when lower). Shared by the
+readers (a large sample copied out of a map only when resident; the readahead rules) and the
+bench (residency checks, hit probes)."""
 
 from __future__ import annotations
 
 import ctypes
 import mmap
 import os
+import platform
 import threading
 from pathlib import Path
 
@@ -87,3 +90,70 @@ def readahead_window(path, default: int | None = 128 << 10) -> int | None:
         except (OSError, ValueError):
             pass
     return default
+
+
+class _Range(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Stat(ctypes.Structure):
+    _fields_ = [("nr_cache", ctypes.c_uint64), ("nr_dirty", ctypes.c_uint64), ("nr_writeback", ctypes.c_uint64),
+                ("nr_evicted", ctypes.c_uint64), ("nr_recently_evicted", ctypes.c_uint64)]
+
+
+_SYS_CACHESTAT = [451 if platform.machine() in ("x86_64", "aarch64", "arm64", "riscv64") else None]
+
+
+def cached_pages(fd: int, offset: int, length: int) -> tuple[int, int]:
+    """(resident pages, pages) covering bytes [offset, offset + length) of the open file `fd`:
+    cachestat(2) (Linux 6.5+; no map, one syscall), else mincore on a map of the range."""
+    if length <= 0:
+        return 0, 0
+    lo = offset - offset % PAGE
+    pages = (offset + length - lo + PAGE - 1) // PAGE
+    if _SYS_CACHESTAT[0] is not None:
+        rng, st = _Range(lo, pages * PAGE), _Stat()
+        if _libc.syscall(_SYS_CACHESTAT[0], fd, ctypes.byref(rng), ctypes.byref(st), 0) == 0:
+            return min(int(st.nr_cache), pages), pages
+        _SYS_CACHESTAT[0] = None  # ENOSYS: an older kernel; mincore from now on
+    n = min(pages * PAGE, max(0, os.fstat(fd).st_size - lo))
+    if n <= 0:
+        return 0, pages
+    addr = _libc.mmap(None, n, mmap.PROT_READ, mmap.MAP_SHARED, fd, lo)
+    if addr in (None, _MAP_FAILED):
+        return 0, pages
+    try:
+        bits = resident_pages(addr, n)
+        return (bits.count(1) if bits is not None else 0), pages
+    finally:
+        _libc.munmap(addr, n)
+
+
+def memory_available() -> int:
+    """Bytes of memory this process may use: physical RAM, or its memory cgroup's limit (v2
+    memory.max, v1 memory.limit_in_bytes) when that is lower. A file larger than this cannot stay
+    in the page cache: readahead beyond what is asked for is then evicted before it is used."""
+    best = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        own = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
+        mounts = [line.partition(" - ") for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    except OSError:
+        return best
+    for left, _, right in mounts:
+        point, tail = left.split()[4], right.split()
+        if not tail or tail[0] not in ("cgroup", "cgroup2"):
+            continue
+        for _, ctrl, path in own:
+            if tail[0] == "cgroup2" and ctrl == "":
+                name = "memory.max"
+            elif tail[0] == "cgroup" and "memory" in ctrl.split(",") and "memory" in tail[-1].split(","):
+                name = "memory.limit_in_bytes"
+            else:
+                continue
+            try:
+                text = Path(point + path, name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit():
+                best = min(best, int(text))
+    return best

@@ -31,6 +31,9 @@ class Batch:
     indices: np.ndarray
     nbytes: int  # payload bytes read for this batch
     sample_seconds: np.ndarray | None = None  # per-sample read + decode seconds (timed fetch)
+    # timed fetch: each sample's time split, (B, 4) seconds: read wall, decode wall, read CPU,
+    # decode CPU (CPU = this thread's CPU time: time.thread_time). None otherwise.
+    sample_split: np.ndarray | None = None
 
 
 def epoch_indices(n: int, seed: int, epoch: int, mode: str, rank: int = 0, world: int = 1, **opts) -> np.ndarray:
@@ -64,21 +67,42 @@ def fetch(reader: Reader, indices: np.ndarray, how: str, out=None):
         images, order, nbytes = reader.naive_batch(indices)
         return images, order, nbytes, None
     if how in ("timed", "timed-raw"):
-        return _timed(reader, indices, how == "timed", out)
+        return _timed(reader, indices, how == "timed", out)[:4]
     raise UsageError(f"unknown fetch {how!r}; choose from {', '.join(FETCHES)}")
 
 
+def timed_split(reader: Reader, indices: np.ndarray, out=None):
+    """(images, indices, nbytes, seconds, split): the timed fetch with each sample's time split
+    into read and decode, wall and CPU (see Batch.sample_split). Read: reader.read(i), the
+    payload's I/O and checks; decode: reader.decode of it into the batch. A sample whose read
+    wall time is well above its read CPU time waited for storage (I/O-bound); one whose decode
+    time dominates is decode-bound (bound_by says which)."""
+    return _timed(reader, indices, True, out)
+
+
+def bound_by(split: np.ndarray) -> str:
+    """'I/O' or 'decode': which of read and decode took most of the samples' wall time."""
+    split = np.asarray(split, np.float64).reshape(-1, 4)
+    return "decode" if split[:, 1].sum() > split[:, 0].sum() else "I/O"
+
+
 def _timed(reader: Reader, indices: np.ndarray, decode: bool, out):
-    """One sample at a time, so each one can be timed (read + decode)."""
-    clock = time.perf_counter
+    """One sample at a time, so each one can be timed (read, then decode)."""
+    clock, cpu = time.perf_counter, time.thread_time
     seconds = np.empty(len(indices))
+    split = np.zeros((len(indices), 4))
     images = reader.batch_array(len(indices), out) if decode else None
     nbytes = 0
     for k, i in enumerate(indices.tolist()):
-        t0 = clock()
+        c0, t0 = cpu(), clock()
         payload = reader.read(i)
+        t1, c1 = clock(), cpu()
         if decode:
             images[k] = reader.decode(payload, i)
-        seconds[k] = clock() - t0
+            t2, c2 = clock(), cpu()
+        else:
+            t2, c2 = t1, c1
+        seconds[k] = t2 - t0
+        split[k] = (t1 - t0, t2 - t1, c1 - c0, c2 - c1)
         nbytes += len(payload)
-    return images, indices, nbytes, seconds
+    return images, indices, nbytes, seconds, split

@@ -19,16 +19,18 @@ from loaders import open_corpus
 from loaders.pipeline import Loader
 from loaders.sampler import MODES
 
-ROUND_TRIP_KINDS = ["gray8", "rgb8", "rgba8", "rgb16", "raw16", "deflate", "big"]
+ROUND_TRIP_KINDS = ["gray8", "rgb8", "rgba8", "rgb16", "raw16", "deflate", "big", "jpeg", "png16"]
 DAMAGE_KINDS = ["gray8", "big"]  # small (batch-assembled) and large (per-sample) read paths
 
 
 def reference(root):
-    """(pixels list, labels array, payloads list) of every sample, made from scratch."""
+    """(pixels list, labels array, payloads list) of every sample, made from scratch (for a lossy
+    codec the pixels are those its payload decodes to: Codec.reference)."""
     spec = read_manifest(root).spec
     codec = Codec(spec)
     pixels, labels = zip(*(make_sample(spec, i) for i in range(spec.count)))
-    return list(pixels), np.array(labels), [codec.encode(p) for p in pixels]
+    payloads, pixels = zip(*(codec.reference(p) for p in pixels))
+    return list(pixels), np.array(labels), list(payloads)
 
 
 def _child_reads(reader, conn):

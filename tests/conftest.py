@@ -20,6 +20,9 @@ KINDS = {
     "rgb16": dict(height=4, width=6, channels=3, dtype="uint16"),
     "raw16": dict(height=5, width=4, channels=4, dtype="uint16", payload="raw"),
     "deflate": dict(height=9, width=8, channels=3, dtype="uint8", compression="deflate"),
+    # image formats: lossy (the payload is bit-exact, the pixels are what it decodes to), 16-bit PNG
+    "jpeg": dict(height=12, width=10, channels=3, dtype="uint8", payload="jpeg", quality=85),
+    "png16": dict(height=6, width=9, channels=4, dtype="uint16", payload="png"),
     # above the 64 KiB line: the per-sample (large) copy paths
     "big": dict(height=160, width=150, channels=3, dtype="uint8", count=6),
 }

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from generator.layouts import layout_ids
+
 from bench.compare import compare
 from bench.report import summary_table, write_report
 from bench.result import VERSION, Results, ResultsError, RunConfig, load_results, summarize
@@ -26,7 +28,7 @@ SAMPLE = 1_048_784
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench-corpus")
-    generate(root, SPEC, ["files", "hdf5", "lmdb"], workers=1, progress=False)  # the bench's mechanics, on the built-in three
+    generate(root, SPEC, workers=1, progress=False)
     return root
 
 
@@ -117,7 +119,7 @@ def test_checkpoints_are_written_timed_and_removed(results):
 
 def test_floors_and_metadata_are_in_the_same_results(results):
     res, _ = results
-    assert {(f.layout, f.cache) for f in res.floors.seq} == {(l, c) for l in ("files", "hdf5", "lmdb")
+    assert {(f.layout, f.cache) for f in res.floors.seq} == {(l, c) for l in layout_ids(available=True)
                                                                for c in ("cold", "warm")}
     assert {f.cache for f in res.floors.pread} == {"cold", "warm"}
     assert res.floors.null_us_per_sample > 0 and res.floors.memcpy_mb_per_s > 0

@@ -72,7 +72,7 @@ CASES = [
     # generator: the rest is in test_generator_cli.py
     ("python -m generator", ["--shape", "8x8x3", "--dtype", "float32", "--out", "{base}/g"], "invalid choice: 'float32'"),
     ("python -m generator", ["--preset", "mnist", "--content", "stripes", "--out", "{base}/g"], "invalid choice: 'stripes'"),
-    ("python -m generator", ["--preset", "mnist", "--compression", "lzw", "--out", "{base}/g"], "invalid choice: 'lzw'"),
+    ("python -m generator", ["--preset", "mnist", "--compression", "lzma", "--out", "{base}/g"], "invalid choice: 'lzma'"),
     ("python -m generator", ["--preset", "mnist", "--classes", "0", "--out", "{base}/g"], "--classes"),
     ("python -m generator", ["--preset", "mnist", "--workers", "-2", "--out", "{base}/g"], "--workers"),
     # loaders verify

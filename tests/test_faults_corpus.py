@@ -34,9 +34,13 @@ from loaders.__main__ import main as loaders_main
 from loaders.pipeline import Loader
 from loaders.verify import verify
 
-from generator.layouts import layout_ids
+from generator.layouts import get_layout, layout_ids
 
 LAYOUTS = layout_ids()
+# the layouts that keep their own copy of the spec, and so refuse a manifest whose spec was edited
+STORES_SPEC = tuple(n for n in LAYOUTS if get_layout(n).reader_class().stores_spec)
+# the record layouts keep each sample's label in its record, and list their samples in shard indexes
+RECORDS = tuple(n for n in ("tar", "tfrecord") if n in LAYOUTS)
 Result = namedtuple("Result", "code out err")
 
 
@@ -217,15 +221,14 @@ EDITS = {
     "size changed (variable sizes)": ("deflate", lambda d: d["samples"]["size"].__setitem__(3, d["samples"]["size"][3] - 1),
                                       "MISMATCH manifest sample 3", LAYOUTS),
     "label changed": ("gray8", lambda d: d["samples"]["label"].__setitem__(3, (d["samples"]["label"][3] + 1) % 5),
-                      "MISMATCH manifest sample 3", ("files", "tar", "tfrecord")),  # the records hold labels
+                      "MISMATCH manifest sample 3", ("files", *RECORDS)),
     "count lowered": ("gray8", lambda d: (_spec(d, count=36), _samples(d, crc32=lambda v: v[:-1], size=lambda v: v[:-1],
                                                                        label=lambda v: v[:-1])),
-                      "not a sample of this corpus (the manifest lists 36 samples)",
-                      ("hdf5", "lmdb", "tar", "tfrecord")),  # shard indexes list the samples
+                      "not a sample of this corpus (the manifest lists 36 samples)", (*STORES_SPEC, *RECORDS)),
     "count raised": ("gray8", lambda d: (_spec(d, count=38), _samples(d, crc32=lambda v: v + [0], size=lambda v: v + [976],
                                                                       label=lambda v: v + [0])),
                      "MISMATCH manifest sample 37", LAYOUTS),
-    "seed changed": ("gray8", lambda d: _spec(d, seed=8), "MISMATCH manifest sample 0", ("hdf5", "lmdb")),
+    "seed changed": ("gray8", lambda d: _spec(d, seed=8), "MISMATCH manifest sample 0", STORES_SPEC),
     "shape changed": ("gray8", lambda d: _spec(d, height=27), "payload sizes other than", LAYOUTS),
     "shape and sizes changed": ("gray8", lambda d: (_spec(d, height=27), _samples(d, size=lambda v: [s - 28 for s in v])),
                                 "MISMATCH manifest sample 0", LAYOUTS),

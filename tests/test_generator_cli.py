@@ -74,7 +74,9 @@ def tiny(out, *extra):
     (["--preset", "mnist", "--layouts", ","], ["no layouts given"]),
     (["--preset", "mnist", "--workers", 0], ["argument --workers", "got 0"]),
     (["--preset", "mnist", "--seed", -1], ["argument --seed", "must be >= 0"]),
-    (["--preset", "mnist", "--payload", "png"], ["argument --payload", "invalid choice: 'png'"]),
+    (["--preset", "mnist", "--payload", "gif"], ["argument --payload", "invalid choice: 'gif'"]),
+    (["--preset", "4k-16bit", "--payload", "jpeg"], ["jpeg holds uint8 pixels only", "png"]),
+    (["--preset", "mnist", "--payload", "png", "--quality", "50"], ["--quality applies to lossy"]),
     (["--preset", "mnist", "--payload", "raw", "--compression", "deflate"], ["--compression applies to TIFF"]),
     (["--preset", "mnist", "--classes", 70000], ["num_classes must be at most 65535"]),
     (["--preset", "mnist", "--bogus"], ["unrecognized arguments: --bogus"]),
@@ -236,4 +238,4 @@ def test_temporaries_of_a_killed_run_are_not_foreign_and_are_cleaned(cli, tmp_pa
     (tmp_path / f"{tmp_prefix(MANIFEST)}4243").write_text('{"format"')
     assert cli(*tiny(tmp_path)).code == 0
     targets = [get_layout(name).writer_class().target for name in INSTALLED]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", MANIFEST, *targets])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", *targets, MANIFEST])

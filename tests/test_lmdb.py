@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lmdb
+import numpy as np
 import pytest
 from conformance import ReaderSuite, WriterSuite, reference
 
@@ -41,8 +42,26 @@ def test_opened_readonly_without_locks(corpus):
     r = open_corpus(corpus("gray8"), "lmdb")
     r.read(0)
     flags = r._env.flags()
-    assert flags["readonly"] and not flags["lock"] and not flags["readahead"]
-    assert r._env.max_readers() >= 126
+    assert flags["readonly"] and not flags["lock"]
+    assert flags["readahead"]  # small values in a file that fits in memory: read around (module docstring)
+    assert r._env.max_readers() >= 126 and r._loc is None
+
+
+def test_large_values_are_located_in_the_file_and_read_bit_exact(corpus):
+    import os
+
+    root = corpus("big")
+    _, _, payloads = reference(root)
+    r = open_corpus(root, "lmdb")
+    images, _ = r.read_batch(list(range(6)))
+    assert not r._env.flags()["readahead"] and r._loc is not None
+    fd = os.open(root / "lmdb" / "data.mdb", os.O_RDONLY)
+    try:
+        for i, (path, off, n) in enumerate(r.extents(list(range(6)))):
+            assert os.pread(fd, n, off) == payloads[i]  # where the locator says the value is, it is
+    finally:
+        os.close(fd)
+    assert all(np.array_equal(images[i], r.decode(payloads[i])) for i in range(6))
 
 
 def test_payloads_outlive_their_transaction(corpus):

@@ -147,7 +147,8 @@ def test_mpirun_bench_run_aggregates_two_ranks(tmp_path):
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
     payload = sum(json.loads((tmp_path / "c/manifest.json").read_text())["samples"]["size"])
-    assert res["metadata"]["ranks"] == 2 and len(res["runs"]) == 3
+    layouts = json.loads((tmp_path / "c/manifest.json").read_text())["layouts"]
+    assert res["metadata"]["ranks"] == 2 and [r["layout"] for r in res["runs"]] == list(layouts)
     for run in res["runs"]:
         assert run["ranks"] == 2 and run["nodes"] == 1 and run["indices_ok"]
         counted = [e for e in run["epochs"] if not e["timing"]]

@@ -12,6 +12,7 @@ import test_lmdb
 
 from generator.layouts import layout_ids
 from loaders.__main__ import main
+from generator.layouts import layout_ids
 from loaders.verify import verify
 
 

@@ -222,7 +222,7 @@ def disk_usage(path: Path) -> tuple[int, int]:
     return total, files
 
 
-register(Layout("files", "one TIFF per image in an ImageFolder tree: files/<label>/<index>.tif",
+register(Layout("files", "one image file per sample in an ImageFolder tree: files/<label>/<index>.<tif|png|jpg|webp|raw>",
                 "generator.layouts.files:FilesWriter", "loaders.files:FilesReader"))
 register(Layout("hdf5", "one HDF5 file, corpus.h5: payloads back to back, offsets and labels",
                 "generator.layouts.hdf5:HDF5Writer", "loaders.hdf5:HDF5Reader", libraries=("h5py",),
@@ -230,6 +230,20 @@ register(Layout("hdf5", "one HDF5 file, corpus.h5: payloads back to back, offset
 register(Layout("lmdb", "one LMDB environment, lmdb/: key = index (8 bytes, big-endian), value = payload",
                 "generator.layouts.lmdb:LMDBWriter", "loaders.lmdb:LMDBReader", libraries=("lmdb",),
                 extra_versions="loaders.lmdb:library_versions"))
+register(Layout("npy", "numpy files, npy/: raw images.npy (N x H x W x C), else data.bin + offsets.npy (indexed binary)",
+                "generator.layouts.npy:NpyWriter", "loaders.npy:NpyReader"))
+register(Layout("arrow", "one Arrow IPC file, corpus.arrow: payload (large_binary) and label columns in ~64 MiB record batches",
+                "generator.layouts.arrow:ArrowWriter", "loaders.arrow:ArrowReader", libraries=("pyarrow",),
+                extra="arrow"))
+register(Layout("parquet", "one Parquet file, corpus.parquet: payload and label columns in row groups of ~8 MiB or 1,024 rows, uncompressed",
+                "generator.layouts.parquet:ParquetWriter", "loaders.parquet:ParquetReader", libraries=("pyarrow",),
+                extra="arrow"))
+register(Layout("sqlite", "one SQLite database, corpus.sqlite: table samples(idx INTEGER PRIMARY KEY, label, payload BLOB)",
+                "generator.layouts.sqlite:SQLiteWriter", "loaders.sqlite:SQLiteReader", libraries=("sqlite3",),
+                extra_versions="loaders.sqlite:library_versions"))
+register(Layout("zarr", "one zarr v3 group, corpus.zarr/: images (N, H, W, C) sharded, one inner chunk per image; labels",
+                "generator.layouts.zarr:ZarrWriter", "loaders.zarr:ZarrReader", libraries=("zarr",),
+                extra_versions="loaders.zarr:library_versions", extra="zarr"))
 register(Layout("tar", "WebDataset tar shards, tar/shard-NNNNNN.tar: members <key>.cls and <key>.tif, an offset index per shard",
                 "generator.layouts.tar:TarWriter", "loaders.tar:TarReader"))
 register(Layout("tfrecord", "TFRecord shards of tf.train.Example, tfrecord/shard-NNNNNN.tfrecord, a .tfindex per shard",

@@ -1,4 +1,5 @@
-"""`files`: one baseline TIFF per image in an ImageFolder tree, files/<label>/<index>.tif.
+"""`files`: one image file per sample in an ImageFolder tree, files/<label>/<index>.<ext> (the
+codec's extension: tif, png, jpg, webp, raw).
 
 A file appears under its final name only when complete: it is written as an unnamed file
 (O_TMPFILE) and linked into place, or, where the filesystem has no O_TMPFILE, written under a
@@ -30,7 +31,9 @@ def index_width(spec: Spec) -> int:
 
 
 def sample_relpath(spec: Spec, index: int, label: int) -> str:
-    ext = "tif" if spec.payload == "tiff" else "raw"
+    from ..codecs import CODECS, codec_id
+
+    ext = CODECS[codec_id(spec.payload, spec.compression)].extension
     return f"files/{label}/{index:0{index_width(spec)}d}.{ext}"
 
 

@@ -1,0 +1,234 @@
+"""The capped regime's run: one (layout, workers) run in a child process inside a memory cgroup.
+
+    parent                                   child (forked; dies with the parent: PDEATHSIG)
+    make the group (no limit yet)  ──fork──► join the group; read paths warmed; loader started;
+                                             a few priming batches; evict the layout's files once;
+                                             own = usage - what of the files is still resident;
+                                             limit = own + SIZE; then the epochs back to back,
+                                             each with residency, cgroup and hit counters
+    read JSON lines from the pipe  ◄──────── {"cap": ...}, {"epoch": ...}..., {"done": true}
+    remove the group (killing anything left in it), in a finally
+
+A child killed by the group's OOM killer (or a worker of it) ends the run with one note naming
+the cap and the usage; the epochs finished before stay, the run is marked not ok. Ctrl-C and
+SIGTERM of the parent remove the group on the way out; SIGKILL of the parent kills the child
+(PDEATHSIG), its workers see their pipes close and exit, and the next run sweeps the group.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import time
+from dataclasses import replace
+
+from generator.errors import LayoutbenchError
+
+from . import cgroups, probes
+from .hits import HitCounter, ProbedReader
+from .measure import Counters, time_batches
+from .regimes import COLD_MAX, CacheState, set_cache
+from .result import EpochRecord, _dump, _load
+
+PR_SET_PDEATHSIG = 1
+PRIME_EPOCH = 1 << 30  # an epoch number no run reaches: its order only primes the loader's buffers
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies, and every process it forks (the loader's
+    workers) when it does: a fork worker holds both ends of its task pipe, so it would never
+    see EOF and would outlive a killed run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl
+        os._exit(1)
+    os.register_at_fork(after_in_child=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))
+
+
+def _on_term(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through the finally that removes the group
+
+
+def run_capped(ctx, layout: str, workers: int, repeat: int):
+    """(epoch records, checkpoints, evict method, cap facts) of one capped run."""
+    size = ctx.cfg.memory_limit
+    group = cgroups.create()
+    r, w = os.pipe()
+    parent = os.getpid()
+    old_term = signal.signal(signal.SIGTERM, _on_term)  # so a SIGTERM still removes the group
+    pid = None
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(r)
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _die_with_parent(parent)
+                group.add(os.getpid())
+                out = os.fdopen(w, "w", buffering=1)
+                try:
+                    _child(ctx, layout, workers, repeat, size, group, out)
+                    code = 0
+                except LayoutbenchError as exc:
+                    out.write(json.dumps({"error": str(exc)}) + "\n")
+                except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
+                    out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+                out.flush()
+            finally:
+                os._exit(code)
+        os.close(w)
+        records, cap, error = [], {"size": size, "version": group.version, "cgroup": str(group.path)}, None
+        with os.fdopen(r, "r") as pipe:
+            for line in pipe:
+                msg = json.loads(line)
+                if "cap" in msg:
+                    cap.update(msg["cap"])
+                elif "epoch" in msg:
+                    rec = _load(EpochRecord, msg["epoch"], "capped epoch")
+                    records.append(rec)
+                    ctx.tick(layout, "capped", workers, rec)
+                elif "error" in msg:
+                    error = msg["error"]
+        _, status = os.waitpid(pid, 0)
+        pid = None
+        stats = group.stats()
+        oom = stats.get("oom_kills") or 0
+        if oom or (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
+            cap["failure"] = (f"the cgroup's OOM killer stopped the loader (cap {cap.get('limit', 0):,} B = own memory "
+                              f"{cap.get('own_bytes', 0):,} + page cache {size:,}; peak usage "
+                              f"{stats.get('peak') or 0:,} B, {oom} OOM kill(s)) after {len(records)} epoch(s)")
+        elif error is not None:
+            raise LayoutbenchError(error)
+        elif not os.WIFEXITED(status) or os.WEXITSTATUS(status):
+            raise LayoutbenchError(f"the capped {layout} run's process ended with status {status} and no message")
+        return records, [], cap.get("evict_method"), cap
+    finally:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        group.remove()
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _prime(loader, rc, workers: int) -> None:
+    """Run a few batches so the loader's buffers and workers exist before its memory is measured."""
+    n = max(1, workers) * rc.prefetch + 4
+    gen = loader.epoch(PRIME_EPOCH)
+    try:
+        for k, batch in enumerate(gen):
+            del batch
+            if k + 1 >= n:
+                break
+    finally:
+        gen.close()
+
+
+def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -> None:
+    from loaders import open_corpus
+
+    from .runner import open_loader, warm_up_code
+
+    ctx.bar = None  # the parent shows progress
+    rc = ctx.cfg.run
+    reader = open_corpus(ctx.cfg.corpus, layout)
+    paths = reader.paths()
+    total = probes.residency(paths).total_bytes
+    warm_up_code(reader, rc, False)
+    counter = HitCounter()
+    probed = ProbedReader(reader, counter)
+    loader = open_loader(probed, rc, workers, 0, False)
+    timing_loader = None
+    try:
+        loader.start()
+        _prime(loader, rc, workers)
+        probed.close()  # this process's maps and fds: evictable (workers keep theirs: subtracted below)
+        state = set_cache("cold", paths, ctx.cfg.evict)
+        if not state.ok:
+            raise LayoutbenchError(f"the {layout} files could not be evicted before the capped run (residency "
+                                   f"{state.residency:.1%}); another process may be reading them")
+        for attempt in range(10):  # the kernel refuses (EBUSY) a limit it cannot reclaim down to at once
+            usage = group.stats()["usage"] or 0
+            own = max(0, usage - probes.residency(paths).resident_bytes)
+            limit = (own + size) // 4096 * 4096  # the kernel keeps whole pages
+            try:
+                group.set_limit(limit)
+                break
+            except OSError as exc:
+                if attempt == 9:
+                    raise LayoutbenchError(f"the capped {layout} run could not set its cgroup's limit to {limit:,} B "
+                                           f"(own memory {own:,} + {size:,}): {exc.strerror}") from None
+                set_cache("cold", paths, ctx.cfg.evict)
+                time.sleep(0.1)
+        out.write(json.dumps({"cap": {"own_bytes": own, "limit": limit, "evict_method": state.method}}) + "\n")
+        counters = Counters(ctx.device)
+        plan = [(e, False) for e in range(rc.epochs)] + ([(rc.epochs, True)] if rc.sample_latency else [])
+        first = True
+        for epoch, timing in plan:
+            if timing:
+                loader.close()
+                loader = open_loader(probed, rc, workers, 0, True)
+                first = True
+            before = probes.residency(paths)
+            group.reset_peak()
+            s0, h0 = group.stats(), counter.totals()
+            counters.start(loader.worker_pids)
+            t0 = time.perf_counter()
+            mine = time_batches(loader.epoch(epoch), timing, t0)
+            io = counters.stop(loader.worker_pids)
+            s1, h1 = group.stats(), counter.totals()
+            after = probes.residency(paths)
+            hits = [b - a for a, b in zip(h0, h1)]
+            ok_epoch = (after.resident_bytes <= limit and (s1["peak"] or 0) <= limit and group.limit() == limit
+                        and not ((s1["oom_kills"] or 0) - (s0["oom_kills"] or 0))
+                        and (not first or epoch or before.fraction <= COLD_MAX))
+            st = CacheState(before.fraction, ok_epoch, state.method, after.fraction)
+            record = ctx.aggregate(epoch, repeat, first, timing, mine, io, st, len(reader))
+            payload = record.payload_bytes
+            probed_bytes, hit = hits[0], hits[1]
+            known = probed_bytes == payload and payload > 0
+            fetched = payload - hit if known else None
+            record = replace(
+                record, resident_bytes_before=before.resident_bytes, resident_bytes_after=after.resident_bytes,
+                cgroup_cache_bytes=s1["cache"], cgroup_rss_bytes=s1["rss"], cgroup_peak_bytes=s1["peak"],
+                cgroup_limit_hits=_delta(s0, s1, "limit_hits"), cgroup_oom_kills=_delta(s0, s1, "oom_kills"),
+                hit_bytes=hit if known else None, miss_page_bytes=hits[2] if known else None,
+                probe_s=hits[3] / 1e9 if known else None,
+                hit_ratio=hit / payload if known else None,
+                expected_hit_ratio=before.resident_bytes / total if total else None,
+                read_amplification=record.read_bytes / fetched if known and fetched > 0 else None,
+                read_amplification_pages=record.read_bytes / hits[2] if known and hits[2] > 0 else None)
+            out.write(json.dumps({"epoch": _dump(record)}) + "\n")
+            first = False
+        out.write(json.dumps({"done": True}) + "\n")
+    finally:
+        loader.close()
+        counter.close()
+
+
+def _delta(a: dict, b: dict, key: str) -> int | None:
+    if a.get(key) is None or b.get(key) is None:
+        return None
+    return b[key] - a[key]
+
+
+def capped_notes(run, corpus: str) -> list[str]:
+    """Notes for a capped run that was not capped, hit OOM, or read more than it needed."""
+    notes = []
+    what = f"{corpus} {run.layout} capped w{run.config.workers}"
+    cap = run.cap or {}
+    if cap.get("failure"):
+        notes.append(f"{what}: {cap['failure']}; the run is marked not ok")
+    bad = [e for e in run.epochs if not e.cache_ok]
+    if bad:
+        worst = max(bad, key=lambda e: e.resident_bytes_after or 0)
+        notes.append(f"{what}: {len(bad)} of {len(run.epochs)} epochs were not capped (cap {cap.get('limit', 0):,} B; "
+                     f"the layout's resident bytes reached {worst.resident_bytes_after or 0:,}, the group's peak "
+                     f"{worst.cgroup_peak_bytes or 0:,} B); the run is marked not ok")
+    return notes

@@ -1,0 +1,317 @@
+"""`zarr` reader: corpus.zarr/ (see generator.layouts.zarr for the format).
+
+Fast path: the metadata (the group's and the array's zarr.json) is read and checked once per
+process, each shard's index (its table of (offset, nbytes) per inner chunk, at the end of the
+shard file) once per process on first use, and then each sample is one pread of its inner
+chunk: straight into the batch for fixed-size images (the pixels are the chunk), behind the
+corpus's fixed TIFF header for read/read_many. No zarr-python call per batch, no event loop,
+so threads read in parallel. zarr-python's own read path (array.oindex of a sorted batch) is
+the naive baseline the bench measures beside it: it re-reads every touched shard's index on
+every call and goes through its asyncio machinery (the README has the figures).
+
+Every value taken from disk is checked before use: the metadata must describe this corpus's
+array exactly as the generator writes it (else CorpusError: not ours), an index must pass its
+crc32c and lie inside its shard, each chunk must have the size this sample's payload has. So a
+damaged or hostile file is a SampleError naming the shard file and sample, never a huge
+allocation: nothing is read whose size the manifest does not bound.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import threading
+import zlib
+
+import numpy as np
+
+from generator.errors import CorpusError, SampleError
+from generator.layouts import zarr as fmt
+from generator.manifest import stored_spec
+
+from .base import Reader
+
+META_LIMIT = 1 << 20  # bytes of a zarr.json read at most
+MAX_FDS = 256  # shard files held open per process (all closed when it would be exceeded)
+
+
+def library_versions() -> dict[str, str]:
+    import numcodecs
+
+    return {"numcodecs": numcodecs.__version__}
+
+
+class ZarrReader(Reader):
+    layout = "zarr"
+    stores_spec = True
+    naive = "zarr-python: array.oindex[sorted batch] (variable-size payloads: then tifffile)"
+    handles = ("_fds", "_tables", "_per_shard", "_shard_lock")
+
+    def _init_process_state(self) -> None:
+        super()._init_process_state()
+        self._fixed = self.codec.fixed_size is not None
+        self._name = fmt.array_name(self.codec)
+
+    def shard_path(self, k: int):
+        return self.target / fmt.shard_key(self.spec, self.codec, k)
+
+    def where(self, index: int) -> str:
+        s = self._per_shard or fmt.shard_samples(self.spec, self.codec)
+        return f"{self.shard_path(index // s)} (inner chunk {index % s})"
+
+    def paths(self):
+        s = self._per_shard or fmt.shard_samples(self.spec, self.codec)
+        return [self.shard_path(k) for k in range(-(-self.spec.count // s))]
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _open(self, index: int) -> None:
+        if not self.target.is_dir():
+            raise SampleError(self.layout, index, str(self.target), "missing (no such directory)")
+        self.check_inside(self.target)
+        group = self._json(index, "zarr.json")
+        attrs = group.get("attributes") if isinstance(group, dict) else None
+        ours = attrs.get("layoutbench") if isinstance(attrs, dict) else None
+        if group.get("node_type") != "group" or not isinstance(ours, dict) or ours.get("format") != fmt.FORMAT:
+            raise CorpusError(f"{self.target} is not a layoutbench zarr corpus of format {fmt.FORMAT}; regenerate "
+                              f"the corpus with --force")
+        where = f"{self.target}/zarr.json (attribute layoutbench.spec)"
+        if not stored_spec(json.dumps(ours.get("spec")), where).same_corpus(self.spec):
+            raise CorpusError(f"{self.target} holds a corpus of another spec than {self.root}/manifest.json; "
+                              f"regenerate the corpus with --force")
+        self._per_shard = self._check_array(self._json(index, f"{self._name}/zarr.json"))
+        self._fds, self._tables = {}, {}
+        self._shard_lock = threading.Lock()
+
+    def _json(self, index: int, rel: str) -> dict:
+        """A zarr.json of the corpus, read by ourselves: at most META_LIMIT bytes, no symlink."""
+        path = self.target / rel
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            problem = "missing (no such file)" if exc.errno == errno.ENOENT else f"unreadable: {exc.strerror}"
+            raise SampleError(self.layout, index, str(path), problem) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise SampleError(self.layout, index, str(path), "unreadable: not a regular file")
+            raw = os.pread(fd, META_LIMIT + 1, 0)
+        finally:
+            os.close(fd)
+        try:
+            if len(raw) > META_LIMIT:
+                raise ValueError(f"over {META_LIMIT:,} bytes")
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return data
+        except (ValueError, RecursionError) as exc:
+            raise CorpusError(f"{path} is not zarr metadata of ours ({' '.join(str(exc).split())[:200]}); "
+                              f"regenerate the corpus with --force") from None
+
+    def _check_array(self, meta: dict) -> int:
+        """Images per shard, once the array's metadata is exactly what the generator writes."""
+        spec = self.spec
+        inner = [1, *spec.shape] if self._fixed else [1]
+        try:
+            grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            per_shard = grid[0]
+            (codec,) = meta["codecs"]
+            conf = codec["configuration"]
+            (inner_codec,) = conf["codecs"]
+            endian = (inner_codec.get("configuration") or {}).get("endian", "little")
+            ok = (meta["node_type"] == "array" and meta["zarr_format"] == 3
+                  and meta["shape"] == [spec.count, *inner[1:]]
+                  and meta["data_type"] == (spec.dtype if self._fixed else "variable_length_bytes")
+                  and meta["chunk_grid"]["name"] == "regular"
+                  and type(per_shard) is int and 1 <= per_shard <= max(fmt.MAX_SHARD, 1) and grid[1:] == inner[1:]
+                  and meta["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
+                  and not meta.get("storage_transformers")
+                  and codec["name"] == "sharding_indexed" and conf["chunk_shape"] == inner
+                  and conf["index_location"] == "end"
+                  and [c["name"] for c in conf["index_codecs"]] == ["bytes", "crc32c"]
+                  and conf["index_codecs"][0].get("configuration", {}).get("endian", "little") == "little"
+                  and inner_codec["name"] == ("bytes" if self._fixed else "vlen-bytes") and endian == "little")
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            ok = False
+        if not ok:
+            raise CorpusError(f"{self.target}/{self._name}/zarr.json does not describe this corpus's array as the "
+                              f"generator writes it (shape, dtype, one uncompressed inner chunk per sample, shard "
+                              f"index at the end with crc32c); regenerate the corpus with --force")
+        return per_shard
+
+    def _close(self) -> None:
+        for fd in (self._fds or {}).values():
+            os.close(fd)
+
+    # -- shards --------------------------------------------------------------------------------
+
+    def _shard(self, k: int, i: int):
+        """(fd, index table, data end, owned) of shard k. The index is read and checked once per
+        process; the first MAX_FDS shards' files stay open, any beyond are opened for the call
+        (owned: the caller closes it), so no descriptor is ever closed while another thread uses it."""
+        fd = self._fds.get(k)
+        got = self._tables.get(k)
+        if fd is not None and got is not None:
+            return fd, *got, False
+        fd = self._open_shard(k, i)
+        try:
+            if got is None:
+                got = self._tables[k] = self._read_index(k, i, fd)
+            with self._shard_lock:
+                if k not in self._fds and len(self._fds) < MAX_FDS:
+                    self._fds[k] = fd
+                    return fd, *got, False
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, *got, True
+
+    def _open_shard(self, k: int, i: int) -> int:
+        try:
+            fd = os.open(self.shard_path(k), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            problem = ("missing: its shard file does not exist" if exc.errno == errno.ENOENT else
+                       "refused: its shard file is a symbolic link" if exc.errno == errno.ELOOP else
+                       f"unreadable: {exc.strerror}")
+            raise SampleError(self.layout, i, self.where(i), problem) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise SampleError(self.layout, i, self.where(i), "unreadable: its shard is not a regular file")
+        return fd
+
+    def _read_index(self, k: int, i: int, fd: int):
+        """(table, data end) of shard k: at least as long as its samples' chunks and its index
+        need, the index passing its crc32c."""
+        size = os.fstat(fd).st_size
+        first = k * self._per_shard
+        sizes = self._size_arr[first:first + self._per_shard]
+        if self._fixed:
+            need = len(sizes) * self.spec.pixel_bytes
+        else:
+            need = int(sizes.sum()) + len(sizes) * fmt.VLEN_HEADER
+        need += fmt.index_bytes(self._per_shard)
+        if size < need:
+            raise SampleError(self.layout, i, self.where(i),
+                              f"truncated: its shard file has {size:,} bytes, a whole one at least {need:,}")
+        try:
+            return fmt.read_shard_index(fd, self._per_shard, size)
+        except (OSError, ValueError) as exc:
+            raise SampleError(self.layout, i, self.where(i), f"damaged shard: {exc}") from None
+
+    def _locate(self, i: int):
+        """(fd, offset, nbytes, owned) of sample i's inner chunk, checked against its index and size."""
+        k, j = divmod(i, self._per_shard)
+        fd, table, end, owned = self._shard(k, i)
+        a, n = int(table[j, 0]), int(table[j, 1])
+        want = fmt.chunk_bytes(self.spec, self.codec, self._sizes[i])
+        problem = None
+        if a < 0:
+            problem = "missing: the shard index lists no chunk for it"
+        elif a + n > end:
+            problem = (f"missing: the shard index places its {n:,} bytes at {a:,}, past the shard's data "
+                       f"(which ends at {end:,})")
+        if problem is not None or n != want:
+            if owned:
+                os.close(fd)
+            if problem is not None:
+                raise SampleError(self.layout, i, self.where(i), problem)
+            self.fail_size(i, n - want + self._sizes[i])
+        return fd, a, n, owned
+
+    def _pread_into(self, i: int, fd: int, a: int, buf: memoryview) -> None:
+        try:
+            got = os.preadv(fd, [buf], a)
+        except OSError as exc:
+            raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+        if got != len(buf):
+            raise SampleError(self.layout, i, self.where(i), f"truncated: {got} of its {len(buf)} bytes could be read")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read_chunk(self, i: int, into: memoryview | None = None, skip: int = 0):
+        """Sample i's inner chunk, read into `into` (its exact size) or a new buffer with `skip`
+        bytes before it."""
+        fd, a, n, owned = self._locate(i)
+        try:
+            buf = into if into is not None else bytearray(skip + n)
+            self._pread_into(i, fd, a, memoryview(buf)[skip:] if into is None else into)
+            return buf
+        finally:
+            if owned:
+                os.close(fd)
+
+    def _read_one(self, i: int):
+        if self._fixed:
+            h = len(self.codec.header)
+            buf = self._read_chunk(i, skip=h)
+            buf[:h] = self.codec.header
+            return buf
+        buf = self._read_chunk(i)
+        n = len(buf)
+        count, length = int.from_bytes(buf[:4], "little"), int.from_bytes(buf[4:8], "little")
+        if count != 1 or length != n - fmt.VLEN_HEADER:
+            raise SampleError(self.layout, i, self.where(i),
+                              f"undecodable: its chunk holds {count} item(s) of {length} bytes, not one of "
+                              f"{n - fmt.VLEN_HEADER}")
+        return memoryview(buf)[fmt.VLEN_HEADER:]
+
+    def _read_many(self, idx: list[int]) -> list:
+        return [self._read_one(i) for i in idx]
+
+    def _read_into(self, idx: list[int], out: np.ndarray) -> None:
+        """Each image's chunk read straight into its row of the batch (the chunk is the pixels)."""
+        if not self._fixed:
+            return super()._read_into(idx, out)
+        flat = memoryview(out).cast("B")
+        n, header = self.spec.pixel_bytes, self.codec.header
+        head_crc = zlib.crc32(header)
+        for k, i in enumerate(idx):
+            row = flat[k * n:(k + 1) * n]
+            self._read_chunk(i, into=row)
+            if self.verify and zlib.crc32(row, head_crc) != self._crc[i]:
+                self.fail_crc(i, zlib.crc32(row, head_crc))
+
+    # -- zarr-python: the naive baseline and the labels ------------------------------------------
+
+    def _zarr_group(self):
+        import zarr
+        from zarr.storage import LocalStore
+
+        self._ensure_open(0)  # our checks first: zarr-python trusts the metadata it is given
+        with fmt.quiet():
+            return zarr.open_group(LocalStore(self.target, read_only=True), mode="r", zarr_format=3)
+
+    def naive_batch(self, indices):
+        import io
+
+        import tifffile
+
+        if self._naive is None:
+            with fmt.quiet():
+                self._naive = self._zarr_group()[self._name]
+        order = np.sort(np.asarray(indices))
+        with fmt.quiet():
+            got = self._naive.oindex[order]
+        if self._fixed:
+            images = np.asarray(got)
+        else:
+            images = np.stack([tifffile.imread(io.BytesIO(bytes(p))) for p in got])
+            if images.ndim == 3:
+                images = images[..., None]
+        return images, order, int(self._size_arr[order].sum())
+
+    def close_naive(self) -> None:
+        self._naive = None
+
+    def stored_labels(self) -> np.ndarray:
+        meta = self._json(-1, "labels/zarr.json")
+        if meta.get("shape") != [self.spec.count] or meta.get("data_type") != "uint16":
+            raise CorpusError(f"{self.target}/labels is not {self.spec.count} uint16 labels; regenerate the corpus "
+                              f"with --force")
+        try:
+            labels = self._zarr_group()["labels"][:]
+        except Exception as exc:  # zarr-python's errors on damaged chunks are of many kinds
+            raise SampleError(self.layout, -1, f"{self.target}/labels", f"unreadable: {exc}") from None
+        return np.asarray(labels).astype(np.int64)

@@ -1,0 +1,184 @@
+"""The capped regime: a real memory cgroup keeps the page cache under the cap (measured), the hit
+ratio and read amplification agree with the OS's counters, OOM is reported, bad input is one line,
+and nothing (group or process) is left behind however a run ends."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import cgroups
+from bench.config import BenchConfig
+from bench.result import RunConfig, summarize
+from bench.runner import run_bench
+from generator.build import generate
+from generator.spec import Spec
+
+try:
+    VERSION, PARENT = cgroups.find_parent()
+except cgroups.CgroupUnavailable as exc:
+    pytest.skip(f"no memory cgroup can be made here: {exc}", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = Spec(height=256, width=256, channels=3, count=200, seed=5, num_classes=2)  # 196,800 B each, ~39 MB
+SIZE = 6 << 20  # page cache under the cap: the corpus is ~6.5x that
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("capped-corpus")
+    generate(root, SPEC, ["files", "hdf5", "lmdb"], workers=1, progress=False)  # the layouts asserted below (with extents())
+    return root
+
+
+@pytest.fixture(scope="module")
+def results(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("capped-out")
+    cfg = BenchConfig(corpus=corpus, output=out / "r.json", caches=("cold", "capped"), workers=(1,), naive=False,
+                      memory_limit=SIZE, run=RunConfig(epochs=3, batch_size=8, sample_latency=False))
+    return run_bench(cfg)
+
+
+def capped_runs(res):
+    return [r for r in res.runs if r.cache == "capped"]
+
+
+def test_residency_stays_under_the_cap_measured(results):
+    runs = capped_runs(results)
+    assert {r.layout for r in runs} == {"files", "hdf5", "lmdb"}
+    for run in runs:
+        cap = run.cap
+        assert 0 <= cap["own_bytes"] + SIZE - cap["limit"] < 4096 and not cap.get("failure")
+        assert run.epochs[0].residency_before <= 0.01  # evicted once, at the start
+        for e in run.epochs:
+            # mincore of the layout's files after the epoch, and the group's own counters
+            assert e.resident_bytes_after <= SIZE * 1.1, (run.layout, e.resident_bytes_after)
+            assert e.cgroup_peak_bytes <= cap["limit"] and e.cgroup_cache_bytes <= cap["limit"]
+            assert e.cache_ok and not e.cgroup_oom_kills
+        # the cap bound: the group hit its limit in every epoch, and the corpus was read whole
+        assert all(e.cgroup_limit_hits > 0 for e in run.epochs), run.layout
+        assert all(e.payload_bytes == SPEC.count * 196_800 for e in run.epochs)
+        s = summarize(run, results.floors, results.corpus)
+        assert s["memory_ratio"] > 5 and not s["measures_page_cache"] and s["cache_ok"]
+
+
+def test_hit_ratio_and_amplification_add_up_against_the_device_counters(results):
+    for run in results.runs:
+        for e in run.epochs:
+            if run.cache == "cold":  # cold: everything from the device, once (plus opening the files)
+                assert 0.99 * e.payload_bytes <= e.read_bytes <= 1.1 * e.payload_bytes, (run.layout, e)
+                continue
+            assert 0 <= e.hit_ratio < e.expected_hit_ratio + 0.05 <= 1.05  # hits can only come from what was resident
+            fetched = e.payload_bytes - e.hit_bytes
+            # the probe (cachestat before each read) against the OS's count of bytes read
+            assert e.read_amplification == pytest.approx(e.read_bytes / fetched)
+            assert 0.95 <= e.read_bytes / e.miss_page_bytes <= 1.2, (run.layout, e)
+            if not e.first:  # the rule is per steady epoch (the first also opens the files: HDF5 metadata)
+                assert e.read_amplification <= 1.2, run.layout
+            if e.device_sectors_read is not None:  # the device saw at least what our processes read
+                assert e.device_sectors_read * 512 >= 0.95 * e.read_bytes
+
+
+def test_no_group_or_process_is_left_after_a_normal_end(results):
+    assert cgroups.groups_of(os.getpid()) == []
+
+
+def test_the_oom_killer_is_reported_not_a_traceback(corpus, tmp_path, monkeypatch):
+    import bench.capped as capped
+
+    real = capped.time_batches
+
+    def grows(*args, **kw):  # a loader whose own memory grows past its cap after it was measured
+        hog = bytearray(SIZE * 40)
+        for k in range(0, len(hog), 4096):
+            hog[k] = 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(capped, "time_batches", grows)
+    cfg = BenchConfig(corpus=corpus, output=tmp_path / "oom.json", caches=("capped",), workers=(0,), naive=False,
+                      layouts=("files",), memory_limit=SIZE, run=RunConfig(epochs=2, batch_size=8, sample_latency=False))
+    res = run_bench(cfg)
+    (run,) = res.runs
+    assert "OOM killer" in run.cap["failure"] and f"{SIZE:,}" in run.cap["failure"]
+    assert not summarize(run, res.floors, res.corpus)["cache_ok"]
+    assert any("OOM killer" in n and "not ok" in n for n in res.notes)
+    assert cgroups.groups_of(os.getpid()) == []
+
+
+def _bench(corpus, out, *extra, **kw):
+    cmd = [sys.executable, "-m", "bench", "run", "--corpus", str(corpus), "--output", str(out), "--quiet",
+           "--no-naive", "--no-sample-latency", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_nothing_is_left_behind_when_the_parent_is_stopped(corpus, tmp_path, how):
+    p = _bench(corpus, tmp_path / "r.json", "--cache", "capped", "--memory-limit", "6M", "--epochs", "200",
+               "--layouts", "files", "--workers", "1", "--worker-kind", "process", "--batch-size", "8")
+    deadline = time.monotonic() + 60
+    inside = []
+    while time.monotonic() < deadline and len(inside) < 2:  # the child and its worker are in the group
+        groups = cgroups.groups_of(p.pid)
+        inside = cgroups.Group(VERSION, groups[0]).pids() if groups else []
+        time.sleep(0.05)
+    assert len(inside) >= 2, p.communicate()
+    time.sleep(0.5)
+    p.send_signal(getattr(signal, how))
+    p.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in inside):
+        time.sleep(0.05)
+    assert not [pid for pid in inside if os.path.exists(f"/proc/{pid}")], how  # children died with the parent
+    if how == "SIGKILL":  # nothing could run in the parent: the next run sweeps its group
+        assert cgroups.groups_of(p.pid)
+        cgroups.sweep_stale(PARENT)
+    assert cgroups.groups_of(p.pid) == [], how
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cache", "capped"], "needs --memory-limit"),
+    (["--cache", "cold", "--memory-limit", "6M"], "applies to --cache capped only"),
+    (["--cache", "capped", "--memory-limit", "100T"], "physical RAM"),
+    (["--cache", "capped", "--memory-limit", "1G"], "5x rule"),
+    (["--cache", "capped", "--memory-limit", "100K"], "below what the loader's own reads hold"),
+    (["--cache", "capped", "--memory-limit", "lots"], "expected a size like 320M"),
+])
+def test_bad_input_is_one_line_exit_2_before_measuring(corpus, tmp_path, args, message):
+    p = _bench(corpus, tmp_path / "r.json", *args)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_no_permission_is_one_line_exit_2(corpus, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the command as another user")
+    subprocess.run(["chmod", "-R", "a+rX", str(corpus), str(tmp_path)], check=True)
+    for parent in [*corpus.parents, *tmp_path.parents]:
+        if parent != Path("/") and not os.access(parent, os.X_OK, effective_ids=False):
+            pytest.skip(f"{parent} is not searchable by other users")
+    os.chmod(tmp_path, 0o777)
+
+    def nobody():
+        os.setgid(65534)
+        os.setuid(65534)
+
+    try:
+        subprocess.run([sys.executable, "-c", "import bench"], cwd=ROOT, preexec_fn=nobody, check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("this interpreter or checkout cannot be run by another user here")
+    p = _bench(corpus, tmp_path / "r.json", "--cache", "capped", "--memory-limit", "6M", preexec_fn=nobody,
+               env={**os.environ, "HOME": str(tmp_path)})
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "needs a memory cgroup" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_unwritable_cgroup_tree_is_one_line_naming_what_is_needed(monkeypatch):
+    monkeypatch.setattr(cgroups.os, "access", lambda path, mode, **kw: False)  # as for a user without delegation
+    with pytest.raises(cgroups.CgroupUnavailable, match="needs a memory cgroup .*not writable"):
+        cgroups.find_parent()

@@ -1,0 +1,118 @@
+"""Floors at the loader's concurrency bound the loader; fio where installed; the parallel reader
+passes every byte once."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import floors
+from bench.config import BenchConfig
+from bench.result import RunConfig, summarize
+from bench.runner import run_bench
+from generator.build import generate
+from generator.errors import LayoutbenchError
+from generator.spec import Spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """600 small images (3 KiB each) in every layout: many batches an epoch."""
+    root = tmp_path_factory.mktemp("bound-corpus")
+    generate(root, Spec(height=32, width=32, channels=3, count=600, seed=5, num_classes=4), workers=1, progress=False)
+    return root
+
+
+@pytest.fixture
+def blobs(tmp_path):
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, size in enumerate((3 << 20, 12_345, 0, 4096 * 3 + 7)):
+        p = tmp_path / f"b{i}.bin"
+        p.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        paths.append(p)
+    return paths
+
+
+@pytest.mark.parametrize("streams,depth,mapped", [(1, 1, False), (2, 1, False), (3, 4, False), (2, 1, True)])
+def test_seq_plan_reads_every_byte_once(blobs, streams, depth, mapped):
+    plans = floors.seq_plan(blobs, streams)
+    assert len(plans) == streams
+    nbytes, seconds, reads = floors.parallel_read(plans, depth, 1 << 20, 1 << 16, mapped)
+    assert nbytes == sum(p.stat().st_size for p in blobs) and seconds > 0 and reads > 0
+    # the shares are contiguous and cover each file once
+    for p in blobs:
+        spans = sorted((off, n) for plan in plans for path, off, n in plan if path == str(p))
+        assert sum(n for _, n in spans) == p.stat().st_size
+        assert all(a + n == b for (a, n), (b, _) in zip(spans, spans[1:]))
+
+
+def test_rand_plan_covers_each_piece_once(blobs):
+    plans = floors.rand_plan(blobs, 4096, samples=10_000, streams=3, seed=2)  # fewer files than samples: slots
+    items = [i for plan in plans for i in plan]
+    assert len(items) == len(set(items))
+    assert sum(n for _, _, n in items) == sum(p.stat().st_size for p in blobs)
+    assert max(n for _, _, n in items) == 4096
+    assert floors.parallel_read(plans, 5, 4096)[0] == sum(p.stat().st_size for p in blobs)
+    whole = floors.rand_plan(blobs, 4096, samples=len(blobs), streams=2)  # loose files: each file whole
+    assert sorted(i for plan in whole for i in plan) == sorted((str(p), 0, p.stat().st_size) for p in blobs)
+
+
+def test_a_failing_stream_is_an_error_not_a_fast_floor(tmp_path):
+    with pytest.raises(LayoutbenchError, match="floor stream failed"):
+        floors.parallel_read([[(str(tmp_path / "missing"), 0, 10)]], 2)
+
+
+def test_memcpy_threads_copies_at_once():
+    nbytes, seconds = floors.memcpy_threads(2, 8 << 20, repeats=2)
+    assert nbytes == 8 << 20 and 0 < seconds < 5
+
+
+def test_floor_streams_are_workers_times_ranks():
+    cfg = BenchConfig(corpus=Path("."), output=Path("x.json"), workers=(0, 2, 4), naive=True)
+    assert floors.floor_streams(cfg, 1) == [1, 2, 4]
+    assert floors.floor_streams(cfg, 3) == [3, 6, 12]
+
+
+def test_floors_are_not_beaten_by_the_loaders_on_the_same_files(small, tmp_path):
+    """Warm, 2 thread and 2 process workers, batches of 32: every run at most 1.05x the floor of
+    its own files at its own concurrency (a floor a loader beats is not a floor)."""
+    for kind in ("thread", "process"):
+        cfg = BenchConfig(corpus=small, output=tmp_path / f"{kind}.json", caches=("warm",), workers=(2,), naive=False,
+                          run=RunConfig(epochs=3, batch_size=32, worker_kind=kind, sample_latency=False))
+        res = run_bench(cfg)
+        assert {f.streams for f in res.floors.at} == {2} and {f.depth for f in res.floors.at} >= {1, 32}
+        for run in res.runs:
+            s = summarize(run, res.floors, res.corpus)
+            assert s["floor_streams"] == 2 and s["floor_way"].endswith(("2x1", "2x32"))
+            assert 0 < s["floor_ratio"] <= 1.05, (kind, run.layout, s["floor_ratio"], s["floor_way"])
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="fio not installed (make install-fio)")
+def test_fio_reads_the_same_files(small):
+    from bench.fio import fio_floor
+    from bench import probes
+    from loaders import open_corpus
+
+    for layout in ("files", "hdf5"):
+        reader = open_corpus(small, layout)
+        paths = probes.expand(reader.paths())
+        reader.close()
+        sample = int(reader.manifest.sizes[0])
+        f = fio_floor(layout, paths, "warm", 2, 8, sample, 600, "auto")
+        assert f.iops > 0 and f.mb_per_s > 0 and f.jobs == 2 and f.iodepth == 8 and f.residency_before >= 0.99
+        assert f.block_bytes == sample and f.ios >= 100
+
+
+def test_fio_missing_is_one_line_naming_the_package(small, tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # no fio on it
+    p = subprocess.run([sys.executable, "-m", "bench", "run", "--corpus", str(small), "--output",
+                        str(tmp_path / "r.json"), "--fio"], cwd=REPO, capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "fio" in p.stderr and "apt-get install -y fio" in p.stderr and not (tmp_path / "r.json").exists()
