@@ -21,7 +21,7 @@ from generator.errors import UsageError
 from generator.layouts import layout_ids
 
 PROG = "python -m bench"
-SHUFFLES = ("shuffle", "sequential", "block", "buffer")
+SHUFFLES = ("shuffle", "sequential", "block", "buffer", "shards")
 WORKER_KINDS = ("thread", "process", "fork", "spawn")
 
 
@@ -108,7 +108,9 @@ def add_run(sub) -> None:
                    help="loader workers, a comma list to sweep, e.g. 1,2 (default 0: the calling thread)")
     p.add_argument("--worker-kind", choices=WORKER_KINDS, default="thread",
                    help="thread (default), process (= fork), fork or spawn")
-    p.add_argument("--shuffle", choices=SHUFFLES, default="shuffle", help="epoch order (default shuffle)")
+    p.add_argument("--shuffle", choices=SHUFFLES, default="shuffle",
+                   help="epoch order (default shuffle); shards: the streaming layouts (tar, tfrecord) read as "
+                        "their own loaders do, shards in random order through a shuffle buffer of 1024")
     p.add_argument("--prefetch", type=int_in(1, MAX_PREFETCH), default=2, help="batches in flight per worker (default 2)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="epoch order seed (default 0)")
     p.add_argument("--drop-last", action="store_true", help="drop the last partial batch")

@@ -53,6 +53,11 @@ def check_config(cfg: BenchConfig, manifest) -> None:
     for name in cfg.layouts or ():
         if (why := get_layout(name).missing()) is not None:
             raise UsageError(why)
+    if cfg.run.shuffle == "shards":
+        flat = [name for name in (cfg.layouts or ()) if not get_layout(name).reader_class().supports_streaming]
+        if flat:
+            raise UsageError(f"--shuffle shards reads streaming layouts (shards in random order through a shuffle "
+                             f"buffer); {', '.join(flat)} is not one: drop it from --layouts or choose another --shuffle")
     missing = [name for name in (cfg.layouts or ()) if name not in manifest.layouts]
     if missing:
         raise UsageError(f"layout {missing[0]!r} is not in the corpus {cfg.corpus} (it has "

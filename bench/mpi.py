@@ -213,7 +213,8 @@ def _write_my_parts(writer, comm) -> dict:
     return {"parts": done}
 
 
-def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False, progress: bool = False):
+def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False, progress: bool = False,
+                 settings: dict | None = None):
     """generator.build.generate across ranks: every layout whose writer supports parallel writing
     by all ranks (each its share of the writer's parts), the others by rank 0 alone.
 
@@ -233,7 +234,7 @@ def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False
             make_out_dir(out)
             if not shared:
                 return []
-            gen = state["gen"] = held.enter_context(Generation(out, spec, force))  # rank 0 holds the lock
+            gen = state["gen"] = held.enter_context(Generation(out, spec, force, settings))  # rank 0 holds the lock
             gen.remove_partials(layouts)  # of layouts this command does not write (see generate)
             todo = gen.todo(shared)
             for name in todo:
@@ -273,7 +274,8 @@ def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False
 
         def the_rest():
             held.close()
-            _, reps = generate(out, spec, layouts, workers, force=force and not reports, progress=progress)
+            _, reps = generate(out, spec, layouts, workers, force=force and not reports, progress=progress,
+                               settings=settings)
             return [[r.layout, r.samples, r.bytes_on_disk, r.files, r.seconds, r.mb_per_s, r.skipped] for r in reps]
 
         for row in _on_root(comm, the_rest):  # rank 0 writes the rest; the others sleep in a barrier
@@ -282,7 +284,7 @@ def generate_mpi(out, spec, layouts, comm, workers: int = 1, force: bool = False
 
 
 def generate_main(argv=None) -> int:
-    from generator.__main__ import build_parser, format_table, spec_from_args
+    from generator.__main__ import build_parser, format_table, settings_from_args, spec_from_args
 
     parser = build_parser()
     parser.prog = "mpirun -n R python -m bench.mpi generate"
@@ -299,7 +301,7 @@ def generate_main(argv=None) -> int:
     name = spec.preset or f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}"
     out = args.out or os.path.join("data", f"{name}-{spec.count}")  # as python -m generator names it
     reports = generate_mpi(out, spec, args.layouts, comm, workers=args.workers, force=args.force,
-                           progress=not args.quiet and sys.stderr.isatty())
+                           progress=not args.quiet and sys.stderr.isatty(), settings=settings_from_args(args))
     if comm.rank == 0 and not args.quiet:
         print(format_table(reports))
         print(f"corpus: {out} ({comm.size} rank{'s' if comm.size != 1 else ''})")

@@ -32,7 +32,8 @@ CSV_FIELDS = ("corpus", "preset", "count", "sample_bytes", "layout", "kind", "ca
               "first_epoch_samples_per_s", "p50_ms", "p99_ms", "p99_9_ms", "max_ms", "sample_p50_ms",
               "sample_p99_ms", "cpu_us_per_sample", "read_bytes_per_payload_byte", "syscr_per_sample",
               "residency_min", "residency_max", "cache_ok", "bytes_on_disk", "files", "checkpoint_writes",
-              "checkpoint_mb_per_s", "read_write_ratio", "floor_way", "compute_ms", "au", "repeats_rel_range")
+              "checkpoint_mb_per_s", "read_write_ratio", "floor_way", "compute_ms", "au", "repeats_rel_range",
+              "shuffle", "displacement", "same_shard", "same_shard_shuffled")
 
 
 def corpus_name(res: Results) -> str:
@@ -72,6 +73,8 @@ def rows(results: list[Results]) -> list[dict]:
                 "read_write_ratio": s["checkpoint"]["read_write_ratio"], "floor_way": s.get("floor_way"),
                 "compute_ms": c.compute_ms + c.compute_ms_per_sample * c.batch_size, "au": s.get("au"),
                 "repeats_rel_range": replication(run)[1],
+                "shuffle": c.shuffle, "displacement": s["order"]["displacement"],
+                "same_shard": s["order"]["same_shard"], "same_shard_shuffled": s["order"]["same_shard_shuffled"],
                 "_run": run, "_results": res, "_summary": s,
             })
     return out
@@ -106,6 +109,19 @@ def floor_cell(ratio) -> str:
     return "-" if ratio is None else f"{ratio:.2f} floor too low" if ratio > FLOOR_SLACK else f"{ratio:.2f}"
 
 
+def order_lines(all_rows: list[dict]) -> list[str]:
+    """How random the order of each run that did not fully shuffle was (loaders.sampler.order_randomness)."""
+    out = []
+    for r in all_rows:
+        if r["shuffle"] == "shuffle" or r["kind"] != "loader" or r["displacement"] is None:
+            continue
+        shard = (f"; consecutive samples from the same shard {r['same_shard']:.1%} (full shuffle: "
+                 f"{r['same_shard_shuffled']:.1%})" if r["same_shard"] is not None else "")
+        out.append(f"order {r['corpus']} {r['layout']} {r['cache']} ({r['shuffle']}): displacement "
+                   f"{r['displacement']:.2f}x a full shuffle's{shard}")
+    return out
+
+
 def main_row(r: dict) -> list[str]:
     workers = f"{r['workers']}{'' if r['kind'] == 'naive' else ' ' + r['worker_kind'][0]}" if r["workers"] else "0"
     resident = (f"{r['residency_max']:.0%}" if r["cache"] == "cold" else f"{r['residency_min']:.0%}"
@@ -118,8 +134,9 @@ def main_row(r: dict) -> list[str]:
 
 def summary_table(results: list[Results]) -> str:
     """What `bench run` and `make bench` print at the end."""
-    body = [main_row(r) for r in rows(results)]
-    lines = [table(MAIN_HEADER, body)]
+    all_rows = rows(results)
+    body = [main_row(r) for r in all_rows]
+    lines = [table(MAIN_HEADER, body)] + order_lines(all_rows)
     for res in results:
         f = res.floors
         seq = ", ".join(f"{s.layout} {s.cache} {s.mb_per_s:,.0f}" for s in f.seq)
@@ -619,6 +636,10 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
           "samples/s over single-threaded preads of one sample at random offsets, same cache state.", "",
           "## Throughput", "",
           table(MAIN_HEADER, [main_row(r) for r in all_rows], markdown=True), ""]
+    if order := order_lines(all_rows):  # runs that did not fully shuffle: how random their order was
+        md += ["## Order randomness", "", "Displacement = mean |reading position - stored position| over a full "
+               "shuffle's; same shard = consecutive samples read from one shard (streaming layouts).", ""]
+        md += [f"- {line}" for line in order] + [""]
     md += ["## Storage and I/O", "",
            table(["corpus", "layout", "cache", "workers", "x memcpy", "x pread", "bytes on disk", "files",
                   "read_bytes / payload", "read syscalls / sample", "CPU us / sample", "first epoch samples/s"],

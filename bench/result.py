@@ -129,6 +129,10 @@ class EpochRecord:
     expected_hit_ratio: float | None = None  # residency before the epoch: what the cache could serve at most
     read_amplification: float | None = None  # read_bytes / (payload_bytes - hit_bytes)
     read_amplification_pages: float | None = None  # read_bytes / miss_page_bytes (page granularity)
+    # how random the order was (loaders.sampler.order_randomness; None in older files)
+    displacement: float | None = None  # mean |position - stored position|, over a full shuffle's
+    same_shard: float | None = None  # share of consecutive samples from one shard (streaming layouts)
+    same_shard_shuffled: float | None = None  # that share under a full shuffle
 
     @property
     def samples_per_s(self) -> float:
@@ -452,6 +456,8 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
                        "mb_per_s": ckpt_bytes / ckpt_s / 1e6 if ckpt_s else None,
                        "read_write_ratio": stats.ratio(payload, ckpt_bytes)},
         **capped_summary(run, steady),
+        "order": {key: stats.median([getattr(e, key) for e in counted if getattr(e, key) is not None])
+                  for key in ("displacement", "same_shard", "same_shard_shuffled")},
         "nodes": len({r.host for e in run.epochs for r in e.ranks}) or 1,
         "ranks": run.config.world,
         # each rank's own MB/s over the steady epochs: how unevenly the ranks were served

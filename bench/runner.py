@@ -25,6 +25,7 @@ from generator.lifetime import owned_name, pid_alive, sweep_dead
 from generator.layouts import get_layout, layout_ids
 from generator.manifest import read_manifest
 from loaders.registry import readers
+from loaders.sampler import order_randomness
 
 from . import probes
 from .comm import Comm, SingleProcessComm
@@ -114,7 +115,8 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
             if cache == "warm":  # did it stay warm? (another user of the machine may drop the cache)
                 after = probes.residency(paths).fraction
                 state = replace(state, after=after, ok=state.ok and after >= WARM_MIN)
-            record = ctx.aggregate(epoch, repeat, first, timing, mine, io, state, len(reader))
+            record = ctx.aggregate(epoch, repeat, first, timing, mine, io, state, len(reader),
+                                   reader.shards() if reader.supports_streaming else None)
             first = False
             if record is not None:
                 records.append(record)
@@ -193,8 +195,10 @@ class Context:
         self.checkpoint_path = ckdir / f"{owned_name(CHECKPOINT_PREFIX)}.bin"
         self.caps: dict[tuple, dict] = {}  # (layout, workers, repeat) -> a capped run's cap facts
 
-    def aggregate(self, epoch, repeat, first, timing, mine: RankEpoch, io, state: CacheState, n) -> EpochRecord | None:
-        """Gather every rank's epoch on rank 0 and make one record (None on other ranks)."""
+    def aggregate(self, epoch, repeat, first, timing, mine: RankEpoch, io, state: CacheState, n,
+                  bounds=None) -> EpochRecord | None:
+        """Gather every rank's epoch on rank 0 and make one record (None on other ranks). The order's
+        randomness is that of the ranks' orders one after another (rank 0's, then rank 1's...)."""
         mine_msg = {"rank": self.comm.rank, "host": self.host, "seconds": mine.seconds, "ttfb_s": mine.ttfb_s,
                     "samples": mine.samples, "bytes": mine.nbytes, "batch_ns": mine.batch_ns,
                     "sample_ns": mine.sample_ns, "indices": mine.indices, "residency": state.residency,
@@ -207,7 +211,8 @@ class Context:
         if not any(int(g["samples"]) for g in got):  # check_config refuses such runs; never report one
             raise LayoutbenchError(f"epoch {epoch} read no sample: a throughput of nothing would be untrue")
         check_indices([g["indices"] for g in got], n, may_drop, epoch)
-        return EpochRecord(
+        randomness = order_randomness(np.concatenate([np.asarray(g["indices"], np.int64).ravel() for g in got]), bounds)
+        return EpochRecord(**randomness,
             repeat=repeat, epoch=epoch, first=first, timing=timing,
             samples=sum(int(g["samples"]) for g in got), payload_bytes=sum(int(g["bytes"]) for g in got),
             wall_s=max(float(g["seconds"]) for g in got), ttfb_s=max(float(g["ttfb_s"]) for g in got),
@@ -258,7 +263,11 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     check_config(cfg, manifest)
     sweep_leftovers(cfg)
     if cfg.layouts is None:
-        cfg = replace(cfg, layouts=tuple(name for name in layout_ids() if name in manifest.layouts))
+        cfg = replace(cfg, layouts=tuple(name for name in layout_ids() if name in manifest.layouts and (
+            cfg.run.shuffle != "shards" or get_layout(name).reader_class().supports_streaming)))
+        if not cfg.layouts:
+            raise LayoutbenchError(f"--shuffle shards reads streaming layouts (tar, tfrecord) and the corpus "
+                                   f"{cfg.corpus} has none; generate one (--layouts tar,tfrecord)")
     # imported now: a cold first epoch must not read their libraries' code as sample bytes
     for name in CODEC_LIBRARIES:
         importlib.import_module(name)

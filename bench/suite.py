@@ -9,6 +9,8 @@ files with 1 and 2 worker processes; about 6 minutes on 2 cores.
 Both then read every layout of the MNIST and the ImageNet corpus under a memory cap (the capped
 regime: 10M and 48M of page cache; quick: ImageNet-size only, 12M; each corpus at least 5x its cap), 4 epochs
 back to back, where a memory cgroup can be made (else one line says they are left out).
+Both also read the MNIST corpus's streaming layouts (tar, tfrecord: those installed) cold and warm
+in their own order (`--shuffle shards`: shards in random order through a shuffle buffer).
 Quick (`make bench QUICK=1`): smaller corpora, the same runs; under 2 minutes.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from generator.build import generate
 from generator.errors import UsageError
+from generator.layouts import layouts
 from generator.manifest import MANIFEST
 from generator.spec import preset_spec
 
@@ -144,6 +147,12 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
     jobs.append(BenchConfig(corpus=sweep, output=out / f"{sweep.name}-workers.json", layouts=("files",),
                             caches=("cold",), workers=(1, 2), naive=False, progress=progress,
                             run=RunConfig(epochs=plan.epochs, worker_kind="process", sample_latency=False)))
+    streaming = tuple(name for name, layout in layouts().items() if layout.missing() is None
+                      and layout.reader_class().supports_streaming)
+    if streaming:  # the record layouts as their own loaders read them
+        jobs.append(BenchConfig(corpus=sweep, output=out / f"{sweep.name}-shards.json", layouts=streaming,
+                                workers=(plan.workers,), naive=False, progress=progress,
+                                run=RunConfig(epochs=plan.epochs, worker_kind="thread", shuffle="shards")))
     capped = capped_jobs(plan, data, out, progress)
     if capped:
         from .cgroups import CgroupUnavailable, find_parent

@@ -6,7 +6,7 @@ import os
 import sys
 
 from .build import generate, parse_layouts
-from .cli import Parser, int_in, run_main
+from .cli import Parser, int_in, positive_number, run_main
 from .errors import UsageError
 from .layouts import layout_ids, layouts
 from .spec import COMPRESSIONS, CONTENTS, DTYPES, MAX_COUNT, PAYLOADS, PRESETS, Spec, parse_shape, preset_spec
@@ -39,6 +39,11 @@ def build_parser() -> Parser:
     p.add_argument("--classes", type=int_in(1, 65535), default=10, help="number of label classes (default 10)")
     p.add_argument("--workers", type=int_in(1, 1024), default=os.cpu_count() or 1,
                    help=f"parallel workers (default: the core count, {os.cpu_count()})")
+    p.add_argument("--shard-mb", type=positive_number, default=None,
+                   help="sharded layouts (tar, tfrecord): at most this many MiB of payload per shard (default 256)")
+    p.add_argument("--shard-samples", type=int_in(1, MAX_COUNT), default=None,
+                   help="sharded layouts: at most this many samples per shard (default 10,000; without either "
+                        "setting a small corpus is cut into at least 8 shards)")
     p.add_argument("--force", action="store_true", help="replace a corpus with a different spec in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
@@ -60,6 +65,11 @@ def spec_from_args(args) -> Spec:
         h, w, c = parse_shape(args.shape)
         return Spec(height=h, width=w, channels=c, dtype=args.dtype or "uint8", **common)
     raise UsageError("give --preset NAME (see --list-presets) or --shape HxWxC")
+
+
+def settings_from_args(args) -> dict:
+    """Writer settings from the command line (None: the writer's default)."""
+    return {"shard_mb": args.shard_mb, "shard_samples": args.shard_samples}
 
 
 def format_table(reports) -> str:
@@ -94,7 +104,7 @@ def main(argv=None) -> int:
     name = spec.preset or f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}"
     out = args.out or os.path.join("data", f"{name}-{spec.count}")
     manifest, reports = generate(out, spec, chosen, args.workers, args.force,
-                                 progress=False if args.quiet else None)
+                                 progress=False if args.quiet else None, settings=settings_from_args(args))
     if not args.quiet:
         print(f"corpus {out}: {spec.count:,} x {spec.pixel_bytes:,} B of pixels "
               f"({spec.height}x{spec.width}x{spec.channels} {spec.dtype}), seed {spec.seed}")

@@ -236,8 +236,10 @@ class Generation:
     into one CorpusError line naming what was being written.
     """
 
-    def __init__(self, out, spec: Spec, force: bool = False):
+    def __init__(self, out, spec: Spec, force: bool = False, settings: dict | None = None):
+        """`settings`: writer settings by name (e.g. shard_mb); each writer gets those it takes."""
         self.root, self.spec, self.force = make_out_dir(out), spec, force
+        self.settings = {k: v for k, v in (settings or {}).items() if v is not None}
         self.codec = codec_for(spec)
         self.current = IN_PROGRESS  # what is being written, for the error message
 
@@ -287,7 +289,8 @@ class Generation:
         return removed
 
     def writer(self, name: str):
-        return get_layout(name).writer_class()(self.root, self.spec, self.codec)
+        cls = get_layout(name).writer_class()
+        return cls(self.root, self.spec, self.codec, **{k: v for k, v in self.settings.items() if k in cls.settings})
 
     def begin(self, name: str):
         """The layout's writer, begun (its resume point in writer.start)."""
@@ -334,7 +337,7 @@ class Generation:
             "path": writer.target, "bytes_on_disk": on_disk, "files": files,
             "write_seconds": round(seconds, 6), "mb_per_s": round(report.mb_per_s, 3),
             "payload_bytes": payload, "workers": workers,
-            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **writer.facts(), **facts,
         }
         self.current = MANIFEST
         write_manifest(self.root, m)  # each finished layout becomes readable at once
@@ -360,15 +363,15 @@ class Generation:
 
 
 def generate(out, spec: Spec, layouts=None, workers: int | None = None, force: bool = False,
-             progress: bool | None = None) -> tuple[Manifest, list[LayoutReport]]:
-    """Make (or finish, or extend) the corpus in `out` (every registered layout by default).
-    Returns its manifest and a report per layout."""
+             progress: bool | None = None, settings: dict | None = None) -> tuple[Manifest, list[LayoutReport]]:
+    """Make (or finish, or extend) the corpus in `out` (every registered layout by default), with
+    writer `settings` (e.g. {"shard_mb": 64}). Returns its manifest and a report per layout."""
     layouts = parse_layouts(layouts)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     show = sys.stderr.isatty() if progress is None else progress
-    with Generation(out, spec, force) as gen:
+    with Generation(out, spec, force, settings) as gen:
         reports = [gen.report_existing(name) for name in layouts if name in gen.done()]
         try:
             for p in gen.remove_partials(layouts):

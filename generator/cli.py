@@ -41,6 +41,17 @@ positive_int = int_in(1)
 nonneg_int = int_in(0)
 
 
+def positive_number(text: str) -> float:
+    """A finite number > 0 (e.g. a size in MiB)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def run_main(prog: str, main, argv=None, interrupted=RESUME) -> int:
     """Run main(argv); turn our errors into one line on stderr and their exit code. Ctrl-C (exit
     130) and SIGTERM (exit 143) unwind alike (every cleanup runs) and end in one line that says

@@ -45,7 +45,9 @@ class Reader:
 
     - supports_random_access: read(i) of any index costs about one sample's I/O;
     - reads_through_map: samples come out of a memory map (no read() per sample; rchar stays low);
-    - stores_spec: the layout keeps its own copy of the spec, checked against the manifest.
+    - stores_spec: the layout keeps its own copy of the spec, checked against the manifest;
+    - supports_streaming: the layout is a stream of shards (shards() gives their boundaries) that
+      the `shards` sampler mode reads as its own loaders do (shard order, then a shuffle buffer).
     A reader may also offer a naive baseline, what plain library calls give (`naive`, a one-line
     description, and `naive_batch`), which the bench measures beside it.
     """
@@ -55,6 +57,7 @@ class Reader:
     supports_random_access: ClassVar[bool] = True
     reads_through_map: ClassVar[bool] = False
     stores_spec: ClassVar[bool] = False
+    supports_streaming: ClassVar[bool] = False
     naive: ClassVar[str | None] = None  # e.g. "tifffile.imread per file"
     small_bytes: int = SMALL_BYTES  # fixed-size payloads up to this are assembled a batch at a time
     _naive = None  # what naive_batch opened (never pickled; close_naive closes it)
@@ -151,6 +154,16 @@ class Reader:
     def paths(self) -> list[Path]:
         """Every file this layout reads (for eviction and residency checks)."""
         return [self.target]
+
+    def shards(self) -> np.ndarray:
+        """Shard boundaries of a streaming reader: n_shards + 1 increasing indices from 0 to len;
+        shard k holds samples [b[k], b[k+1]) in stream order."""
+        raise UsageError(f"the {self.layout} layout is not a stream of shards (supports_streaming is False)")
+
+    def check_integrity(self, indices) -> list[tuple[int, str, str]]:
+        """(index, where, problem) for samples whose container fails its own checks beyond the
+        payload's (TFRecord crc32c, tar header checksums); verify calls it. Default: none."""
+        return []
 
     def extents(self, indices) -> list[tuple[str, int, int]] | None:
         """(file, offset, length) of each sample's stored bytes, for page-cache probes (the bench's

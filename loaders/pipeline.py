@@ -47,7 +47,13 @@ class Loader:
         if worker_kind not in WORKER_KINDS:
             raise UsageError(f"worker_kind must be one of {', '.join(WORKER_KINDS)}, got {worker_kind!r}")
         sampler.shard(np.arange(0), rank, world)  # validates rank and world
-        sampler.epoch_order(0, seed, 0, shuffle, **order_opts)  # validates the mode and its options
+        if shuffle == "shards":  # the reader's own shard stream
+            if not reader.supports_streaming:
+                raise UsageError(f"the shards order needs a streaming layout; the {reader.layout} reader "
+                                 f"is not one (supports_streaming is False)")
+            order_opts = {"shards": reader.shards(), **order_opts}
+        sampler.epoch_order(len(reader) if shuffle == "shards" else 0, seed, 0, shuffle,
+                            **order_opts)  # validates the mode and its options
         self.reader, self.batch_size, self.workers, self.worker_kind = reader, batch_size, workers, worker_kind
         self.shuffle, self.seed, self.prefetch, self.decode = shuffle, seed, prefetch, decode
         self.drop_last, self.rank, self.world, self.timing = drop_last, rank, world, timing

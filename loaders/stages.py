@@ -38,6 +38,9 @@ class Batch:
 
 def epoch_indices(n: int, seed: int, epoch: int, mode: str, rank: int = 0, world: int = 1, **opts) -> np.ndarray:
     """This rank's indices of `epoch`, in reading order (every index once across the ranks)."""
+    if mode == "shards":  # ranks take whole shards, not a slice of one order
+        opts = {**sampler.DEFAULTS["shards"], **opts}
+        return sampler.shard_stream(n, seed, epoch, opts["shards"], int(opts["buffer_size"]), rank, world)
     return sampler.shard(sampler.epoch_order(n, seed, epoch, mode, **opts), rank, world)
 
 

@@ -161,6 +161,8 @@ class _LayoutCheck:
         r, errors = self.reader, {}
         payloads = self._each(idx, r.read_many, errors)
         images = self._each(idx, lambda ix: list(r.read_batch(ix)[0]), errors)
+        for i, _, problem in r.check_integrity(idx):  # the container's own checks (record crc32c, ...)
+            errors.setdefault(i, []).append(problem)
         for i, p, img, (pixels, label, ref) in zip(idx, payloads, images, refs):
             problems = list(dict.fromkeys(errors.get(i, ())))  # once each, in order
             if p is not None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from generator.codec import Codec
-from generator.errors import SampleError
+from generator.errors import SampleError, UsageError
 from generator.manifest import read_manifest
 from generator.synth import make_sample
 from loaders import open_corpus
@@ -163,6 +163,10 @@ class ReaderSuite:
         root = corpus("gray8")
         pixels, _, _ = reference(root)
         r = self.open(root)
+        if mode == "shards" and not r.supports_streaming:  # only streaming layouts have shards to stream
+            with pytest.raises(UsageError, match="streaming"):
+                Loader(r, shuffle=mode)
+            return
         for epoch in (0, 1):
             seen = []
             for rank in range(2):

@@ -79,7 +79,7 @@ CASES = [
     ("python -m loaders", ["verify", "{base}/no-such-corpus"], "no such corpus directory"),
     ("python -m loaders", ["verify", "{file}"], "no such corpus directory"),
     ("python -m loaders", ["verify", "{corpus}", "--layouts", ""], "no layouts given"),
-    ("python -m loaders", ["verify", "{corpus}", "--layouts", "files,tar"], "unknown layout 'tar'"),
+    ("python -m loaders", ["verify", "{corpus}", "--layouts", "files,nope"], "unknown layout 'nope'"),
     ("python -m loaders", ["verify", "{only_hdf5}", "--layouts", "lmdb"], "layout 'lmdb' is not complete"),
     ("python -m loaders", ["verify", "{corpus}", "--workers", "2"], "unrecognized arguments: --workers"),
     # bench run

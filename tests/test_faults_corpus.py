@@ -39,6 +39,8 @@ from generator.layouts import get_layout, layout_ids
 LAYOUTS = layout_ids()
 # the layouts that keep their own copy of the spec, and so refuse a manifest whose spec was edited
 STORES_SPEC = tuple(n for n in LAYOUTS if get_layout(n).reader_class().stores_spec)
+# the record layouts keep each sample's label in its record, and list their samples in shard indexes
+RECORDS = tuple(n for n in ("tar", "tfrecord") if n in LAYOUTS)
 Result = namedtuple("Result", "code out err")
 
 
@@ -219,10 +221,10 @@ EDITS = {
     "size changed (variable sizes)": ("deflate", lambda d: d["samples"]["size"].__setitem__(3, d["samples"]["size"][3] - 1),
                                       "MISMATCH manifest sample 3", LAYOUTS),
     "label changed": ("gray8", lambda d: d["samples"]["label"].__setitem__(3, (d["samples"]["label"][3] + 1) % 5),
-                      "MISMATCH manifest sample 3", ("files",)),
+                      "MISMATCH manifest sample 3", ("files", *RECORDS)),
     "count lowered": ("gray8", lambda d: (_spec(d, count=36), _samples(d, crc32=lambda v: v[:-1], size=lambda v: v[:-1],
                                                                        label=lambda v: v[:-1])),
-                      "not a sample of this corpus (the manifest lists 36 samples)", STORES_SPEC),
+                      "not a sample of this corpus (the manifest lists 36 samples)", (*STORES_SPEC, *RECORDS)),
     "count raised": ("gray8", lambda d: (_spec(d, count=38), _samples(d, crc32=lambda v: v + [0], size=lambda v: v + [976],
                                                                       label=lambda v: v + [0])),
                      "MISMATCH manifest sample 37", LAYOUTS),

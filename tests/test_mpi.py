@@ -118,6 +118,12 @@ def test_mpirun_generation_writes_the_same_corpus_as_one_process(tmp_path):
     assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "mpi") for p in mpi]
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(one, mpi))
     assert (tmp_path / "one/corpus.h5").read_bytes() == (tmp_path / "mpi/corpus.h5").read_bytes()
+    for sharded in ("tar", "tfrecord"):  # parallel writers: shards shared out by rank, the same bytes
+        if sharded in b["layouts"]:
+            assert b["layouts"][sharded]["mpi_ranks"] == 2
+            one, mpi = (sorted((tmp_path / d / sharded).iterdir()) for d in ("one", "mpi"))
+            assert [p.name for p in one] == [p.name for p in mpi] and len(one) > 2
+            assert all(p.read_bytes() == q.read_bytes() for p, q in zip(one, mpi))
 
 
 @needs_mpirun
@@ -132,7 +138,8 @@ def test_mpirun_generation_error_is_one_line_from_rank_0(tmp_path):
 @needs_mpirun
 def test_mpirun_bench_run_aggregates_two_ranks(tmp_path):
     made = subprocess.run([sys.executable, "-m", "generator", "--preset", "mnist", "--count", "300", "--quiet",
-                           "--workers", "1", "--out", str(tmp_path / "c")], cwd=REPO, capture_output=True, text=True)
+                           "--workers", "1", "--layouts", "files,hdf5,lmdb", "--out", str(tmp_path / "c")], cwd=REPO,
+                          capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     out = tmp_path / "r.json"
     proc = mpirun(["-m", "bench", "run", "--corpus", str(tmp_path / "c"), "--output", str(out), "--cache", "asis",

@@ -10,8 +10,8 @@ import test_files
 import test_hdf5
 import test_lmdb
 
-from loaders.__main__ import main
 from generator.layouts import layout_ids
+from loaders.__main__ import main
 from loaders.verify import verify
 
 
@@ -71,7 +71,7 @@ def test_command_line_errors_are_one_line(corpus, tmp_path):
     (tmp_path / "empty").mkdir()
     for args, code, message in [
         (["verify"], 2, "required: DIR"),
-        (["verify", str(corpus("gray8")), "--layouts", "tar"], 2, "unknown layout 'tar'"),
+        (["verify", str(corpus("gray8")), "--layouts", "nope"], 2, "unknown layout 'nope'"),
         (["verify", str(tmp_path / "empty")], 3, "manifest.json is missing"),
         (["verify", str(foreign)], 3, "is not a layoutbench corpus manifest"),
         (["frobnicate"], 2, "invalid choice"),

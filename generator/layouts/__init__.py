@@ -42,9 +42,14 @@ class LayoutWriter(abc.ABC):
     name: ClassVar[str]  # the layout id
     target: ClassVar[str]  # the path inside the corpus root once published
     supports_parallel_write: ClassVar[bool] = False  # parts() and write_part() instead of put_many()
+    settings: ClassVar[tuple[str, ...]] = ()  # generator options this writer takes (e.g. shard_mb)
 
-    def __init__(self, root: Path, spec: Spec, codec: Codec):
-        self.root, self.spec, self.codec = Path(root), spec, codec
+    def __init__(self, root: Path, spec: Spec, codec: Codec, **options):
+        """`options`: values of the generator settings this class names in `settings` (None: default)."""
+        unknown = set(options) - set(self.settings)
+        if unknown:
+            raise UsageError(f"the {self.name} layout takes no setting {', '.join(sorted(unknown))}")
+        self.root, self.spec, self.codec, self.options = Path(root), spec, codec, dict(options)
 
     @abc.abstractmethod
     def begin(self) -> int:
@@ -77,6 +82,10 @@ class LayoutWriter(abc.ABC):
     @abc.abstractmethod
     def estimate_bytes(cls, spec: Spec, codec: Codec) -> int:
         """Upper estimate of the bytes this layout takes on disk."""
+
+    def facts(self) -> dict:
+        """Layout facts for the manifest beyond the generic ones (e.g. how it is sharded)."""
+        return {}
 
     def paths(self) -> list[Path]:
         """Every path this layout owns in the corpus (published and partial): --force removes them."""
@@ -235,3 +244,8 @@ register(Layout("sqlite", "one SQLite database, corpus.sqlite: table samples(idx
 register(Layout("zarr", "one zarr v3 group, corpus.zarr/: images (N, H, W, C) sharded, one inner chunk per image; labels",
                 "generator.layouts.zarr:ZarrWriter", "loaders.zarr:ZarrReader", libraries=("zarr",),
                 extra_versions="loaders.zarr:library_versions", extra="zarr"))
+register(Layout("tar", "WebDataset tar shards, tar/shard-NNNNNN.tar: members <key>.cls and <key>.tif, an offset index per shard",
+                "generator.layouts.tar:TarWriter", "loaders.tar:TarReader"))
+register(Layout("tfrecord", "TFRecord shards of tf.train.Example, tfrecord/shard-NNNNNN.tfrecord, a .tfindex per shard",
+                "generator.layouts.tfrecord:TFRecordWriter", "loaders.tfrecord:TFRecordReader",
+                libraries=("crc32c",), extra="records", extra_versions="loaders.tfrecord:library_versions"))

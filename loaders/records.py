@@ -1,0 +1,253 @@
+"""What the record-stream readers (tar, tfrecord) share: shards, their indexes, their maps.
+
+Shard k holds samples [k*S, min((k+1)*S, n)) in index order, S = the layout's
+`samples_per_shard` manifest fact (generator.layouts.records). A shard is opened on its first
+read in a process: its index file is read (its size checked first, so a hostile index never
+makes a large allocation) and checked against the shard's size, and the shard is mapped read-only.
+Each sample's payload position is found once per process (the subclass's `_locate`: the tar
+member header or the TFRecord record checked and parsed) and remembered; `verify=True` checks the
+container again on every read (TFRecord's crc32c, tar's header checksum) beside the payload's crc32.
+
+Batch paths read in file order: read_many and read_batch sort a batch by index (= shard and
+offset) and read it in that order, so a shard is read front to back; results come back in the
+order asked. Large payloads (over 64 KiB) are copied out of the map when resident (mincore), else
+read with preadv straight into the batch, as the HDF5 reader does (see its module docstring).
+Streaming readers (supports_streaming) give their shard boundaries to the `shards` sampler mode.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from generator.errors import CorpusError, SampleError
+from generator.layouts.records import shard_name
+
+from .base import Reader
+from .pagecache import range_resident
+
+
+class Shard:
+    """One shard opened in this process: its fd, map and the per-sample positions found so far."""
+
+    def __init__(self, path: Path, fd: int, size: int):
+        self.path, self.fd, self.size = path, fd, size
+        self.map = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+        self.view = memoryview(self.map) if self.map is not None else memoryview(b"")
+        self.addr = np.frombuffer(self.map, np.uint8).ctypes.data if size else 0
+        self.at: list[int] = []  # per local sample: payload file offset once checked, else -1
+        self.extra = None  # what the subclass read from the index
+
+    def close(self) -> None:
+        self.view.release()
+        if self.map is not None:
+            try:
+                self.map.close()
+            except BufferError:  # slices still referenced (an error's traceback): unmapped when they go
+                pass
+        os.close(self.fd)
+
+
+class ShardedReader(Reader):
+    supports_streaming = True
+    reads_through_map = True
+    handles = ("_open_shards",)
+    shard_ext: ClassVar[str]
+    index_ext: ClassVar[str]
+    max_index_bytes: ClassVar[int]  # per sample, an upper bound on the index file's size
+
+    def __init__(self, root, manifest, *, verify: bool = False):
+        super().__init__(root, manifest, verify=verify)
+        facts = manifest.layouts[self.layout]
+        per = facts.get("samples_per_shard")
+        if type(per) is not int or not 1 <= per <= self.spec.count:
+            raise CorpusError(f"{self.root}/manifest.json: the {self.layout} layout's samples_per_shard is {per!r}, "
+                              f"not an integer in [1, {self.spec.count}]; the manifest was edited or is damaged: "
+                              f"regenerate the corpus with --force")
+        self.per_shard = per
+        self.nshards = -(-self.spec.count // per)
+        if facts.get("shards", self.nshards) != self.nshards:
+            raise CorpusError(f"{self.root}/manifest.json: the {self.layout} layout lists {facts.get('shards')!r} "
+                              f"shards where {self.spec.count} samples of {per} make {self.nshards}; the manifest "
+                              f"was edited or is damaged: regenerate the corpus with --force")
+
+    # -- shards ------------------------------------------------------------------------------------
+
+    def shards(self) -> np.ndarray:
+        return np.minimum(np.arange(self.nshards + 1, dtype=np.int64) * self.per_shard, self.spec.count)
+
+    def shard_path(self, k: int) -> Path:
+        return self.target / shard_name(k, self.shard_ext)
+
+    def index_path(self, k: int) -> Path:
+        return self.target / shard_name(k, self.index_ext)
+
+    def paths(self) -> list[Path]:
+        return [p for k in range(self.nshards) for p in (self.shard_path(k), self.index_path(k))]
+
+    def expected_names(self) -> set[str]:
+        return {p.name for p in self.paths()}
+
+    def unexpected_entries(self) -> list[str]:
+        if not self.target.is_dir():
+            return []
+        names = self.expected_names()
+        return sorted(str(p) for p in self.target.iterdir() if p.name not in names)
+
+    def _open(self, index: int) -> None:
+        if not self.target.is_dir():
+            raise SampleError(self.layout, index, str(self.target), "missing (no such directory)")
+        self._open_shards = {}
+
+    def _close(self) -> None:
+        for shard in self._open_shards.values():
+            shard.close()
+
+    def _shard(self, k: int, i: int) -> Shard:
+        shard = self._open_shards.get(k)
+        if shard is None:
+            with self._lock:  # threads of one process open a shard once
+                shard = self._open_shards.get(k)
+                if shard is None:
+                    shard = self._open_shards[k] = self._load(k, i)
+        return shard
+
+    def _load(self, k: int, i: int) -> Shard:
+        path, ipath = self.shard_path(k), self.index_path(k)
+        first, count = k * self.per_shard, min(self.per_shard, self.spec.count - k * self.per_shard)
+        raw = self._read_index_file(ipath, count, i)
+        self.check_inside(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang us
+        except FileNotFoundError:
+            raise SampleError(self.layout, i, str(path), "missing (no such file)") from None
+        except OSError as exc:
+            raise SampleError(self.layout, i, str(path), f"unreadable: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise SampleError(self.layout, i, str(path), "unreadable: not a regular file")
+            shard = Shard(path, fd, st.st_size)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            shard.extra = self._parse_index(raw, first, count, shard.size, ipath, i)
+        except BaseException:
+            shard.close()
+            raise
+        shard.at = [-1] * count
+        return shard
+
+    def _read_index_file(self, ipath: Path, count: int, i: int) -> bytes:
+        """The index file's bytes, refused before reading when larger than `count` entries can be."""
+        self.check_inside(ipath)
+        try:
+            fd = os.open(ipath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise SampleError(self.layout, i, str(ipath), "missing: the shard's index file is missing") from None
+        except OSError as exc:
+            raise SampleError(self.layout, i, str(ipath), f"unreadable index: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            limit = 64 + count * self.max_index_bytes
+            if not stat.S_ISREG(st.st_mode):
+                raise SampleError(self.layout, i, str(ipath), "unreadable index: not a regular file")
+            if st.st_size > limit:
+                raise SampleError(self.layout, i, str(ipath), f"damaged index: {st.st_size:,} bytes, more than "
+                                                             f"{count} entries can take ({limit:,})")
+            return os.pread(fd, st.st_size + 1, 0)
+        finally:
+            os.close(fd)
+
+    # -- what each layout provides ---------------------------------------------------------------
+
+    def _parse_index(self, raw: bytes, first: int, count: int, size: int, ipath: Path, i: int):
+        """The index's entries, checked (count, ranges within a shard of `size` bytes)."""
+        raise NotImplementedError
+
+    def _locate(self, shard: Shard, j: int, i: int) -> int:
+        """The payload's file offset of local sample j (global i), after checking its container."""
+        raise NotImplementedError
+
+    def _verify_container(self, shard: Shard, j: int, i: int) -> None:
+        """verify=True: the container's own checks for sample i (crc32c, header checksum)."""
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def where(self, index: int) -> str:
+        return str(self.shard_path(index // self.per_shard))
+
+    def _position(self, i: int) -> tuple[Shard, int]:
+        k = i // self.per_shard
+        shard, j = self._shard(k, i), i - k * self.per_shard
+        a = shard.at[j]
+        if a < 0 or self.verify:
+            if self.verify:
+                self._verify_container(shard, j, i)
+            a = self._locate(shard, j, i)
+            if not self.verify:
+                shard.at[j] = a
+        return shard, a
+
+    def _slice(self, i: int):
+        shard, a = self._position(i)
+        return shard.view[a:a + self._sizes[i]]
+
+    def _read_one(self, i: int):
+        return bytes(self._slice(i))
+
+    def _read_many(self, idx: list[int]) -> list:
+        out = [None] * len(idx)
+        for k in np.argsort(idx, kind="stable").tolist():  # file order
+            out[k] = bytes(self._slice(idx[k]))
+        return out
+
+    def _read_into(self, idx: list[int], out: np.ndarray) -> None:
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = [idx[k] for k in order.tolist()]
+        if self.small:
+            views = [self._slice(i) for i in sorted_idx]  # pages touched front to back
+            if (order == np.arange(len(idx))).all():
+                return self._assemble(sorted_idx, views, out)
+            tmp = np.empty_like(out)
+            self._assemble(sorted_idx, views, tmp)
+            out[order] = tmp
+            return
+        flat = memoryview(out).cast("B")
+        h, n, size = len(self.codec.header), self.spec.pixel_bytes, self.codec.fixed_size
+        head = bytearray(h)
+        for k, i in zip(order.tolist(), sorted_idx):
+            shard, a = self._position(i)
+            if self.verify or range_resident(shard.addr, a, size):
+                self._place(i, shard.view[a:a + size], flat, k, out)
+                continue
+            row = flat[k * n:(k + 1) * n]
+            try:
+                got = os.preadv(shard.fd, [head, row], a)
+            except OSError as exc:
+                raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+            self._check_read(i, head, row, got, k, out)
+
+    def fail_at(self, i: int, problem: str, where: str | None = None):
+        raise SampleError(self.layout, i, where or self.where(i), problem)
+
+    def check_integrity(self, indices) -> list[tuple[int, str, str]]:
+        """(index, where, problem) for each sample whose container fails its own checks."""
+        found = []
+        saved, self.verify = self.verify, True
+        try:
+            self._ensure_open(int(indices[0]))
+            for i in indices:
+                try:
+                    self._position(int(i))
+                except SampleError as exc:
+                    found.append((exc.index, exc.where, exc.problem))
+        finally:
+            self.verify = saved
+        return found
