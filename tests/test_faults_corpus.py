@@ -36,7 +36,7 @@ from loaders.verify import verify
 
 from generator.layouts import get_layout, layout_ids
 
-LAYOUTS = layout_ids()
+LAYOUTS = layout_ids(available=True)  # registered and installed: what the generator writes by default
 # the layouts that keep their own copy of the spec, and so refuse a manifest whose spec was edited
 STORES_SPEC = tuple(n for n in LAYOUTS if get_layout(n).reader_class().stores_spec)
 # the record layouts keep each sample's label in its record, and list their samples in shard indexes

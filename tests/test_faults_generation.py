@@ -41,7 +41,7 @@ from loaders.verify import verify
 PROG = "python -m generator"
 from generator.layouts import get_layout, layout_ids
 
-LAYOUTS = layout_ids()
+LAYOUTS = layout_ids(available=True)  # registered and installed: what the generator writes by default
 WRITERS = {name: get_layout(name).writer_class() for name in LAYOUTS}
 # what a layout's writer leaves besides its published target (partial files and directories)
 PARTIALS = tuple(p.name for cls in WRITERS.values() for p in cls(Path("."), None, None).paths() if p.name != cls.target)
