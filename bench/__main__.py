@@ -93,6 +93,13 @@ def add_run(sub) -> None:
                    help="under MPI: rank r reads shard (r + epoch*S) %% ranks (default 0)")
     p.add_argument("--comm", choices=("auto", "single", "mpi"), default="auto",
                    help="auto (default): MPI when started by mpirun, else one process")
+    p.add_argument("--loader", choices=("ours", "torch", "both"), default="ours",
+                   help="ours (default), torch (the same runs through torch.utils.data.DataLoader, per-sample and "
+                        "batch datasets) or both, side by side; torch needs make install-torch")
+    p.add_argument("--pin-memory", action="store_true", help="DataLoader runs: pin_memory=True")
+    p.add_argument("--device", metavar="cuda[:N]",
+                   help="copy each batch to this GPU as training does, timed beside a pinned-copy floor "
+                        "(skipped, with a note, where there is no CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -117,7 +124,8 @@ def cmd_run(args) -> int:
                       workers=args.workers, run=rc, naive=not args.no_naive,
                       checkpoint_mb=args.checkpoint_mb or 0.0, checkpoint_every=args.checkpoint_every or 0,
                       checkpoint_dir=args.checkpoint_dir, evict=args.evict,
-                      progress=not args.quiet and sys.stderr.isatty())
+                      progress=not args.quiet and sys.stderr.isatty(),
+                      loader=args.loader, pin_memory=args.pin_memory, device=args.device)
     results = run_bench(cfg, comm)
     if results is not None:
         results.save(args.output)

@@ -12,7 +12,10 @@ A file of another format, or of a version with no migration to this one, is refu
 
 Version history (each bump adds a migration to MIGRATIONS, which loads the older file as this
 version would have written it, or refuses it naming what it lacks):
-- 1: the first format (runs of files/hdf5/lmdb and naive baselines, cold/warm/asis).
+- 1: the first format (runs of files/hdf5/lmdb and naive baselines, cold/warm/asis). Fields added
+  since with defaults, so older files load unchanged: Run.loader ("ours", or "torch" for
+  torch.utils.data.DataLoader runs) and Run.dataloader (its settings); EpochRecord.h2d_* (the GPU
+  copy stage); Floors.h2d_* (one large pinned host-to-device copy).
 """
 
 from __future__ import annotations
@@ -95,6 +98,10 @@ class EpochRecord:
     indices_ok: bool  # every index read exactly once across workers and ranks
     lost_processes: int = 0  # processes whose counters could not be read (counters incomplete)
     ranks: tuple[RankRecord, ...] = ()
+    h2d_bytes: int = 0  # --device: bytes copied host to device (0: no copy stage)
+    h2d_transfers: int = 0  # batches copied
+    h2d_s: float = 0.0  # seconds in the copies, each through its synchronize
+    h2d_stage_s: float = 0.0  # seconds copying batches into the pinned staging buffers
 
     @property
     def samples_per_s(self) -> float:
@@ -123,6 +130,9 @@ class Run:
     config: RunConfig
     epochs: tuple[EpochRecord, ...]
     checkpoints: tuple[Checkpoint, ...] = ()
+    loader: str = "ours"  # which loader read it: ours (loaders.pipeline.Loader) or torch (DataLoader)
+    dataloader: dict | None = None  # torch runs: the DataLoader's settings (dataset, num_workers, ...)
+    device: str | None = None  # --device: where each batch was copied (None: no copy stage)
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,9 @@ class Floors:
     null_samples: int = 0  # the harness's own loop over a loader that costs nothing
     null_s: float = 0.0
     null_batch_size: int = 0
+    h2d_bytes: int = 0  # --device: one large copy from pinned memory to the device (0: not measured)
+    h2d_s: float = 0.0
+    h2d_device: str | None = None
 
     def seq_for(self, layout: str, cache: str) -> SeqFloor | None:
         return next((f for f in self.seq if f.layout == layout and f.cache == cache), None)
@@ -183,6 +196,10 @@ class Floors:
     @property
     def memcpy_mb_per_s(self) -> float | None:
         return self.memcpy_bytes / self.memcpy_s / 1e6 if self.memcpy_s else None
+
+    @property
+    def h2d_gb_per_s(self) -> float | None:
+        return self.h2d_bytes / self.h2d_s / 1e9 if self.h2d_s else None
 
 
 @dataclass(frozen=True)
@@ -331,8 +348,21 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
         # each rank's own MB/s over the steady epochs: how unevenly the ranks were served
         "rank_mb_per_s": stats.spread([r.payload_bytes / r.wall_s / 1e6 for e in steady for r in e.ranks
                                        if r.wall_s > 0]) if run.config.world > 1 else None,
+        "loader": run.loader, "dataloader": run.dataloader, "device": run.device,
+        "h2d": h2d_summary(steady, floors) if run.device else None,
     }
     return out
+
+
+def h2d_summary(steady: list[EpochRecord], floors: Floors) -> dict:
+    """The GPU copy stage over the steady epochs, beside the same run's pinned-copy floor."""
+    nbytes, seconds = sum(e.h2d_bytes for e in steady), sum(e.h2d_s for e in steady)
+    transfers = sum(e.h2d_transfers for e in steady)
+    gbs = nbytes / seconds / 1e9 if seconds else None
+    return {"gb_per_s": gbs, "seconds": seconds, "bytes": nbytes, "transfers": transfers,
+            "bytes_per_transfer": stats.ratio(nbytes, transfers),
+            "stage_s": sum(e.h2d_stage_s for e in steady), "floor_gb_per_s": floors.h2d_gb_per_s,
+            "floor_ratio": stats.ratio(gbs, floors.h2d_gb_per_s)}
 
 
 def floor_summary(floors: Floors) -> dict:
@@ -342,6 +372,7 @@ def floor_summary(floors: Floors) -> dict:
         "pread_latency_ms": {f.cache: stats.percentiles_ms([ns / 1e9 for ns in f.latency_ns]) for f in floors.pread},
         "memcpy_mb_per_s": floors.memcpy_mb_per_s,
         "null_us_per_sample": floors.null_us_per_sample,
+        "h2d_gb_per_s": floors.h2d_gb_per_s,
     }
 
 

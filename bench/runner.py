@@ -34,6 +34,7 @@ from .measure import Counters, RankEpoch, check_indices, time_batches
 from .naive import naive_name, reads_of
 from .regimes import WARM_MIN, CacheState, set_cache
 from .result import Checkpoint, EpochRecord, RankRecord, Results, Run, RunConfig
+from .torchrun import device_stage, open_torch_loader, run_names, torch_run
 
 
 def open_loader(reader, rc: RunConfig, workers: int, rank: int, timing: bool, naive: bool = False):
@@ -55,12 +56,15 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
     from loaders import open_corpus
 
     rc, comm = ctx.cfg.run, ctx.comm
-    reader = open_corpus(ctx.cfg.corpus, reads_of(layout, naive))
+    dataloader = torch_run(layout)  # (dataset, layout) of a DataLoader run
+    reader = open_corpus(ctx.cfg.corpus, dataloader[1] if dataloader else reads_of(layout, naive))
     paths = reader.paths()
-    # naive baselines: one epoch (no workers to start, so no first epoch to set apart; and slow)
-    plan = ([(0, False)] if naive else
-            [(e, False) for e in range(rc.epochs)] + ([(rc.epochs, True)] if rc.sample_latency else []))
+    # naive baselines: one epoch (no workers to start, so no first epoch to set apart; and slow);
+    # DataLoader runs: no per-sample timing epoch (it times the reader, which ours already does)
+    plan = ([(0, False)] if naive else [(e, False) for e in range(rc.epochs)]
+            + ([(rc.epochs, True)] if rc.sample_latency and not dataloader else []))
     loader, records, checkpoints, method = None, [], [], None
+    settings = None  # a DataLoader run's settings
     counters = Counters(ctx.device)
     try:
         warm_up_code(reader, rc, naive)
@@ -75,16 +79,24 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
             state = set_cache(cache, paths, ctx.cfg.evict)
             method = state.method or method
             if loader is None:
-                loader = open_loader(reader, rc, workers, rank, timing, naive)
+                loader = (open_torch_loader(reader, rc, dataloader[0], workers, rank, ctx.cfg.pin_memory)
+                          if dataloader else open_loader(reader, rc, workers, rank, timing, naive))
                 first = True
             comm.barrier()
             counters.start(loader.worker_pids)  # none yet for a fresh pool: its workers count from zero
             t0 = time.perf_counter()  # before epoch(), which starts a fresh loader's workers: in ttfb and wall
-            mine = time_batches(loader.epoch(epoch), timing, t0)
+            batches = loader.epoch(epoch)
+            if ctx.gpu is not None:  # --device: each batch to the GPU before the next (inside the timing)
+                ctx.gpu.reset()
+                batches = ctx.gpu.wrap(batches)
+            mine = time_batches(batches, timing, t0)
             io = counters.stop(loader.worker_pids)
             if cache == "warm":  # did it stay warm? (another user of the machine may drop the cache)
                 after = probes.residency(paths).fraction
                 state = replace(state, after=after, ok=state.ok and after >= WARM_MIN)
+            if ctx.gpu is not None:
+                io = {**io, "h2d_bytes": ctx.gpu.bytes, "h2d_transfers": ctx.gpu.transfers, "h2d_s": ctx.gpu.copy_s,
+                      "h2d_stage_s": ctx.gpu.stage_s}
             record = ctx.aggregate(epoch, repeat, first, timing, mine, io, state, len(reader))
             first = False
             if record is not None:
@@ -94,11 +106,12 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
             if every and not timing and (epoch + 1) % every == 0 and comm.rank == 0:
                 checkpoints.append(write_checkpoint(ctx.checkpoint_path, ctx.cfg.checkpoint_mb, repeat, epoch))
             comm.barrier()
+            settings = getattr(loader, "settings", settings)
     finally:
         if loader is not None:
             loader.close()
         reader.close()
-    return records, checkpoints, method
+    return records, checkpoints, method, settings
 
 
 def warm_up_code(reader, rc: RunConfig, naive: bool) -> None:
@@ -151,6 +164,7 @@ class Context:
         self.host = socket.gethostname()
         ckdir = Path(cfg.checkpoint_dir or Path(cfg.output).parent)
         self.checkpoint_path = ckdir / f".layoutbench-checkpoint-{os.getpid()}.bin"
+        self.gpu, self.gpu_note = device_stage(cfg.device)  # --device: the copy stage, or why it is skipped
 
     def aggregate(self, epoch, repeat, first, timing, mine: RankEpoch, io, state: CacheState, n) -> EpochRecord | None:
         """Gather every rank's epoch on rank 0 and make one record (None on other ranks)."""
@@ -178,7 +192,10 @@ class Context:
             cache_ok=all(bool(g["cache_ok"]) for g in got),
             indices_ok=True, lost_processes=sum(int(g["lost"]) for g in got),
             ranks=tuple(RankRecord(int(g["rank"]), str(g["host"]), float(g["seconds"]), int(g["samples"]),
-                                   int(g["bytes"])) for g in got) if len(got) > 1 else ())
+                                   int(g["bytes"])) for g in got) if len(got) > 1 else (),
+            h2d_bytes=sum(int(g.get("h2d_bytes", 0)) for g in got),
+            h2d_transfers=sum(int(g.get("h2d_transfers", 0)) for g in got),
+            h2d_s=max(float(g.get("h2d_s", 0.0)) for g in got), h2d_stage_s=max(float(g.get("h2d_stage_s", 0.0)) for g in got))
 
     def tick_floor(self, what: str):
         if self.bar is not None:
@@ -197,7 +214,7 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool]]:
     out = []
     for cache in cfg.caches:
         for workers in cfg.workers:
-            out.extend((layout, cache, workers, False) for layout in cfg.layouts)
+            out.extend((name, cache, workers, False) for layout in cfg.layouts for name in run_names(layout, cfg.loader))
         if cfg.naive:
             out.extend((naive_name(layout), cache, 0, True) for layout in cfg.layouts
                        if readers()[layout].naive)
@@ -232,16 +249,20 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     ctx = Context(cfg, comm, bar)
     try:
         floors = measure_floors(ctx, manifest)
+        if ctx.gpu is not None:  # the link's own ceiling, in the same run
+            h2d_bytes, h2d_s = ctx.gpu.floor()
+            floors = replace(floors, h2d_bytes=h2d_bytes, h2d_s=h2d_s, h2d_device=cfg.device)
         comm.barrier()
         gathered: dict[tuple, dict] = {}
         for repeat in range(rc.repeats):
             for layout, cache, workers, naive in runs:
-                records, checkpoints, method = run_layout(ctx, layout, cache, workers, repeat, naive)
+                records, checkpoints, method, settings = run_layout(ctx, layout, cache, workers, repeat, naive)
                 slot = gathered.setdefault((layout, cache, workers, naive),
                                            {"epochs": [], "checkpoints": [], "method": None})
                 slot["epochs"] += records
                 slot["checkpoints"] += checkpoints
                 slot["method"] = slot["method"] or method
+                slot["dataloader"] = settings
     finally:
         if bar is not None:
             bar.close()
@@ -250,9 +271,17 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     out_runs = []
     for (layout, cache, workers, naive), slot in gathered.items():
         config = replace(rc, workers=workers, **(dict(epochs=1, sample_latency=False) if naive else {}))
-        out_runs.append(Run(layout, "naive" if naive else "loader", reads_of(layout, naive), cache,
-                            slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"])))
+        dl = torch_run(layout)
+        if dl:
+            config = replace(config, sample_latency=False)
+        out_runs.append(Run(layout, "torch" if dl else "naive" if naive else "loader",
+                            dl[1] if dl else reads_of(layout, naive), cache,
+                            slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"]),
+                            loader="torch" if dl else "ours", dataloader=slot.get("dataloader"),
+                            device=cfg.device if ctx.gpu is not None else None))
     notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}")
+    if ctx.gpu_note:
+        notes.append(ctx.gpu_note)
     corpus = {"path": str(Path(cfg.corpus).resolve()), "spec": manifest.spec.to_dict(),
               "payload_bytes": int(sum(manifest.sizes)),
               "layouts": {k: v for k, v in manifest.layouts.items() if k in cfg.layouts}}
