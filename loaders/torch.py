@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
-from generator.errors import UsageError
+from generator.errors import LayoutbenchError, UsageError
 from generator.layouts.files import class_dir
 
 from . import sampler as _sampler
@@ -379,13 +379,16 @@ class DataLoaderPipeline:
         from .stages import Batch
 
         self.order.set_epoch(epoch)
-        if self.dataset == "batch":
-            for images, targets, index, nbytes in self.loader:
-                yield Batch(images, targets.numpy(), index.numpy(), nbytes)
-        else:
-            for images, meta in self.loader:
-                meta = meta.numpy()
-                yield Batch(images, meta[:, 0], meta[:, 1], int(meta[:, 2].sum()))
+        try:
+            if self.dataset == "batch":
+                for images, targets, index, nbytes in self.loader:
+                    yield Batch(images, targets.numpy(), index.numpy(), nbytes)
+            else:
+                for images, meta in self.loader:
+                    meta = meta.numpy()
+                    yield Batch(images, meta[:, 0], meta[:, 1], int(meta[:, 2].sum()))
+        except RuntimeError as exc:
+            raise worker_error(exc) from None
 
     def __len__(self) -> int:
         return len(self.order)
@@ -397,6 +400,19 @@ class DataLoaderPipeline:
             it._shutdown_workers()
         self.loader._iterator = None
         self.reader.close()
+
+
+def worker_error(exc: RuntimeError) -> Exception:
+    """A DataLoader worker's failure as one of ours: DataLoader re-raises a worker's exception as a
+    RuntimeError holding its traceback as text when the type cannot be rebuilt from a message (ours
+    cannot); the traceback's last line is our one-line message, naming the sample and its file."""
+    text = str(exc)
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    for name in ("SampleError", "CorpusError", "LayoutbenchError"):
+        head = f"generator.errors.{name}: "
+        if last.startswith(head):
+            return LayoutbenchError(f"in a DataLoader worker: {last[len(head):]}")
+    return exc
 
 
 # ---------------------------------------------------------------- the host-to-device copy
