@@ -72,3 +72,16 @@ bench-mpi: $(MPI_STAMP)
 	  $(MPIRUN) $(BIN)/python -m bench run --corpus $$dir --cache cold --no-naive --quiet \
 	    --output $(MPI_RESULTS)/mpi-np$(NP)-$$preset-$$count.json; \
 	done
+
+# PyTorch (optional, for loaders/torch.py, `bench run --loader torch|both`, `--device cuda` and
+# tests/test_torch.py): pyproject's `torch` extra, with TORCH pinning the build (the CPU wheel here).
+# torchvision is left out: tests/test_imagefolder.py's torchvision checks skip without it.
+TORCH ?= torch==2.13.0
+TORCH_STAMP := $(VENV)/.torch-installed-stamp
+
+$(TORCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,torch]' '$(TORCH)'
+	touch $(TORCH_STAMP)
+
+.PHONY: install-torch
+install-torch: $(TORCH_STAMP)
