@@ -49,7 +49,7 @@ OUTPUTS = ("stored", "float")
 SHM_MIN = 1 << 20  # batches of at least this many bytes leave a worker in shared memory, smaller ones pickled
 
 __all__ = ["OUTPUTS", "BatchDataset", "EpochBatchSampler", "EpochSampler", "IterableEpochDataset", "TorchDataset",
-           "BatchLoader", "batch_loader", "sample_loader", "to_tensor"]
+           "BatchLoader", "batch_loader", "sample_loader", "tiff_loader", "to_tensor"]
 
 
 def _check_output(output: str) -> None:
@@ -82,6 +82,17 @@ def to_tensor(pixels: np.ndarray, output: str = "stored", channels_first: bool =
         t = _empty(pixels.shape, torch.float32, shared)
         np.divide(pixels, np.float32(np.iinfo(pixels.dtype).max), out=t.numpy())  # exact 0 and 1 at the ends
     return t.movedim(-1, -3) if channels_first else t
+
+
+def tiff_loader(path) -> torch.Tensor:
+    """One image file as an H x W x C tensor, bit-exact (tifffile): the `loader=` to give
+    torchvision's ImageFolder for 16-bit or RGBA images, whose default PIL loader converts to
+    8-bit RGB (README). 16-bit comes out as int32 (same values), 8-bit as uint8."""
+    import tifffile
+
+    a = tifffile.imread(path)
+    a = a[:, :, None] if a.ndim == 2 else a
+    return torch.from_numpy(a.astype(np.int32) if a.dtype.itemsize == 2 else np.ascontiguousarray(a))
 
 
 class _ReaderDataset:

@@ -143,3 +143,31 @@ def test_a_version_1_corpus_is_read_bit_exact_but_not_extended(corpora, tmp_path
     generate(root, spec_for(50), ["files", "hdf5"], workers=1, progress=False, force=True)
     assert read_manifest(root).version == VERSION and sorted(os.listdir(root / "files"))[:2] == ["00", "01"]
     check_targets(imagefolder_numbering(root / "files"), read_manifest(root))
+
+
+@pytest.mark.parametrize("channels, dtype", [(1, "uint16"), (3, "uint16"), (4, "uint16"), (4, "uint8")])
+def test_what_imagefolders_default_pil_loader_does_to_16_bit_and_rgba(tmp_path, channels, dtype):
+    """What the README says: torchvision's default loader (PIL, .convert("RGB")) clamps 16-bit grey
+    to 255, keeps only the high byte of 16-bit RGB(A), and drops alpha; loaders.torch.tiff_loader
+    (and our datasets) keep every bit."""
+    from PIL import Image
+
+    spec = Spec(height=6, width=7, channels=channels, dtype=dtype, count=3, seed=2, num_classes=2, content="noise")
+    generate(tmp_path, spec, ["files"], workers=1, progress=False)
+    r = open_corpus(tmp_path, "files")
+    px = r.read_batch([1])[0][0].astype(np.int64)
+    with Image.open(r.path(1)) as im:
+        pil = np.asarray(im.convert("RGB")).astype(np.int64)  # what torchvision.datasets.folder.pil_loader returns
+    rgb = np.repeat(px, 3, axis=2) if channels == 1 else px[:, :, :3]
+    if dtype == "uint8":
+        assert np.array_equal(pil, rgb)  # alpha dropped, the rest kept
+    elif channels == 1:
+        assert np.array_equal(pil, np.minimum(rgb, 255)) and px.max() > 255  # clamped
+    else:
+        assert np.array_equal(pil, rgb >> 8)  # the high byte only
+    try:
+        from loaders.torch import tiff_loader
+    except ImportError:
+        return
+    t = tiff_loader(r.path(1))
+    assert np.array_equal(t.numpy(), px) and str(t.dtype) == ("torch.int32" if dtype == "uint16" else "torch.uint8")
