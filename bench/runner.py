@@ -236,6 +236,8 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         importlib.import_module(name)
     for layout in cfg.layouts:
         get_layout(layout).preload()
+    if cfg.loader != "ours":  # torch's libraries too (hundreds of MB: never counted as a cold epoch's reads)
+        importlib.import_module("loaders.torch")
     runs = plan_runs(cfg, manifest)
     rc = cfg.run
     per_run = rc.epochs + (1 if rc.sample_latency else 0)

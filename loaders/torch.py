@@ -25,9 +25,10 @@ Contracts:
   DataLoader never re-stacks it. Out of a DataLoader worker, a tensor travels through a shared
   memory segment of its own (created, and its descriptor passed over a socket, per tensor):
   large batches (>= SHM_MIN bytes) are read straight into one; through BatchLoader (what
-  batch_loader builds) a smaller batch and its targets travel as numpy arrays in the worker's
-  pipe instead and become tensors, by torch.from_numpy, in the main process (on this project's
-  2 cores that took MNIST batches of 32 from 0.4x to ... our Loader's rate: README).
+  batch_loader builds) a smaller batch of stored 8-bit pixels is read, with its targets and
+  indices, into one bytearray that travels in the worker's pipe and is unpickled in the main
+  process straight into the tensors (views of it); other small batches travel as numpy arrays
+  and become tensors by torch.from_numpy there (README: the figures).
 - Errors are the reader's: a SampleError names the layout, the sample and its path or key.
 """
 
@@ -173,10 +174,7 @@ class BatchDataset(_ReaderDataset, Dataset):
         piped = self.numpy_transport and len(idx) * reader.spec.pixel_bytes < SHM_MIN and get_worker_info() is not None
         if piped and self.transform is None and self.target_transform is None and self.output == "stored" \
                 and reader.spec.np_dtype.itemsize == 1:
-            # the small-batch fast path: numpy only, no tensor made in the worker (BatchLoader makes them)
-            images, nbytes = reader.read_batch(idx)
-            targets = self._label_np[idx]
-            return (images, targets, idx, nbytes) if self.with_index else (images, targets)
+            return _PackedBatch(reader, idx, self._label_np, self.with_index)
         images, nbytes = self._images(idx, shared=not piped)
         index = torch.from_numpy(idx)
         targets = self._labels[index]
@@ -276,6 +274,33 @@ class IterableEpochDataset(_ReaderDataset, IterableDataset):
         return len(self.order)
 
 
+class _PackedBatch:
+    """A small batch as it leaves a worker: targets, indices and pixels read into one bytearray,
+    pickled as that one buffer (no per-array pickling, no shared-memory segment) and unpickled in
+    the main process straight into the batch's tensors (views of the buffer, no copy)."""
+
+    def __init__(self, reader: Reader, idx: np.ndarray, labels: np.ndarray, with_index: bool):
+        spec, b = reader.spec, len(idx)
+        self.buf = bytearray(16 * b + b * spec.pixel_bytes)  # int64 targets and indices first: aligned pixels
+        meta = np.frombuffer(self.buf, np.int64, count=2 * b)
+        meta[:b], meta[b:] = labels[idx], idx
+        images = np.frombuffer(self.buf, spec.np_dtype, offset=16 * b).reshape(b, *spec.shape)
+        _, self.nbytes = reader.read_batch(idx, images)
+        self.b, self.shape, self.dtype, self.with_index = b, tuple(spec.shape), spec.np_dtype.str, with_index
+
+    def __reduce__(self):
+        return _unpack_batch, (self.buf, self.b, self.shape, self.dtype, self.nbytes, self.with_index)
+
+    def unpack(self):
+        return _unpack_batch(self.buf, self.b, self.shape, self.dtype, self.nbytes, self.with_index)
+
+
+def _unpack_batch(buf: bytearray, b: int, shape: tuple, dtype: str, nbytes: int, with_index: bool):
+    meta = torch.from_numpy(np.frombuffer(buf, np.int64, count=2 * b))
+    images = torch.from_numpy(np.frombuffer(buf, np.dtype(dtype), offset=16 * b).reshape(b, *shape))
+    return (images, meta[:b], meta[b:], nbytes) if with_index else (images, meta[:b])
+
+
 def _to_numpy(x):
     """A CPU tensor as the numpy array sharing its memory (pickled by value: no shm segment)."""
     return x.numpy() if torch.is_tensor(x) and x.device.type == "cpu" and not x.requires_grad else x
@@ -307,6 +332,8 @@ class BatchLoader(DataLoader):
     def __iter__(self):
         pin = self.pin_memory and torch.cuda.is_available()
         for item in super().__iter__():
+            if isinstance(item, _PackedBatch):  # num_workers=0: never pickled
+                item = item.unpack()
             if isinstance(item, tuple):
                 item = tuple(_to_tensor(x) for x in item)
                 if pin:
