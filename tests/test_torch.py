@@ -4,6 +4,7 @@ install-torch). tests/test_torch_absent.py covers what must hold without it."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import numpy as np
@@ -22,6 +23,15 @@ from loaders.files import FilesReader
 torch = pytest.importorskip("torch")
 lt = pytest.importorskip("loaders.torch")
 from torch.utils.data import DataLoader  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def reap_dataloader_workers():
+    """DataLoader workers that have exited keep two pipe descriptors until multiprocessing reaps
+    them (at the next process start, anywhere): reap them here, so a later test counting open
+    descriptors does not see ours close."""
+    yield
+    multiprocessing.active_children()
 
 
 @pytest.fixture(scope="module")
