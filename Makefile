@@ -81,3 +81,16 @@ install-fio:
 	@if command -v fio >/dev/null; then fio --version; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get install -y fio || { apt-get update && apt-get install -y fio; }; \
 	else echo "install the Debian package fio as root: apt-get install -y fio" >&2; exit 2; fi
+
+# PyTorch (optional, for loaders/torch.py, `bench run --loader torch|both`, `--device cuda` and
+# tests/test_torch.py): pyproject's `torch` extra, with TORCH pinning the build (the CPU wheel here).
+# torchvision is left out: tests/test_imagefolder.py's torchvision checks skip without it.
+TORCH ?= torch==2.13.0
+TORCH_STAMP := $(VENV)/.torch-installed-stamp
+
+$(TORCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,torch]' '$(TORCH)'
+	touch $(TORCH_STAMP)
+
+.PHONY: install-torch
+install-torch: $(TORCH_STAMP)

@@ -139,6 +139,13 @@ def add_run(sub) -> None:
                         "whether the repeats replicate within 5%%)")
     p.add_argument("--fio", action="store_true",
                    help="also run fio's random reads on the same files beside our floors (needs the fio package)")
+    p.add_argument("--loader", choices=("ours", "torch", "both"), default="ours",
+                   help="ours (default), torch (the same runs through torch.utils.data.DataLoader, per-sample and "
+                        "batch datasets) or both, side by side; torch needs make install-torch")
+    p.add_argument("--pin-memory", action="store_true", help="DataLoader runs: pin_memory=True")
+    p.add_argument("--device", metavar="cuda[:N]",
+                   help="copy each batch to this GPU as training does, timed beside a pinned-copy floor "
+                        "(skipped, with a note, where there is no CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
@@ -169,7 +176,8 @@ def cmd_run(args) -> int:
                       workers=args.workers, run=rc, naive=not args.no_naive,
                       checkpoint_mb=args.checkpoint_mb or 0.0, checkpoint_every=args.checkpoint_every or 0,
                       checkpoint_dir=args.checkpoint_dir, evict=args.evict, memory_limit=args.memory_limit,
-                      progress=not args.quiet and sys.stderr.isatty(), fio=args.fio)
+                      progress=not args.quiet and sys.stderr.isatty(), fio=args.fio,
+                      loader=args.loader, pin_memory=args.pin_memory, device=args.device)
     results = run_bench(cfg, comm)
     if results is not None:
         results.save(args.output)

@@ -35,6 +35,9 @@ class BenchConfig:
     progress: bool = False
     fio: bool = False  # also run fio's random reads beside the floors (bench/fio.py)
     memory_limit: int | None = None  # capped: bytes of page cache on top of the loader's own memory
+    loader: str = "ours"  # ours, torch (torch.utils.data.DataLoader) or both, side by side (bench.torchrun)
+    pin_memory: bool = False  # DataLoader runs: pin_memory=True
+    device: str | None = None  # cuda or cuda:N: copy each batch to that GPU (skipped, with a note, without CUDA)
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -62,6 +65,9 @@ def check_config(cfg: BenchConfig, manifest) -> None:
     if missing:
         raise UsageError(f"layout {missing[0]!r} is not in the corpus {cfg.corpus} (it has "
                          f"{', '.join(manifest.layouts) or 'none'}); generate it or drop it from --layouts")
+    from .torchrun import check_torch
+
+    check_torch(cfg.loader, cfg.run.worker_kind, cfg.workers)
     for cache in cfg.caches:
         if cache not in CACHES:
             raise UsageError(f"unknown cache setting {cache!r}; choose from {', '.join(CACHES)}")

@@ -17,7 +17,9 @@ version would have written it, or refuses it naming what it lacks):
   memcpy_at, fio), emulated compute and AU (RunConfig.compute_*, warmup; EpochRecord.compute_s, au),
   the capped regime's per-epoch fields (resident bytes, the cgroup's counters, hit_ratio,
   expected_hit_ratio, read_amplification, read_amplification_pages) and each run's memory_bytes,
-  corpus_bytes and cap.
+  corpus_bytes and cap, Run.loader ("ours", or "torch" for torch.utils.data.DataLoader
+  runs) and Run.dataloader (its settings); EpochRecord.h2d_* (the GPU copy stage); Floors.h2d_*
+  (one large pinned host-to-device copy).
 """
 
 from __future__ import annotations
@@ -133,6 +135,10 @@ class EpochRecord:
     displacement: float | None = None  # mean |position - stored position|, over a full shuffle's
     same_shard: float | None = None  # share of consecutive samples from one shard (streaming layouts)
     same_shard_shuffled: float | None = None  # that share under a full shuffle
+    h2d_bytes: int = 0  # --device: bytes copied host to device (0: no copy stage)
+    h2d_transfers: int = 0  # batches copied
+    h2d_s: float = 0.0  # seconds in the copies, each through its synchronize
+    h2d_stage_s: float = 0.0  # seconds copying batches into the pinned staging buffers
 
     @property
     def samples_per_s(self) -> float:
@@ -165,6 +171,9 @@ class Run:
     corpus_bytes: int | None = None  # bytes of the files it reads
     # capped: {"size", "own_bytes", "limit", "version", "cgroup", "failure"} (see bench.regimes)
     cap: dict | None = None
+    loader: str = "ours"  # which loader read it: ours (loaders.pipeline.Loader) or torch (DataLoader)
+    dataloader: dict | None = None  # torch runs: the DataLoader's settings (dataset, num_workers, ...)
+    device: str | None = None  # --device: where each batch was copied (None: no copy stage)
 
 
 @dataclass(frozen=True)
@@ -280,6 +289,9 @@ class Floors:
     def memcpy_for(self, threads: int) -> float | None:
         m = next((m for m in self.memcpy_at if m.threads == threads), None)
         return m.mb_per_s if m else self.memcpy_mb_per_s
+    h2d_bytes: int = 0  # --device: one large copy from pinned memory to the device (0: not measured)
+    h2d_s: float = 0.0
+    h2d_device: str | None = None
 
     def seq_for(self, layout: str, cache: str) -> SeqFloor | None:
         return next((f for f in self.seq if f.layout == layout and f.cache == cache), None)
@@ -294,6 +306,10 @@ class Floors:
     @property
     def memcpy_mb_per_s(self) -> float | None:
         return self.memcpy_bytes / self.memcpy_s / 1e6 if self.memcpy_s else None
+
+    @property
+    def h2d_gb_per_s(self) -> float | None:
+        return self.h2d_bytes / self.h2d_s / 1e9 if self.h2d_s else None
 
 
 @dataclass(frozen=True)
@@ -463,6 +479,8 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
         # each rank's own MB/s over the steady epochs: how unevenly the ranks were served
         "rank_mb_per_s": stats.spread([r.payload_bytes / r.wall_s / 1e6 for e in steady for r in e.ranks
                                        if r.wall_s > 0]) if run.config.world > 1 else None,
+        "loader": run.loader, "dataloader": run.dataloader, "device": run.device,
+        "h2d": h2d_summary(steady, floors) if run.device else None,
     }
     return out
 
@@ -496,6 +514,15 @@ def capped_summary(run: Run, steady: list[EpochRecord]) -> dict:
                       "oom_kills": sum(e.cgroup_oom_kills or 0 for e in run.epochs),
                       "resident_bytes_max": max((e.resident_bytes_after or 0 for e in run.epochs), default=None)}
     return out
+def h2d_summary(steady: list[EpochRecord], floors: Floors) -> dict:
+    """The GPU copy stage over the steady epochs, beside the same run's pinned-copy floor."""
+    nbytes, seconds = sum(e.h2d_bytes for e in steady), sum(e.h2d_s for e in steady)
+    transfers = sum(e.h2d_transfers for e in steady)
+    gbs = nbytes / seconds / 1e9 if seconds else None
+    return {"gb_per_s": gbs, "seconds": seconds, "bytes": nbytes, "transfers": transfers,
+            "bytes_per_transfer": stats.ratio(nbytes, transfers),
+            "stage_s": sum(e.h2d_stage_s for e in steady), "floor_gb_per_s": floors.h2d_gb_per_s,
+            "floor_ratio": stats.ratio(gbs, floors.h2d_gb_per_s)}
 
 
 def floor_summary(floors: Floors) -> dict:
@@ -507,6 +534,7 @@ def floor_summary(floors: Floors) -> dict:
         "null_us_per_sample": floors.null_us_per_sample,
         "at_mb_per_s": {f"{f.layout}/{f.cache}/{f.way}/{f.streams}x{f.depth}": f.mb_per_s for f in floors.at},
         "memcpy_at_mb_per_s": {str(m.threads): m.mb_per_s for m in floors.memcpy_at},
+        "h2d_gb_per_s": floors.h2d_gb_per_s,
     }
 
 

@@ -36,6 +36,7 @@ from .measure import Compute, Counters, RankEpoch, check_indices, time_batches
 from .naive import naive_name, reads_of
 from .regimes import WARM_MIN, CacheState, host_ram, set_cache
 from .result import Checkpoint, EpochRecord, RankRecord, Results, Run, RunConfig
+from .torchrun import device_stage, open_torch_loader, run_names, torch_run
 
 
 CHECKPOINT_PREFIX = ".layoutbench-checkpoint-"
@@ -83,14 +84,17 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
 
         records, checkpoints, method, cap = run_capped(ctx, layout, workers, repeat)
         ctx.caps[(layout, workers, repeat)] = cap
-        return records, checkpoints, method
+        return records, checkpoints, method, None
     rc, comm = ctx.cfg.run, ctx.comm
-    reader = open_corpus(ctx.cfg.corpus, reads_of(layout, naive))
+    dataloader = torch_run(layout)  # (dataset, layout) of a DataLoader run
+    reader = open_corpus(ctx.cfg.corpus, dataloader[1] if dataloader else reads_of(layout, naive))
     paths = reader.paths()
-    # naive baselines: one epoch (no workers to start, so no first epoch to set apart; and slow)
-    plan = ([(0, False)] if naive else
-            [(e, False) for e in range(rc.epochs)] + ([(rc.epochs, True)] if rc.sample_latency else []))
+    # naive baselines: one epoch (no workers to start, so no first epoch to set apart; and slow);
+    # DataLoader runs: no per-sample timing epoch (it times the reader, which ours already does)
+    plan = ([(0, False)] if naive else [(e, False) for e in range(rc.epochs)]
+            + ([(rc.epochs, True)] if rc.sample_latency and not dataloader else []))
     loader, records, checkpoints, method = None, [], [], None
+    settings = None  # a DataLoader run's settings
     counters = Counters(ctx.device)
     try:
         warm_up_code(reader, rc, naive)
@@ -105,16 +109,24 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
             state = set_cache(cache, paths, ctx.cfg.evict)
             method = state.method or method
             if loader is None:
-                loader = open_loader(reader, rc, workers, rank, timing, naive)
+                loader = (open_torch_loader(reader, rc, dataloader[0], workers, rank, ctx.cfg.pin_memory)
+                          if dataloader else open_loader(reader, rc, workers, rank, timing, naive))
                 first = True
             comm.barrier()
             counters.start(loader.worker_pids)  # none yet for a fresh pool: its workers count from zero
             t0 = time.perf_counter()  # before epoch(), which starts a fresh loader's workers: in ttfb and wall
-            mine = time_batches(loader.epoch(epoch), timing, t0, None if timing else Compute.of(rc))
+            batches = loader.epoch(epoch)
+            if ctx.gpu is not None:  # --device: each batch to the GPU before the next (inside the timing)
+                ctx.gpu.reset()
+                batches = ctx.gpu.wrap(batches)
+            mine = time_batches(batches, timing, t0, None if timing else Compute.of(rc))
             io = counters.stop(loader.worker_pids)
             if cache == "warm":  # did it stay warm? (another user of the machine may drop the cache)
                 after = probes.residency(paths).fraction
                 state = replace(state, after=after, ok=state.ok and after >= WARM_MIN)
+            if ctx.gpu is not None:
+                io = {**io, "h2d_bytes": ctx.gpu.bytes, "h2d_transfers": ctx.gpu.transfers, "h2d_s": ctx.gpu.copy_s,
+                      "h2d_stage_s": ctx.gpu.stage_s}
             record = ctx.aggregate(epoch, repeat, first, timing, mine, io, state, len(reader),
                                    reader.shards() if reader.supports_streaming else None)
             first = False
@@ -125,11 +137,12 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
             if every and not timing and (epoch + 1) % every == 0 and comm.rank == 0:
                 checkpoints.append(write_checkpoint(ctx.checkpoint_path, ctx.cfg.checkpoint_mb, repeat, epoch))
             comm.barrier()
+            settings = getattr(loader, "settings", settings)
     finally:
         if loader is not None:
             loader.close()
         reader.close()
-    return records, checkpoints, method
+    return records, checkpoints, method, settings
 
 
 def warm_up_code(reader, rc: RunConfig, naive: bool) -> None:
@@ -194,6 +207,7 @@ class Context:
         # host and pid in the name: a later run removes what a killed one left (sweep_leftovers)
         self.checkpoint_path = ckdir / f"{owned_name(CHECKPOINT_PREFIX)}.bin"
         self.caps: dict[tuple, dict] = {}  # (layout, workers, repeat) -> a capped run's cap facts
+        self.gpu, self.gpu_note = device_stage(cfg.device)  # --device: the copy stage, or why it is skipped
 
     def aggregate(self, epoch, repeat, first, timing, mine: RankEpoch, io, state: CacheState, n,
                   bounds=None) -> EpochRecord | None:
@@ -227,7 +241,10 @@ class Context:
             indices_ok=True, lost_processes=sum(int(g["lost"]) for g in got),
             ranks=tuple(RankRecord(int(g["rank"]), str(g["host"]), float(g["seconds"]), int(g["samples"]),
                                    int(g["bytes"])) for g in got) if len(got) > 1 else (),
-            compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got))
+            compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got,
+            h2d_bytes=sum(int(g.get("h2d_bytes", 0)) for g in got),
+            h2d_transfers=sum(int(g.get("h2d_transfers", 0)) for g in got),
+            h2d_s=max(float(g.get("h2d_s", 0.0)) for g in got), h2d_stage_s=max(float(g.get("h2d_stage_s", 0.0)) for g in got))
 
     def tick_floor(self, what: str):
         if self.bar is not None:
@@ -246,7 +263,10 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool]]:
     out = []
     for cache in cfg.caches:
         for workers in cfg.workers:
-            out.extend((layout, cache, workers, False) for layout in cfg.layouts)
+            # capped runs are our loader's: a DataLoader's workers are not started inside the cgroup
+            loader = "ours" if cache == "capped" else cfg.loader
+            out.extend((name, cache, workers, False) for layout in cfg.layouts for name in run_names(layout, loader))
+        if cfg.naive:
         if cfg.naive and cache != "capped":  # naive baselines read in the bench process: not capped
             out.extend((naive_name(layout), cache, 0, True) for layout in cfg.layouts
                        if readers()[layout].naive)
@@ -273,6 +293,8 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         importlib.import_module(name)
     for layout in cfg.layouts:
         get_layout(layout).preload()
+    if cfg.loader != "ours":  # torch's libraries too (hundreds of MB: never counted as a cold epoch's reads)
+        importlib.import_module("loaders.torch")
     runs = plan_runs(cfg, manifest)
     rc = cfg.run
     per_run = rc.epochs + (1 if rc.sample_latency else 0)
@@ -286,11 +308,14 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     ctx = Context(cfg, comm, bar)
     try:
         floors = measure_floors(ctx, manifest)
+        if ctx.gpu is not None:  # the link's own ceiling, in the same run
+            h2d_bytes, h2d_s = ctx.gpu.floor()
+            floors = replace(floors, h2d_bytes=h2d_bytes, h2d_s=h2d_s, h2d_device=cfg.device)
         comm.barrier()
         gathered: dict[tuple, dict] = {}
         for repeat in range(-rc.warmup, rc.repeats):  # negative: MLPerf's warm-up runs, measured and dropped
             for layout, cache, workers, naive in runs:
-                records, checkpoints, method = run_layout(ctx, layout, cache, workers, repeat, naive)
+                records, checkpoints, method, settings = run_layout(ctx, layout, cache, workers, repeat, naive)
                 if repeat < 0:
                     continue
                 slot = gathered.setdefault((layout, cache, workers, naive),
@@ -298,6 +323,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                 slot["epochs"] += records
                 slot["checkpoints"] += checkpoints
                 slot["method"] = slot["method"] or method
+                slot["dataloader"] = settings
     finally:
         if bar is not None:
             bar.close()
@@ -306,16 +332,22 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     out_runs = []
     for (layout, cache, workers, naive), slot in gathered.items():
         config = replace(rc, workers=workers, **(dict(epochs=1, sample_latency=False) if naive else {}))
-        reads = reads_of(layout, naive)
+        reads = dl[1] if (dl := torch_run(layout)) else reads_of(layout, naive)
+        if dl:
+            config = replace(config, sample_latency=False)
         cap = ctx.caps.get((layout, workers, 0)) if cache == "capped" else None
         if cap is not None:  # a failure in any repeat marks the run
             cap = {**cap, "failure": "; ".join(c["failure"] for k, c in ctx.caps.items()
                                                if k[:2] == (layout, workers) and c.get("failure")) or None}
-        out_runs.append(Run(layout, "naive" if naive else "loader", reads, cache,
+        out_runs.append(Run(layout, "torch" if dl else "naive" if naive else "loader", reads, cache,
                             slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"]),
                             memory_bytes=cfg.memory_limit if cache == "capped" else host_ram(),
-                            corpus_bytes=(manifest.layouts.get(reads) or {}).get("bytes_on_disk"), cap=cap))
+                            corpus_bytes=(manifest.layouts.get(reads) or {}).get("bytes_on_disk"), cap=cap,
+                            loader="torch" if dl else "ours", dataloader=slot.get("dataloader"),
+                            device=cfg.device if ctx.gpu is not None else None))
     notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}")
+    if ctx.gpu_note:
+        notes.append(ctx.gpu_note)
     corpus = {"path": str(Path(cfg.corpus).resolve()), "spec": manifest.spec.to_dict(),
               "payload_bytes": int(sum(manifest.sizes)),
               "layouts": {k: v for k, v in manifest.layouts.items() if k in cfg.layouts}}

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .errors import CorpusError, UsageError
 from .lifetime import die_with_parent
 from .layouts import disk_usage, get_layout, layout_ids, writer_classes
-from .manifest import MANIFEST, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
+from .manifest import MANIFEST, VERSION, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
 from .safeio import read_regular
 from .pool import SampleTable, bounded_map, chunks, codec_for, produce
 from .spec import Spec
@@ -182,6 +182,9 @@ def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
             raise UsageError(f"{root} is not empty and holds no layoutbench corpus ({', '.join(sorted(foreign)[:3])}"
                              f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty --out directory")
         return None
+    if force and (root / MANIFEST).exists() and read_manifest(root).version != VERSION:
+        _wipe(root)  # an older format: --force regenerates it (todo() refuses to extend it without)
+        return None
     if not described.same_corpus(spec):
         if not force:
             raise UsageError(f"{root} holds a corpus with a different spec ({_describe(described)}); "
@@ -263,6 +266,10 @@ class Generation:
     def todo(self, layouts) -> list[str]:
         """The layouts still to write, after the space check and with the in-progress marker written."""
         todo = [name for name in layouts if name not in self.done()]
+        if todo and self.manifest and self.manifest.version != VERSION:
+            raise UsageError(f"{self.root} holds a corpus of format version {self.manifest.version} (this generator "
+                             f"writes version {VERSION}): its layouts are still read, but to add "
+                             f"{', '.join(todo)} regenerate it: rerun the command with --force")
         if todo:
             _check_space(self.root, self.spec, todo)
             self.current = IN_PROGRESS

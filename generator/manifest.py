@@ -1,13 +1,21 @@
 """manifest.json: the corpus's contract, written last (its presence marks a layout complete).
 
 {
-  "format": "layoutbench-corpus", "version": 1,
+  "format": "layoutbench-corpus", "version": 2,
   "spec": {...},                      # generator.spec.Spec fields
   "codec": {"kind": "tiff", "header_bytes": 192},
   "samples": {"checksum": "crc32", "crc32": [...], "size": [...], "label": [...]},
   "layouts": {"files": {"path": "files", "bytes_on_disk": ..., "files": ..., "write_seconds": ...,
                         "mb_per_s": ..., "written_at": "..."}, ...}
 }
+
+Format versions (the generator writes VERSION; readers read every version in READS):
+- 1: the first format.
+- 2: the files layout is ImageFolder-exact: class directories zero-padded to the width of the
+  largest label, one for every class (generator.layouts.files). Nothing else changed, so a
+  version-1 manifest is read as it is and only the files reader looks at the version (it names
+  version-1 directories by the bare label). The generator refuses to add layouts to a version-1
+  corpus (regenerate it with --force).
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from .safeio import FileRefused, read_regular
 from .spec import Spec
 
 FORMAT = "layoutbench-corpus"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # manifest versions this layoutbench reads
 MANIFEST = "manifest.json"
 # 28 B a sample at most (crc32, size and label as decimal digits, commas) x MAX_COUNT, and the rest
 MANIFEST_MAX_BYTES = 1 << 30
@@ -38,11 +47,12 @@ class Manifest:
     labels: list[int]
     layouts: dict[str, dict] = field(default_factory=dict)
     header_bytes: int = 0
+    version: int = VERSION  # the format version the corpus was written in (readers of old ones look)
 
     def to_dict(self) -> dict:
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "spec": self.spec.to_dict(),
             "codec": {"kind": self.spec.payload, "compression": self.spec.compression,
                       "header_bytes": self.header_bytes},
@@ -55,10 +65,11 @@ class Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CorpusError(f"{where} is not a layoutbench corpus manifest; point at a corpus made by python -m "
                               f"generator, or regenerate this one with --force")
-        if data.get("version") != VERSION:
+        version = data.get("version")
+        if type(version) is not int or version not in READS:
             raise CorpusError(
-                f"{where} has manifest version {data.get('version')!r}; this layoutbench reads version "
-                f"{VERSION}: regenerate the corpus with this version (python -m generator ... --force)")
+                f"{where} has manifest version {version!r}; this layoutbench reads versions "
+                f"{', '.join(map(str, READS))}: regenerate the corpus with this version (python -m generator ... --force)")
         try:
             spec = Spec.from_dict(data["spec"])
             samples = data["samples"]
@@ -93,7 +104,7 @@ class Manifest:
             if facts["path"] != targets[name]:
                 raise CorpusError(f"{where}: layout {name!r} has path {facts['path']!r} where the generator "
                                   f"writes {targets[name]!r}; the manifest was edited: regenerate with --force")
-        return cls(spec, crc, sizes, labels, dict(layouts), header)
+        return cls(spec, crc, sizes, labels, dict(layouts), header, version)
 
 
 def _int_list(values: list, name: str, lo: int, hi: int, where: str) -> list[int]:

@@ -1,4 +1,5 @@
-"""`files` reader: one file per sample, files/<label>/<index>.<ext> (see generator.layouts.files).
+"""`files` reader: one file per sample, files/<class>/<index>.<ext> (see generator.layouts.files;
+the class directory's name depends on the manifest's format version, and both are read).
 
 Each sample is os.open + read + close, the open relative to a per-process handle on its label
 directory (one path component to look up, not the whole path). Reading size + 1 bytes tells a
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import SampleError
-from generator.layouts.files import index_width, sample_relpath
+from generator.layouts.files import class_dir, index_width, sample_relpath
 
 from .base import Reader
 
@@ -32,7 +33,8 @@ class FilesReader(Reader):
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         # Per-label directory prefixes: a path is then two string joins, not a format call.
-        self._prefix = [f"{self.target}/{label}/" for label in range(self.spec.num_classes)]
+        version = self.manifest.version
+        self._prefix = [f"{self.target}/{class_dir(self.spec, label, version)}/" for label in range(self.spec.num_classes)]
         self._width = index_width(self.spec)
         self._ext = "." + sample_relpath(self.spec, 0, 0).rsplit(".", 1)[1]
         self._labels = self._label_arr.tolist()

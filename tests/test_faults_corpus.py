@@ -239,7 +239,7 @@ EDITS = {
     "a layout's path changed": ("gray8", lambda d: d["layouts"]["hdf5"].update(path="lmdb"),
                                 "where the generator writes 'corpus.h5'", LAYOUTS),
     "a layout dropped": ("gray8", lambda d: d["layouts"].pop("lmdb"), "", ("lmdb",)),
-    "another version": ("gray8", lambda d: d.update(version=2), "manifest version 2", LAYOUTS),
+    "another version": ("gray8", lambda d: d.update(version=99), "manifest version 99", LAYOUTS),
     "not a manifest": ("gray8", lambda d: d.update(format="something-else"), "is not a layoutbench corpus manifest",
                        LAYOUTS),
 }

@@ -330,9 +330,11 @@ def test_every_layout_holds_the_reference_payloads(tmp_path, kind):
     ext = "tif" if spec.payload == "tiff" else "raw"
     on_disk = sorted(str(p.relative_to(tmp_path / "files")) for p in (tmp_path / "files").rglob(f"*.{ext}"))
     width = 1 if spec.count <= 10 else 2
-    assert on_disk == sorted(f"{labels[i]}/{i:0{width}d}.{ext}" for i in range(spec.count))
-    # Only the classes that occur have a directory (ImageFolder refuses empty class directories).
-    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == sorted({str(x) for x in labels})
+    cw = len(str(spec.num_classes - 1))
+    assert on_disk == sorted(f"{labels[i]:0{cw}d}/{i:0{width}d}.{ext}" for i in range(spec.count))
+    # A directory for every class, empty ones too, zero-padded (ImageFolder numbers what it finds;
+    # tests/test_torch_imagefolder.py checks its numbering).
+    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == [f"{c:0{cw}d}" for c in range(spec.num_classes)]
 
     # The files are images any reader opens.
     if spec.payload == "tiff":
@@ -416,7 +418,9 @@ def test_manifest_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(version=VERSION + 1), "manifest version 2; this layoutbench reads version 1"),
+    (lambda d: d.update(version=VERSION + 1), f"manifest version {VERSION + 1}; this layoutbench reads versions 1, {VERSION}"),
+    (lambda d: d.update(version=0), "manifest version 0; this layoutbench reads versions"),
+    (lambda d: d.update(version="2"), "manifest version .2.; this layoutbench reads versions"),
     (lambda d: d.update(version=None), "manifest version None"),
     (lambda d: d.update(format="something-else"), "is not a layoutbench corpus manifest"),
     (lambda d: d["samples"].pop("crc32"), "is damaged"),

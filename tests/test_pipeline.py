@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 
@@ -183,3 +184,4 @@ def test_torch_dataloader(corpus, workers):
             assert lab == labels[i]
             seen.append(i)
     assert sorted(seen) == list(range(37))
+    multiprocessing.active_children()  # reap the DataLoader's exited workers now: their pipes close here, not in a later test

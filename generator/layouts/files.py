@@ -1,11 +1,20 @@
-"""`files`: one image file per sample in an ImageFolder tree, files/<label>/<index>.<ext> (the
+"""`files`: one image file per sample in an ImageFolder tree, files/<class>/<index>.<ext> (the
 codec's extension: tif, png, jpg, webp, raw).
+
+ImageFolder-exact (corpus format version 2): the class directory of label L is L zero-padded
+to the width of the largest label (`files/007/` with 1,000 classes), and every class has its
+directory, empty ones too, so that torchvision's ImageFolder, which sorts directory names as
+strings and numbers them in that order, gives every file its manifest label whatever the class
+count. (An empty class directory makes ImageFolder refuse the tree unless it is given
+`allow_empty=True`: a loud refusal, where a missing one would silently renumber the classes
+after it.) Format version 1 named directories by the unpadded label and made them only for
+classes that occur; `class_dir(spec, label, version=1)` still names those, for readers of old
+corpora.
 
 A file appears under its final name only when complete: it is written as an unnamed file
 (O_TMPFILE) and linked into place, or, where the filesystem has no O_TMPFILE, written under a
-temporary name and renamed. Label directories are made when their first file is written, so
-an empty class never leaves an empty directory (torchvision's ImageFolder refuses those). A
-rerun keeps the complete files and writes the rest.
+temporary name and renamed. Every class directory is made by begin(). A rerun keeps the
+complete files and writes the rest.
 """
 
 from __future__ import annotations
@@ -30,11 +39,26 @@ def index_width(spec: Spec) -> int:
     return len(str(spec.count - 1))
 
 
-def sample_relpath(spec: Spec, index: int, label: int) -> str:
+def class_width(spec: Spec) -> int:
+    """Digits of the largest label: every class directory name has this many (format version 2)."""
+    return len(str(spec.num_classes - 1))
+
+
+def class_dir(spec: Spec, label: int, version: int | None = None) -> str:
+    """The directory name of class `label`: zero-padded to class_width (version 2, the current
+    format), or the bare number (format version 1)."""
+    if version == 1:
+        return str(label)
+    return f"{label:0{class_width(spec)}d}"
+
+
+def sample_relpath(spec: Spec, index: int, label: int, version: int | None = None) -> str:
+    """Path of sample `index` (of class `label`) relative to the corpus root, in the format of
+    manifest `version` (default: the current one)."""
     from ..codecs import CODECS, codec_id
 
     ext = CODECS[codec_id(spec.payload, spec.compression)].extension
-    return f"files/{label}/{index:0{index_width(spec)}d}.{ext}"
+    return f"files/{class_dir(spec, label, version)}/{index:0{index_width(spec)}d}.{ext}"
 
 
 class DirWriter:
@@ -141,6 +165,10 @@ class FilesWriter(LayoutWriter):
         if not self.fresh:
             for stale in top.glob(f"*/*{TMP_MARK}*"):  # left by an interrupted run (rename fallback)
                 stale.unlink()
+        # Every class directory, empty classes too (ImageFolder numbers the directories it finds).
+        # Here, before any part is written, so parallel workers and MPI ranks only ever add files.
+        for label in range(self.spec.num_classes):
+            (top / class_dir(self.spec, label)).mkdir(exist_ok=True)
         return 0  # every index is visited; complete files are kept
 
     def write_part(self, indices: range, payloads: list, labels: list) -> None:

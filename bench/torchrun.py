@@ -1,0 +1,82 @@
+"""The PyTorch side of `bench run`: `--loader torch|both` (the same runs through
+torch.utils.data.DataLoader) and `--device cuda[:N]` (each batch copied to the GPU).
+
+A DataLoader run is named like a naive baseline, after what it measures: torch-sample-<layout>
+(TorchDataset, one __getitem__ per sample, default_collate) and torch-batch-<layout>
+(BatchDataset, one read_batch per batch, not re-collated), kind "torch", reading <layout>'s files
+(its floor). torch is imported only when one of these is asked for; without it `--loader torch`
+is one line naming `make install-torch` (exit 2), and `--device cuda` without CUDA is one line and
+the copy stage is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from generator.errors import UsageError
+
+LOADERS = ("ours", "torch", "both")
+TORCH_DATASETS = ("sample", "batch")
+PREFIX = "torch-"
+INSTALL = "make install-torch (or pip install -e '.[torch]')"
+
+
+def torch_name(layout: str, dataset: str) -> str:
+    return f"{PREFIX}{dataset}-{layout}"
+
+
+def torch_run(name: str) -> tuple[str, str] | None:
+    """(dataset, layout) of a DataLoader run's name; None for any other run."""
+    for dataset in TORCH_DATASETS:
+        head = f"{PREFIX}{dataset}-"
+        if name.startswith(head):
+            return dataset, name[len(head):]
+    return None
+
+
+def run_names(layout: str, loader: str) -> list[str]:
+    """The runs of one layout, in the order they run: ours, then the DataLoader's."""
+    ours = [layout] if loader in ("ours", "both") else []
+    return ours + ([torch_name(layout, d) for d in TORCH_DATASETS] if loader in ("torch", "both") else [])
+
+
+def check_torch(loader: str, worker_kind: str, workers) -> None:
+    """Refuse, before reading anything, what a DataLoader run cannot do."""
+    if loader not in LOADERS:
+        raise UsageError(f"unknown loader {loader!r}; choose from {', '.join(LOADERS)}")
+    if loader == "ours":
+        return
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError(f"--loader {loader} needs PyTorch, which is not installed: {INSTALL}")
+    if worker_kind == "thread" and any(workers):
+        raise UsageError("--loader torch: DataLoader workers are processes; give --worker-kind process, fork or spawn")
+
+
+def open_torch_loader(reader, rc, dataset: str, workers: int, rank: int, pin_memory: bool):
+    from loaders.torch import DataLoaderPipeline
+
+    kind = "fork" if rc.worker_kind in ("process", "thread") else rc.worker_kind
+    return DataLoaderPipeline(reader, dataset, batch_size=rc.batch_size, workers=workers, worker_kind=kind,
+                              shuffle=rc.shuffle, seed=rc.seed, prefetch=rc.prefetch, drop_last=rc.drop_last,
+                              rank=rank, world=rc.world, pin_memory=pin_memory)
+
+
+def device_stage(device: str | None):
+    """(the copy stage or None, a note saying why it is skipped or None)."""
+    if not device:
+        return None, None
+    if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise UsageError(f"--device takes cuda or cuda:N, got {device!r}")
+    if importlib.util.find_spec("torch") is None:
+        return None, f"--device {device}: PyTorch is not installed ({INSTALL}); the GPU copy stage is skipped"
+    import torch
+
+    if not torch.cuda.is_available():
+        return None, (f"--device {device}: no CUDA device here (torch {torch.__version__}, torch.cuda.is_available() "
+                      f"is False); the GPU copy stage is skipped")
+    index = int(device[5:]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    from loaders.torch import DeviceStage
+
+    return DeviceStage(device), None
