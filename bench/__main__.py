@@ -20,9 +20,9 @@ from generator.cli import Parser, int_in, nonneg_int, run_main
 from generator.errors import UsageError
 from generator.layouts import layout_ids
 
+from .result import SHUFFLES, WORKER_KINDS  # the values a results file may hold
+
 PROG = "python -m bench"
-SHUFFLES = ("shuffle", "sequential", "block", "buffer", "shards")
-WORKER_KINDS = ("thread", "process", "fork", "spawn")
 
 
 def comma_list(allowed=None, kind=str):

@@ -11,9 +11,9 @@ from pathlib import Path
 from generator.errors import UsageError
 from generator.lifetime import owned_name, sweep_dead
 
-from .result import RunConfig
+from .result import RUN_CACHES, RunConfig
 
-CACHES = ("cold", "warm", "asis", "capped")
+CACHES = RUN_CACHES  # cold, warm, asis, capped (bench.result checks results against the same list)
 PROBE_PREFIX = ".layoutbench-probe-"  # + host-pid: check_writable's probe file
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import LayoutbenchError, UsageError
+from loaders.sampler import MODES as SAMPLER_MODES
 from generator.lifetime import owned_name
 from generator.safeio import FileRefused, read_regular
 
@@ -576,15 +577,17 @@ def _load(cls, data, where: str):
 # is >= 0 and finite (checked in _load_value); these are the narrower ranges, the names from a
 # fixed set, and the lists that must not be empty. (field -> (low, high) or a tuple of names)
 WORKER_KINDS = ("thread", "process", "fork", "spawn")
-SHUFFLES = ("shuffle", "sequential", "block", "buffer")
-RUN_CACHES = ("cold", "warm", "asis")
+SHUFFLES = SAMPLER_MODES  # every epoch order the sampler has
+RUN_CACHES = ("cold", "warm", "asis", "capped")  # the cache settings `bench run --cache` takes
+RUN_KINDS = ("loader", "naive", "torch")  # our Loader, a naive baseline, torch's DataLoader
+LOADERS = ("ours", "torch")
 FRACTION = (0.0, 1.0)
 _VALUES = {
     "RunConfig": {"batch_size": (1, None), "prefetch": (1, None), "epochs": (1, None), "repeats": (1, None),
                   "world": (1, None), "worker_kind": WORKER_KINDS, "shuffle": SHUFFLES},
     "EpochRecord": {"samples": (1, None), "wall_s": (1e-12, None), "residency_before": FRACTION,
                     "residency_after": FRACTION},
-    "Run": {"kind": ("loader", "naive"), "cache": RUN_CACHES},
+    "Run": {"kind": RUN_KINDS, "cache": RUN_CACHES, "loader": LOADERS},
     "SeqFloor": {"cache": ("cold", "warm"), "residency_before": FRACTION},
     "PreadFloor": {"cache": ("cold", "warm"), "sample_bytes": (1, None), "residency_before": FRACTION},
 }

@@ -241,7 +241,7 @@ class Context:
             indices_ok=True, lost_processes=sum(int(g["lost"]) for g in got),
             ranks=tuple(RankRecord(int(g["rank"]), str(g["host"]), float(g["seconds"]), int(g["samples"]),
                                    int(g["bytes"])) for g in got) if len(got) > 1 else (),
-            compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got,
+            compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got),
             h2d_bytes=sum(int(g.get("h2d_bytes", 0)) for g in got),
             h2d_transfers=sum(int(g.get("h2d_transfers", 0)) for g in got),
             h2d_s=max(float(g.get("h2d_s", 0.0)) for g in got), h2d_stage_s=max(float(g.get("h2d_stage_s", 0.0)) for g in got))
@@ -266,7 +266,6 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool]]:
             # capped runs are our loader's: a DataLoader's workers are not started inside the cgroup
             loader = "ours" if cache == "capped" else cfg.loader
             out.extend((name, cache, workers, False) for layout in cfg.layouts for name in run_names(layout, loader))
-        if cfg.naive:
         if cfg.naive and cache != "capped":  # naive baselines read in the bench process: not capped
             out.extend((naive_name(layout), cache, 0, True) for layout in cfg.layouts
                        if readers()[layout].naive)

@@ -22,7 +22,6 @@ from loaders.files import FilesReader
 
 torch = pytest.importorskip("torch")
 lt = pytest.importorskip("loaders.torch")
-from torch.utils.data import DataLoader  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -5,22 +5,14 @@ results files from before the loader fields load (tests/test_torch.py has the re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-from conformance import reference
 
 from bench.config import BenchConfig
 from bench.result import Results, RunConfig
 from bench.runner import run_bench
-from generator.errors import LayoutbenchError, UsageError
-from loaders import open_corpus
-from loaders import sampler as S
-from loaders.files import FilesReader
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # torch made unimportable in a child
