@@ -24,9 +24,10 @@ generate: $(STAMP)
 	$(BIN)/python -m generator --preset 4k-8bit --count 8 --out data/4k-8bit-8
 	$(BIN)/python -m generator --preset 4k-16bit --count 4 --out data/4k-16bit-4
 
-# Every layout of the default corpora (generated if missing, as `generate` makes them) cold and
-# warm, next to the machine's floors; writes results/ (report.md, results.csv, PNGs) and prints the
-# summary table. About 6 minutes on 2 cores. QUICK=1: smaller corpora, under 2 minutes.
+# Every layout of the default corpora (generated if missing, as `generate` makes them) cold, warm
+# and under a memory cap, next to the machine's floors; writes results/ (report.md, results.csv,
+# PNGs) and prints the summary table and the Answer. QUICK=1: smaller corpora, 7 min 50 s on this
+# 2-core VM with all ten layouts, corpora included (the full run is longer; not yet timed).
 bench: $(STAMP)
 	$(BIN)/python -m bench suite $(if $(QUICK),--quick)
 

@@ -5,13 +5,13 @@ console output ends with the report's Answer.
 Full: the corpora of `make generate` (mnist 60,000; imagenet 2,000; 4k-8bit 8; 4k-16bit 4), every
 layout cold and warm with 2 loader threads, 2 epochs (4K: 3 epochs of one-image batches) plus one
 per-sample timing epoch, the naive baselines, 40 MB checkpoints on 4k-8bit, and cold MNIST loose
-files with 1 and 2 worker processes; about 6 minutes on 2 cores.
+files with 1 and 2 worker processes.
 Both then read every layout of the MNIST and the ImageNet corpus under a memory cap (the capped
 regime: 10M and 48M of page cache; quick: ImageNet-size only, 12M; each corpus at least 5x its cap), 4 epochs
 back to back, where a memory cgroup can be made (else one line says they are left out).
 Both also read the MNIST corpus's streaming layouts (tar, tfrecord: those installed) cold and warm
 in their own order (`--shuffle shards`: shards in random order through a shuffle buffer).
-Quick (`make bench QUICK=1`): smaller corpora, the same runs; under 2 minutes.
+Quick (`make bench QUICK=1`): smaller corpora, the same runs (the README has the times measured).
 """
 
 from __future__ import annotations
