@@ -172,12 +172,12 @@ def test_sigterm_of_the_generator_is_one_line_and_the_rerun_resumes(tmp_path):
 
 @pytest.fixture(scope="module")
 def lmdb_corpus(tmp_path_factory):
-    """An LMDB-only corpus that takes verify a second or so (long enough to be interrupted)."""
+    """An LMDB-only corpus that takes verify a few seconds (long enough to be interrupted)."""
     from generator.build import generate
     from generator.spec import Spec
 
     root = tmp_path_factory.mktemp("verify-me")
-    generate(root, Spec(height=64, width=64, channels=3, count=1000), ["lmdb"], workers=2, progress=False)
+    generate(root, Spec(height=64, width=64, channels=3, count=4000), ["lmdb"], workers=2, progress=False)
     return root
 
 
