@@ -23,6 +23,7 @@ from generator.errors import CorpusError, LayoutbenchError, SampleError
 from generator.layouts.arrow import SPEC_KEY
 from generator.manifest import stored_spec
 
+from .base import Reader
 from .mapped import MappedReader, Table
 
 
@@ -30,6 +31,26 @@ def arrow_errors() -> tuple:
     import pyarrow as pa
 
     return (pa.ArrowException, OSError)
+
+
+def check_schema(reader: Reader, schema) -> None:
+    """The payload/label columns and the stored spec of an Arrow or Parquet file `reader` reads:
+    CorpusError for a file that is not ours or holds another corpus."""
+    import pyarrow as pa
+
+    names = schema.names
+    if (len(names) < 2 or names[:2] != ["payload", "label"]
+            or not (pa.types.is_binary(schema.field(0).type) or pa.types.is_large_binary(schema.field(0).type))
+            or schema.field(1).type != pa.uint16()):
+        raise CorpusError(f"{reader.target} has columns {schema} where layoutbench writes payload (binary) and "
+                          f"label (uint16): it is not ours; regenerate the corpus with --force")
+    stored = (schema.metadata or {}).get(SPEC_KEY)
+    where = f"{reader.target} (schema metadata {SPEC_KEY.decode()})"
+    if stored is None:
+        raise CorpusError(f"{where} is missing: the file is not ours; regenerate the corpus with --force")
+    if not stored_spec(stored, where).same_corpus(reader.spec):
+        raise CorpusError(f"{reader.target} holds a corpus of another spec than {reader.root}/manifest.json; "
+                          f"regenerate the corpus with --force")
 
 
 class ArrowReader(MappedReader):
@@ -116,21 +137,7 @@ class ArrowReader(MappedReader):
         return table
 
     def _check_schema(self, schema) -> None:
-        import pyarrow as pa
-
-        names = schema.names
-        if (len(names) < 2 or names[:2] != ["payload", "label"]
-                or not (pa.types.is_binary(schema.field(0).type) or pa.types.is_large_binary(schema.field(0).type))
-                or schema.field(1).type != pa.uint16()):
-            raise CorpusError(f"{self.target} has columns {schema} where layoutbench writes payload (binary) and "
-                              f"label (uint16): it is not ours; regenerate the corpus with --force")
-        stored = (schema.metadata or {}).get(SPEC_KEY)
-        where = f"{self.target} (schema metadata {SPEC_KEY.decode()})"
-        if stored is None:
-            raise CorpusError(f"{where} is missing: the file is not ours; regenerate the corpus with --force")
-        if not stored_spec(stored, where).same_corpus(self.spec):
-            raise CorpusError(f"{self.target} holds a corpus of another spec than {self.root}/manifest.json; "
-                              f"regenerate the corpus with --force")
+        check_schema(self, schema)
 
     def stored_labels(self) -> np.ndarray:
         import pyarrow as pa

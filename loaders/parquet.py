@@ -23,10 +23,8 @@ import threading
 import numpy as np
 
 from generator.errors import CorpusError, LayoutbenchError, SampleError
-from generator.layouts.arrow import SPEC_KEY
-from generator.manifest import stored_spec
 
-from .arrow import arrow_errors
+from .arrow import arrow_errors, check_schema
 from .base import Reader
 
 _SLACK = 1 << 20  # page headers and offsets beyond the payload bytes a row group decodes to
@@ -83,21 +81,7 @@ class ParquetReader(Reader):
         self._opened, self._local = [], None
 
     def _check_schema(self, schema) -> None:
-        import pyarrow as pa
-
-        names = schema.names
-        if (len(names) < 2 or names[:2] != ["payload", "label"]
-                or not (pa.types.is_binary(schema.field(0).type) or pa.types.is_large_binary(schema.field(0).type))
-                or schema.field(1).type != pa.uint16()):
-            raise CorpusError(f"{self.target} has columns {schema} where layoutbench writes payload (binary) and "
-                              f"label (uint16): it is not ours; regenerate the corpus with --force")
-        stored = (schema.metadata or {}).get(SPEC_KEY)
-        where = f"{self.target} (schema metadata {SPEC_KEY.decode()})"
-        if stored is None:
-            raise CorpusError(f"{where} is missing: the file is not ours; regenerate the corpus with --force")
-        if not stored_spec(stored, where).same_corpus(self.spec):
-            raise CorpusError(f"{self.target} holds a corpus of another spec than {self.root}/manifest.json; "
-                              f"regenerate the corpus with --force")
+        check_schema(self, schema)
 
     # -- reading -------------------------------------------------------------------------------
 
