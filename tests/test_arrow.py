@@ -12,6 +12,7 @@ import pytest
 pa = pytest.importorskip("pyarrow", reason="the arrow layout needs pyarrow (pip install -e '.[arrow]')")
 
 from conformance import ReaderSuite, WriterSuite, reference  # noqa: E402
+from records_helpers import pwrite
 
 from generator.errors import CorpusError, SampleError  # noqa: E402
 from generator.layouts.arrow import SPEC_KEY, batch_rows  # noqa: E402
@@ -57,14 +58,6 @@ def payload_at(path, index: int) -> tuple[int, int]:
                 return data.address - base + start, offs.address - base + 8 * r
             row += len(col)
     raise IndexError(index)
-
-
-def pwrite(path, at: int, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, at)
-    finally:
-        os.close(fd)
 
 
 class TestArrow(ReaderSuite):

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 from conformance import ReaderSuite, WriterSuite, reference
+from records_helpers import pwrite
 
 from generator.build import generate
 from generator.errors import CorpusError, SampleError
@@ -34,14 +35,6 @@ def sample_at(root, index: int) -> int:
         spec = read_manifest(root).spec
         return len(npy_header((spec.count, *spec.shape), spec.np_dtype)) + index * spec.pixel_bytes
     return int(offsets(root)[index])
-
-
-def pwrite(path, at: int, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, at)
-    finally:
-        os.close(fd)
 
 
 class TestNpy(ReaderSuite):

@@ -13,6 +13,7 @@ pa = pytest.importorskip("pyarrow", reason="the parquet layout needs pyarrow (pi
 pq = pytest.importorskip("pyarrow.parquet", reason="the parquet layout needs pyarrow.parquet")
 
 from conformance import ReaderSuite, WriterSuite, reference  # noqa: E402
+from records_helpers import pwrite
 
 from generator.errors import CorpusError, SampleError  # noqa: E402
 from generator.layouts.arrow import SPEC_KEY  # noqa: E402
@@ -48,14 +49,6 @@ def payload_at(root, index: int) -> int:
     at = data.find(want)
     assert at >= 0 and data.find(want, at + 1) < 0
     return at
-
-
-def pwrite(path, at: int, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, at)
-    finally:
-        os.close(fd)
 
 
 class TestParquet(ReaderSuite):
