@@ -177,7 +177,7 @@ def lmdb_corpus(tmp_path_factory):
     from generator.spec import Spec
 
     root = tmp_path_factory.mktemp("verify-me")
-    generate(root, Spec(height=64, width=64, channels=3, count=4000), ["lmdb"], workers=2, progress=False)
+    generate(root, Spec(height=128, width=128, channels=3, count=4000), ["lmdb"], workers=2, progress=False)
     return root
 
 
