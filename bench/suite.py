@@ -132,6 +132,9 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
     if Path(data).exists() and not Path(data).is_dir():
         raise UsageError(f"--data {data} is not a directory; give the directory the corpora are kept in")
     check_writable("--out", out)  # before generating and measuring for minutes
+    for layout in layouts().values():  # said once, never silently measured without
+        if (why := layout.missing()) is not None:
+            print(f"note: left out of this run: {why}", flush=True)
     dirs = ensure_corpora(plan, data, progress)
     files, results = [], []
     jobs = []
