@@ -26,8 +26,9 @@ generate: $(STAMP)
 
 # Every layout of the default corpora (generated if missing, as `generate` makes them) cold, warm
 # and under a memory cap, next to the machine's floors; writes results/ (report.md, results.csv,
-# PNGs) and prints the summary table and the Answer. QUICK=1: smaller corpora, 7 min 50 s on this
-# 2-core VM with all ten layouts, corpora included (the full run is longer; not yet timed).
+# PNGs) and prints the summary table and the Answer. QUICK=1: smaller corpora, 4 min 30 s on this
+# 2-core VM from a fresh clone (six layouts), 7 min 50 s with all ten after `make install-extras`,
+# corpora included (the full run is longer; not yet timed).
 bench: $(STAMP)
 	$(BIN)/python -m bench suite $(if $(QUICK),--quick)
 
