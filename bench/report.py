@@ -37,7 +37,10 @@ CSV_FIELDS = ("corpus", "preset", "count", "sample_bytes", "layout", "kind", "ca
 
 
 def corpus_name(res: Results) -> str:
+    """preset-count (mnist-60000); a corpus of no preset by its directory's name (imagenet-jpeg-1000)."""
     spec = res.corpus.get("spec", {})
+    if not spec.get("preset") and res.corpus.get("path"):
+        return Path(res.corpus["path"]).name
     return f"{spec.get('preset') or 'custom'}-{spec.get('count')}"
 
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,15 @@ def test_floor_streams_are_workers_times_ranks():
     cfg = BenchConfig(corpus=Path("."), output=Path("x.json"), workers=(0, 2, 4), naive=True)
     assert floors.floor_streams(cfg, 1) == [1, 2, 4]
     assert floors.floor_streams(cfg, 3) == [3, 6, 12]
+
+
+def test_one_stream_floors_only_for_layouts_a_naive_baseline_reads():
+    """Naive baselines read in the calling thread (one stream): the layouts without one get no
+    one-stream floor, as no run of theirs is compared with it."""
+    cfg = BenchConfig(corpus=Path("."), output=Path("x.json"), workers=(2,), naive=True)
+    assert floors.floor_streams(cfg, 1, "files") == [1, 2]  # tifffile.imread per file
+    assert floors.floor_streams(cfg, 1, "lmdb") == [2]
+    assert floors.floor_streams(replace(cfg, naive=False), 1, "files") == [2]
 
 
 def test_floors_are_not_beaten_by_the_loaders_on_the_same_files(small, tmp_path):
