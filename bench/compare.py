@@ -1,6 +1,6 @@
 """Two results files side by side: B over A for every run both measured.
 
-Runs are matched by (corpus, layout, cache, workers). A ratio means something only when both
+Runs are matched by (corpus, layout, cache, workers, decoded or not). A ratio means something only when both
 runs read the same corpus the same way, so runs whose corpus spec or run config differ are
 refused, naming the difference, unless --force."""
 
@@ -16,7 +16,8 @@ from .result import Results, summarize
 
 
 def _key(res: Results, run) -> tuple:
-    return (corpus_name(res), run.layout, run.cache, run.config.workers)
+    return (corpus_name(res), run.layout if run.config.decode or run.kind == "naive" else f"{run.layout} (bytes only)",
+            run.cache, run.config.workers)
 
 
 def differences(a: Results, ra, b: Results, rb) -> list[str]:
