@@ -311,10 +311,11 @@ def _bound_clause(runs: list[dict]) -> str:
     layouts = ", ".join(dict.fromkeys(r["layout"] for r in runs))
     read, decode = [r["read_ms_per_sample"] for r in runs], [r["decode_ms_per_sample"] for r in runs]
     figures = f"decode {_ms_range(decode)} ms/sample vs read {_ms_range(read)} ms"
-    if len(kinds) > 1:
-        by = {k: ", ".join(dict.fromkeys(f"{r['layout']}" for r in runs if r["bound_by"] == k)) for k in kinds}
-        return ("bound differently by layout: " + "; ".join(f"{BOUND_WORDS[k]} {by[k]}" for k in ("decode", "mixed", "io")
-                                                          if k in by) + f" ({figures})")
+    if len(kinds) > 1:  # each layout with its own figures
+        by = {k: ", ".join(f"{r['layout']} (read {r['read_ms_per_sample']:.3g}, decode {r['decode_ms_per_sample']:.3g} "
+                           f"ms/sample)" for r in runs if r["bound_by"] == k) for k in kinds}
+        return "bound differently by layout: " + "; ".join(f"{BOUND_WORDS[k]} {by[k]}" for k in ("decode", "mixed", "io")
+                                                           if k in by)
     kind = kinds.pop()
     share = max(r["read_ms_per_sample"] / (r["read_ms_per_sample"] + r["decode_ms_per_sample"]) for r in runs)
     tail = {"decode": f"; the layout matters little here (it changes the read, at most {share:.0%} of a sample's time)",
@@ -325,8 +326,10 @@ def _bound_clause(runs: list[dict]) -> str:
 
 
 def bound_line(corpus: str, corpus_rows: list[dict]) -> str | None:
-    """The Answer's line on what bounded a corpus's decoded loader runs (bench.result.SPLIT_RULE),
-    per regime where the regimes differ; None when no run of the corpus had a timing epoch."""
+    """The Answer's line on what bounded a corpus's decoded loader runs (bench.result.SPLIT_RULE):
+    each layout's best worker setting (as the ranking), one clause if every regime agrees, else one
+    per regime; then the payload-bytes runs' samples/s beside the decoded ones'. None when no run of
+    the corpus had a timing epoch."""
     loaders = [r for r in corpus_rows if r["kind"] == "loader"]
     if not any(r["timed"] for r in loaders):
         return None
@@ -339,16 +342,19 @@ def bound_line(corpus: str, corpus_rows: list[dict]) -> str | None:
             return (f"{head}: payload bytes only, not decoded: read {_ms_range([r['read_ms_per_sample'] for r in raw])} "
                     f"ms/sample; no decode to compare it with (run with --decode both)")
         return f"{head}: read/decode split not measured (results written before version 2)"
-    by_regime = {c: [r for r in split if r["cache"] == c] for c in REGIMES if any(r["cache"] == c for r in split)}
+    # as the ranking above it: each layout's best worker setting, per regime
+    by_regime = {c: list(best_runs([r for r in split if r["cache"] == c], corpus, True).values())
+                 for c in REGIMES if any(r["cache"] == c for r in split)}
     verdicts = {c: {r["bound_by"] for r in rs} for c, rs in by_regime.items()}
     if len({frozenset(v) for v in verdicts.values()}) == 1 and len(next(iter(verdicts.values()))) == 1:
-        text = f"{', '.join(by_regime)}: {_bound_clause(split)}"  # every regime alike: one clause
+        text = f"{', '.join(by_regime)}: {_bound_clause([r for rs in by_regime.values() for r in rs])}"  # alike
     else:
         text = "; ".join(f"{c}: {_bound_clause(rs)}" for c, rs in by_regime.items())
-    if raw:
-        dec = [r["samples_per_s"] for r in loaders if r["decode"] and r["samples_per_s"]]
-        text += (f"; payload bytes only: {_rate_range([r['samples_per_s'] for r in raw if r['samples_per_s']])} "
-                 f"samples/s" + (f" vs {_rate_range(dec)} decoded" if dec else ""))
+    raw_best = [r["samples_per_s"] for r in best_runs(raw, corpus, False).values()]
+    if raw_best:
+        dec = [r["samples_per_s"] for r in best_runs(loaders, corpus, True).values()]
+        text += (f"; payload bytes only: {_rate_range(raw_best)} samples/s" + (f" vs {_rate_range(dec)} decoded"
+                                                                                if dec else ""))
     return f"{head}: {text}"
 
 

@@ -399,7 +399,8 @@ def cache_notes(runs, corpus: str) -> list[str]:
 
     notes = []
     for r in runs:
-        what = f"{corpus} {r.layout} {r.cache} w{r.config.workers}"
+        bytes_only = "" if r.config.decode or r.kind == "naive" else " (bytes only)"
+        what = f"{corpus} {r.layout}{bytes_only} {r.cache} w{r.config.workers}"
         bad = [e for e in r.epochs if not e.cache_ok]
         if r.cache == "capped":
             notes += capped_notes(r, corpus)
