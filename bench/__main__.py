@@ -117,11 +117,12 @@ def add_run(sub) -> None:
     p.add_argument("--decode", choices=("yes", "no", "both"), default=None,
                    help="yes (default): decode every sample into pixels, as training does; no: deliver the "
                         "payload bytes only; both: measure every loader run both ways, side by side (the "
-                        "payload-bytes view beside the decoded one). The timing epoch splits each sample's "
-                        "time into read and decode either way")
+                        "payload-bytes view beside the decoded one). Each run's timing epoch splits every "
+                        "sample's time into read and decode (wall and CPU; read alone when not decoding), and the "
+                        "report says whether each corpus was I/O-bound or decode-bound")
     p.add_argument("--no-decode", action="store_true", help="the same as --decode no")
     p.add_argument("--no-sample-latency", action="store_true",
-                   help="skip the extra per-sample timing epoch of each run")
+                   help="skip the extra per-sample timing epoch of each run (and with it the read/decode split)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive baselines (tifffile.imread, h5py)")
     p.add_argument("--checkpoint-mb", type=positive_number, help="emulate checkpoints of M MB (with --checkpoint-every)")
     p.add_argument("--checkpoint-every", type=int_in(1, MAX_EPOCHS), help="write a checkpoint every N epochs")

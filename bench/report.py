@@ -308,11 +308,12 @@ def _rate_range(values) -> str:
 def _bound_clause(runs: list[dict]) -> str:
     """What bounded these runs (decoded, split measured): one verdict if they agree, else each's."""
     kinds = {r["bound_by"] for r in runs}
-    layouts = ", ".join(dict.fromkeys(r["layout"] for r in runs))
+    name = {id(r): r["layout"] + ("" if r["cache_ok"] else " (cache not held)") for r in runs}
+    layouts = ", ".join(dict.fromkeys(name[id(r)] for r in runs))
     read, decode = [r["read_ms_per_sample"] for r in runs], [r["decode_ms_per_sample"] for r in runs]
     figures = f"decode {_ms_range(decode)} ms/sample vs read {_ms_range(read)} ms"
     if len(kinds) > 1:  # each layout with its own figures
-        by = {k: ", ".join(f"{r['layout']} (read {r['read_ms_per_sample']:.3g}, decode {r['decode_ms_per_sample']:.3g} "
+        by = {k: ", ".join(f"{name[id(r)]} (read {r['read_ms_per_sample']:.3g}, decode {r['decode_ms_per_sample']:.3g} "
                            f"ms/sample)" for r in runs if r["bound_by"] == k) for k in kinds}
         return "bound differently by layout: " + "; ".join(f"{BOUND_WORDS[k]} {by[k]}" for k in ("decode", "mixed", "io")
                                                            if k in by)

@@ -5,6 +5,7 @@ measuring), the CSV's columns, results version 1 migrating, and `--decode both` 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -102,6 +103,11 @@ def test_answer_says_per_corpus_what_bounded_its_runs(fixture):
     assert warm[0].startswith("imagenet-64-jpeg-q90 warm: lmdb 1.00 > files 0.91 (")
     assert warm[1].startswith("imagenet-64-jpeg-q90 warm (payload bytes only): files 1.00 (")
     assert not any(l.startswith("imagenet-64-jpeg-q90 cold (payload bytes only)") for l in lines)
+    lost = results([run("files", "warm", 10.0, 0.03, 0.42)], "jpeg", 90)
+    lost = Results(lost.created, lost.metadata, lost.corpus, lost.floors,
+                   (dataclasses.replace(lost.runs[0], epochs=tuple(dataclasses.replace(e, cache_ok=False)
+                                                                   for e in lost.runs[0].epochs)),))
+    assert "decode-bound in files (cache not held): " in answer([lost])[-1]
 
 
 def test_answer_line_without_a_split():
