@@ -78,6 +78,9 @@ def check_config(cfg: BenchConfig, manifest) -> None:
     if not cfg.decode_modes or not all(type(d) is bool for d in cfg.decode_modes) or len(set(cfg.decode_modes)) != len(
             cfg.decode_modes):
         raise UsageError(f"decode modes must be True and/or False, each once; got {cfg.decodes!r}")
+    if cfg.loader != "ours" and not any(cfg.decode_modes):
+        raise UsageError(f"--loader {cfg.loader} measures torch's DataLoader, which always decodes; with --decode no "
+                         f"use --loader ours, or --decode both")
     for cache in cfg.caches:
         if cache not in CACHES:
             raise UsageError(f"unknown cache setting {cache!r}; choose from {', '.join(CACHES)}")

@@ -288,15 +288,15 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool, boo
     """(layout, cache, workers, naive, decode) in the order they run within one repeat: every
     layout at one setting back to back, so layouts are compared over the same minutes of a noisy
     machine; with --decode both, the decoded runs of a setting, then its payload-bytes runs.
-    Naive baselines always decode (they are what plain library calls give), once per cache."""
+    Naive baselines and DataLoader runs always decode: they run once per setting, as decoded."""
     out = []
     for cache in cfg.caches:
         for workers in cfg.workers:
             # capped runs are our loader's: a DataLoader's workers are not started inside the cgroup
             loader = "ours" if cache == "capped" else cfg.loader
-            for decode in cfg.decode_modes:
+            for decode in cfg.decode_modes:  # DataLoader runs always decode: measured with the decoded ones
                 out.extend((name, cache, workers, False, decode) for layout in cfg.layouts
-                           for name in run_names(layout, loader))
+                           for name in run_names(layout, loader) if decode or not torch_run(name))
         if cfg.naive and cache != "capped":  # naive baselines read in the bench process: not capped
             out.extend((naive_name(layout), cache, 0, True, True) for layout in cfg.layouts
                        if readers()[layout].naive)

@@ -223,3 +223,27 @@ def test_decode_both_measures_each_run_both_ways(tmp_path):
         assert all(x > 0 for x in timed.decode_ns) == r.config.decode
     res.save(cfg.output)
     assert Results.load(cfg.output).runs == res.runs
+
+
+def test_dataloader_runs_are_decoded_runs(tmp_path, monkeypatch):
+    """torch's DataLoader always decodes: --decode both measures it once, with the decoded runs;
+    --decode no refuses it rather than label a decoded run as payload bytes only."""
+    from bench import torchrun
+    from bench.config import check_config
+    from bench.runner import plan_runs
+    from generator.manifest import read_manifest
+
+    monkeypatch.setattr(torchrun, "check_torch", lambda *a: None)  # torch need not be installed
+    root = tmp_path / "c"
+    generate(root, Spec(height=8, width=8, channels=1, count=8, payload="raw"), ["files"], workers=1, progress=False)
+    manifest = read_manifest(root)
+    both = BenchConfig(corpus=root, output=tmp_path / "o" / "r.json", layouts=("files",), caches=("warm",),
+                       naive=False, loader="both", decodes=(True, False))
+    runs = plan_runs(both, manifest)
+    assert [(name, decode) for name, _, _, _, decode in runs] == (
+        [("files", True)] + [(torchrun.torch_name("files", d), True) for d in torchrun.TORCH_DATASETS]
+        + [("files", False)])
+    none = BenchConfig(corpus=root, output=tmp_path / "o" / "r.json", layouts=("files",), loader="torch",
+                       run=RunConfig(decode=False))
+    with pytest.raises(UsageError, match="always decodes"):
+        check_config(none, manifest)
