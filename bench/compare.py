@@ -55,7 +55,7 @@ def compare(path_a: Path, path_b: Path, force: bool = False) -> str:
         def ratio(key):
             return fmt(sb[key] / sa[key] if sa[key] and sb[key] is not None else None, ".2f")
 
-        body.append([corpus_name(a), ra.layout, ra.cache, str(ra.config.workers),
+        body.append([corpus_name(a), _key(a, ra)[1], ra.cache, str(ra.config.workers),
                      fmt(sa["samples_per_s"]), fmt(sb["samples_per_s"]), ratio("samples_per_s"),
                      fmt(sa["p99_ms"], ",.2f"), fmt(sb["p99_ms"], ",.2f"), ratio("p99_ms"),
                      fmt(sa["floor_ratio"], ".2f"), fmt(sb["floor_ratio"], ".2f")])

@@ -223,6 +223,11 @@ def test_decode_both_measures_each_run_both_ways(tmp_path):
         assert all(x > 0 for x in timed.decode_ns) == r.config.decode
     res.save(cfg.output)
     assert Results.load(cfg.output).runs == res.runs
+    from bench.compare import compare
+
+    table = compare(cfg.output, cfg.output).splitlines()  # decoded and bytes-only runs matched apart
+    assert len([l for l in table if " files (bytes only) " in l]) == 1 and len([l for l in table if " files  " in l]) == 1
+    assert not any(l.startswith("only in") for l in table)
 
 
 def test_dataloader_runs_are_decoded_runs(tmp_path, monkeypatch):
