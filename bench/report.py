@@ -695,7 +695,7 @@ def split_section(all_rows: list[dict], results: list[Results]) -> list[str]:
             out.append(f"- {corpus_name(res)}: the timing costs {f.split_us_per_sample:.2f} us per timed sample; "
                        f"over a reader that costs nothing it measures read {bias['read_s']:.2f} us, decode "
                        f"{bias['decode_s']:.2f} us, read CPU {bias['read_cpu_s']:.2f} us, decode CPU "
-                       f"{bias['decode_cpu_s']:.2f} us: every figure below includes that much")
+                       f"{bias['decode_cpu_s']:.2f} us per sample: the floor under the figures below")
     out.append("")
     for corpus in dict.fromkeys(r["corpus"] for r in timed):
         mine = [r for r in timed if r["corpus"] == corpus]

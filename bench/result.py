@@ -309,7 +309,8 @@ class Floors:
     h2d_s: float = 0.0
     h2d_device: str | None = None
     # the per-sample timing's own cost (loaders.stages.split_overhead, 0: not measured): the timed
-    # and untimed loop over a reader that costs nothing, and what the timing put into each column
+    # and untimed loop over a reader that costs nothing, and each split column summed over it (the
+    # floor under that column's figures)
     split_samples: int = 0
     split_timed_s: float = 0.0
     split_plain_s: float = 0.0
@@ -324,7 +325,8 @@ class Floors:
         return (self.split_timed_s - self.split_plain_s) / self.split_samples * 1e6 if self.split_samples else None
 
     def split_bias_us(self) -> dict | None:
-        """Microseconds per sample the timing itself puts into each split column (None: not measured)."""
+        """Microseconds per sample each split column measures over a reader that costs nothing: the
+        floor under its figures (None: not measured)."""
         if not self.split_samples:
             return None
         return {k: getattr(self, f"split_{k[:-2]}_s") / self.split_samples * 1e6

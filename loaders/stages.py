@@ -181,8 +181,9 @@ def split_overhead(samples: int = 20_000, repeats: int = 3) -> dict:
     """The timing's own cost, over NullReader (best of `repeats`, in this thread): `samples`, the
     seconds of the timed loop and of the same loop untimed (`timed_s`, `plain_s`: their difference
     over samples is what the timing adds per sample), and the summed split columns (`read_s`,
-    `decode_s`, `read_cpu_s`, `decode_cpu_s`: what the timing itself puts into each column, the
-    bias of every figure)."""
+    `decode_s`, `read_cpu_s`, `decode_cpu_s`): what each column measures when there is nothing to
+    measure (the clock calls inside its span, plus the null reader's one-pixel copy in decode),
+    the floor under every figure of that column."""
     r, idx = NullReader(), np.arange(samples)
     out = r.batch_array(samples)
     best = None
