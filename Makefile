@@ -17,12 +17,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The default corpora under data/ (git-ignored). Reruns are instant: an existing corpus is kept.
+# The corpora `make bench` reads, under data/ (git-ignored): the suite's plan (bench/suite.py).
+# Reruns are instant: an existing corpus is kept. QUICK=1: the smaller ones of `make bench QUICK=1`.
 generate: $(STAMP)
-	$(BIN)/python -m generator --preset mnist --count 60000 --out data/mnist-60000
-	$(BIN)/python -m generator --preset imagenet --count 2000 --out data/imagenet-2000
-	$(BIN)/python -m generator --preset 4k-8bit --count 8 --out data/4k-8bit-8
-	$(BIN)/python -m generator --preset 4k-16bit --count 4 --out data/4k-16bit-4
+	$(BIN)/python -m bench suite --generate-only $(if $(QUICK),--quick)
 
 # Every layout of the default corpora (generated if missing, as `generate` makes them) cold, warm
 # and under a memory cap, next to the machine's floors; writes results/ (report.md, results.csv,

@@ -234,13 +234,16 @@ def add_suite(sub) -> None:
     p.add_argument("--data", type=Path, default=Path("data"), help="corpus directory root (default data/)")
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--generate-only", action="store_true",
+                   help="make the suite's corpora (those missing) and stop: what `make generate` runs")
     p.set_defaults(func=cmd_suite)
 
 
 def cmd_suite(args) -> int:
     from .suite import run_suite
 
-    return run_suite(args.data, args.out, quick=args.quick, progress=not args.quiet and sys.stderr.isatty())
+    return run_suite(args.data, args.out, quick=args.quick, progress=not args.quiet and sys.stderr.isatty(),
+                     generate_only=args.generate_only)
 
 
 def add_plan(sub) -> None:

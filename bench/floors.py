@@ -449,10 +449,15 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     return out
 
 
-def floor_streams(cfg, ranks_here: int) -> list[int]:
-    """The concurrencies the runs of `cfg` read at, in streams: each worker count (0: the calling
-    thread, one stream; naive baselines read in it too) times the ranks on this node."""
-    return sorted({max(1, w) * ranks_here for w in (*cfg.workers, *((0,) if cfg.naive else ()))})
+def floor_streams(cfg, ranks_here: int, layout: str | None = None) -> list[int]:
+    """The concurrencies the runs of `cfg` read `layout`'s files at, in streams: each worker count
+    (0: the calling thread, one stream) times the ranks on this node, and one stream where a naive
+    baseline reads that layout in the calling thread (only the layouts that have one: a floor no
+    run is compared with is not measured). Without a layout: every concurrency of any layout."""
+    from loaders.registry import readers
+
+    naive = cfg.naive and (layout is None or getattr(readers().get(layout), "naive", False))
+    return sorted({max(1, w) * ranks_here for w in (*cfg.workers, *((0,) if naive else ()))})
 
 
 @names_corpus_files("measuring the floors")
@@ -469,7 +474,7 @@ def measure_floors(ctx, manifest) -> Floors:
     from loaders import open_corpus
 
     ranks_here = sum(1 for h in hosts if h["host"] == ctx.host)
-    streams_set = floor_streams(cfg, ranks_here)
+    streams_set = floor_streams(cfg, ranks_here)  # the memory-copy floors: every concurrency of any run
     depth = min(cfg.run.batch_size, DEPTH_MAX)
     caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches
                                                              or (c == "cold" and "capped" in cfg.caches)]
@@ -490,7 +495,7 @@ def measure_floors(ctx, manifest) -> Floors:
             ways = [read_sequential] if cache == "cold" else [read_sequential, copy_sequential] * 3
             nbytes, seconds, files = min((way(all_paths[layout], into=into) for way in ways), key=lambda t: t[1])
             seq.append(SeqFloor(layout, cache, nbytes, seconds, files, state.residency, into))
-            for streams in streams_set:
+            for streams in floor_streams(cfg, ranks_here, layout):
                 at += stream_floors(layout, all_paths[layout], cache, streams, depth, sample, manifest.spec.count,
                                     into, cfg.evict, cfg.run.seed)
                 if getattr(cfg, "fio", False):

@@ -55,8 +55,11 @@ def _ms(seconds):
 
 
 def corpus_name(res: Results) -> str:
-    """preset-count, and the codec where it is not the default TIFF (imagenet-300-jpeg-q90)."""
+    """preset-count (mnist-60000), and the codec where it is not the default TIFF
+    (imagenet-300-jpeg-q90); a corpus of no preset by its directory's name (imagenet-jpeg-1000)."""
     spec = res.corpus.get("spec", {})
+    if not spec.get("preset") and res.corpus.get("path"):
+        return Path(res.corpus["path"]).name
     codec = codec_label(spec)
     return f"{spec.get('preset') or 'custom'}-{spec.get('count')}" + ("" if codec == "tiff" else f"-{codec.replace(' ', '-')}")
 

