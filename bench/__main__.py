@@ -2,7 +2,7 @@
 
     python -m bench run --corpus DIR --output FILE.json [--layouts L,...] [--cache cold,warm]
                         [--epochs E] [--repeats R] [--batch-size B] [--workers K[,K...]] [--worker-kind KIND]
-                        [--shuffle MODE] [--no-decode] [--checkpoint-mb M --checkpoint-every N]
+                        [--shuffle MODE] [--decode yes|no|both] [--checkpoint-mb M --checkpoint-every N]
                         [--compute-ms X] [--compute-ms-per-sample Y] [--compute-busy] [--warmup N] [--fio]
     python -m bench report FILE.json ... [--out results/]
     python -m bench compare A.json B.json [--force]
@@ -114,9 +114,15 @@ def add_run(sub) -> None:
     p.add_argument("--prefetch", type=int_in(1, MAX_PREFETCH), default=2, help="batches in flight per worker (default 2)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="epoch order seed (default 0)")
     p.add_argument("--drop-last", action="store_true", help="drop the last partial batch")
-    p.add_argument("--no-decode", action="store_true", help="deliver payloads only (no pixels)")
+    p.add_argument("--decode", choices=("yes", "no", "both"), default=None,
+                   help="yes (default): decode every sample into pixels, as training does; no: deliver the "
+                        "payload bytes only; both: measure every loader run both ways, side by side (the "
+                        "payload-bytes view beside the decoded one). Each run's timing epoch splits every "
+                        "sample's time into read and decode (wall and CPU; read alone when not decoding), and the "
+                        "report says whether each corpus was I/O-bound or decode-bound")
+    p.add_argument("--no-decode", action="store_true", help="the same as --decode no")
     p.add_argument("--no-sample-latency", action="store_true",
-                   help="skip the extra per-sample timing epoch of each run")
+                   help="skip the extra per-sample timing epoch of each run (and with it the read/decode split)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive baselines (tifffile.imread, h5py)")
     p.add_argument("--checkpoint-mb", type=positive_number, help="emulate checkpoints of M MB (with --checkpoint-every)")
     p.add_argument("--checkpoint-every", type=int_in(1, MAX_EPOCHS), help="write a checkpoint every N epochs")
@@ -165,9 +171,12 @@ def cmd_run(args) -> int:
         from .fio import require_fio
 
         require_fio()
+    if args.no_decode and args.decode not in (None, "no"):
+        raise UsageError(f"--no-decode contradicts --decode {args.decode}; give one of them")
+    decode = "no" if args.no_decode else args.decode or "yes"
     comm = get_comm(args.comm)
     rc = RunConfig(batch_size=args.batch_size, worker_kind=args.worker_kind, shuffle=args.shuffle,
-                   decode=not args.no_decode, prefetch=args.prefetch, seed=args.seed, epochs=args.epochs,
+                   decode=decode != "no", prefetch=args.prefetch, seed=args.seed, epochs=args.epochs,
                    repeats=args.repeats, drop_last=args.drop_last, shard_shift=args.shard_shift,
                    sample_latency=not args.no_sample_latency, compute_ms=args.compute_ms,
                    compute_ms_per_sample=args.compute_ms_per_sample, compute_busy=args.compute_busy,
@@ -177,7 +186,8 @@ def cmd_run(args) -> int:
                       checkpoint_mb=args.checkpoint_mb or 0.0, checkpoint_every=args.checkpoint_every or 0,
                       checkpoint_dir=args.checkpoint_dir, evict=args.evict, memory_limit=args.memory_limit,
                       progress=not args.quiet and sys.stderr.isatty(), fio=args.fio,
-                      loader=args.loader, pin_memory=args.pin_memory, device=args.device)
+                      loader=args.loader, pin_memory=args.pin_memory, device=args.device,
+                      decodes=(True, False) if decode == "both" else ())
     results = run_bench(cfg, comm)
     if results is not None:
         results.save(args.output)

@@ -1,6 +1,6 @@
 """Two results files side by side: B over A for every run both measured.
 
-Runs are matched by (corpus, layout, cache, workers). A ratio means something only when both
+Runs are matched by (corpus, layout, cache, workers, decoded or not). A ratio means something only when both
 runs read the same corpus the same way, so runs whose corpus spec or run config differ are
 refused, naming the difference, unless --force."""
 
@@ -16,7 +16,8 @@ from .result import Results, summarize
 
 
 def _key(res: Results, run) -> tuple:
-    return (corpus_name(res), run.layout, run.cache, run.config.workers)
+    return (corpus_name(res), run.layout if run.config.decode or run.kind == "naive" else f"{run.layout} (bytes only)",
+            run.cache, run.config.workers)
 
 
 def differences(a: Results, ra, b: Results, rb) -> list[str]:
@@ -54,7 +55,7 @@ def compare(path_a: Path, path_b: Path, force: bool = False) -> str:
         def ratio(key):
             return fmt(sb[key] / sa[key] if sa[key] and sb[key] is not None else None, ".2f")
 
-        body.append([corpus_name(a), ra.layout, ra.cache, str(ra.config.workers),
+        body.append([corpus_name(a), _key(a, ra)[1], ra.cache, str(ra.config.workers),
                      fmt(sa["samples_per_s"]), fmt(sb["samples_per_s"]), ratio("samples_per_s"),
                      fmt(sa["p99_ms"], ",.2f"), fmt(sb["p99_ms"], ",.2f"), ratio("p99_ms"),
                      fmt(sa["floor_ratio"], ".2f"), fmt(sb["floor_ratio"], ".2f")])

@@ -38,6 +38,13 @@ class BenchConfig:
     loader: str = "ours"  # ours, torch (torch.utils.data.DataLoader) or both, side by side (bench.torchrun)
     pin_memory: bool = False  # DataLoader runs: pin_memory=True
     device: str | None = None  # cuda or cuda:N: copy each batch to that GPU (skipped, with a note, without CUDA)
+    # --decode both: (True, False), every loader run decoded and as payload bytes only; () = run.decode alone
+    decodes: tuple[bool, ...] = ()
+
+    @property
+    def decode_modes(self) -> tuple[bool, ...]:
+        """Whether each loader run decodes, in the order measured: `decodes`, or run.decode alone."""
+        return self.decodes or (self.run.decode,)
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -68,6 +75,12 @@ def check_config(cfg: BenchConfig, manifest) -> None:
     from .torchrun import check_torch
 
     check_torch(cfg.loader, cfg.run.worker_kind, cfg.workers)
+    if not cfg.decode_modes or not all(type(d) is bool for d in cfg.decode_modes) or len(set(cfg.decode_modes)) != len(
+            cfg.decode_modes):
+        raise UsageError(f"decode modes must be True and/or False, each once; got {cfg.decodes!r}")
+    if cfg.loader != "ours" and not any(cfg.decode_modes):
+        raise UsageError(f"--loader {cfg.loader} measures torch's DataLoader, which always decodes; with --decode no "
+                         f"use --loader ours, or --decode both")
     for cache in cfg.caches:
         if cache not in CACHES:
             raise UsageError(f"unknown cache setting {cache!r}; choose from {', '.join(CACHES)}")
@@ -111,7 +124,7 @@ def check_memory(cfg: BenchConfig, manifest) -> None:
     """Refuse batches in flight (workers x prefetch x batch, decoded or not) that do not fit in the
     memory available: the run would be killed by the OOM killer, or swap, and measure that."""
     spec = manifest.spec
-    per_sample = spec.pixel_bytes if cfg.run.decode else max(manifest.sizes)
+    per_sample = spec.pixel_bytes if any(cfg.decode_modes) else max(manifest.sizes)
     batch = min(cfg.run.batch_size, manifest.spec.count) * per_sample
     in_flight = max(1, max(cfg.workers)) * cfg.run.prefetch * batch + 3 * batch
     avail = available_memory()

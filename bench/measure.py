@@ -30,6 +30,12 @@ class RankEpoch:
     indices: np.ndarray
     compute_s: float = 0.0  # emulated compute spent (measured around each step)
     au_span_s: float = 0.0  # AU's running time: the epoch, from t0 to the end of the last step
+    # timing epochs: each sample's read and decode wall time (ns), and the CPU seconds of each
+    # summed over the samples (loaders.stages.SPLIT_COLUMNS); empty / None otherwise
+    read_ns: np.ndarray | None = None
+    decode_ns: np.ndarray | None = None
+    read_cpu_s: float | None = None
+    decode_cpu_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ def time_batches(batches, timing: bool = False, t0: float | None = None, compute
             stamp(clock())
             keep(b.indices)
             nbytes += b.nbytes
-            keep_timed(b.sample_seconds)
+            keep_timed(b.sample_split)
     else:
         for b in batches:
             stamp(clock())
@@ -95,9 +101,14 @@ def time_batches(batches, timing: bool = False, t0: float | None = None, compute
     waits = np.diff(t, prepend=t0)
     indices = np.concatenate([np.asarray(k, np.int64).ravel() for k in kept])
     timed = [x for x in timed if x is not None]
-    sample_s = np.concatenate([np.asarray(x, np.float64).ravel() for x in timed]) if timed else np.zeros(0)
+    split = np.concatenate([np.asarray(x, np.float64).reshape(-1, 4) for x in timed]) if timed else None
+    ns = (lambda col: np.round(split[:, col] * 1e9).astype(np.int64)) if split is not None else None
+    sample_ns = ns(0) + ns(1) if split is not None else np.zeros(0, np.int64)
     return RankEpoch(float(t[-1] - t0), float(t[0] - t0), int(indices.size), int(nbytes),
-                     np.round(waits * 1e9).astype(np.int64), np.round(sample_s * 1e9).astype(np.int64), indices)
+                     np.round(waits * 1e9).astype(np.int64), sample_ns, indices,
+                     read_ns=ns(0) if split is not None else None, decode_ns=ns(1) if split is not None else None,
+                     read_cpu_s=float(split[:, 2].sum()) if split is not None else None,
+                     decode_cpu_s=float(split[:, 3].sum()) if split is not None else None)
 
 
 def _time_with_compute(batches, t0, compute: Compute) -> RankEpoch:
@@ -124,10 +135,10 @@ def _time_with_compute(batches, t0, compute: Compute) -> RankEpoch:
 
 
 class NullBatch:
-    __slots__ = ("nbytes", "indices", "sample_seconds")
+    __slots__ = ("nbytes", "indices", "sample_seconds", "sample_split")
 
     def __init__(self, batch_size: int, nbytes: int):
-        self.nbytes, self.indices, self.sample_seconds = nbytes, np.arange(batch_size), None
+        self.nbytes, self.indices, self.sample_seconds, self.sample_split = nbytes, np.arange(batch_size), None, None
 
 
 def null_batches(samples: int, batch_size: int):

@@ -4,7 +4,11 @@ compute each needs for AU >= 90 %), a summary table, report.md, a CSV and PNG pl
 Contracts: a run above FLOOR_SLACK x its floor is flagged "floor too low" (the floor is wrong, not
 the loader fast); two layouts are "within noise" when the throughput ranges of their repeats (or,
 with one repeat, of their steady epochs) overlap; runs replicate (MLPerf's rule) when their
-repeats' MB/s lie within REPLICATE of each other ((max - min) / min).
+repeats' MB/s lie within REPLICATE of each other ((max - min) / min). Runs that deliver payload
+bytes only (--decode no/both) are ranked apart from decoded ones ("payload bytes only"), and the
+plots show the decoded runs of a corpus that has any. Each corpus's runs with a read/decode split
+(their timing epochs) get a line saying whether they were I/O-bound or decode-bound
+(bench.result.SPLIT_RULE) and a table in "Read and decode".
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from generator.errors import UsageError
 
 from . import au as au_model
 from . import stats
-from .result import Results, steady_epochs, summarize
+from .result import SPLIT_RULE, Results, steady_epochs, summarize
 from .config import check_writable, inside
 
 FLOOR_SLACK = 1.05  # a run above this x its floor: the floor is too low
@@ -33,15 +37,31 @@ CSV_FIELDS = ("corpus", "preset", "count", "sample_bytes", "layout", "kind", "ca
               "sample_p99_ms", "cpu_us_per_sample", "read_bytes_per_payload_byte", "syscr_per_sample",
               "residency_min", "residency_max", "cache_ok", "bytes_on_disk", "files", "checkpoint_writes",
               "checkpoint_mb_per_s", "read_write_ratio", "floor_way", "compute_ms", "au", "repeats_rel_range",
-              "shuffle", "displacement", "same_shard", "same_shard_shuffled")
+              "shuffle", "displacement", "same_shard", "same_shard_shuffled", "codec", "split_samples",
+              "read_ms_per_sample", "decode_ms_per_sample", "read_cpu_ms_per_sample", "decode_cpu_ms_per_sample",
+              "read_p50_ms", "read_p90_ms", "decode_p50_ms", "decode_p90_ms", "bound_by")
+
+
+def codec_label(spec: dict) -> str:
+    """A corpus's payload codec as the report names it: jpeg q90, tiff-lzw, png, raw..."""
+    payload = spec.get("payload") or "tiff"
+    compression = spec.get("compression") or "none"
+    name = payload if compression == "none" else f"{payload}-{compression}"
+    return f"{name} q{spec['quality']}" if spec.get("quality") is not None else name
+
+
+def _ms(seconds):
+    return None if seconds is None else seconds * 1e3
 
 
 def corpus_name(res: Results) -> str:
-    """preset-count (mnist-60000); a corpus of no preset by its directory's name (imagenet-jpeg-1000)."""
+    """preset-count (mnist-60000), and the codec where it is not the default TIFF
+    (imagenet-300-jpeg-q90); a corpus of no preset by its directory's name (imagenet-jpeg-1000)."""
     spec = res.corpus.get("spec", {})
     if not spec.get("preset") and res.corpus.get("path"):
         return Path(res.corpus["path"]).name
-    return f"{spec.get('preset') or 'custom'}-{spec.get('count')}"
+    codec = codec_label(spec)
+    return f"{spec.get('preset') or 'custom'}-{spec.get('count')}" + ("" if codec == "tiff" else f"-{codec.replace(' ', '-')}")
 
 
 def rows(results: list[Results]) -> list[dict]:
@@ -57,7 +77,7 @@ def rows(results: list[Results]) -> list[dict]:
             out.append({
                 "corpus": corpus_name(res), "preset": spec.get("preset"), "count": spec.get("count"),
                 "sample_bytes": round(sample_bytes), "layout": run.layout, "kind": run.kind, "cache": run.cache,
-                "workers": c.workers, "worker_kind": c.worker_kind, "batch_size": c.batch_size, "decode": c.decode,
+                "workers": c.workers, "worker_kind": c.worker_kind, "batch_size": c.batch_size, "decode": s["decoded"],
                 "epochs": c.epochs, "repeats": c.repeats, "ranks": c.world,
                 "samples_per_s": s["samples_per_s"], "samples_per_s_min": s["samples_per_s_spread"]["min"],
                 "samples_per_s_max": s["samples_per_s_spread"]["max"], "mb_per_s": s["mb_per_s"],
@@ -78,6 +98,13 @@ def rows(results: list[Results]) -> list[dict]:
                 "repeats_rel_range": replication(run)[1],
                 "shuffle": c.shuffle, "displacement": s["order"]["displacement"],
                 "same_shard": s["order"]["same_shard"], "same_shard_shuffled": s["order"]["same_shard_shuffled"],
+                "codec": codec_label(spec), "split_samples": s["split_samples"],
+                "read_ms_per_sample": _ms(s["read_s_per_sample"]), "decode_ms_per_sample": _ms(s["decode_s_per_sample"]),
+                "read_cpu_ms_per_sample": _ms(s["read_cpu_s_per_sample"]),
+                "decode_cpu_ms_per_sample": _ms(s["decode_cpu_s_per_sample"]),
+                "read_p50_ms": s["read_ms"].get("p50"), "read_p90_ms": s["read_ms"].get("p90"),
+                "decode_p50_ms": s["decode_ms"].get("p50"), "decode_p90_ms": s["decode_ms"].get("p90"),
+                "bound_by": s["bound_by"], "timed": any(e.timing for e in run.epochs),
                 "_run": run, "_results": res, "_summary": s,
             })
     return out
@@ -125,11 +152,16 @@ def order_lines(all_rows: list[dict]) -> list[str]:
     return out
 
 
+def run_label(r: dict) -> str:
+    """The layout, marked when the run delivered payload bytes only (not decoded)."""
+    return r["layout"] if r["decode"] else f"{r['layout']} (bytes only)"
+
+
 def main_row(r: dict) -> list[str]:
     workers = f"{r['workers']}{'' if r['kind'] == 'naive' else ' ' + r['worker_kind'][0]}" if r["workers"] else "0"
     resident = (f"{r['residency_max']:.0%}" if r["cache"] == "cold" else f"{r['residency_min']:.0%}"
                 if r["residency_min"] is not None else "-")
-    return [r["corpus"], r["layout"], r["cache"], workers, str(r["batch_size"]), fmt(r["samples_per_s"]), spread_pct(r),
+    return [r["corpus"], run_label(r), r["cache"], workers, str(r["batch_size"]), fmt(r["samples_per_s"]), spread_pct(r),
             fmt(r["mb_per_s"], ",.1f"), fmt(r["floor_mb_per_s"], ",.0f"), floor_cell(r["floor_ratio"]),
             fmt(r["ttfb_s"] * 1e3 if r["ttfb_s"] is not None else None, ",.1f"), fmt(r["p99_ms"], ",.2f"),
             fmt(r["sample_p99_ms"], ",.3f"), resident, "yes" if r["cache_ok"] else "NO"]
@@ -222,16 +254,23 @@ def answer(results: list[Results]) -> list[str]:
     each loader run), each as a ratio to the best, "within noise" where its range overlaps the
     best's, then the compute per batch each needs for AU >= 90 % (predicted from its batch
     arrivals; measured AU where the run emulated compute). Regimes not measured are said so."""
-    loader_rows = [r for r in rows(results) if r["kind"] == "loader" and r["mb_per_s"]]
+    all_rows = rows(results)
+    loader_rows = [r for r in all_rows if r["kind"] == "loader" and r["mb_per_s"]]
     lines = []
     for corpus in dict.fromkeys(r["corpus"] for r in loader_rows):
         mine = [r for r in loader_rows if r["corpus"] == corpus]
         present = {r["cache"] for r in mine}
-        for regime in [c for c in REGIMES if c in present or c in ("cold", "warm")]:
-            best = sorted(best_runs([r for r in mine if r["cache"] == regime], corpus).values(),
+        views = [d for d in (True, False) if any(r["decode"] == d for r in mine)]
+        # decoded runs: every regime, cold and warm always named; payload-bytes runs: those measured
+        plan = [(d, c) for d in views for c in REGIMES
+                if (c in present and any(r["cache"] == c and r["decode"] == d for r in mine))
+                or (d == views[0] and c in ("cold", "warm"))]
+        for decoded, regime in plan:
+            label = f"{corpus} {regime}" + ("" if decoded else " (payload bytes only)")
+            best = sorted(best_runs([r for r in mine if r["cache"] == regime], corpus, decoded).values(),
                           key=lambda r: -r["mb_per_s"])
             if not best:
-                lines.append(f"{corpus} {regime}: not measured")
+                lines.append(f"{label}: not measured")
                 continue
             top = best[0]
             lo_top = noise_range(top)[0]
@@ -247,11 +286,80 @@ def answer(results: list[Results]) -> list[str]:
                                  + ("" if r["au"] >= au_model.AU_TARGET else " (under 90 %)"))
                 else:
                     needs.append(f"{r['layout']} {fmt_ms(au_model.min_compute(r['_run']))}")
-            lines.append(f"{corpus} {regime}: {' > '.join(ranked)} (x the best: {top['layout']}, "
+            lines.append(f"{label}: {' > '.join(ranked)} (x the best: {top['layout']}, "
                          f"{top['samples_per_s']:,.0f} samples/s, {top['mb_per_s']:,.1f} MB/s, {top['workers']} "
                          f"{top['worker_kind']} workers); AU >= 90 % needs per batch of {top['batch_size']}: "
                          + ", ".join(needs))
+        if (line := bound_line(corpus, [r for r in all_rows if r["corpus"] == corpus])) is not None:
+            lines.append(line)
     return lines
+
+
+BOUND_WORDS = {"decode": "decode-bound", "io": "I/O-bound", "mixed": "mixed (read and decode within 2x)"}
+
+
+def _ms_range(values) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g} to {hi:.3g}"
+
+
+def _rate_range(values) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:,.0f}" if f"{lo:,.0f}" == f"{hi:,.0f}" else f"{lo:,.0f} to {hi:,.0f}"
+
+
+def _bound_clause(runs: list[dict]) -> str:
+    """What bounded these runs (decoded, split measured): one verdict if they agree, else each's."""
+    kinds = {r["bound_by"] for r in runs}
+    name = {id(r): r["layout"] + ("" if r["cache_ok"] else " (cache not held)") for r in runs}
+    layouts = ", ".join(dict.fromkeys(name[id(r)] for r in runs))
+    read, decode = [r["read_ms_per_sample"] for r in runs], [r["decode_ms_per_sample"] for r in runs]
+    figures = f"decode {_ms_range(decode)} ms/sample vs read {_ms_range(read)} ms"
+    if len(kinds) > 1:  # each layout with its own figures
+        by = {k: ", ".join(f"{name[id(r)]} (read {r['read_ms_per_sample']:.3g}, decode {r['decode_ms_per_sample']:.3g} "
+                           f"ms/sample)" for r in runs if r["bound_by"] == k) for k in kinds}
+        return "bound differently by layout: " + "; ".join(f"{BOUND_WORDS[k]} {by[k]}" for k in ("decode", "mixed", "io")
+                                                           if k in by)
+    kind = kinds.pop()
+    share = max(r["read_ms_per_sample"] / (r["read_ms_per_sample"] + r["decode_ms_per_sample"]) for r in runs)
+    tail = {"decode": f"; the layout matters little here (it changes the read, at most {share:.0%} of a sample's time)",
+            "io": f"; the layout is what matters here (the read is up to {share:.0%} of a sample's time)",
+            "mixed": ""}[kind]
+    where = f"in every layout ({layouts})" if "," in layouts else f"in {layouts}"
+    return f"{BOUND_WORDS[kind]} {where}: {figures}{tail}"
+
+
+def bound_line(corpus: str, corpus_rows: list[dict]) -> str | None:
+    """The Answer's line on what bounded a corpus's decoded loader runs (bench.result.SPLIT_RULE):
+    each layout's best worker setting (as the ranking), one clause if every regime agrees, else one
+    per regime; then the payload-bytes runs' samples/s beside the decoded ones'. None when no run of
+    the corpus had a timing epoch."""
+    loaders = [r for r in corpus_rows if r["kind"] == "loader"]
+    if not any(r["timed"] for r in loaders):
+        return None
+    codec = corpus_rows[0]["codec"]
+    head = corpus if corpus.endswith(codec.replace(" ", "-")) else f"{corpus} ({codec})"  # the codec named once
+    split = [r for r in loaders if r["bound_by"] is not None]
+    raw = [r for r in loaders if not r["decode"] and r["split_samples"]]
+    if not split:
+        if raw:
+            return (f"{head}: payload bytes only, not decoded: read {_ms_range([r['read_ms_per_sample'] for r in raw])} "
+                    f"ms/sample; no decode to compare it with (run with --decode both)")
+        return f"{head}: read/decode split not measured (results written before version 2)"
+    # as the ranking above it: each layout's best worker setting, per regime
+    by_regime = {c: list(best_runs([r for r in split if r["cache"] == c], corpus, True).values())
+                 for c in REGIMES if any(r["cache"] == c for r in split)}
+    verdicts = {c: {r["bound_by"] for r in rs} for c, rs in by_regime.items()}
+    if len({frozenset(v) for v in verdicts.values()}) == 1 and len(next(iter(verdicts.values()))) == 1:
+        text = f"{', '.join(by_regime)}: {_bound_clause([r for rs in by_regime.values() for r in rs])}"  # alike
+    else:
+        text = "; ".join(f"{c}: {_bound_clause(rs)}" for c, rs in by_regime.items())
+    raw_best = [r["samples_per_s"] for r in best_runs(raw, corpus, False).values()]
+    if raw_best:
+        dec = [r["samples_per_s"] for r in best_runs(loaders, corpus, True).values()]
+        text += (f"; payload bytes only: {_rate_range(raw_best)} samples/s" + (f" vs {_rate_range(dec)} decoded"
+                                                                                if dec else ""))
+    return f"{head}: {text}"
 
 
 # ---------------------------------------------------------------- plots
@@ -311,10 +419,18 @@ def _grid(plt, n: int, height: float = 4.0):
     return fig, list(axes.flat[:n])
 
 
-def best_runs(all_rows: list[dict], corpus: str) -> dict[tuple[str, str], dict]:
-    """One run per (layout, cache) of a corpus: the worker setting with the highest MB/s."""
+def primary_view(all_rows: list[dict]) -> list[dict]:
+    """Per corpus, its decoded runs if it has any (what training sees), else its runs: decoded and
+    payload-bytes runs of one layout are never ranked or plotted against each other."""
+    decoded = {r["corpus"] for r in all_rows if r["decode"]}
+    return [r for r in all_rows if r["decode"] or r["corpus"] not in decoded]
+
+
+def best_runs(all_rows: list[dict], corpus: str, decoded: bool | None = None) -> dict[tuple[str, str], dict]:
+    """One run per (layout, cache) of a corpus: the worker setting with the highest MB/s; of the
+    decoded runs (True), the payload-bytes ones (False), or primary_view's (None)."""
     best = {}
-    for r in all_rows:
+    for r in (primary_view(all_rows) if decoded is None else [r for r in all_rows if r["decode"] == decoded]):
         k = (r["layout"], r["cache"])
         if r["corpus"] == corpus and r["mb_per_s"] and (k not in best or r["mb_per_s"] > best[k]["mb_per_s"]):
             best[k] = r
@@ -562,6 +678,44 @@ def bound_section(all_rows: list[dict], results: list[Results]) -> list[str]:
     return out + [""]
 
 
+def split_section(all_rows: list[dict], results: list[Results]) -> list[str]:
+    """Per corpus, a table of its loader runs' read/decode split (the timing epochs), decoded runs
+    beside payload-bytes ones, and the timing's own cost (Floors.split_*); [] without any split."""
+    timed = [r for r in all_rows if r["kind"] == "loader" and r["split_samples"]]
+    if not timed:
+        return []
+    out = ["## Read and decode", "",
+           "From each run's timing epoch (one sample at a time, kept out of the throughput figures): per sample, "
+           "read = the layout's read of the payload (storage or page cache, and its checks), decode = the codec "
+           "and the copy into the batch; wall time (mean, and p50 / p90) and the CPU time of the thread doing it "
+           "(a loader thread, a worker process, or the caller; a codec's own helper threads are not counted). "
+           f"Bound by: {SPLIT_RULE}. samples/s is the run's throughput (steady epochs); \"bytes only\" runs "
+           "deliver payloads without decoding (--decode no/both).", ""]
+    for res in results:
+        f = res.floors
+        bias = f.split_bias_us()
+        if bias:
+            out.append(f"- {corpus_name(res)}: the timing costs {f.split_us_per_sample:.2f} us per timed sample; "
+                       f"over a reader that costs nothing it measures read {bias['read_s']:.2f} us, decode "
+                       f"{bias['decode_s']:.2f} us, read CPU {bias['read_cpu_s']:.2f} us, decode CPU "
+                       f"{bias['decode_cpu_s']:.2f} us per sample: the floor under the figures below")
+    out.append("")
+    for corpus in dict.fromkeys(r["corpus"] for r in timed):
+        mine = [r for r in timed if r["corpus"] == corpus]
+        body = [[r["layout"], r["codec"] if r["decode"] else f"{r['codec']} (bytes only)", r["cache"],
+                 f"{r['workers']} {r['worker_kind'][0]}" if r["workers"] else "0", fmt(r["samples_per_s"]),
+                 f"{r['read_ms_per_sample']:.4f} ({fmt(r['read_p50_ms'], '.4f')} / {fmt(r['read_p90_ms'], '.4f')})",
+                 "-" if r["decode_ms_per_sample"] is None else
+                 f"{r['decode_ms_per_sample']:.4f} ({fmt(r['decode_p50_ms'], '.4f')} / {fmt(r['decode_p90_ms'], '.4f')})",
+                 fmt(r["read_cpu_ms_per_sample"], ".4f"), fmt(r["decode_cpu_ms_per_sample"], ".4f"),
+                 BOUND_WORDS.get(r["bound_by"], "-") if r["decode"] else "- (not decoded)"] for r in mine]
+        out += [f"### {corpus} ({mine[0]['codec']})", "",
+                table(["layout", "codec", "cache", "workers", "samples/s", "read ms/sample (p50 / p90)",
+                       "decode ms/sample (p50 / p90)", "read CPU ms", "decode CPU ms", "bound by"], body,
+                      markdown=True), ""]
+    return out
+
+
 def au_section(all_rows: list[dict]) -> list[str]:
     body = []
     for r in all_rows:
@@ -611,7 +765,7 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
     all_rows = rows(results)
     pngs = [p for p in (plot_throughput(all_rows, out / "throughput.png"),
                         plot_latency_cdf(all_rows, out / "latency_cdf.png"),
-                        plot_workers(all_rows, out / "workers.png"),
+                        plot_workers(primary_view(all_rows), out / "workers.png"),
                         au_model.plot_au(au_entries(all_rows), out / "au_predicted.png"),
                         plot_capped(all_rows, out / "capped.png")) if p]
     write_csv(all_rows, out / "results.csv")
@@ -622,7 +776,8 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
           "Per corpus and regime, the layouts ranked by MB/s (each its best worker setting), as a ratio to the "
           "best; \"within noise\" where its range (repeats, or epochs with one repeat) overlaps the best's. Then "
           "the compute per batch each layout needs for AU >= 90 % (predicted from its batch arrival times and "
-          "prefetch depth; see the AU section).", ""] + [f"- {a}" for a in answer_lines] + [""]
+          "prefetch depth; see the AU section). Then, per corpus, whether its runs were I/O-bound or "
+          "decode-bound (see Read and decode).", ""] + [f"- {a}" for a in answer_lines] + [""]
     md += [
           f"Host {host.get('name')}: {host.get('cpu')}, {host.get('cores')} cores, "
           f"{fmt((host.get('ram_bytes') or 0) / 2**30, '.1f')} GiB RAM, kernel {host.get('kernel')}. "
@@ -646,7 +801,7 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
     md += ["## Storage and I/O", "",
            table(["corpus", "layout", "cache", "workers", "x memcpy", "x pread", "bytes on disk", "files",
                   "read_bytes / payload", "read syscalls / sample", "CPU us / sample", "first epoch samples/s"],
-                 [[r["corpus"], r["layout"], r["cache"], str(r["workers"]), fmt(r["memcpy_ratio"], ".2f"),
+                 [[r["corpus"], run_label(r), r["cache"], str(r["workers"]), fmt(r["memcpy_ratio"], ".2f"),
                    fmt(r["pread_ratio"], ".2f"), fmt(r["bytes_on_disk"]), fmt(r["files"]),
                    fmt(r["read_bytes_per_payload_byte"], ".3f"), fmt(r["syscr_per_sample"], ".2f"),
                    fmt(r["cpu_us_per_sample"], ",.1f"), fmt(r["first_epoch_samples_per_s"])] for r in all_rows],
@@ -657,6 +812,7 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
                                           [[r["corpus"], r["layout"], r["cache"], str(r["checkpoint_writes"]),
                                             fmt(r["checkpoint_mb_per_s"], ",.1f"), fmt(r["read_write_ratio"], ",.1f")]
                                            for r in ck], markdown=True), ""]
+    md += split_section(all_rows, results)
     md += capped_section(all_rows)
     md += list(extra) + ([""] if extra else [])
     md += bound_section(all_rows, results)

@@ -20,6 +20,13 @@ version would have written it, or refuses it naming what it lacks):
   corpus_bytes and cap, Run.loader ("ours", or "torch" for torch.utils.data.DataLoader
   runs) and Run.dataloader (its settings); EpochRecord.h2d_* (the GPU copy stage); Floors.h2d_*
   (one large pinned host-to-device copy).
+- 2: the timing epochs split each sample's time into read and decode (EpochRecord.read_ns,
+  decode_ns per sample; read_cpu_s, decode_cpu_s summed), with the timing's own cost beside them
+  (Floors.split_*); each run's summary says what bounded it (bound_by, SPLIT_RULE). Migration
+  from 1: no split (empty / None: "not measured"); a naive baseline is marked decoded (it always
+  decoded; v1 wrote the run's --no-decode); and the per-sample latencies of a no-decode loader
+  run are dropped, with a note: v1's timing epoch decoded every sample even under --no-decode,
+  so they measured a read+decode the run's other epochs never did.
 """
 
 from __future__ import annotations
@@ -35,13 +42,14 @@ from pathlib import Path
 
 from generator.errors import LayoutbenchError, UsageError
 from loaders.sampler import MODES as SAMPLER_MODES
+from loaders.stages import BOUND_RATIO, bound_by
 from generator.lifetime import owned_name
 from generator.safeio import FileRefused, read_regular
 
 from . import stats
 
 FORMAT = "layoutbench-results"
-VERSION = 1
+VERSION = 2
 MAX_BYTES = 1 << 30  # a results file larger than this is not one bench run wrote
 # version -> a function taking that version's JSON object and returning the next version's
 MIGRATIONS: dict[int, typing.Callable[[dict], dict]] = {}
@@ -140,6 +148,13 @@ class EpochRecord:
     h2d_transfers: int = 0  # batches copied
     h2d_s: float = 0.0  # seconds in the copies, each through its synchronize
     h2d_stage_s: float = 0.0  # seconds copying batches into the pinned staging buffers
+    # timing epochs (version 2; empty / None: not measured): each sample's read and decode wall
+    # time, in the order of sample_ns (sample_ns = read_ns + decode_ns), and the thread CPU seconds
+    # of each summed over the samples (loaders.stages says what each counts)
+    read_ns: tuple[int, ...] = ()
+    decode_ns: tuple[int, ...] = ()
+    read_cpu_s: float | None = None
+    decode_cpu_s: float | None = None
 
     @property
     def samples_per_s(self) -> float:
@@ -293,6 +308,29 @@ class Floors:
     h2d_bytes: int = 0  # --device: one large copy from pinned memory to the device (0: not measured)
     h2d_s: float = 0.0
     h2d_device: str | None = None
+    # the per-sample timing's own cost (loaders.stages.split_overhead, 0: not measured): the timed
+    # and untimed loop over a reader that costs nothing, and each split column summed over it (the
+    # floor under that column's figures)
+    split_samples: int = 0
+    split_timed_s: float = 0.0
+    split_plain_s: float = 0.0
+    split_read_s: float = 0.0
+    split_decode_s: float = 0.0
+    split_read_cpu_s: float = 0.0
+    split_decode_cpu_s: float = 0.0
+
+    @property
+    def split_us_per_sample(self) -> float | None:
+        """Microseconds the timing adds to each sample of a timing epoch (None: not measured)."""
+        return (self.split_timed_s - self.split_plain_s) / self.split_samples * 1e6 if self.split_samples else None
+
+    def split_bias_us(self) -> dict | None:
+        """Microseconds per sample each split column measures over a reader that costs nothing: the
+        floor under its figures (None: not measured)."""
+        if not self.split_samples:
+            return None
+        return {k: getattr(self, f"split_{k[:-2]}_s") / self.split_samples * 1e6
+                for k in ("read_s", "decode_s", "read_cpu_s", "decode_cpu_s")}
 
     def seq_for(self, layout: str, cache: str) -> SeqFloor | None:
         return next((f for f in self.seq if f.layout == layout and f.cache == cache), None)
@@ -367,6 +405,47 @@ class Results:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ResultsError(f"{path} cannot be read as JSON ({exc})") from None
         return cls.from_dict(data, str(path))
+
+
+def _v1_to_v2(data: dict) -> dict:
+    """Version 1 -> 2 (see the version history): no read/decode split; naive baselines decoded;
+    a no-decode loader run's per-sample latencies (measured with decoding) dropped, with a note."""
+    runs, dropped = [], []
+    for run in data.get("runs") or []:
+        if not isinstance(run, dict):
+            runs.append(run)
+            continue
+        run = dict(run)
+        config = dict(run["config"]) if isinstance(run.get("config"), dict) else run.get("config")
+        undecoded = isinstance(config, dict) and config.get("decode") is False
+        if undecoded and run.get("kind") == "naive":
+            config["decode"] = True
+            run["config"] = config
+        epochs = []
+        for e in run.get("epochs") or []:
+            if isinstance(e, dict):
+                e = {**e, "read_ns": [], "decode_ns": [], "read_cpu_s": None, "decode_cpu_s": None}
+                if undecoded and run.get("kind") == "loader" and e.get("timing") and e.get("sample_ns"):
+                    e["sample_ns"] = []
+                    dropped.append(f"{run.get('layout')} {run.get('cache')}")
+            epochs.append(e)
+        if isinstance(run.get("epochs"), list):
+            run["epochs"] = epochs
+        runs.append(run)
+    if isinstance(data.get("runs"), list):
+        data["runs"] = runs
+    if dropped:
+        notes = list(data.get("notes") or []) if isinstance(data.get("notes"), list) else data.get("notes")
+        if isinstance(notes, list):
+            notes.append(f"migrated from results version 1: the per-sample latencies of the no-decode runs "
+                         f"({', '.join(dict.fromkeys(dropped))}) are left out: version 1 decoded every sample of "
+                         f"the timing epoch even under --no-decode")
+            data["notes"] = notes
+    data["version"] = 2
+    return data
+
+
+MIGRATIONS[1] = _v1_to_v2
 
 
 def migrate(data: dict, where: str) -> dict:
@@ -482,8 +561,43 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
                                        if r.wall_s > 0]) if run.config.world > 1 else None,
         "loader": run.loader, "dataloader": run.dataloader, "device": run.device,
         "h2d": h2d_summary(steady, floors) if run.device else None,
+        **split_summary(run),
     }
     return out
+
+
+SPLIT_RULE = (f"decode-bound: decode wall time per sample > {BOUND_RATIO:g}x the read's; I/O-bound: read > "
+              f"{BOUND_RATIO:g}x decode; else mixed (means over the timing epochs' samples; runs that do not "
+              f"decode have no bound)")
+
+
+def split_summary(run: Run) -> dict:
+    """A run's read/decode split over its timing epochs: per-sample means of read and decode, wall
+    and CPU (seconds), wall percentiles (ms), the samples timed, whether it decoded, and bound_by
+    ("io", "decode" or "mixed", SPLIT_RULE; None when not measured or not decoded)."""
+    timed = [e for e in run.epochs if e.timing and e.read_ns]
+    n = sum(len(e.read_ns) for e in timed)
+    decoded = run.config.decode or run.kind == "naive"
+    out = {"decoded": decoded, "split_samples": n, "read_s_per_sample": None, "decode_s_per_sample": None,
+           "read_cpu_s_per_sample": None, "decode_cpu_s_per_sample": None, "read_ms": {}, "decode_ms": {},
+           "bound_by": None}
+    if not n:
+        return out
+    read = [ns / 1e9 for e in timed for ns in e.read_ns]
+    decode = [ns / 1e9 for e in timed for ns in e.decode_ns]
+    out.update(read_s_per_sample=sum(read) / n, read_cpu_s_per_sample=sum(e.read_cpu_s or 0.0 for e in timed) / n,
+               read_ms=_p50_p90(read))
+    if decoded:  # a payload-bytes run has no decode: None, not 0
+        out.update(decode_s_per_sample=sum(decode) / n, decode_ms=_p50_p90(decode),
+                   decode_cpu_s_per_sample=sum(e.decode_cpu_s or 0.0 for e in timed) / n)
+        if sum(read) + sum(decode) > 0:
+            out["bound_by"] = bound_by(sum(read), sum(decode))
+    return out
+
+
+def _p50_p90(seconds) -> dict:
+    p = stats.percentiles_ms(seconds)
+    return {"p50": p["p50"], "p90": p["p90"]} if p else {}
 
 
 def run_streams(run: Run) -> tuple[int, int]:
@@ -615,6 +729,12 @@ def _check_values(obj, where: str) -> None:
             bad("epochs", len(obj.epochs), "without a throughput epoch (none, or only timing epochs)")
     if isinstance(obj, EpochRecord) and obj.ttfb_s > obj.wall_s:
         bad("ttfb_s", obj.ttfb_s, f"more than its wall_s {obj.wall_s}")
+    if isinstance(obj, EpochRecord) and (obj.read_ns or obj.decode_ns):
+        if not obj.timing:
+            bad("read_ns", len(obj.read_ns), "in a throughput epoch (only timing epochs split their samples)")
+        if not len(obj.read_ns) == len(obj.decode_ns) == len(obj.sample_ns):
+            bad("read_ns", len(obj.read_ns), f"not one per sample (decode_ns {len(obj.decode_ns)}, "
+                                             f"sample_ns {len(obj.sample_ns)})")
 
 
 def _load_value(hint, value, where: str):

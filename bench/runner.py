@@ -5,11 +5,15 @@ Every rank runs `run_bench` with its own shard (the Loader takes rank and world)
 epoch every rank sets and checks the cache state, a barrier starts the epoch together, and
 rank 0 gathers the ranks' records and aggregates them (all bytes / the slowest rank's time).
 Per-sample latencies come from one extra epoch per repeat with the loader's timing on, kept out
-of the throughput figures.
+of the throughput figures; it also splits each sample's time into read and decode, wall and CPU
+(loaders.stages), and the cost of that timing is measured once per command beside the floors
+(Floors.split_*). With --decode both, every loader run is measured decoded and as payload bytes
+only, back to back at each setting (each record's config.decode says which).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import socket
@@ -26,6 +30,7 @@ from generator.layouts import get_layout, layout_ids
 from generator.manifest import read_manifest
 from loaders.registry import readers
 from loaders.sampler import order_randomness
+from loaders.stages import split_overhead
 
 from . import probes
 from .comm import Comm, SingleProcessComm
@@ -83,7 +88,7 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
         from .capped import run_capped
 
         records, checkpoints, method, cap = run_capped(ctx, layout, workers, repeat)
-        ctx.caps[(layout, workers, repeat)] = cap
+        ctx.caps[(layout, workers, repeat, ctx.cfg.run.decode)] = cap
         return records, checkpoints, method, None
     rc, comm = ctx.cfg.run, ctx.comm
     dataloader = torch_run(layout)  # (dataset, layout) of a DataLoader run
@@ -209,6 +214,15 @@ class Context:
         self.caps: dict[tuple, dict] = {}  # (layout, workers, repeat) -> a capped run's cap facts
         self.gpu, self.gpu_note = device_stage(cfg.device)  # --device: the copy stage, or why it is skipped
 
+    def decoding(self, decode: bool) -> "Context":
+        """This context for runs that decode (True) or read payload bytes only (False): the same
+        comm, progress, caps and device, the run settings' decode set."""
+        if self.cfg.run.decode == decode:
+            return self
+        other = copy.copy(self)
+        other.cfg = replace(self.cfg, run=replace(self.cfg.run, decode=decode))
+        return other
+
     def aggregate(self, epoch, repeat, first, timing, mine: RankEpoch, io, state: CacheState, n,
                   bounds=None) -> EpochRecord | None:
         """Gather every rank's epoch on rank 0 and make one record (None on other ranks). The order's
@@ -217,7 +231,8 @@ class Context:
                     "samples": mine.samples, "bytes": mine.nbytes, "batch_ns": mine.batch_ns,
                     "sample_ns": mine.sample_ns, "indices": mine.indices, "residency": state.residency,
                     "residency_after": state.after, "compute_s": mine.compute_s, "au_span_s": mine.au_span_s,
-                    "cache_ok": state.ok, **io}
+                    "cache_ok": state.ok, "read_ns": mine.read_ns, "decode_ns": mine.decode_ns,
+                    "read_cpu_s": mine.read_cpu_s, "decode_cpu_s": mine.decode_cpu_s, **io}
         got = self.comm.gather(mine_msg)
         if got is None:
             return None
@@ -244,7 +259,8 @@ class Context:
             compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got),
             h2d_bytes=sum(int(g.get("h2d_bytes", 0)) for g in got),
             h2d_transfers=sum(int(g.get("h2d_transfers", 0)) for g in got),
-            h2d_s=max(float(g.get("h2d_s", 0.0)) for g in got), h2d_stage_s=max(float(g.get("h2d_stage_s", 0.0)) for g in got))
+            h2d_s=max(float(g.get("h2d_s", 0.0)) for g in got), h2d_stage_s=max(float(g.get("h2d_stage_s", 0.0)) for g in got),
+            **split_fields(got))
 
     def tick_floor(self, what: str):
         if self.bar is not None:
@@ -257,17 +273,32 @@ class Context:
             self.bar.update(1)
 
 
-def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool]]:
-    """(layout, cache, workers, naive) in the order they run within one repeat: every layout at
-    one setting back to back, so layouts are compared over the same minutes of a noisy machine."""
+def split_fields(got: list[dict]) -> dict:
+    """The ranks' read/decode split of one epoch, merged (each rank's samples in rank order, as
+    sample_ns is); empty / None when the epoch did not time its samples."""
+    if any(g.get("read_ns") is None for g in got):
+        return {}
+    return {"read_ns": tuple(int(x) for g in got for x in np.asarray(g["read_ns"]).tolist()),
+            "decode_ns": tuple(int(x) for g in got for x in np.asarray(g["decode_ns"]).tolist()),
+            "read_cpu_s": sum(float(g["read_cpu_s"]) for g in got),
+            "decode_cpu_s": sum(float(g["decode_cpu_s"]) for g in got)}
+
+
+def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool, bool]]:
+    """(layout, cache, workers, naive, decode) in the order they run within one repeat: every
+    layout at one setting back to back, so layouts are compared over the same minutes of a noisy
+    machine; with --decode both, the decoded runs of a setting, then its payload-bytes runs.
+    Naive baselines and DataLoader runs always decode: they run once per setting, as decoded."""
     out = []
     for cache in cfg.caches:
         for workers in cfg.workers:
             # capped runs are our loader's: a DataLoader's workers are not started inside the cgroup
             loader = "ours" if cache == "capped" else cfg.loader
-            out.extend((name, cache, workers, False) for layout in cfg.layouts for name in run_names(layout, loader))
+            for decode in cfg.decode_modes:  # DataLoader runs always decode: measured with the decoded ones
+                out.extend((name, cache, workers, False, decode) for layout in cfg.layouts
+                           for name in run_names(layout, loader) if decode or not torch_run(name))
         if cfg.naive and cache != "capped":  # naive baselines read in the bench process: not capped
-            out.extend((naive_name(layout), cache, 0, True) for layout in cfg.layouts
+            out.extend((naive_name(layout), cache, 0, True, True) for layout in cfg.layouts
                        if readers()[layout].naive)
     return out
 
@@ -297,7 +328,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     runs = plan_runs(cfg, manifest)
     rc = cfg.run
     per_run = rc.epochs + (1 if rc.sample_latency else 0)
-    total = (rc.repeats + rc.warmup) * sum(1 if naive else per_run for *_, naive in runs)
+    total = (rc.repeats + rc.warmup) * sum(1 if naive else per_run for *_, naive, _ in runs)
     floor_steps = len(cfg.layouts) * 2 + 3
     bar = None
     if comm.rank == 0 and cfg.progress:
@@ -310,14 +341,18 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         if ctx.gpu is not None:  # the link's own ceiling, in the same run
             h2d_bytes, h2d_s = ctx.gpu.floor()
             floors = replace(floors, h2d_bytes=h2d_bytes, h2d_s=h2d_s, h2d_device=cfg.device)
+        if rc.sample_latency:  # what the per-sample timing itself costs, beside the figures it gives
+            over = split_overhead()
+            floors = replace(floors, **{f"split_{k}": v for k, v in over.items()})
         comm.barrier()
         gathered: dict[tuple, dict] = {}
         for repeat in range(-rc.warmup, rc.repeats):  # negative: MLPerf's warm-up runs, measured and dropped
-            for layout, cache, workers, naive in runs:
-                records, checkpoints, method, settings = run_layout(ctx, layout, cache, workers, repeat, naive)
+            for layout, cache, workers, naive, decode in runs:
+                records, checkpoints, method, settings = run_layout(ctx.decoding(decode), layout, cache, workers,
+                                                                    repeat, naive)
                 if repeat < 0:
                     continue
-                slot = gathered.setdefault((layout, cache, workers, naive),
+                slot = gathered.setdefault((layout, cache, workers, naive, decode),
                                            {"epochs": [], "checkpoints": [], "method": None})
                 slot["epochs"] += records
                 slot["checkpoints"] += checkpoints
@@ -329,15 +364,17 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     if comm.rank != 0:
         return None
     out_runs = []
-    for (layout, cache, workers, naive), slot in gathered.items():
-        config = replace(rc, workers=workers, **(dict(epochs=1, sample_latency=False) if naive else {}))
+    for (layout, cache, workers, naive, decode), slot in gathered.items():
+        config = replace(rc, workers=workers, decode=decode,
+                         **(dict(epochs=1, sample_latency=False) if naive else {}))
         reads = dl[1] if (dl := torch_run(layout)) else reads_of(layout, naive)
         if dl:
             config = replace(config, sample_latency=False)
-        cap = ctx.caps.get((layout, workers, 0)) if cache == "capped" else None
+        cap = ctx.caps.get((layout, workers, 0, decode)) if cache == "capped" else None
         if cap is not None:  # a failure in any repeat marks the run
             cap = {**cap, "failure": "; ".join(c["failure"] for k, c in ctx.caps.items()
-                                               if k[:2] == (layout, workers) and c.get("failure")) or None}
+                                               if (k[0], k[1], k[3]) == (layout, workers, decode)
+                                               and c.get("failure")) or None}
         out_runs.append(Run(layout, "torch" if dl else "naive" if naive else "loader", reads, cache,
                             slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"]),
                             memory_bytes=cfg.memory_limit if cache == "capped" else host_ram(),
@@ -362,7 +399,8 @@ def cache_notes(runs, corpus: str) -> list[str]:
 
     notes = []
     for r in runs:
-        what = f"{corpus} {r.layout} {r.cache} w{r.config.workers}"
+        bytes_only = "" if r.config.decode or r.kind == "naive" else " (bytes only)"
+        what = f"{corpus} {r.layout}{bytes_only} {r.cache} w{r.config.workers}"
         bad = [e for e in r.epochs if not e.cache_ok]
         if r.cache == "capped":
             notes += capped_notes(r, corpus)

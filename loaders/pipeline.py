@@ -1,7 +1,7 @@
 """The batch pipeline: the stages of loaders.stages run serially, in threads or in processes.
 
     loader = Loader(reader, batch_size=32, workers=2, worker_kind="fork")
-    for batch in loader.epoch(0):   # Batch(images, labels, indices, nbytes, sample_seconds)
+    for batch in loader.epoch(0):   # Batch(images, labels, indices, nbytes, sample_seconds, sample_split)
         ...
     loader.close()
 
@@ -22,7 +22,7 @@ from generator.errors import UsageError
 
 from . import sampler
 from .base import Reader
-from .stages import Batch, batch_plan, epoch_indices, fetch, fetch_kind
+from .stages import Batch, batch_plan, epoch_indices, fetch, fetch_kind, make_batch
 from .workers import BatchRing, ProcessPool, ThreadPool, WorkerError
 
 WORKER_KINDS = ("thread", "fork", "spawn")
@@ -38,7 +38,8 @@ class Loader:
                  shuffle: str = "shuffle", seed: int = 0, prefetch: int = 2, decode: bool = True,
                  drop_last: bool = False, rank: int = 0, world: int = 1, timing: bool = False,
                  naive: bool = False, **order_opts):
-        """`decode` False: payload bytes only; `timing`: per-sample timing (one sample at a time);
+        """`decode` False: payload bytes only; `timing`: per-sample timing (one sample at a time,
+        each sample's time split into read and decode: Batch.sample_split, loaders.stages);
         `naive`: the reader's naive baseline (Reader.naive_batch) in the calling thread."""
         for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0), ("prefetch", prefetch, 1),
                                  ("seed", seed, 0)):
@@ -111,8 +112,8 @@ class Loader:
         ring = self._batch_ring(3) if how != "naive" else None  # held by the caller, being read, a spare
         try:
             for idx in plan:
-                images, idx, nbytes, seconds = fetch(reader, idx, how, ring and ring.get(len(idx)))
-                yield Batch(images, reader.labels(idx), idx, nbytes, seconds)
+                images, idx, nbytes, split = fetch(reader, idx, how, ring and ring.get(len(idx)))
+                yield make_batch(images, reader.labels(idx), idx, nbytes, split)
         finally:
             if how == "naive":
                 reader.close_naive()

@@ -37,7 +37,7 @@ from generator.errors import LayoutbenchError, SampleError, UsageError
 from generator.lifetime import die_with_parent, started_quietly
 
 from .base import Reader
-from .stages import Batch, fetch
+from .stages import fetch, make_batch
 
 if TYPE_CHECKING:
     from .pipeline import Loader
@@ -103,9 +103,9 @@ class ThreadPool:
                     del out
                     nxt += 1
                 idx, future = pending[0]
-                images, idx, nbytes, seconds = future.result()
+                images, idx, nbytes, split = future.result()
                 pending.popleft()
-                yield Batch(images, ld.reader.labels(idx), idx, nbytes, seconds)
+                yield make_batch(images, ld.reader.labels(idx), idx, nbytes, split)
         finally:  # an error or an abandoned epoch: let in-flight batches finish, drop them
             for _, f in pending:
                 f.cancel()
@@ -147,7 +147,7 @@ class _Slots:
 
 
 def _worker_main(conn, parent: int, inherited, how: str):
-    """A process worker: its reader (and its slots' memfd), then tasks in, (seq, nbytes, seconds,
+    """A process worker: its reader (and its slots' memfd), then tasks in, (seq, nbytes, split,
     error) out, until b"". It dies with `parent`, and first closes `inherited`: the parent's pipe
     ends a forked worker got by forking, which would keep its siblings (and itself) from seeing
     EOF when the parent dies. The reader comes through the pipe, not the Process arguments: spawn
@@ -181,8 +181,8 @@ def _work(reader: Reader, slots, slot_bytes: int, how: str, seq: int, slot: int,
         out = None
         if slots is not None:
             out = np.ndarray((len(idx), *reader.spec.shape), reader.spec.np_dtype, slots.buf, slot * slot_bytes)
-        _, _, nbytes, seconds = fetch(reader, idx, how, out)
-        return seq, nbytes, seconds, None
+        _, _, nbytes, split = fetch(reader, idx, how, out)
+        return seq, nbytes, split, None
     except SampleError as exc:
         return seq, 0, None, ("sample", exc.layout, exc.index, exc.where, exc.problem)
     except Exception as exc:
@@ -288,7 +288,7 @@ class ProcessPool:
                     self.inflight[w] += 1
                     sent += 1
                 self._receive(done)
-                _, nbytes, seconds, error = self.results.pop(done)
+                _, nbytes, split, error = self.results.pop(done)
                 w, slot, idx = done % W, (done // W) % ld.prefetch, plan[done]
                 self.inflight[w] -= 1
                 done += 1
@@ -301,7 +301,7 @@ class ProcessPool:
                     images = ring.get(len(idx)) if ring else np.empty(shape, spec.np_dtype)
                     np.copyto(images, slot_view)
                     del slot_view
-                yield Batch(images, ld.reader.labels(idx), idx, nbytes, seconds)
+                yield make_batch(images, ld.reader.labels(idx), idx, nbytes, split)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: nothing in flight is wanted; stop the workers now
             self.broken = self.interrupted = True
             raise

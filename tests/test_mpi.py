@@ -162,3 +162,6 @@ def test_mpirun_bench_run_aggregates_two_ranks(tmp_path):
             assert len(e["batch_ns"]) == 10  # 5 batches of <= 32 per rank, merged
             if e["timing"]:
                 assert len(e["sample_ns"]) == 300  # every rank's raw per-sample latencies, merged
+                # and their read/decode split, in the same order, with both ranks' CPU seconds
+                assert len(e["read_ns"]) == len(e["decode_ns"]) == 300 and e["read_cpu_s"] > 0
+                assert [r + d for r, d in zip(e["read_ns"], e["decode_ns"])] == e["sample_ns"]
