@@ -9,6 +9,7 @@ from .build import generate, parse_layouts
 from .cli import Parser, int_in, positive_number, run_main
 from .errors import UsageError
 from .layouts import layout_ids, layouts
+from .sizes import parse_size_dist
 from .spec import COMPRESSIONS, CONTENTS, DTYPES, MAX_COUNT, PAYLOADS, PRESETS, Spec, parse_shape, preset_spec
 
 
@@ -36,6 +37,10 @@ def build_parser() -> Parser:
     p.add_argument("--compression", choices=COMPRESSIONS, default="none",
                    help="TIFF compression: none (default, read in place), deflate, lzw or zstd (lzw, zstd: "
                         "the codecs extra)")
+    p.add_argument("--size-dist", default=None, metavar="DIST",
+                   help="image sizes: fixed (default: --preset's or --shape's), normal:MEAN_HxW,STD (each side "
+                        "clamped to [1, MEAN+4*STD]), uniform:MIN_HxW,MAX_HxW, or file:LIST (a text file of HxW "
+                        "lines; sample i takes line i mod n). Channels and dtype come from --preset or --shape")
     p.add_argument("--classes", type=int_in(1, 65535), default=10, help="number of label classes (default 10)")
     p.add_argument("--workers", type=int_in(1, 1024), default=os.cpu_count() or 1,
                    help=f"parallel workers (default: the core count, {os.cpu_count()})")
@@ -54,7 +59,8 @@ def build_parser() -> Parser:
 
 def spec_from_args(args) -> Spec:
     common = dict(count=args.count, seed=args.seed, content=args.content, payload=args.payload,
-                  compression=args.compression, num_classes=args.classes, quality=args.quality)
+                  compression=args.compression, num_classes=args.classes, quality=args.quality,
+                  sizes=parse_size_dist(args.size_dist))
     if args.preset and args.shape:
         raise UsageError("give --preset or --shape, not both")
     if args.preset:
@@ -102,12 +108,20 @@ def main(argv=None) -> int:
     spec = spec_from_args(args)
     chosen = parse_layouts(args.layouts)
     name = spec.preset or f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}"
+    if spec.variable:
+        name += "-" + spec.sizes.split(":", 1)[0]
     out = args.out or os.path.join("data", f"{name}-{spec.count}")
     manifest, reports = generate(out, spec, chosen, args.workers, args.force,
                                  progress=False if args.quiet else None, settings=settings_from_args(args))
     if not args.quiet:
-        print(f"corpus {out}: {spec.count:,} x {spec.pixel_bytes:,} B of pixels "
-              f"({spec.height}x{spec.width}x{spec.channels} {spec.dtype}), seed {spec.seed}")
+        if spec.variable:
+            px = sum(h * w * c for h, w, c in manifest.shapes) * spec.np_dtype.itemsize
+            shown = spec.sizes if len(spec.sizes) <= 60 else f"{spec.sizes[:57]}..."
+            print(f"corpus {out}: {spec.count:,} images of varying size ({shown}; at most {spec.height}x{spec.width}"
+                  f"x{spec.channels} {spec.dtype}), {px:,} B of pixels, seed {spec.seed}")
+        else:
+            print(f"corpus {out}: {spec.count:,} x {spec.pixel_bytes:,} B of pixels "
+                  f"({spec.height}x{spec.width}x{spec.channels} {spec.dtype}), seed {spec.seed}")
         print(format_table(reports))
     return 0
 

@@ -4,6 +4,7 @@ settings) and the presets."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ COMPRESSIONS = _codecs.TIFF_COMPRESSIONS  # none, deflate, lzw, zstd: TIFF's
 LOSSY = tuple(c for c in PAYLOADS if _codecs.CODECS[c].lossy)  # take --quality
 # Fields added after version 1 of the spec: left out of to_dict() at their default, so a spec
 # without them has the JSON (and corpora made by it the stored spec bytes) it always had.
-_OPTIONAL = {"quality": None}
+_OPTIONAL = {"quality": None, "sizes": None}
 
 # Classic TIFF and HDF5 chunks stop at 4 GiB, and several samples are in memory per worker.
 MAX_SAMPLE_BYTES = 1 << 30
@@ -53,8 +54,21 @@ class Spec:
     num_classes: int = 10
     preset: str | None = None
     quality: int | None = None  # jpeg and webp: 1..100 (default 90); None for lossless payloads
+    # a size distribution (generator.sizes' canonical text), None: every sample has (height, width).
+    # With one, height and width are set to its bounding shape (the largest any sample has), so
+    # pixel_bytes stays the per-sample upper bound buffers are sized by; sample_shape(i) gives each.
+    sizes: str | None = None
 
     def __post_init__(self):
+        if self.sizes is not None:
+            from .sizes import load
+
+            if not isinstance(self.sizes, str):
+                raise UsageError(f"sizes must be a size distribution's text, got {self.sizes!r}")
+            dist = load(self.sizes)
+            object.__setattr__(self, "sizes", dist.text)
+            object.__setattr__(self, "height", dist.bounds[0])
+            object.__setattr__(self, "width", dist.bounds[1])
         for name in ("height", "width", "channels", "count", "num_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -92,12 +106,32 @@ class Spec:
         return (self.height, self.width, self.channels)
 
     @property
+    def variable(self) -> bool:
+        """True when samples have shapes of their own (a size distribution)."""
+        return self.sizes is not None
+
+    @functools.cached_property
+    def size_dist(self):
+        """The parsed distribution (generator.sizes.SizeDist), or None for a fixed shape."""
+        from .sizes import load
+
+        return None if self.sizes is None else load(self.sizes)
+
+    def sample_shape(self, index: int) -> tuple[int, int, int]:
+        """(H, W, C) of sample `index`: a pure function of (seed, index); `shape` when fixed."""
+        if self.sizes is None:
+            return self.shape
+        h, w = self.size_dist.shape(self.seed, index)
+        return h, w, self.channels
+
+    @property
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype).newbyteorder("<")
 
     @property
     def pixel_bytes(self) -> int:
-        """Bytes of pixels in one sample (what the presets' sizes count)."""
+        """Bytes of pixels in one sample (what the presets' sizes count); with a size distribution,
+        of the largest sample (the bound)."""
         return self.height * self.width * self.channels * self.np_dtype.itemsize
 
     @property

@@ -26,7 +26,7 @@ FETCHES = ("decoded", "raw", "timed", "naive")
 
 @dataclass
 class Batch:
-    images: np.ndarray | None  # (B, H, W, C), or None when not decoded
+    images: np.ndarray | list | None  # (B, H, W, C); a list of (h, w, C) when shapes vary; None: not decoded
     labels: np.ndarray
     indices: np.ndarray
     nbytes: int  # payload bytes read for this batch
@@ -91,14 +91,19 @@ def _timed(reader: Reader, indices: np.ndarray, decode: bool, out):
     clock, cpu = time.perf_counter, time.thread_time
     seconds = np.empty(len(indices))
     split = np.zeros((len(indices), 4))
-    images = reader.batch_array(len(indices), out) if decode else None
+    if not decode:
+        images = None
+    elif reader.variable:
+        images = reader.batch_list(indices, out)
+    else:
+        images = reader.batch_array(len(indices), out)
     nbytes = 0
     for k, i in enumerate(indices.tolist()):
         c0, t0 = cpu(), clock()
         payload = reader.read(i)
         t1, c1 = clock(), cpu()
         if decode:
-            images[k] = reader.decode(payload, i)
+            images[k][...] = reader.decode(payload, i)
             t2, c2 = clock(), cpu()
         else:
             t2, c2 = t1, c1

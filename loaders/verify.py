@@ -95,6 +95,8 @@ def _check_manifest(manifest, r, refs, found, where) -> None:
             problems.append(f"size {manifest.sizes[i]}, the reference payload's is {len(payload)}")
         if manifest.labels[i] != label:
             problems.append(f"label {manifest.labels[i]}, the reference label is {label}")
+        if manifest.shapes is not None and tuple(manifest.shapes[i]) != manifest.spec.sample_shape(i):
+            problems.append(f"shape {manifest.shapes[i]}, the size distribution gives {list(manifest.spec.sample_shape(i))}")
         if problems:
             found.append(Mismatch("manifest", i, where, "; ".join(problems)))
 
