@@ -27,7 +27,7 @@ def build_parser() -> Parser:
     p.add_argument("--layouts", default=None,
                    help=f"comma list (default: every registered layout, {','.join(layout_ids())})")
     p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="content seed (default 0)")
-    p.add_argument("--payload", choices=PAYLOADS, default="tiff",
+    p.add_argument("--payload", choices=PAYLOADS, default=None,
                    help="stored bytes: tiff (default), png (8/16 bit), jpeg or webp (8 bit, lossy), or raw pixels")
     p.add_argument("--quality", type=int_in(1, 100), default=None,
                    help="jpeg/webp quality 1..100 (default 90)")
@@ -58,7 +58,7 @@ def build_parser() -> Parser:
 
 
 def spec_from_args(args) -> Spec:
-    common = dict(count=args.count, seed=args.seed, content=args.content, payload=args.payload,
+    common = dict(count=args.count, seed=args.seed, content=args.content, payload=args.payload or "tiff",
                   compression=args.compression, num_classes=args.classes, quality=args.quality,
                   sizes=parse_size_dist(args.size_dist))
     if args.preset and args.shape:
@@ -126,5 +126,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def dispatch(argv=None) -> int:
+    """`python -m generator ingest ...` (generator.ingest) or the synthetic generator."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ingest"]:
+        from .ingest import main as ingest_main
+
+        return ingest_main(argv[1:])
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run_main("python -m generator", main))
+    sys.exit(run_main("python -m generator", dispatch))

@@ -358,7 +358,15 @@ class Generation:
         report = LayoutReport(writer.name, self.spec.count, on_disk, files, seconds, payload / seconds / 1e6)
         m = self.manifest = self.manifest or Manifest(self.spec, [], [], [], {}, len(self.codec.header))
         m.crc32, m.sizes, m.labels = self.table.crc.tolist(), self.table.sizes.tolist(), self.table.labels.tolist()
-        if self.spec.variable and m.shapes is None:  # each sample's own shape, as make_sample drew it
+        if self.spec.source is not None and m.sources is None:  # ingested: what the scan found
+            from .pool import SOURCES
+
+            entries = SOURCES[self.spec]
+            m.shapes = [list(e.shape) for e in entries]
+            m.dtypes = [e.dtype for e in entries]
+            m.sources = [e.rel for e in entries]
+            m.source_info = getattr(entries, "info", None)
+        elif self.spec.variable and m.shapes is None:  # each sample's own shape, as make_sample drew it
             m.shapes = [list(self.spec.sample_shape(i)) for i in range(self.spec.count)]
         m.layouts[writer.name] = {
             "path": writer.target, "bytes_on_disk": on_disk, "files": files,

@@ -118,12 +118,13 @@ class Codec:
         self.shape = spec.shape
         self.dtype = spec.np_dtype
         self.kind = formats.codec_id(spec.payload, spec.compression)
-        self.info = formats.CODECS[self.kind]
+        self.info = formats.codec_info(self.kind)
         self.lossy = self.info.lossy
         self.quality = spec.quality
         if (why := self.info.missing()) is not None:
             raise UsageError(why)
         self.variable = spec.variable  # samples of their own shapes: decode(payload, shape) takes each
+        self.ingested = spec.source is not None  # files' bytes: decode(payload, shape, dtype) by their format
         self.header = b""
         if spec.payload == "tiff" and spec.compression == "none" and not self.variable:
             self.header = tiff_header(*spec.shape, self.dtype.itemsize, spec.pixel_bytes)
@@ -133,6 +134,8 @@ class Codec:
 
     def encode(self, pixels: np.ndarray):
         """The payload: bytes when small, else a memoryview of a numpy buffer (bytes-like, no extra copy)."""
+        if self.ingested:
+            raise ValueError("an ingested corpus's payloads are its source files; nothing is encoded")
         data = np.ascontiguousarray(pixels, dtype=self.dtype)
         if data.shape != self.shape and not (self.variable and data.ndim == 3 and data.shape[2] == self.shape[2]
                                              and data.shape[0] <= self.shape[0] and data.shape[1] <= self.shape[1]):
@@ -176,12 +179,21 @@ class Codec:
         buf[:h] = np.frombuffer(self.header, np.uint8)
         return buf, buf[h:].view(self.dtype).reshape(self.shape)
 
-    def decode(self, payload, shape: tuple | None = None) -> np.ndarray:
+    def decode(self, payload, shape: tuple | None = None, dtype=None) -> np.ndarray:
         """The pixels; a view into `payload` on the fast path (copy it if you keep it past the buffer).
         `shape`: the (H, W, C) the payload must hold; by default the spec's (required for a raw
-        payload of a size distribution; other payloads of one are checked against it when given)."""
+        payload of a size distribution; other payloads of one are checked against it when given).
+        `dtype`: an ingested corpus's sample's own (default: the spec's)."""
         if not isinstance(payload, (bytes, bytearray)):  # numpy arrays, mmap slices, memoryviews
             payload = memoryview(payload).cast("B")
+        if self.ingested:
+            if shape is None:
+                raise ValueError("a sample of an ingested corpus needs its shape (the manifest's) to decode")
+            fmt = formats.sniff(payload)
+            if self.spec.payload != "mixed" and fmt != self.spec.payload:
+                raise ValueError(f"a {fmt or 'non-image'} payload in a corpus of {self.spec.payload} files")
+            dt = np.dtype(dtype or self.dtype).newbyteorder("<")
+            return self._checked(formats.decode_image(payload, shape[2], dt), (fmt or "image").upper(), tuple(shape))
         want = tuple(shape) if shape is not None else None if self.variable else self.shape
         if self.spec.payload == "raw":
             if want is None:

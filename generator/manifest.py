@@ -22,7 +22,9 @@ Format versions (the generator writes VERSION; readers read every version in REA
   bounding shape (height, width, channels). A corpus of one fixed shape is written as before
   with version 3; versions 2 and 3 mean the same for it, so layouts are added to a version-2
   corpus without regenerating it. A manifest of a version newer than this code knows is refused
-  in one line (upgrade layoutbench), never guessed at.
+  in one line (upgrade layoutbench), never guessed at. An ingested corpus (spec content
+  "ingest") also lists each sample's `dtype` and `source` (its file, relative to the source),
+  and a top-level "source": {"kind": "folder"|"list", "path", "classes", "skipped": [[path, why]]}.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 
 from .errors import CorpusError
 from .safeio import FileRefused, read_regular
-from .spec import Spec
+from .spec import MAX_SAMPLE_BYTES, Spec
 
 FORMAT = "layoutbench-corpus"
 VERSION = 3
@@ -57,6 +59,12 @@ class Manifest:
     header_bytes: int = 0
     version: int = VERSION  # the format version the corpus was written in (readers of old ones look)
     shapes: list | None = None  # every sample's [h, w, c] when shapes vary (spec.variable), else None
+    dtypes: list | None = None  # ingested corpora: every sample's dtype
+    sources: list | None = None  # ingested corpora: every sample's file, relative to the source
+    source_info: dict | None = None  # ingested corpora: kind, path, classes, skipped
+
+    def dtype(self, index: int) -> str:
+        return self.dtypes[index] if self.dtypes is not None else self.spec.dtype
 
     def shape(self, index: int) -> tuple[int, int, int]:
         """(H, W, C) of sample `index` as the manifest records it."""
@@ -70,8 +78,10 @@ class Manifest:
             "codec": {"kind": self.spec.payload, "compression": self.spec.compression,
                       "header_bytes": self.header_bytes},
             "samples": {"checksum": "crc32", "crc32": self.crc32, "size": self.sizes, "label": self.labels,
-                        **({"shape": self.shapes} if self.shapes is not None else {})},
+                        **({"shape": self.shapes} if self.shapes is not None else {}),
+                        **({"dtype": self.dtypes, "source": self.sources} if self.sources is not None else {})},
             "layouts": self.layouts,
+            **({"source": self.source_info} if self.source_info is not None else {}),
         }
 
     @classmethod
@@ -104,9 +114,18 @@ class Manifest:
         # Every value a reader indexes with or trusts is checked here, once: a hand-edited or hostile
         # manifest fails with this message, never deep inside a reader (or by reading elsewhere).
         crc = _int_list(crc, "crc32", 0, 2**32 - 1, where)
-        sizes = _int_list(sizes, "size", 1, 2 * spec.pixel_bytes + (1 << 16), where)
+        ingested = spec.source is not None  # a file's bytes: metadata may make it larger than its pixels
+        sizes = _int_list(sizes, "size", 1, MAX_SAMPLE_BYTES if ingested else 2 * spec.pixel_bytes + (1 << 16), where)
         labels = _int_list(labels, "label", 0, spec.num_classes - 1, where)
         shapes = _shapes(samples.get("shape"), spec, version, where)
+        dtypes = sources = info = None
+        if ingested:
+            dtypes, sources, info = samples.get("dtype"), samples.get("source"), data.get("source")
+            if not (isinstance(dtypes, list) and isinstance(sources, list) and isinstance(info, dict)
+                    and len(dtypes) == len(sources) == spec.count and set(dtypes) <= {"uint8", "uint16"}
+                    and all(isinstance(p, str) for p in sources)):
+                raise CorpusError(f"{where} is damaged (an ingested corpus lists every sample's dtype and source "
+                                  f"file); ingest the source again with --force")
         if not isinstance(layouts, dict):
             raise CorpusError(f"{where} is damaged (layouts is not a mapping); regenerate with --force")
         from .layouts import writer_classes  # here: the layouts import this module's neighbours
@@ -122,7 +141,7 @@ class Manifest:
             if facts["path"] != targets[name]:
                 raise CorpusError(f"{where}: layout {name!r} has path {facts['path']!r} where the generator "
                                   f"writes {targets[name]!r}; the manifest was edited: regenerate with --force")
-        return cls(spec, crc, sizes, labels, dict(layouts), header, version, shapes)
+        return cls(spec, crc, sizes, labels, dict(layouts), header, version, shapes, dtypes, sources, info)
 
 
 def _shapes(shapes, spec: Spec, version: int, where: str) -> list | None:
@@ -142,8 +161,9 @@ def _shapes(shapes, spec: Spec, version: int, where: str) -> list | None:
     except (ValueError, TypeError, OverflowError):
         ok = False
     if ok:
+        wrong_c = (arr[:, 2] < 1) | (arr[:, 2] > spec.channels) if spec.source else arr[:, 2] != spec.channels
         bad = np.flatnonzero((arr[:, 0] < 1) | (arr[:, 0] > spec.height) | (arr[:, 1] < 1)
-                             | (arr[:, 1] > spec.width) | (arr[:, 2] != spec.channels))
+                             | (arr[:, 1] > spec.width) | wrong_c)
         if not bad.size:
             return arr.tolist()
         raise CorpusError(f"{where}: sample {int(bad[0])} has shape {arr[bad[0]].tolist()}, outside the corpus's "

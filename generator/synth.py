@@ -196,7 +196,7 @@ def warm(spec: Spec) -> None:
     """Make the spec's base block (or photo scenes) now, e.g. once in a parent before forking workers."""
     if spec.content == "photo":
         photo_scenes(spec.height, spec.width, spec.channels, spec.dtype, spec.seed)
-    else:
+    elif spec.source is None:  # an ingested corpus has nothing to make
         base_block(spec.height, spec.width, spec.channels, spec.dtype, spec.seed, spec.content)
 
 
@@ -208,6 +208,11 @@ def make_sample(spec: Spec, index: int, out: np.ndarray | None = None) -> tuple[
     buffer) the pixels are written there instead of a new array: no copy for large samples.
     """
     index = operator.index(index)  # numpy integers too; they would overflow in mix64
+    if spec.source is not None:
+        from .errors import UsageError
+
+        raise UsageError("an ingested corpus's samples are its source files, not synthesized: check it with "
+                         "python -m loaders verify DIR --source SRC")
     if not 0 <= index < spec.count:
         raise IndexError(f"sample index {index} out of range for a corpus of {spec.count}")
     h = mix64(mix64(spec.seed ^ 0x5EED) ^ index)

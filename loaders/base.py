@@ -82,6 +82,7 @@ class Reader:
         self._label_arr = np.asarray(manifest.labels, np.int64)
         self.variable = manifest.shapes is not None
         self._shapes = manifest.shapes
+        self._dtypes = manifest.dtypes  # an ingested corpus's per-sample dtypes (else None: the spec's)
         if self.codec.fixed_size and (self._size_arr != self.codec.fixed_size).any():
             raise CorpusError(f"{self.root}/manifest.json lists payload sizes other than the {self.codec.fixed_size} "
                               f"bytes every uncompressed payload of this spec has; regenerate the corpus with --force")
@@ -201,11 +202,26 @@ class Reader:
         """(H, W, C) of sample `index` as the manifest records it (the spec's shape when fixed)."""
         return tuple(self._shapes[index]) if self._shapes is not None else self.spec.shape
 
+    def dtype(self, index: int) -> np.dtype:
+        """The dtype of sample `index`'s pixels (an ingested corpus's may differ per sample)."""
+        return self.spec.np_dtype if self._dtypes is None else np.dtype(self._dtypes[index]).newbyteorder("<")
+
     def batch_elements(self, indices) -> int:
-        """Pixel elements (not bytes) the decoded images of `indices` take."""
+        """Elements of the spec's dtype a flat `out` for `indices` needs (see batch_list)."""
         if self._shapes is None:
             return len(indices) * int(np.prod(self.spec.shape))
-        return sum(h * w * c for h, w, c in (self._shapes[i] for i in np.asarray(indices).tolist()))
+        return -(-self._layout_bytes(np.asarray(indices).tolist())[1] // self.spec.np_dtype.itemsize)
+
+    def _layout_bytes(self, idx: list[int]) -> tuple[list[int], int]:
+        """Byte offsets of each sample's pixels in a flat batch (aligned to its dtype), and the total."""
+        starts, at = [], 0
+        for i in idx:
+            h, w, c = self._shapes[i]
+            item = self.dtype(i).itemsize
+            at = -(-at // item) * item
+            starts.append(at)
+            at += h * w * c * item
+        return starts, at
 
     def read_batch(self, indices, out: np.ndarray | None = None) -> tuple[np.ndarray | list, int]:
         """Decoded images of `indices` in one (B, H, W, C) array (a list of (h_i, w_i, C) arrays when
@@ -233,7 +249,9 @@ class Reader:
         """(H, W, C) pixels of a payload (a view into it on the fast path)."""
         try:
             if self.variable:
-                return self.codec.decode(payload, None if index is None else self.shape(index))
+                if index is None:
+                    return self.codec.decode(payload)
+                return self.codec.decode(payload, self.shape(index), self.dtype(index))
             return self.codec.decode(payload)
         except ValueError as exc:
             raise SampleError(self.layout, -1 if index is None else index,
@@ -317,20 +335,19 @@ class Reader:
     def batch_list(self, idx, out: np.ndarray | None) -> list[np.ndarray]:
         """Uninitialised (h_i, w_i, C) arrays for the samples `idx` of a variable-shape corpus:
         fresh ones, or consecutive views into the flat array `out` (see the module docstring)."""
-        shapes = [self.shape(i) for i in np.asarray(idx).tolist()]
-        dt = self.spec.np_dtype
+        idx = np.asarray(idx).tolist()
+        shapes = [self.shape(i) for i in idx]
         if out is None:
-            return [np.empty(s, dt) for s in shapes]
-        need = sum(h * w * c for h, w, c in shapes)
-        if out.ndim != 1 or out.dtype != dt or not out.flags.c_contiguous or not out.flags.writeable or out.size < need:
-            raise UsageError(f"out must be a writable flat {dt} array of at least {need:,} elements for these "
-                             f"samples of varying shape, got {out.shape} {out.dtype}")
-        views, at = [], 0
-        for s in shapes:
-            n = s[0] * s[1] * s[2]
-            views.append(out[at:at + n].reshape(s))
-            at += n
-        return views
+            return [np.empty(s, self.dtype(i)) for i, s in zip(idx, shapes)]
+        dt = self.spec.np_dtype
+        starts, need = self._layout_bytes(idx)
+        if (out.ndim != 1 or out.dtype != dt or not out.flags.c_contiguous or not out.flags.writeable
+                or out.nbytes < need):
+            raise UsageError(f"out must be a writable flat {dt} array of at least {-(-need // dt.itemsize):,} elements "
+                             f"for these samples of varying shape, got {out.shape} {out.dtype}")
+        raw = out.view(np.uint8)
+        return [raw[a:a + int(np.prod(s)) * self.dtype(i).itemsize].view(self.dtype(i)).reshape(s)
+                for i, s, a in zip(idx, shapes, starts)]
 
     def batch_array(self, n: int, out: np.ndarray | None) -> np.ndarray:
         shape = (n, *self.spec.shape)

@@ -215,7 +215,13 @@ def writer_classes() -> dict[str, type[LayoutWriter]]:
 
 
 def payload_estimate(spec: Spec, codec: Codec) -> int:
-    """Bytes of one payload: exact when uncompressed, an upper bound when deflated."""
+    """Bytes of one payload: exact when uncompressed, an upper bound when deflated; an ingested
+    corpus's: its files' mean size (what a layout of all of them holds on average)."""
+    if spec.source is not None:
+        from ..pool import SOURCES
+
+        entries = SOURCES.get(spec) or ()
+        return sum(e.size for e in entries) // max(1, len(entries)) + 1024
     return codec.fixed_size or (spec.pixel_bytes + spec.pixel_bytes // 100 + 1024)
 
 
