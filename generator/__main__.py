@@ -27,6 +27,11 @@ def build_parser() -> Parser:
     p.add_argument("--layouts", default=None,
                    help=f"comma list (default: every registered layout, {','.join(layout_ids())})")
     p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="content seed (default 0)")
+    p.add_argument("--like", metavar="SRC", default=None,
+                   help="synthesize --count photo images with the statistics of an image folder (ImageFolder tree "
+                        "or `path label` list): shapes, codec and quality, channels, dtype, classes, fitted from up "
+                        "to 300 of its files (printed in one line); replaces --preset, --shape, --size-dist, "
+                        "--payload, --quality, --content and --classes")
     p.add_argument("--payload", choices=PAYLOADS, default=None,
                    help="stored bytes: tiff (default), png (8/16 bit), jpeg or webp (8 bit, lossy), or raw pixels")
     p.add_argument("--quality", type=int_in(1, 100), default=None,
@@ -58,6 +63,18 @@ def build_parser() -> Parser:
 
 
 def spec_from_args(args) -> Spec:
+    if args.like:
+        given = [f"--{n.replace('_', '-')}" for n in ("preset", "shape", "size_dist", "payload", "quality", "dtype")
+                 if getattr(args, n) is not None]
+        given += [f"--{n}" for n, default in (("content", "smooth"), ("classes", 10), ("compression", "none"))
+                  if getattr(args, n) != default]
+        if given:
+            raise UsageError(f"--like fits {', '.join(given)} from its source; drop them (or drop --like)")
+        from .like import fit
+
+        fitted = fit(args.like, args.count, args.seed)
+        print(fitted.summary(args.like), file=sys.stderr if args.quiet else sys.stdout)
+        return fitted.spec
     common = dict(count=args.count, seed=args.seed, content=args.content, payload=args.payload or "tiff",
                   compression=args.compression, num_classes=args.classes, quality=args.quality,
                   sizes=parse_size_dist(args.size_dist))
@@ -107,7 +124,8 @@ def main(argv=None) -> int:
         return 0
     spec = spec_from_args(args)
     chosen = parse_layouts(args.layouts)
-    name = spec.preset or f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}"
+    name = spec.preset or (f"like-{os.path.basename(os.path.normpath(args.like))}" if args.like else
+                           f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}")
     if spec.variable:
         name += "-" + spec.sizes.split(":", 1)[0]
     out = args.out or os.path.join("data", f"{name}-{spec.count}")
