@@ -266,7 +266,9 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool]]:
             # capped runs are our loader's: a DataLoader's workers are not started inside the cgroup
             loader = "ours" if cache == "capped" else cfg.loader
             out.extend((name, cache, workers, False) for layout in cfg.layouts for name in run_names(layout, loader))
-        if cfg.naive and cache != "capped":  # naive baselines read in the bench process: not capped
+        # naive baselines read in the bench process (not capped), and stack one shape: a corpus whose
+        # samples have shapes of their own (manifest.shapes) has none
+        if cfg.naive and cache != "capped" and manifest.shapes is None:
             out.extend((naive_name(layout), cache, 0, True) for layout in cfg.layouts
                        if readers()[layout].naive)
     return out

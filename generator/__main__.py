@@ -18,7 +18,8 @@ def build_parser() -> Parser:
         " Each sample is a pure function of (seed, index): the same command always writes the same "
         "bytes, whatever --workers. Interrupted? Rerun the same command: it resumes. Under MPI, "
         "`mpirun -n R python -m bench.mpi generate` takes the same options: loose files are written by "
-        "all ranks, HDF5 and LMDB by rank 0."))
+        "all ranks, HDF5 and LMDB by rank 0. `python -m generator ingest SRC --out DIR` makes a corpus of an "
+        "existing image folder instead, each file's bytes unchanged (see its --help)."))
     p.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (see --list-presets)")
     p.add_argument("--shape", help="custom HxWxC instead of a preset, e.g. 512x512x3")
     p.add_argument("--dtype", choices=DTYPES, help="pixel type for --shape (default uint8)")
