@@ -37,6 +37,7 @@ import numpy as np
 
 from . import codecs as formats
 from .errors import UsageError
+from .pool import bounded_map
 from .safeio import FileRefused, kind_of, read_regular
 from .spec import INGEST, MAX_COUNT, MAX_SAMPLE_BYTES, Spec
 
@@ -148,8 +149,18 @@ def examine(path: str) -> tuple[bytes, str, tuple, str]:
     return data, fmt, shape, dtype
 
 
-def scan(src, skip_bad: bool = False, quiet: bool = True) -> Entries:
-    """Every usable file of SRC as Entries (see the module docstring); UsageError on refusals."""
+def _examined(path: str):
+    """(format, shape, dtype, size, crc32) of a file, or why it is bad (a string)."""
+    try:
+        data, fmt, shape, dtype = examine(path)
+    except ValueError as exc:
+        return " ".join(str(exc).split())
+    return fmt, shape, dtype, len(data), zlib.crc32(data)
+
+
+def scan(src, skip_bad: bool = False, workers: int = 1) -> Entries:
+    """Every usable file of SRC as Entries (see the module docstring); UsageError on refusals.
+    `workers` threads read and decode the files (the decoders release the GIL), in order."""
     src = os.fspath(src)
     if not os.path.lexists(src):
         raise UsageError(f"ingest source {src}: no such file or directory")
@@ -166,13 +177,12 @@ def scan(src, skip_bad: bool = False, quiet: bool = True) -> Entries:
     if len(files) > MAX_COUNT:
         raise UsageError(f"ingest source {src} holds {len(files):,} files; at most {MAX_COUNT:,} are supported")
     entries, bad = Entries(), []
-    for path, rel, label in files:
-        try:
-            data, fmt, shape, dtype = examine(path)
-        except ValueError as exc:
-            bad.append((rel, " ".join(str(exc).split())))
+    for (path, rel, label), got in zip(files, bounded_map(_examined, [f[0] for f in files], workers)):
+        if isinstance(got, str):
+            bad.append((rel, got))
             continue
-        entries.append(Entry(rel, path, label, fmt, tuple(shape), dtype, len(data), zlib.crc32(data)))
+        fmt, shape, dtype, size, crc = got
+        entries.append(Entry(rel, path, label, fmt, tuple(shape), dtype, size, crc))
     if bad and not skip_bad:
         for rel, why in bad[:SCAN_SHOWN]:
             print(f"python -m generator ingest: bad source image {os.path.join(src, rel) if kind == 'folder' else rel}: "
@@ -212,7 +222,7 @@ def ingest(src, out, layouts=None, workers: int | None = None, force: bool = Fal
     from .build import generate
     from .pool import SOURCES
 
-    entries = scan(src, skip_bad)
+    entries = scan(src, skip_bad, workers or os.cpu_count() or 1)
     spec = source_spec(entries)
     SOURCES[spec] = entries
     try:

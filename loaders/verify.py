@@ -109,7 +109,7 @@ def _source_reference(manifest, codec, source, found):
     SRC scanned again (bad files skipped: those the ingest skipped show as not in the source)."""
     from generator.ingest import digest, scan
 
-    entries = scan(source, skip_bad=True)
+    entries = scan(source, skip_bad=True, workers=os.cpu_count() or 1)
     by_rel = {e.rel: e for e in entries}
     where = f"{source}"
     if digest(entries) != manifest.spec.source:

@@ -369,6 +369,21 @@ class WriterSuite:
 
     # -- the tests ---------------------------------------------------------------------------------
 
+    def test_a_size_distribution_writes_the_same_bytes_whatever_the_worker_count(self, corpus, tmp_path):
+        """Samples of varying shape (tests/conftest.py's `var`): identical layouts from 1 and 3 workers,
+        equal to the session's corpus, verified sample by sample (shapes included)."""
+        from generator.build import generate
+        from loaders.verify import verify
+
+        ref = corpus("var")
+        spec = read_manifest(ref).spec
+        for workers in (1, 3):
+            root = tmp_path / f"w{workers}"
+            generate(root, spec, [self.layout], workers=workers, progress=False)
+            assert read_manifest(root).shapes == read_manifest(ref).shapes
+            assert self.writer_class.snapshot(root) == self.writer_class.snapshot(ref)
+            assert verify(root, progress=False)[1] == []
+
     def test_same_bytes_whatever_the_worker_count(self, tmp_path):
         for workers in (1, 3):
             self.generate(tmp_path / f"w{workers}", workers)

@@ -84,6 +84,15 @@ def test_shapes_are_a_pure_function_of_seed_and_index():
     assert [a.sample_shape(i) for i in (1999, 3, 0)] == [b.sample_shape(i) for i in (1999, 3, 0)]  # any order
 
 
+def test_the_draw_is_pinned():
+    """The shapes of a seed never change between versions (a corpus's manifest would stop matching
+    its regeneration): the first draws of two distributions, pinned."""
+    assert [spec_of("normal:224x224,32", count=6).sample_shape(i)[:2] for i in range(6)] == \
+        [(218, 223), (238, 249), (228, 162), (232, 205), (255, 213), (210, 225)]
+    assert [spec_of("uniform:10x100,20x140", count=6).sample_shape(i)[:2] for i in range(6)] == \
+        [(13, 134), (16, 124), (16, 103), (20, 129), (11, 117), (18, 127)]
+
+
 def test_normal_statistics_and_clamps():
     """normal:224x224,32 over 4,000 draws: mean within 2 px (4 standard errors of 0.5), std within
     5 %, every side in [1, 352]; a wide one is clamped at 1 and at MEAN + 4 STD."""
@@ -134,6 +143,20 @@ def test_cli_generates_verifies_and_reports(tmp_path):
     assert raw.returncode == 2 and raw.stderr.count("\n") == 1
     assert "the npy layout stores raw pixels as one (N, H, W, C) array and cannot hold raw samples of varying " \
            "shape; use an encoded payload" in raw.stderr
+
+
+def test_bench_run_reads_a_corpus_of_varying_shape(tmp_path):
+    """Our loader's runs, without the naive baselines (they stack one shape)."""
+    corpus, results = tmp_path / "c", tmp_path / "r.json"
+    generate(corpus, spec_of("uniform:4x4,12x12", count=48), ["lmdb"], workers=1, progress=False)
+    run = subprocess.run([sys.executable, "-m", "bench", "run", "--corpus", str(corpus), "--cache", "asis", "--quiet",
+                          "--output", str(results)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(results.read_text())
+    from bench.naive import NAIVE_PREFIX
+
+    assert [r["layout"] for r in data["runs"]] == ["lmdb"] and not any(r["layout"].startswith(NAIVE_PREFIX)
+                                                                       for r in data["runs"])
 
 
 def test_manifest_shapes_are_checked(tmp_path):
