@@ -78,6 +78,18 @@ def test_ingest_every_layout_unchanged_and_verify_source(tmp_path):
         assert [im.shape for im in images] == [(17, 23, 1), (40, 50, 3), (12, 14, 4)]
         assert images[0].dtype == np.uint16 and np.array_equal(images[0][:, :, 0], tifffile.imread(src / "dog" / "c.tif"))
         assert np.array_equal(images[1], np.asarray(Image.open(src / "cat" / "a.jpg")))
+    from loaders.pipeline import Loader
+
+    want = open_corpus(out, "lmdb").read_batch(range(6))[0]
+    for kw in (dict(workers=2, worker_kind="fork"), dict(workers=1, worker_kind="spawn"), dict(workers=0),
+               dict(workers=1, worker_kind="fork", timing=True)):  # mixed dtypes through the shared-memory slots
+        seen = []
+        with Loader(open_corpus(out, "files"), batch_size=4, seed=1, **kw) as loader:
+            for batch in loader.epoch(0):
+                for im, i in zip(batch.images, batch.indices):
+                    assert im.dtype == want[i].dtype and im.shape == want[i].shape and np.array_equal(im, want[i])
+                seen.extend(batch.indices.tolist())
+        assert sorted(seen) == list(range(6)), kw
     v = run("-m", "loaders", "verify", str(out), "--source", str(src), "--quiet")
     assert v.returncode == 0, v.stdout + v.stderr
     assert "source: all 6 samples match" in v.stdout and "tfrecord: all 6 samples match" in v.stdout
