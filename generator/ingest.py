@@ -91,11 +91,18 @@ def folder_files(src: str) -> tuple[list[tuple[str, str, int]], list[str]]:
             classes.append(entry.name)
     files = []
     for label, name in enumerate(classes):
-        for dirpath, dirnames, filenames in sorted(os.walk(os.path.join(src, name), followlinks=True)):
-            if not _inside(dirpath, root):
+        seen = set()  # per class: a directory linked into two classes is in both, as ImageFolder has it
+        walked = []  # pruned as it goes (a loop is entered once), then in ImageFolder's order: sorted by path
+        for dirpath, dirnames, filenames in os.walk(os.path.join(src, name), followlinks=True):
+            if not _inside(dirpath, root):  # before os.walk descends into it
                 raise UsageError(f"{dirpath} is a symbolic link to {os.path.realpath(dirpath)}, outside the source "
                                  f"{src}: ingest reads only inside SRC; copy the data in, or remove the link")
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            real = os.path.realpath(dirpath)
+            dirnames[:] = [] if real in seen else [d for d in dirnames if not d.startswith(".")]
+            if real not in seen:  # a directory reached again through a link (a loop) is taken once
+                walked.append((dirpath, filenames))
+            seen.add(real)
+        for dirpath, filenames in sorted(walked):
             for fname in sorted(filenames):
                 if fname.startswith("."):
                     continue
@@ -268,6 +275,3 @@ def main(argv=None) -> int:
         print(f"{len(entries.info['skipped']):,} bad source image(s) skipped (--skip-bad)")
     return 0
 
-
-def _inside_root(path: Path, root: Path) -> bool:  # for verify: the manifest's relative names stay inside
-    return _inside(str(path), os.path.realpath(root))

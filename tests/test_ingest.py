@@ -152,11 +152,13 @@ def test_bad_sources_are_refused_by_name(tmp_path, make, message):
     assert "\n" not in str(e.value)
 
 
-def test_an_inside_symlink_is_followed(tmp_path):
+def test_an_inside_symlink_is_followed_and_a_loop_taken_once(tmp_path):
     src = make_tree(tmp_path / "src", corrupt=False)
     os.symlink(src / "cat" / "a.jpg", src / "dog" / "link.jpg")
+    os.symlink(src / "dog", src / "dog" / "sub" / "loop")  # dog/sub/loop -> dog: a cycle
     entries = scan(src)
     assert [e.rel for e in entries if e.rel.startswith("dog/link")] == ["dog/link.jpg"]
+    assert [e.rel for e in entries] == GOOD[:3] + ["dog/e.png", "dog/f.jpeg", "dog/link.jpg", "dog/sub/d.webp"]
 
 
 def test_ctrl_c_mid_ingest_leaves_no_temporaries_and_a_rerun_finishes(tmp_path, monkeypatch):
