@@ -93,6 +93,21 @@ def test_the_draw_is_pinned():
         [(13, 134), (16, 124), (16, 103), (20, 129), (11, 117), (18, 127)]
 
 
+@pytest.mark.parametrize("content, payload, crcs", [
+    ("smooth", "tiff", [0x8fd4e9be, 0x031886ef, 0x1df67674, 0x201bab9f]),
+    ("photo", "png", [0x6f4e3d3c, 0x2c055823, 0xcf91d0ae, 0xd2566a0d]),
+    ("noise", "raw", [0x0801f82d, 0xd6816ebe, 0x6f1a8200, 0x742d38e3]),
+])
+def test_the_payloads_of_a_size_distribution_are_pinned(content, payload, crcs):
+    """Crops of the bounding block (smooth, noise) or scene (photo) at each sample's own shape, with
+    its own TIFF header: the bytes of a seed, pinned as the fixed-shape corpora's are."""
+    from generator.pool import produce
+
+    spec = Spec(height=1, width=1, channels=3, count=10, seed=4, content=content, payload=payload,
+                sizes="uniform:5x6,20x24")
+    assert produce(spec, range(4))[1] == crcs
+
+
 def test_normal_statistics_and_clamps():
     """normal:224x224,32 over 4,000 draws: mean within 2 px (4 standard errors of 0.5), std within
     5 %, every side in [1, 352]; a wide one is clamped at 1 and at MEAN + 4 STD."""
