@@ -297,7 +297,9 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool, boo
             for decode in cfg.decode_modes:  # DataLoader runs always decode: measured with the decoded ones
                 out.extend((name, cache, workers, False, decode) for layout in cfg.layouts
                            for name in run_names(layout, loader) if decode or not torch_run(name))
-        if cfg.naive and cache != "capped":  # naive baselines read in the bench process: not capped
+        # naive baselines read in the bench process (not capped), and stack one shape: a corpus whose
+        # samples have shapes of their own (manifest.shapes) has none
+        if cfg.naive and cache != "capped" and manifest.shapes is None:
             out.extend((naive_name(layout), cache, 0, True, True) for layout in cfg.layouts
                        if readers()[layout].naive)
     return out

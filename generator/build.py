@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .errors import CorpusError, UsageError
 from .lifetime import die_with_parent
 from .layouts import disk_usage, get_layout, layout_ids, writer_classes
-from .manifest import MANIFEST, VERSION, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
+from .manifest import EXTENDS, MANIFEST, VERSION, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
 from .safeio import read_regular
 from .pool import SampleTable, bounded_map, chunks, codec_for, produce
 from .spec import Spec
@@ -55,6 +55,24 @@ def parse_layouts(text: str | list[str] | None) -> list[str]:
         if (why := get_layout(n).missing()) is not None:
             raise UsageError(why)
     return list(dict.fromkeys(names))
+
+
+def holding_layouts(names: list[str], spec: Spec, explicit: bool) -> list[str]:
+    """The layouts of `names` that hold `spec`'s samples (LayoutWriter.refusal). One named
+    explicitly that cannot is a UsageError naming it and what to use; of the default set, those
+    that cannot are left out with one line each on stderr."""
+    kept = []
+    for name in names:
+        why = get_layout(name).writer_class().refusal(spec)
+        if why is None:
+            kept.append(name)
+        elif explicit:
+            raise UsageError(why)
+        else:
+            print(f"python -m generator: left out {name}: {why}", file=sys.stderr)
+    if not kept:
+        raise UsageError("no layout holds this corpus; see the lines above")
+    return kept
 
 
 class CorpusLock:
@@ -182,7 +200,7 @@ def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
             raise UsageError(f"{root} is not empty and holds no layoutbench corpus ({', '.join(sorted(foreign)[:3])}"
                              f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty --out directory")
         return None
-    if force and (root / MANIFEST).exists() and read_manifest(root).version != VERSION:
+    if force and (root / MANIFEST).exists() and read_manifest(root).version not in EXTENDS:
         _wipe(root)  # an older format: --force regenerates it (todo() refuses to extend it without)
         return None
     if not described.same_corpus(spec):
@@ -266,7 +284,7 @@ class Generation:
     def todo(self, layouts) -> list[str]:
         """The layouts still to write, after the space check and with the in-progress marker written."""
         todo = [name for name in layouts if name not in self.done()]
-        if todo and self.manifest and self.manifest.version != VERSION:
+        if todo and self.manifest and self.manifest.version not in EXTENDS:
             raise UsageError(f"{self.root} holds a corpus of format version {self.manifest.version} (this generator "
                              f"writes version {VERSION}): its layouts are still read, but to add "
                              f"{', '.join(todo)} regenerate it: rerun the command with --force")
@@ -340,6 +358,16 @@ class Generation:
         report = LayoutReport(writer.name, self.spec.count, on_disk, files, seconds, payload / seconds / 1e6)
         m = self.manifest = self.manifest or Manifest(self.spec, [], [], [], {}, len(self.codec.header))
         m.crc32, m.sizes, m.labels = self.table.crc.tolist(), self.table.sizes.tolist(), self.table.labels.tolist()
+        if self.spec.source is not None and m.sources is None:  # ingested: what the scan found
+            from .pool import SOURCES
+
+            entries = SOURCES[self.spec]
+            m.shapes = [list(e.shape) for e in entries]
+            m.dtypes = [e.dtype for e in entries]
+            m.sources = [e.rel for e in entries]
+            m.source_info = getattr(entries, "info", None)
+        elif self.spec.variable and m.shapes is None:  # each sample's own shape, as make_sample drew it
+            m.shapes = [list(self.spec.sample_shape(i)) for i in range(self.spec.count)]
         m.layouts[writer.name] = {
             "path": writer.target, "bytes_on_disk": on_disk, "files": files,
             "write_seconds": round(seconds, 6), "mb_per_s": round(report.mb_per_s, 3),
@@ -372,8 +400,10 @@ class Generation:
 def generate(out, spec: Spec, layouts=None, workers: int | None = None, force: bool = False,
              progress: bool | None = None, settings: dict | None = None) -> tuple[Manifest, list[LayoutReport]]:
     """Make (or finish, or extend) the corpus in `out` (every registered layout by default), with
-    writer `settings` (e.g. {"shard_mb": 64}). Returns its manifest and a report per layout."""
-    layouts = parse_layouts(layouts)
+    writer `settings` (e.g. {"shard_mb": 64}). Returns its manifest and a report per layout.
+    Layouts that cannot hold the spec's samples (LayoutWriter.refusal: varying shapes) are refused
+    when named, left out with a line on stderr when `layouts` is the default (None)."""
+    layouts = holding_layouts(parse_layouts(layouts), spec, explicit=layouts is not None)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")

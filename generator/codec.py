@@ -118,22 +118,29 @@ class Codec:
         self.shape = spec.shape
         self.dtype = spec.np_dtype
         self.kind = formats.codec_id(spec.payload, spec.compression)
-        self.info = formats.CODECS[self.kind]
+        self.info = formats.codec_info(self.kind)
         self.lossy = self.info.lossy
         self.quality = spec.quality
         if (why := self.info.missing()) is not None:
             raise UsageError(why)
+        self.variable = spec.variable  # samples of their own shapes: decode(payload, shape) takes each
+        self.ingested = spec.source is not None  # files' bytes: decode(payload, shape, dtype) by their format
         self.header = b""
-        if spec.payload == "tiff" and spec.compression == "none":
+        if spec.payload == "tiff" and spec.compression == "none" and not self.variable:
             self.header = tiff_header(*spec.shape, self.dtype.itemsize, spec.pixel_bytes)
-        self.fixed_size = spec.pixel_bytes + len(self.header) if self.info.fixed else None
+        # a size distribution makes every codec's payloads vary in size (raw and TIFF too)
+        self.fixed_size = spec.pixel_bytes + len(self.header) if self.info.fixed and not self.variable else None
         self._tiff_head = len(tiff_header(*spec.shape, self.dtype.itemsize, 0)) if spec.payload == "tiff" else 0
 
     def encode(self, pixels: np.ndarray):
         """The payload: bytes when small, else a memoryview of a numpy buffer (bytes-like, no extra copy)."""
+        if self.ingested:
+            raise ValueError("an ingested corpus's payloads are its source files; nothing is encoded")
         data = np.ascontiguousarray(pixels, dtype=self.dtype)
-        if data.shape != self.shape:
-            raise ValueError(f"pixels of shape {data.shape}, the codec's spec has {self.shape}")
+        if data.shape != self.shape and not (self.variable and data.ndim == 3 and data.shape[2] == self.shape[2]
+                                             and data.shape[0] <= self.shape[0] and data.shape[1] <= self.shape[1]):
+            raise ValueError(f"pixels of shape {data.shape}, the codec's spec has "
+                             f"{'at most ' if self.variable else ''}{self.shape}")
         payload = self.spec.payload
         if payload == "raw":
             return data.tobytes()
@@ -145,7 +152,9 @@ class Codec:
             return formats.encode_webp(data, self.quality)
         if self.spec.compression != "none":
             body = _compress_strip(self.spec.compression, data)
-            return tiff_header(*self.shape, self.dtype.itemsize, len(body), compression=self.spec.compression) + body
+            return tiff_header(*data.shape, self.dtype.itemsize, len(body), compression=self.spec.compression) + body
+        if self.variable:
+            return tiff_header(*data.shape, self.dtype.itemsize, data.nbytes) + data.tobytes()
         if self.fixed_size < SMALL:
             return self.header + data.tobytes()
         buf, pixels = self.payload_buffer()
@@ -170,44 +179,65 @@ class Codec:
         buf[:h] = np.frombuffer(self.header, np.uint8)
         return buf, buf[h:].view(self.dtype).reshape(self.shape)
 
-    def decode(self, payload) -> np.ndarray:
-        """The pixels; a view into `payload` on the fast path (copy it if you keep it past the buffer)."""
+    def decode(self, payload, shape: tuple | None = None, dtype=None) -> np.ndarray:
+        """The pixels; a view into `payload` on the fast path (copy it if you keep it past the buffer).
+        `shape`: the (H, W, C) the payload must hold; by default the spec's (required for a raw
+        payload of a size distribution; other payloads of one are checked against it when given).
+        `dtype`: an ingested corpus's sample's own (default: the spec's)."""
         if not isinstance(payload, (bytes, bytearray)):  # numpy arrays, mmap slices, memoryviews
             payload = memoryview(payload).cast("B")
+        if self.ingested:
+            if shape is None:
+                raise ValueError("a sample of an ingested corpus needs its shape (the manifest's) to decode")
+            fmt = formats.sniff(payload)
+            if self.spec.payload != "mixed" and fmt != self.spec.payload:
+                raise ValueError(f"a {fmt or 'non-image'} payload in a corpus of {self.spec.payload} files")
+            dt = np.dtype(dtype or self.dtype).newbyteorder("<")
+            return self._checked(formats.decode_image(payload, shape[2], dt), (fmt or "image").upper(), tuple(shape))
+        want = tuple(shape) if shape is not None else None if self.variable else self.shape
         if self.spec.payload == "raw":
-            if len(payload) != self.spec.pixel_bytes:
-                raise ValueError(f"raw payload is {len(payload)} bytes, expected {self.spec.pixel_bytes}")
-            return np.frombuffer(payload, self.dtype).reshape(self.shape)
+            if want is None:
+                raise ValueError("a raw payload of a corpus with a size distribution needs its shape to decode")
+            n = want[0] * want[1] * want[2] * self.dtype.itemsize
+            if len(payload) != n:
+                raise ValueError(f"raw payload is {len(payload)} bytes, expected {n}")
+            return np.frombuffer(payload, self.dtype).reshape(want)
         kind = self.spec.payload
         if kind == "png":
-            return self._checked(formats.decode_png(payload, self.shape[2], self.dtype), "PNG")
-
+            return self._checked(formats.decode_png(payload, self.shape[2], self.dtype), "PNG", want)
         if kind == "jpeg":
-            return self._checked(formats.decode_jpeg(payload, self.shape[2], self.dtype), "JPEG")
+            return self._checked(formats.decode_jpeg(payload, self.shape[2], self.dtype), "JPEG", want)
         if kind == "webp":
-            return self._checked(formats.decode_webp(payload, self.shape[2], self.dtype), "WebP")
+            return self._checked(formats.decode_webp(payload, self.shape[2], self.dtype), "WebP", want)
         h = len(self.header)
         if h and len(payload) == self.fixed_size and payload[:h] == self.header:
             return np.frombuffer(payload, self.dtype, offset=h).reshape(self.shape)
-        if self.spec.compression != "none" and len(payload) >= self._tiff_head:
-            h = self._tiff_head
-            ours = tiff_header(*self.shape, self.dtype.itemsize, len(payload) - h, compression=self.spec.compression)
-            if payload[:h] == ours:  # our one-strip layout: decompress the strip, no TIFF parser
+        if want is not None and want != self.shape and self.spec.compression == "none":  # ours, of its own shape
+            head = tiff_header(*want, self.dtype.itemsize, want[0] * want[1] * want[2] * self.dtype.itemsize)
+            if len(payload) == len(head) + want[0] * want[1] * want[2] * self.dtype.itemsize and payload[:len(head)] == head:
+                return np.frombuffer(payload, self.dtype, offset=len(head)).reshape(want)
+        if self.spec.compression != "none" and want is not None:
+            h = len(tiff_header(*want, self.dtype.itemsize, 0))
+            ours = tiff_header(*want, self.dtype.itemsize, max(0, len(payload) - h), compression=self.spec.compression)
+            if len(payload) >= h and payload[:h] == ours:  # our one-strip layout: decompress the strip, no TIFF parser
                 try:
                     raw = _decompress_strip(self.spec.compression, payload[h:])
                 except Exception as exc:  # zlib.error, imagecodecs' errors
                     raise ValueError(f"undecodable TIFF strip ({self.spec.compression}): {exc}") from None
-                if len(raw) != self.spec.pixel_bytes:
-                    raise ValueError(f"TIFF strip decompresses to {len(raw)} bytes, expected {self.spec.pixel_bytes}")
-                return np.frombuffer(raw, self.dtype).reshape(self.shape)
-        return self._decode_tifffile(payload)
+                n = want[0] * want[1] * want[2] * self.dtype.itemsize
+                if len(raw) != n:
+                    raise ValueError(f"TIFF strip decompresses to {len(raw)} bytes, expected {n}")
+                return np.frombuffer(raw, self.dtype).reshape(want)
+        return self._decode_tifffile(payload, want)
 
-    def _checked(self, img: np.ndarray, what: str) -> np.ndarray:
-        if img.shape != self.shape:
-            raise ValueError(f"{what} holds {img.shape}, expected {self.shape}")
+    def _checked(self, img: np.ndarray, what: str, want: tuple | None) -> np.ndarray:
+        if want is not None and img.shape != want:
+            raise ValueError(f"{what} holds {img.shape}, expected {want}")
+        if want is None and (img.shape[0] > self.shape[0] or img.shape[1] > self.shape[1]):
+            raise ValueError(f"{what} holds {img.shape}, larger than the corpus's bound {self.shape}")
         return img
 
-    def _decode_tifffile(self, payload) -> np.ndarray:
+    def _decode_tifffile(self, payload, want: tuple | None = None) -> np.ndarray:
         import tifffile
 
         if bytes(payload[:4]) not in (b"II*\x00", b"MM\x00*"):
@@ -219,6 +249,6 @@ class Codec:
         img = np.asarray(img)
         if img.ndim == 2:
             img = img[:, :, None]
-        if img.shape != self.shape or img.dtype != self.dtype:
-            raise ValueError(f"TIFF holds {img.shape} {img.dtype}, expected {self.shape} {self.dtype}")
-        return img
+        if img.dtype != self.dtype or img.shape[2:] != self.shape[2:]:
+            raise ValueError(f"TIFF holds {img.shape} {img.dtype}, expected {want or self.shape} {self.dtype}")
+        return self._checked(img, "TIFF", want)

@@ -292,6 +292,13 @@ CODECS: dict[str, CodecInfo] = {c.id: c for c in (
               channels=(1, 3), lossy=True),
     CodecInfo("webp", "lossy WebP (libwebp via Pillow), --quality", "webp", dtypes=("uint8",), lossy=True),
 )}
+# ingested corpora of several formats only (python -m generator ingest): not a codec anything encodes
+MIXED = CodecInfo("mixed", "ingested files of several formats (TIFF, PNG, JPEG, WebP), each told by its bytes", "img")
+
+
+def codec_info(id: str) -> CodecInfo:
+    """The registry entry of a codec id, or MIXED for an ingested corpus of several formats."""
+    return MIXED if id == "mixed" else CODECS[id]
 
 PAYLOADS = ("tiff", "raw", "png", "jpeg", "webp")
 TIFF_COMPRESSIONS = ("none", "deflate", "lzw", "zstd")
@@ -314,3 +321,70 @@ def sniff(payload) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     return None
+
+
+# -- ingested files: any of the formats above, told by their bytes ---------------------------------------
+
+FORMATS = ("tiff", "png", "jpeg", "webp")
+_DTYPE_OF_DEPTH = {8: "uint8", 16: "uint16"}
+
+
+def probe(payload) -> tuple[str, tuple[int, int, int], str]:
+    """(format, (H, W, C), dtype) of an image file's bytes, from its header (format by content, not
+    name), or ValueError saying why layoutbench cannot take it (not an image, palette, CMYK, ...)."""
+    fmt = sniff(payload)
+    if fmt is None:
+        raise ValueError("not a TIFF, PNG, JPEG or WebP image (by its first bytes)")
+    if fmt == "png":
+        h, w, c, depth = png_header(payload)
+        if depth not in _DTYPE_OF_DEPTH:
+            raise ValueError(f"a {depth}-bit PNG; layoutbench holds 8- and 16-bit pixels")
+        return fmt, (h, w, c), _DTYPE_OF_DEPTH[depth]
+    if fmt == "jpeg":
+        h, w, c = jpeg_size(payload)
+        if c not in (1, 3):
+            raise ValueError(f"a JPEG of {c} components (CMYK?); layoutbench holds gray and RGB JPEGs")
+        return fmt, (h, w, c), "uint8"
+    if fmt == "webp":
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(payload)) as im:
+                mode, (w, h) = im.mode, im.size
+        except Exception as exc:
+            raise ValueError(f"undecodable WebP: {' '.join(str(exc).split())}") from None
+        return fmt, (h, w, 4 if "A" in mode else 3), "uint8"
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(bytes(payload))) as tif:
+            page = tif.pages[0]
+            shape, dtype = tuple(page.shape), np.dtype(page.dtype)
+    except Exception as exc:
+        raise ValueError(f"undecodable TIFF: {' '.join(str(exc).split())}") from None
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) != 3 or shape[2] > 4 or dtype.kind != "u" or dtype.itemsize not in (1, 2):
+        raise ValueError(f"a TIFF of shape {shape} {dtype}; layoutbench holds (H, W, 1..4) uint8 or uint16")
+    return fmt, shape, f"uint{8 * dtype.itemsize}"
+
+
+def decode_image(payload, channels: int, dtype: np.dtype) -> np.ndarray:
+    """Pixels of an image file of any format above (told by its bytes), as (H, W, channels) of
+    `dtype`, or ValueError (one line)."""
+    fmt = sniff(payload)
+    if fmt == "png":
+        return decode_png(payload, channels, dtype)
+    if fmt == "jpeg":
+        return decode_jpeg(payload, channels, dtype)
+    if fmt == "webp":
+        return decode_webp(payload, channels, dtype)
+    if fmt == "tiff":
+        import tifffile
+
+        try:
+            img = np.asarray(tifffile.imread(io.BytesIO(bytes(payload)), key=0))
+        except Exception as exc:
+            raise ValueError(f"undecodable TIFF: {' '.join(str(exc).split())}") from None
+        return _shaped(img, img.shape[0], img.shape[1] if img.ndim > 1 else 0, channels, dtype, "TIFF")
+    raise ValueError("not a TIFF, PNG, JPEG or WebP image (by its first bytes)")

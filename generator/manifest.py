@@ -4,7 +4,8 @@
   "format": "layoutbench-corpus", "version": 2,
   "spec": {...},                      # generator.spec.Spec fields
   "codec": {"kind": "tiff", "header_bytes": 192},
-  "samples": {"checksum": "crc32", "crc32": [...], "size": [...], "label": [...]},
+  "samples": {"checksum": "crc32", "crc32": [...], "size": [...], "label": [...],
+              "shape": [[h, w, c], ...]},  # version 3, only when samples' shapes vary
   "layouts": {"files": {"path": "files", "bytes_on_disk": ..., "files": ..., "write_seconds": ...,
                         "mb_per_s": ..., "written_at": "..."}, ...}
 }
@@ -16,6 +17,14 @@ Format versions (the generator writes VERSION; readers read every version in REA
   version-1 manifest is read as it is and only the files reader looks at the version (it names
   version-1 directories by the bare label). The generator refuses to add layouts to a version-1
   corpus (regenerate it with --force).
+- 3: samples may have shapes of their own (a size distribution, spec field `sizes`): then
+  `samples.shape` lists every sample's [height, width, channels], each within the spec's
+  bounding shape (height, width, channels). A corpus of one fixed shape is written as before
+  with version 3; versions 2 and 3 mean the same for it, so layouts are added to a version-2
+  corpus without regenerating it. A manifest of a version newer than this code knows is refused
+  in one line (upgrade layoutbench), never guessed at. An ingested corpus (spec content
+  "ingest") also lists each sample's `dtype` and `source` (its file, relative to the source),
+  and a top-level "source": {"kind": "folder"|"list", "path", "classes", "skipped": [[path, why]]}.
 """
 
 from __future__ import annotations
@@ -29,11 +38,12 @@ import numpy as np
 
 from .errors import CorpusError
 from .safeio import FileRefused, read_regular
-from .spec import Spec
+from .spec import MAX_SAMPLE_BYTES, Spec
 
 FORMAT = "layoutbench-corpus"
-VERSION = 2
-READS = (1, 2)  # manifest versions this layoutbench reads
+VERSION = 3
+READS = (1, 2, 3)  # manifest versions this layoutbench reads
+EXTENDS = (2, 3)  # versions the generator adds layouts to (version 1 needs --force)
 MANIFEST = "manifest.json"
 # 28 B a sample at most (crc32, size and label as decimal digits, commas) x MAX_COUNT, and the rest
 MANIFEST_MAX_BYTES = 1 << 30
@@ -48,6 +58,17 @@ class Manifest:
     layouts: dict[str, dict] = field(default_factory=dict)
     header_bytes: int = 0
     version: int = VERSION  # the format version the corpus was written in (readers of old ones look)
+    shapes: list | None = None  # every sample's [h, w, c] when shapes vary (spec.variable), else None
+    dtypes: list | None = None  # ingested corpora: every sample's dtype
+    sources: list | None = None  # ingested corpora: every sample's file, relative to the source
+    source_info: dict | None = None  # ingested corpora: kind, path, classes, skipped
+
+    def dtype(self, index: int) -> str:
+        return self.dtypes[index] if self.dtypes is not None else self.spec.dtype
+
+    def shape(self, index: int) -> tuple[int, int, int]:
+        """(H, W, C) of sample `index` as the manifest records it."""
+        return tuple(self.shapes[index]) if self.shapes is not None else self.spec.shape
 
     def to_dict(self) -> dict:
         return {
@@ -56,8 +77,11 @@ class Manifest:
             "spec": self.spec.to_dict(),
             "codec": {"kind": self.spec.payload, "compression": self.spec.compression,
                       "header_bytes": self.header_bytes},
-            "samples": {"checksum": "crc32", "crc32": self.crc32, "size": self.sizes, "label": self.labels},
+            "samples": {"checksum": "crc32", "crc32": self.crc32, "size": self.sizes, "label": self.labels,
+                        **({"shape": self.shapes} if self.shapes is not None else {}),
+                        **({"dtype": self.dtypes, "source": self.sources} if self.sources is not None else {})},
             "layouts": self.layouts,
+            **({"source": self.source_info} if self.source_info is not None else {}),
         }
 
     @classmethod
@@ -66,6 +90,9 @@ class Manifest:
             raise CorpusError(f"{where} is not a layoutbench corpus manifest; point at a corpus made by python -m "
                               f"generator, or regenerate this one with --force")
         version = data.get("version")
+        if type(version) is int and version > max(READS):
+            raise CorpusError(f"{where} has manifest version {version}, newer than this layoutbench reads (up to "
+                              f"{max(READS)}): upgrade layoutbench, or regenerate the corpus with this one (--force)")
         if type(version) is not int or version not in READS:
             raise CorpusError(
                 f"{where} has manifest version {version!r}; this layoutbench reads versions "
@@ -87,8 +114,18 @@ class Manifest:
         # Every value a reader indexes with or trusts is checked here, once: a hand-edited or hostile
         # manifest fails with this message, never deep inside a reader (or by reading elsewhere).
         crc = _int_list(crc, "crc32", 0, 2**32 - 1, where)
-        sizes = _int_list(sizes, "size", 1, 2 * spec.pixel_bytes + (1 << 16), where)
+        ingested = spec.source is not None  # a file's bytes: metadata may make it larger than its pixels
+        sizes = _int_list(sizes, "size", 1, MAX_SAMPLE_BYTES if ingested else 2 * spec.pixel_bytes + (1 << 16), where)
         labels = _int_list(labels, "label", 0, spec.num_classes - 1, where)
+        shapes = _shapes(samples.get("shape"), spec, version, where)
+        dtypes = sources = info = None
+        if ingested:
+            dtypes, sources, info = samples.get("dtype"), samples.get("source"), data.get("source")
+            if not (isinstance(dtypes, list) and isinstance(sources, list) and isinstance(info, dict)
+                    and len(dtypes) == len(sources) == spec.count and set(dtypes) <= {"uint8", "uint16"}
+                    and all(isinstance(p, str) for p in sources)):
+                raise CorpusError(f"{where} is damaged (an ingested corpus lists every sample's dtype and source "
+                                  f"file); ingest the source again with --force")
         if not isinstance(layouts, dict):
             raise CorpusError(f"{where} is damaged (layouts is not a mapping); regenerate with --force")
         from .layouts import writer_classes  # here: the layouts import this module's neighbours
@@ -104,7 +141,36 @@ class Manifest:
             if facts["path"] != targets[name]:
                 raise CorpusError(f"{where}: layout {name!r} has path {facts['path']!r} where the generator "
                                   f"writes {targets[name]!r}; the manifest was edited: regenerate with --force")
-        return cls(spec, crc, sizes, labels, dict(layouts), header, version)
+        return cls(spec, crc, sizes, labels, dict(layouts), header, version, shapes, dtypes, sources, info)
+
+
+def _shapes(shapes, spec: Spec, version: int, where: str) -> list | None:
+    """The manifest's per-sample shapes, checked: present exactly when the spec's shapes vary
+    (version 3), one [h, w, c] per sample inside the spec's bounding shape."""
+    if shapes is None:
+        if spec.variable:
+            raise CorpusError(f"{where} is damaged (its spec has a size distribution but samples.shape is missing); "
+                              f"regenerate the corpus with --force")
+        return None
+    if version < 3 or not spec.variable:
+        raise CorpusError(f"{where} lists per-sample shapes for a corpus of one shape (version {version}); the "
+                          f"manifest was edited: regenerate the corpus with --force")
+    try:
+        arr = np.asarray(shapes)
+        ok = arr.shape == (spec.count, 3) and arr.dtype.kind in "iu"
+    except (ValueError, TypeError, OverflowError):
+        ok = False
+    if ok:
+        wrong_c = (arr[:, 2] < 1) | (arr[:, 2] > spec.channels) if spec.source else arr[:, 2] != spec.channels
+        bad = np.flatnonzero((arr[:, 0] < 1) | (arr[:, 0] > spec.height) | (arr[:, 1] < 1)
+                             | (arr[:, 1] > spec.width) | wrong_c)
+        if not bad.size:
+            return arr.tolist()
+        raise CorpusError(f"{where}: sample {int(bad[0])} has shape {arr[bad[0]].tolist()}, outside the corpus's "
+                          f"bounding shape {list(spec.shape)}; the manifest was edited or is damaged: regenerate "
+                          f"the corpus with --force")
+    raise CorpusError(f"{where} is damaged (samples.shape must list one [height, width, channels] of integers per "
+                      f"sample, {spec.count} in all); regenerate the corpus with --force")
 
 
 def _int_list(values: list, name: str, lo: int, hi: int, where: str) -> list[int]:

@@ -21,8 +21,17 @@ def codec_for(spec: Spec) -> Codec:
     return Codec(spec)
 
 
+# Ingested corpora (generator.ingest): their samples, by spec, registered before generating (forked
+# writer workers inherit it; threads share it). Each: a sequence of entries with .path, .crc,
+# .size and .label, in sample order.
+SOURCES: dict = {}
+
+
 def produce(spec: Spec, indices):
-    """(payloads, crc32s, sizes, labels) for `indices`: the corpus's bytes, made from scratch."""
+    """(payloads, crc32s, sizes, labels) for `indices`: the corpus's bytes, made from scratch (an
+    ingested corpus's: its files' bytes, read again and checked against what the scan saw)."""
+    if spec.source is not None:
+        return _produce_source(spec, indices)
     codec = codec_for(spec)
     in_place = codec.fixed_size is not None and codec.fixed_size >= SMALL
     payloads, crcs, sizes, labels = [], [], [], []
@@ -84,3 +93,29 @@ class SampleTable:
                                   f"(or edited); regenerate it with --force")
             return
         self.crc[sl], self.sizes[sl], self.labels[sl] = crcs, sizes, labels
+
+
+def _produce_source(spec: Spec, indices):
+    from .safeio import FileRefused, read_regular
+    from .spec import MAX_SAMPLE_BYTES
+
+    entries = SOURCES.get(spec)
+    if entries is None:
+        raise CorpusError("this corpus was ingested from files: rerun python -m generator ingest SRC --out DIR "
+                          "to write (or resume) its layouts")
+    payloads, crcs, sizes, labels = [], [], [], []
+    for i in indices:
+        e = entries[i]
+        try:
+            data = read_regular(e.path, MAX_SAMPLE_BYTES)
+        except (FileRefused, OSError) as exc:
+            raise CorpusError(f"{e.path} cannot be read any more ({exc.strerror or exc}); it changed during the "
+                              f"ingest: rerun the ingest") from None
+        if len(data) != e.size or zlib.crc32(data) != e.crc:
+            raise CorpusError(f"{e.path} changed while it was being ingested (its bytes differ from the scan's); "
+                              f"rerun the ingest")
+        payloads.append(data)
+        crcs.append(e.crc)
+        sizes.append(e.size)
+        labels.append(e.label)
+    return payloads, crcs, sizes, labels

@@ -182,40 +182,56 @@ def _tone_lut(dtype: str, key: int) -> np.ndarray:
 
 
 def _photo_sample(spec: Spec, h: int, out: np.ndarray) -> None:
+    """A crop of one scene variant at a hashed offset, of out's (height, width): with a size
+    distribution the scenes have the bounding shape and a smaller sample has more offsets."""
     variants = photo_scenes(spec.height, spec.width, spec.channels, spec.dtype, spec.seed)
     scene = variants[h % len(variants)]
-    sh, sw = scene.shape[0] - spec.height, scene.shape[1] - spec.width
+    oh, ow = out.shape[0], out.shape[1]
+    sh, sw = scene.shape[0] - oh, scene.shape[1] - ow
     dy, dx = (h >> 16) % (sh + 1), (h >> 32) % (sw + 1)
-    np.copyto(out, scene[dy:dy + spec.height, dx:dx + spec.width])
+    np.copyto(out, scene[dy:dy + oh, dx:dx + ow])
 
 
 def warm(spec: Spec) -> None:
     """Make the spec's base block (or photo scenes) now, e.g. once in a parent before forking workers."""
     if spec.content == "photo":
         photo_scenes(spec.height, spec.width, spec.channels, spec.dtype, spec.seed)
-    else:
+    elif spec.source is None:  # an ingested corpus has nothing to make
         base_block(spec.height, spec.width, spec.channels, spec.dtype, spec.seed, spec.content)
 
 
 def make_sample(spec: Spec, index: int, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Pixels (H, W, C little-endian array of spec.dtype) and class label of sample `index`.
+    """Pixels (H, W, C little-endian array of spec.dtype) and class label of sample `index`;
+    (H, W, C) is spec.sample_shape(index) (spec.shape unless the spec has a size distribution).
 
-    With `out` (a C-contiguous (H, W, C) array of spec.dtype, e.g. a view into a payload
+    With `out` (a C-contiguous array of the sample's shape of spec.dtype, e.g. a view into a payload
     buffer) the pixels are written there instead of a new array: no copy for large samples.
     """
     index = operator.index(index)  # numpy integers too; they would overflow in mix64
+    if spec.source is not None:
+        from .errors import UsageError
+
+        raise UsageError("an ingested corpus's samples are its source files, not synthesized: check it with "
+                         "python -m loaders verify DIR --source SRC")
     if not 0 <= index < spec.count:
         raise IndexError(f"sample index {index} out of range for a corpus of {spec.count}")
     h = mix64(mix64(spec.seed ^ 0x5EED) ^ index)
     dt = spec.np_dtype
+    shape = spec.sample_shape(index)
     if out is None:
-        out = np.empty(spec.shape, dt)
-    elif out.shape != spec.shape or out.dtype != dt or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous {spec.shape} {dt} array, "
+        out = np.empty(shape, dt)
+    elif out.shape != shape or out.dtype != dt or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {shape} {dt} array, "
                          f"got {out.shape} {out.dtype}")
     flat = out.reshape(-1)  # a view: out is contiguous
     if spec.content == "photo":
         _photo_sample(spec, h, out)
+    elif shape != spec.shape:  # a size distribution's sample: a crop of the bounding block at a hashed offset
+        base = base_block(spec.height, spec.width, spec.channels, spec.dtype, spec.seed, spec.content)
+        block = base.reshape(spec.shape)
+        dy, dx = (h >> 8) % (spec.height - shape[0] + 1), (h >> 24) % (spec.width - shape[1] + 1)
+        np.copyto(out, block[dy:dy + shape[0], dx:dx + shape[1]])
+        flat += flat.dtype.type((h >> 32) & (0xFF if flat.dtype.itemsize == 1 else 0xFFFF))
     else:
         base = base_block(spec.height, spec.width, spec.channels, spec.dtype, spec.seed, spec.content)
         n = base.size

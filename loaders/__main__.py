@@ -35,6 +35,9 @@ def build_parser() -> Parser:
                                    "manifest, a damaged or foreign one, an empty directory).")
     v.add_argument("dir", metavar="DIR", help="corpus directory (holding manifest.json)")
     v.add_argument("--layouts", help="comma list (default: every complete layout of the corpus)")
+    v.add_argument("--source", metavar="SRC", default=None,
+                   help="an ingested corpus's source (the ImageFolder tree or list it was made from): every sample "
+                        "checked against its file's bytes, pixels, label, shape and dtype")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -48,12 +51,14 @@ def main(argv=None) -> int:
         count = read_manifest(args.dir).spec.count
     except CorpusError as exc:  # the manifest itself: nothing can be compared with it
         raise UncheckableCorpus(str(exc)) from None
-    names, found = verify(args.dir, layouts, progress=False if args.quiet else None)
+    names, found = verify(args.dir, layouts, progress=False if args.quiet else None, source=args.source)
     for m in found[:SHOWN]:
         print(f"MISMATCH {m}")
     if len(found) > SHOWN:
         print(f"... and {len(found) - SHOWN} more mismatches")
-    for name in ["manifest", *names]:
+    for name in ["source", "manifest", *names]:
+        if name == "source" and args.source is None:
+            continue
         bad = len({m.index for m in found if m.layout == name and m.index >= 0})
         whole = any(m.layout == name and m.index < 0 for m in found)  # the layout itself, or files beyond the samples
         if bad or whole or name != "manifest":

@@ -9,7 +9,13 @@ library traceback and never a silent skip (a skipped sample would inflate throug
 
 Two batch paths:
 - read_many(indices) -> payloads (bytes-like, valid after the call): the stored bytes.
-- read_batch(indices, out) -> decoded images in one (B, H, W, C) array. For payloads of a fixed
+- read_batch(indices, out) -> decoded images in one (B, H, W, C) array; for a corpus whose
+  samples have shapes of their own (`reader.variable`: a size distribution, an ingested folder)
+  a list of B arrays instead, each (h_i, w_i, C) as the manifest records it (`reader.shape(i)`).
+  There `out`, if given, is a flat (1-D) array of the spec's dtype of at least
+  `reader.batch_elements(indices)` elements and the images are consecutive views into it (how
+  process workers hand them through shared memory). Batch.images is then that list too; a
+  training loop resizes or crops per sample, as torchvision's transforms do before collating. For payloads of a fixed
   size (uncompressed TIFF from our generator, raw) no TIFF parser runs: the header is compared
   with the corpus's one and the pixels are copied into `out`. Large samples are copied one by one
   straight from storage into `out` (one copy: copying is their cost). Small ones (<= 64 KiB) are
@@ -74,6 +80,9 @@ class Reader:
         self._crc = list(manifest.crc32)
         self._size_arr = np.asarray(manifest.sizes, np.int64)
         self._label_arr = np.asarray(manifest.labels, np.int64)
+        self.variable = manifest.shapes is not None
+        self._shapes = manifest.shapes
+        self._dtypes = manifest.dtypes  # an ingested corpus's per-sample dtypes (else None: the spec's)
         if self.codec.fixed_size and (self._size_arr != self.codec.fixed_size).any():
             raise CorpusError(f"{self.root}/manifest.json lists payload sizes other than the {self.codec.fixed_size} "
                               f"bytes every uncompressed payload of this spec has; regenerate the corpus with --force")
@@ -189,9 +198,42 @@ class Reader:
         self.check_payloads(idx, payloads)
         return payloads
 
-    def read_batch(self, indices, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-        """Decoded images of `indices` in one (B, H, W, C) array, and the payload bytes read."""
+    def shape(self, index: int) -> tuple[int, int, int]:
+        """(H, W, C) of sample `index` as the manifest records it (the spec's shape when fixed)."""
+        return tuple(self._shapes[index]) if self._shapes is not None else self.spec.shape
+
+    def dtype(self, index: int) -> np.dtype:
+        """The dtype of sample `index`'s pixels (an ingested corpus's may differ per sample)."""
+        return self.spec.np_dtype if self._dtypes is None else np.dtype(self._dtypes[index]).newbyteorder("<")
+
+    def batch_elements(self, indices) -> int:
+        """Elements of the spec's dtype a flat `out` for `indices` needs (see batch_list)."""
+        if self._shapes is None:
+            return len(indices) * int(np.prod(self.spec.shape))
+        return -(-self._layout_bytes(np.asarray(indices).tolist())[1] // self.spec.np_dtype.itemsize)
+
+    def _layout_bytes(self, idx: list[int]) -> tuple[list[int], int]:
+        """Byte offsets of each sample's pixels in a flat batch (aligned to its dtype), and the total."""
+        starts, at = [], 0
+        for i in idx:
+            h, w, c = self._shapes[i]
+            item = self.dtype(i).itemsize
+            at = -(-at // item) * item
+            starts.append(at)
+            at += h * w * c * item
+        return starts, at
+
+    def read_batch(self, indices, out: np.ndarray | None = None) -> tuple[np.ndarray | list, int]:
+        """Decoded images of `indices` in one (B, H, W, C) array (a list of (h_i, w_i, C) arrays when
+        `variable`; see the module docstring), and the payload bytes read."""
         idx = self.check_indices(indices)
+        if self.variable:
+            images = self.batch_list(idx, out)
+            if len(idx):
+                self._ensure_open(int(idx[0]))
+                for k, (i, p) in enumerate(zip(idx.tolist(), self.read_many(idx))):
+                    images[k][...] = self.decode(p, i)
+            return images, int(self._size_arr[idx].sum())
         out = self.batch_array(len(idx), out)
         if not len(idx):
             return out, 0
@@ -206,6 +248,10 @@ class Reader:
     def decode(self, payload, index: int | None = None) -> np.ndarray:
         """(H, W, C) pixels of a payload (a view into it on the fast path)."""
         try:
+            if self.variable:
+                if index is None:
+                    return self.codec.decode(payload)
+                return self.codec.decode(payload, self.shape(index), self.dtype(index))
             return self.codec.decode(payload)
         except ValueError as exc:
             raise SampleError(self.layout, -1 if index is None else index,
@@ -285,6 +331,23 @@ class Reader:
     def fail_crc(self, i: int, got: int):
         raise SampleError(self.layout, i, self.where(i),
                           f"corrupt: crc32 {got:08x} where the manifest says {self._crc[i]:08x}")
+
+    def batch_list(self, idx, out: np.ndarray | None) -> list[np.ndarray]:
+        """Uninitialised (h_i, w_i, C) arrays for the samples `idx` of a variable-shape corpus:
+        fresh ones, or consecutive views into the flat array `out` (see the module docstring)."""
+        idx = np.asarray(idx).tolist()
+        shapes = [self.shape(i) for i in idx]
+        if out is None:
+            return [np.empty(s, self.dtype(i)) for i, s in zip(idx, shapes)]
+        dt = self.spec.np_dtype
+        starts, need = self._layout_bytes(idx)
+        if (out.ndim != 1 or out.dtype != dt or not out.flags.c_contiguous or not out.flags.writeable
+                or out.nbytes < need):
+            raise UsageError(f"out must be a writable flat {dt} array of at least {-(-need // dt.itemsize):,} elements "
+                             f"for these samples of varying shape, got {out.shape} {out.dtype}")
+        raw = out.view(np.uint8)
+        return [raw[a:a + int(np.prod(s)) * self.dtype(i).itemsize].view(self.dtype(i)).reshape(s)
+                for i, s, a in zip(idx, shapes, starts)]
 
     def batch_array(self, n: int, out: np.ndarray | None) -> np.ndarray:
         shape = (n, *self.spec.shape)

@@ -68,6 +68,8 @@ class Loader:
     def _batch_ring(self, keep: int) -> BatchRing | None:
         """The batch arrays' ring (None when batches are small or not decoded)."""
         spec = self.reader.spec
+        if self.reader.variable:  # batches are lists of arrays of their own shapes: no blocks to reuse
+            return None
         if self._ring is None and self.decode and self.batch_size * spec.pixel_bytes >= RING_MIN:
             self._ring = BatchRing(spec, self.batch_size, keep)
         return self._ring

@@ -44,7 +44,7 @@ FETCHES = ("decoded", "raw", "timed", "naive")
 
 @dataclass
 class Batch:
-    images: np.ndarray | None  # (B, H, W, C), or None when not decoded
+    images: np.ndarray | list | None  # (B, H, W, C); a list of (h, w, C) when shapes vary; None: not decoded
     labels: np.ndarray
     indices: np.ndarray
     nbytes: int  # payload bytes read for this batch
@@ -138,7 +138,12 @@ def _timed(reader: Reader, indices: np.ndarray, decode: bool, out):
     clock, cpu = time.perf_counter, time.thread_time
     n = len(indices)
     split = np.zeros((n, 4))
-    images = reader.batch_array(n, out) if decode else None
+    if not decode:
+        images = None
+    elif getattr(reader, "variable", False):
+        images = reader.batch_list(indices, out)
+    else:
+        images = reader.batch_array(n, out)
     nbytes = 0
     c0 = cpu()
     for k, i in enumerate(indices.tolist()):
@@ -148,7 +153,7 @@ def _timed(reader: Reader, indices: np.ndarray, decode: bool, out):
         c1 = cpu()
         if decode:
             t1b = clock()
-            images[k] = reader.decode(payload, i)
+            images[k][...] = reader.decode(payload, i)
             t2 = clock()
             c2 = cpu()
             split[k] = (t1 - t0, t2 - t1b, c1 - c0, c2 - c1)

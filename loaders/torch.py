@@ -112,6 +112,10 @@ class _ReaderDataset:
         """(batch tensor, payload bytes) of `idx` by one read_batch: uint8 "stored" straight into the
         tensor's memory (shared memory in a worker, with `shared`), else converted once."""
         spec = self.reader.spec
+        if self.reader.variable:
+            raise UsageError(f"{self.reader.root}: its samples have shapes of their own (a size distribution or an "
+                             f"ingested folder), and a batch tensor needs one shape; read it with TorchDataset "
+                             f"(one sample at a time) and a transform that resizes or crops, then collate")
         if self.output == "stored" and spec.np_dtype.itemsize == 1:
             t = _empty((len(idx), *spec.shape), torch.uint8, shared)
             _, nbytes = self.reader.read_batch(idx, t.numpy())

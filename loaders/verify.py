@@ -5,10 +5,17 @@ Codec.encode gives the payload. For each layout every sample's stored payload mu
 reference payload byte for byte and match the manifest's crc32 and size; the images the loader
 delivers (read_batch, the path training uses) must equal the reference pixels; the layout's own
 labels must equal the reference labels. The manifest itself is checked once.
+
+An ingested corpus (python -m generator ingest) has no synthetic reference: `source` (verify
+--source SRC) makes the source's files the reference, scanned again as the ingest scanned them:
+every sample's payload must equal its file's bytes, its pixels what that file decodes to, its
+label the file's class (ImageFolder's numbering) or listed label, and its shape and dtype the
+file's. A file missing from SRC, or one the ingest did not take, is a mismatch named by path.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import zlib
 from dataclasses import dataclass
@@ -50,12 +57,23 @@ def choose_layouts(manifest, layouts) -> list[str]:
     return names
 
 
-def verify(root, layouts=None, progress: bool | None = None) -> tuple[list[str], list[Mismatch]]:
-    """(layouts checked, every mismatch found). An empty list means every sample matched."""
+def verify(root, layouts=None, progress: bool | None = None, source=None) -> tuple[list[str], list[Mismatch]]:
+    """(layouts checked, every mismatch found). An empty list means every sample matched.
+    `source`: the directory or list an ingested corpus was made from (required for one, refused
+    for a synthetic corpus)."""
     manifest = read_manifest(root)
     names = choose_layouts(manifest, layouts)
     spec, codec = manifest.spec, Codec(manifest.spec)
     found: list[Mismatch] = []
+    reference = lambda i: _reference(spec, codec, i)  # noqa: E731
+    if spec.source is not None:
+        if source is None:
+            raise UsageError(f"{root} was ingested from {manifest.source_info.get('path')}: its reference is those "
+                             f"files; verify it with --source SRC")
+        reference = _source_reference(manifest, codec, source, found)
+    elif source is not None:
+        raise UsageError(f"{root} is a synthetic corpus (its reference is recomputed); --source is for corpora made by "
+                         f"python -m generator ingest")
     checkers = []
     for name in names:
         try:
@@ -67,7 +85,7 @@ def verify(root, layouts=None, progress: bool | None = None) -> tuple[list[str],
         with tqdm(total=spec.count * len(names), desc="verify", unit="sample", disable=not show,
                   dynamic_ncols=True) as bar:
             for r in chunks(0, spec.count, spec):
-                refs = [_reference(spec, codec, i) for i in r]
+                refs = [reference(i) for i in r]
                 _check_manifest(manifest, r, refs, found, f"{root}/{MANIFEST}")
                 for check in checkers:
                     check.run(list(r), refs)
@@ -86,8 +104,45 @@ def _reference(spec, codec, i):
     return pixels, label, payload
 
 
+def _source_reference(manifest, codec, source, found):
+    """reference(i) for an ingested corpus: (pixels, label, payload) of sample i's source file, from
+    SRC scanned again (bad files skipped: those the ingest skipped show as not in the source)."""
+    from generator.ingest import digest, scan
+
+    entries = scan(source, skip_bad=True, workers=os.cpu_count() or 1)
+    by_rel = {e.rel: e for e in entries}
+    where = f"{source}"
+    if digest(entries) != manifest.spec.source:
+        found.append(Mismatch("source", -1, where, "the source's files differ from those ingested (another set, or "
+                                                   "changed since); the samples that differ are listed"))
+    placeholder = (np.zeros((0, 0, 1), np.uint8), -1, b"")
+
+    def reference(i):
+        e = by_rel.get(manifest.sources[i])
+        if e is None:
+            found.append(Mismatch("source", i, os.path.join(str(source), manifest.sources[i]),
+                                  "not in the source (missing, or bad now)"))
+            return placeholder
+        from generator.safeio import read_regular
+        from generator.spec import MAX_SAMPLE_BYTES
+
+        payload = read_regular(e.path, MAX_SAMPLE_BYTES)
+        problems = []
+        if list(e.shape) != list(manifest.shapes[i]) or e.dtype != manifest.dtypes[i]:
+            problems.append(f"the manifest says {manifest.shapes[i]} {manifest.dtypes[i]}, the file is "
+                            f"{list(e.shape)} {e.dtype}")
+        if problems:
+            found.append(Mismatch("manifest", i, e.path, "; ".join(problems)))
+        pixels = codec.decode(payload, e.shape, e.dtype)
+        return np.array(pixels), e.label, payload
+
+    return reference
+
+
 def _check_manifest(manifest, r, refs, found, where) -> None:
     for i, (_, label, payload) in zip(r, refs):
+        if label == -1:  # no reference for it (its source file is missing): said already
+            continue
         problems = []
         if manifest.crc32[i] != zlib.crc32(payload):
             problems.append(f"crc32 {manifest.crc32[i]:08x}, the reference payload's is {zlib.crc32(payload):08x}")
@@ -95,6 +150,8 @@ def _check_manifest(manifest, r, refs, found, where) -> None:
             problems.append(f"size {manifest.sizes[i]}, the reference payload's is {len(payload)}")
         if manifest.labels[i] != label:
             problems.append(f"label {manifest.labels[i]}, the reference label is {label}")
+        if manifest.spec.sizes is not None and tuple(manifest.shapes[i]) != manifest.spec.sample_shape(i):
+            problems.append(f"shape {manifest.shapes[i]}, the size distribution gives {list(manifest.spec.sample_shape(i))}")
         if problems:
             found.append(Mismatch("manifest", i, where, "; ".join(problems)))
 
@@ -164,6 +221,8 @@ class _LayoutCheck:
         for i, _, problem in r.check_integrity(idx):  # the container's own checks (record crc32c, ...)
             errors.setdefault(i, []).append(problem)
         for i, p, img, (pixels, label, ref) in zip(idx, payloads, images, refs):
+            if label == -1:  # no reference (a source file missing): said once, by the source check
+                continue
             problems = list(dict.fromkeys(errors.get(i, ())))  # once each, in order
             if p is not None:
                 if bytes(p) != ref:

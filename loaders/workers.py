@@ -179,7 +179,10 @@ def _work(reader: Reader, slots, slot_bytes: int, how: str, seq: int, slot: int,
     """One batch in a worker, into its shared-memory slot; errors come back as plain tuples."""
     try:
         out = None
-        if slots is not None:
+        if slots is not None and reader.variable:  # images of their own shapes, back to back in the slot
+            dt = reader.spec.np_dtype
+            out = np.ndarray((slot_bytes // dt.itemsize,), dt, slots.buf, slot * slot_bytes)
+        elif slots is not None:
             out = np.ndarray((len(idx), *reader.spec.shape), reader.spec.np_dtype, slots.buf, slot * slot_bytes)
         _, _, nbytes, split = fetch(reader, idx, how, out)
         return seq, nbytes, split, None
@@ -295,7 +298,12 @@ class ProcessPool:
                 if error is not None:
                     self._raise(w, error)
                 images = None
-                if ld.decode:  # copied out: the slot is refilled while the caller still holds the batch
+                if ld.decode and ld.reader.variable:  # copied out of the slot, each at its own shape
+                    flat = np.ndarray((self.slot_bytes // spec.np_dtype.itemsize,), spec.np_dtype,
+                                      self.slots[w].buf, slot * self.slot_bytes)
+                    images = [v.copy() for v in ld.reader.batch_list(idx, flat)]
+                    del flat
+                elif ld.decode:  # copied out: the slot is refilled while the caller still holds the batch
                     shape = (len(idx), *spec.shape)
                     slot_view = np.ndarray(shape, spec.np_dtype, self.slots[w].buf, slot * self.slot_bytes)
                     images = ring.get(len(idx)) if ring else np.empty(shape, spec.np_dtype)

@@ -19,6 +19,7 @@ from loaders import open_corpus
 from loaders.pipeline import Loader
 from loaders.sampler import MODES
 
+VARIABLE_KINDS = ["var", "var16", "varjpeg", "varraw"]  # size distributions (tests/conftest.py)
 ROUND_TRIP_KINDS = ["gray8", "rgb8", "rgba8", "rgb16", "raw16", "deflate", "big", "jpeg", "png16"]
 DAMAGE_KINDS = ["gray8", "big"]  # small (batch-assembled) and large (per-sample) read paths
 
@@ -90,6 +91,59 @@ class ReaderSuite:
         assert nbytes == sum(len(payloads[i]) for i in order)
         assert np.array_equal(r.labels(order), labels[order])
         assert r.read_many([]) == [] and r.read_batch([])[0].shape == (0, *pixels[0].shape)
+        r.close()
+
+    @pytest.mark.parametrize("kind", VARIABLE_KINDS)
+    def test_variable_shapes_round_trip_or_a_named_refusal(self, corpus, kind, tmp_path):
+        """A size distribution: every path returns each sample at the shape the manifest records
+        (the spec's draw), bit-exact; a layout that cannot hold them is left out of the default set
+        and refused by name when asked for."""
+        from generator.build import generate
+        from generator.layouts import get_layout
+
+        root = corpus(kind)
+        manifest = read_manifest(root)
+        spec = manifest.spec
+        why = get_layout(self.layout).writer_class().refusal(spec)
+        if why is not None:
+            assert self.layout not in manifest.layouts
+            assert f"the {self.layout} layout" in why and "one of: " in why and "\n" not in why
+            with pytest.raises(UsageError, match=f"the {self.layout} layout .* cannot hold"):
+                generate(tmp_path / "c", spec, [self.layout], workers=1, progress=False)
+            return
+        pixels, labels, payloads = reference(root)
+        shapes = [spec.sample_shape(i) for i in range(spec.count)]
+        assert manifest.shapes == [list(s) for s in shapes] and len(set(shapes)) > 1
+        assert all(s[0] <= spec.height and s[1] <= spec.width for s in shapes)
+        r = self.open(root, verify=True)
+        assert r.variable and [r.shape(i) for i in range(len(r))] == shapes
+        for i in range(len(r)):
+            p = r.read(i)
+            assert bytes(p) == payloads[i]
+            img = r.decode(p, i)
+            assert img.shape == shapes[i] and np.array_equal(img, pixels[i])
+        order = np.random.default_rng(2).permutation(len(r))
+        images, nbytes = r.read_batch(order)
+        assert isinstance(images, list) and len(images) == len(order)
+        for img, i in zip(images, order):
+            assert img.dtype == spec.np_dtype and img.shape == shapes[i] and np.array_equal(img, pixels[i])
+        assert nbytes == sum(len(payloads[i]) for i in order)
+        flat = np.empty(r.batch_elements(order[:5]), spec.np_dtype)  # the documented `out`: consecutive views
+        views, _ = r.read_batch(order[:5], flat)
+        assert all(np.shares_memory(v, flat) and np.array_equal(v, pixels[i]) for v, i in zip(views, order[:5]))
+        with pytest.raises(UsageError, match="flat"):
+            r.read_batch(order[:5], flat[:-1])
+        assert r.read_batch([])[0] == []
+        for kw in (dict(workers=0), dict(workers=2, worker_kind="fork"), dict(workers=2, worker_kind="thread"),
+                   dict(workers=1, worker_kind="fork", timing=True)):
+            seen = []
+            with Loader(self.open(root), batch_size=4, seed=5, **kw) as loader:
+                for batch in loader.epoch(0):
+                    assert [im.shape for im in batch.images] == [shapes[i] for i in batch.indices]
+                    assert all(np.array_equal(im, pixels[i]) for im, i in zip(batch.images, batch.indices))
+                    assert np.array_equal(batch.labels, labels[batch.indices])
+                    seen.extend(batch.indices.tolist())
+            assert sorted(seen) == list(range(len(r))), kw
         r.close()
 
     def test_verify_mode_reads_a_sound_corpus(self, corpus):
@@ -314,6 +368,21 @@ class WriterSuite:
                     self.reference_root), f"{rel} is under a final name before the layout is complete"
 
     # -- the tests ---------------------------------------------------------------------------------
+
+    def test_a_size_distribution_writes_the_same_bytes_whatever_the_worker_count(self, corpus, tmp_path):
+        """Samples of varying shape (tests/conftest.py's `var`): identical layouts from 1 and 3 workers,
+        equal to the session's corpus, verified sample by sample (shapes included)."""
+        from generator.build import generate
+        from loaders.verify import verify
+
+        ref = corpus("var")
+        spec = read_manifest(ref).spec
+        for workers in (1, 3):
+            root = tmp_path / f"w{workers}"
+            generate(root, spec, [self.layout], workers=workers, progress=False)
+            assert read_manifest(root).shapes == read_manifest(ref).shapes
+            assert self.writer_class.snapshot(root) == self.writer_class.snapshot(ref)
+            assert verify(root, progress=False)[1] == []
 
     def test_same_bytes_whatever_the_worker_count(self, tmp_path):
         for workers in (1, 3):

@@ -23,6 +23,12 @@ KINDS = {
     # image formats: lossy (the payload is bit-exact, the pixels are what it decodes to), 16-bit PNG
     "jpeg": dict(height=12, width=10, channels=3, dtype="uint8", payload="jpeg", quality=85),
     "png16": dict(height=6, width=9, channels=4, dtype="uint16", payload="png"),
+    # size distributions (generator.sizes): every sample its own shape, within the bounding shape
+    "var": dict(height=1, width=1, channels=3, dtype="uint8", sizes="uniform:3x4,9x11"),
+    "var16": dict(height=1, width=1, channels=1, dtype="uint16", payload="png", sizes="normal:8x6,2x3"),
+    "varjpeg": dict(height=1, width=1, channels=3, dtype="uint8", payload="jpeg", quality=80,
+                    sizes="list:16x16;8x24;17x9"),
+    "varraw": dict(height=1, width=1, channels=4, dtype="uint8", payload="raw", sizes="uniform:2x2,7x5"),
     # above the 64 KiB line: the per-sample (large) copy paths
     "big": dict(height=160, width=150, channels=3, dtype="uint8", count=6),
 }

@@ -418,7 +418,8 @@ def test_manifest_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(version=VERSION + 1), f"manifest version {VERSION + 1}; this layoutbench reads versions 1, {VERSION}"),
+    (lambda d: d.update(version=VERSION + 1), f"manifest version {VERSION + 1}, newer than this layoutbench reads "
+                                              f"\\(up to {VERSION}\\): upgrade layoutbench"),
     (lambda d: d.update(version=0), "manifest version 0; this layoutbench reads versions"),
     (lambda d: d.update(version="2"), "manifest version .2.; this layoutbench reads versions"),
     (lambda d: d.update(version=None), "manifest version None"),

@@ -43,6 +43,12 @@ class LayoutWriter(abc.ABC):
     target: ClassVar[str]  # the path inside the corpus root once published
     supports_parallel_write: ClassVar[bool] = False  # parts() and write_part() instead of put_many()
     settings: ClassVar[tuple[str, ...]] = ()  # generator options this writer takes (e.g. shard_mb)
+    # Samples of varying shape (a size distribution, an ingested folder): encoded payloads (TIFF,
+    # PNG, JPEG, WebP) are bytes per sample, which a layout storing bytes per sample holds at any
+    # shape; `supports_variable_raw` False: raw pixels go into one dense (N, H, W, C) array, which
+    # cannot hold them. A layout that holds neither sets supports_variable_shapes False.
+    supports_variable_shapes: ClassVar[bool] = True
+    supports_variable_raw: ClassVar[bool] = True
 
     def __init__(self, root: Path, spec: Spec, codec: Codec, **options):
         """`options`: values of the generator settings this class names in `settings` (None: default)."""
@@ -50,6 +56,23 @@ class LayoutWriter(abc.ABC):
         if unknown:
             raise UsageError(f"the {self.name} layout takes no setting {', '.join(sorted(unknown))}")
         self.root, self.spec, self.codec, self.options = Path(root), spec, codec, dict(options)
+
+    @classmethod
+    def refusal(cls, spec: Spec) -> str | None:
+        """None when this layout holds `spec`'s samples; else one line naming the layout, why, and
+        what to use instead (the supports_variable_* flags; generic code never checks names)."""
+        if not spec.variable:
+            return None
+        holders = [k for k, w in writer_classes().items()
+                   if w.supports_variable_shapes and (w.supports_variable_raw or spec.payload != "raw")]
+        if not cls.supports_variable_shapes:
+            return (f"the {cls.name} layout stores samples of one shape and cannot hold samples of varying shape "
+                    f"(--size-dist {spec.sizes.split(':')[0]}); use --size-dist fixed, or one of: {', '.join(holders)}")
+        if spec.payload == "raw" and not cls.supports_variable_raw:
+            return (f"the {cls.name} layout stores raw pixels as one (N, H, W, C) array and cannot hold raw samples of "
+                    f"varying shape; use an encoded payload (--payload tiff, png) for {cls.name}, or one of: "
+                    f"{', '.join(holders)}")
+        return None
 
     @abc.abstractmethod
     def begin(self) -> int:
@@ -192,7 +215,13 @@ def writer_classes() -> dict[str, type[LayoutWriter]]:
 
 
 def payload_estimate(spec: Spec, codec: Codec) -> int:
-    """Bytes of one payload: exact when uncompressed, an upper bound when deflated."""
+    """Bytes of one payload: exact when uncompressed, an upper bound when deflated; an ingested
+    corpus's: its files' mean size (what a layout of all of them holds on average)."""
+    if spec.source is not None:
+        from ..pool import SOURCES
+
+        entries = SOURCES.get(spec) or ()
+        return sum(e.size for e in entries) // max(1, len(entries)) + 1024
     return codec.fixed_size or (spec.pixel_bytes + spec.pixel_bytes // 100 + 1024)
 
 

@@ -55,9 +55,9 @@ def class_dir(spec: Spec, label: int, version: int | None = None) -> str:
 def sample_relpath(spec: Spec, index: int, label: int, version: int | None = None) -> str:
     """Path of sample `index` (of class `label`) relative to the corpus root, in the format of
     manifest `version` (default: the current one)."""
-    from ..codecs import CODECS, codec_id
+    from ..codecs import codec_id, codec_info
 
-    ext = CODECS[codec_id(spec.payload, spec.compression)].extension
+    ext = codec_info(codec_id(spec.payload, spec.compression)).extension
     return f"files/{class_dir(spec, label, version)}/{index:0{index_width(spec)}d}.{ext}"
 
 

@@ -28,6 +28,7 @@ PARTIAL = ".corpus.h5.partial"
 
 
 class HDF5Writer(LayoutWriter):
+    supports_variable_raw = False  # raw pixels are one dense (N, H, W, C) array
     name = "hdf5"
     target = FILENAME
 

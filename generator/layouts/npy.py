@@ -106,6 +106,7 @@ def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:
 
 
 class NpyWriter(LayoutWriter):
+    supports_variable_raw = False  # raw pixels are one dense (N, H, W, C) array
     name = "npy"
     target = DIRNAME
     supports_parallel_write = True
