@@ -12,6 +12,7 @@ here, reported, never a win).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import mmap
 import os
@@ -468,6 +469,8 @@ def measure_floors(ctx, manifest) -> Floors:
     those thread counts, pread of one sample, and the harness. With `cfg.fio` (bench/fio.py),
     fio's random reads beside our own."""
     cfg = ctx.cfg
+    if manifest.shapes is not None:  # samples of varying shape have no naive baselines (runner.plan_runs)
+        cfg = dataclasses.replace(cfg, naive=False)
     hosts = ctx.comm.gather({"host": ctx.host})
     if ctx.comm.rank != 0:
         return Floors()

@@ -25,6 +25,7 @@ from generator.build import generate
 from generator.errors import UsageError
 from generator.layouts import layouts
 from generator.manifest import MANIFEST
+from generator.sizes import parse_size_dist
 from generator.spec import Spec, preset_spec
 
 from .report import answer, corpus_name, summary_table, write_report
@@ -46,10 +47,11 @@ def preset(name: str, count: int) -> Corpus:
 
 
 def imagenet_like(count: int) -> Corpus:
-    """What ImageNet's train set is made of: photo-like content, JPEG quality 90, at its average
-    size (about 470x390; ~85 KB an image here, ImageNet's average is ~110 KB)."""
-    return Corpus(f"imagenet-jpeg-{count}", Spec(height=390, width=470, channels=3, count=count,
-                                                   content="photo", payload="jpeg", quality=90))
+    """What ImageNet's train set is made of: photo-like content, JPEG quality 90, sizes varying
+    around its average (about 390x470, each side normal with a standard deviation of 60 px; ~85 KB
+    an image here, ImageNet's average is ~110 KB)."""
+    return Corpus(f"imagenet-jpeg-{count}", Spec(height=390, width=470, channels=3, count=count, content="photo",
+                                                   payload="jpeg", quality=90, sizes=parse_size_dist("normal:390x470,60")))
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,12 @@ def test_the_plan_is_consistent(plan):
         # stored bytes: the pixels (uncompressed TIFF, raw), or for JPEG q90 of photo content at
         # least 3 bits per pixel (3.6 measured at 470x390; tests/test_photo.py holds 224x224 in 4-7)
         per_pixel = 3 / 8 / spec.channels if spec.payload == "jpeg" else spec.np_dtype.itemsize
-        stored = spec.count * spec.height * spec.width * spec.channels * per_pixel
+        shapes = [spec.sample_shape(i) for i in range(min(spec.count, 500))]  # a size distribution's too
+        mean_pixels = sum(h * w * c for h, w, c in shapes) / len(shapes)
+        stored = spec.count * mean_pixels * per_pixel
         assert stored >= 5 * parse_size(size), (name, size, stored)
-    assert any(c.spec.payload == "jpeg" and c.spec.content == "photo" for c in plan.corpora)  # ImageNet-like
+    assert any(c.spec.payload == "jpeg" and c.spec.content == "photo" and c.spec.sizes  # ImageNet-like
+               for c in plan.corpora)
 
 
 def test_generate_only_makes_the_corpora_and_measures_nothing(tmp_path, monkeypatch, capsys):
