@@ -2,16 +2,18 @@
 warm on each corpus, a worker sweep of cold loose files, then the report and the speed goals; the
 console output ends with the report's Answer.
 
-Full: the corpora of `make generate` (mnist 60,000; imagenet 2,000; 4k-8bit 8; 4k-16bit 4), every
-layout cold and warm with 2 loader threads, 2 epochs (4K: 3 epochs of one-image batches) plus one
-per-sample timing epoch, the naive baselines, 40 MB checkpoints on 4k-8bit, and cold MNIST loose
-files with 1 and 2 worker processes.
-Both then read every layout of the MNIST and the ImageNet corpus under a memory cap (the capped
-regime: 10M and 48M of page cache; quick: ImageNet-size only, 12M; each corpus at least 5x its cap), 4 epochs
-back to back, where a memory cgroup can be made (else one line says they are left out).
-Both also read the MNIST corpus's streaming layouts (tar, tfrecord: those installed) cold and warm
-in their own order (`--shuffle shards`: shards in random order through a shuffle buffer).
-Quick (`make bench QUICK=1`): smaller corpora, the same runs (the README has the times measured).
+Full (FULL below; `make generate` makes its corpora): MNIST 25,000, ImageNet-size 1,000, an
+ImageNet-like JPEG corpus of 600 (photo content, quality 90, sizes around 390x470), 4k-8bit 4 and
+4k-16bit 2; every layout cold and warm with 2 loader threads, 2 epochs (4K: 3 epochs of one-image
+batches) plus one per-sample timing epoch (read apart from decode), the naive baselines (not on
+4k-16bit, nor on corpora of varying shape), 40 MB checkpoints on 4k-8bit, and cold MNIST loose
+files with 1 and 2 worker processes. Then every layout of one corpus per sample-size class under
+a memory cap (MNIST under 3M, ImageNet-size under 24M, the JPEG corpus under 8M of page cache,
+each corpus at least 5x its cap), 4 epochs back to back, where a memory cgroup can be made (else
+one line says they are left out), and the MNIST corpus's streaming layouts (tar, tfrecord: those
+installed) cold and warm in their own order (`--shuffle shards`).
+Quick (`make bench QUICK=1`): smaller corpora, the same runs but MNIST's capped one (the README
+has the times measured).
 """
 
 from __future__ import annotations
@@ -77,9 +79,11 @@ class SuitePlan:
         return next(c for c in self.corpora if c.name == name)
 
 
-FULL = SuitePlan((preset("mnist", 60_000), preset("imagenet", 2_000), imagenet_like(1_000), preset("4k-8bit", 8),
-                  preset("4k-16bit", 4)), "mnist-60000",
-                 capped=(("mnist-60000", "8M"), ("imagenet-2000", "48M"), ("imagenet-jpeg-1000", "12M")))
+# Sized so that `make bench` takes under 10 minutes on a 2-core VM from a fresh clone, corpora
+# included (README: the times measured); larger corpora: python -m bench run on your own.
+FULL = SuitePlan((preset("mnist", 25_000), preset("imagenet", 1_000), imagenet_like(600), preset("4k-8bit", 4),
+                  preset("4k-16bit", 2)), "mnist-25000",
+                 capped=(("mnist-25000", "3M"), ("imagenet-1000", "24M"), ("imagenet-jpeg-600", "8M")))
 QUICK = SuitePlan((preset("mnist", 10_000), preset("imagenet", 500), imagenet_like(300), preset("4k-8bit", 2),
                    preset("4k-16bit", 1)), "mnist-10000",
                   capped=(("imagenet-500", "12M"), ("imagenet-jpeg-300", "3M")))  # mnist 10,000: too small for a cap 5x below it
