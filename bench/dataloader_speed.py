@@ -18,8 +18,10 @@ after (reading rows below 99% resident before or after are marked NOT WARM). Row
   images tensor and one int64 targets tensor per batch, torch's default transport (each tensor
   a shared-memory segment; file_descriptor passes a descriptor per tensor, file_system a name).
 
-Printed per row: the median samples/s of the rounds with min..max, x ours (medians), and the CPU
-spent per batch by the main process (every thread) and by the workers (/proc, clock ticks).
+Printed per row: the median samples/s of the rounds with min..max, x ours (the ratio of the
+medians, and paired: the median of each round's ratio to ours' epoch of that round), the CPU
+spent per batch by the main process (every thread) and by the workers (/proc, clock ticks), and
+ours' CPU per batch over the row's (what the rates' ratio tends to where every core is busy).
 The machine is shared and noisy: compare the rows of one run, never runs of different times.
 """
 
@@ -221,13 +223,19 @@ def main(argv=None) -> int:
             print(f"round {r}  {name:32s} {n / seconds:10,.0f} samples/s  main {cpu_main[name][-1]:6.1f} us/batch  "
                   f"workers {cpu_workers[name][-1]:6.1f} us/batch", flush=True)
     ours = statistics.median(rates["ours"])
-    print(f"\n{'row':32s} {'samples/s':>10s}  {'min..max':>19s}  {'x ours':>6s}  {'main us/b':>9s}  "
-          f"{'workers us/b':>12s}")
+    print(f"\n{'row':32s} {'samples/s':>10s}  {'min..max':>19s}  {'x ours':>6s}  {'paired':>6s}  {'main us/b':>9s}  "
+          f"{'workers us/b':>12s}  {'CPU x ours':>10s}")
+    ours_cpu = statistics.median(cpu_main["ours"]) + statistics.median(cpu_workers["ours"])
     for name, _ in table:
         med = statistics.median(rates[name])
+        paired = statistics.median(a / b for a, b in zip(rates[name], rates["ours"]))
+        cpu = statistics.median(cpu_main[name]) + statistics.median(cpu_workers[name])
         print(f"{name:32s} {med:10,.0f}  {min(rates[name]):>8,.0f}..{max(rates[name]):<9,.0f}  {med / ours:6.2f}  "
-              f"{statistics.median(cpu_main[name]):9.1f}  {statistics.median(cpu_workers[name]):12.1f}"
-              + ("  NOT WARM in a round" if name in cold else ""))
+              f"{paired:6.2f}  {statistics.median(cpu_main[name]):9.1f}  {statistics.median(cpu_workers[name]):12.1f}  "
+              f"{ours_cpu / cpu:10.2f}" + ("  NOT WARM in a round" if name in cold else ""))
+    print("x ours: the ratio of the medians; paired: the median of the rounds' ratios (each against ours' epoch "
+          "of the same round); CPU x ours: ours' CPU per batch (main + workers) over the row's, the rate ratio "
+          "where every core is busy")
     print(f"auto group here: {group} batches per DataLoader item (loaders.torch.auto_group); load average now "
           f"{os.getloadavg()[0]:.2f}")
     return 0

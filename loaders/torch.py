@@ -36,7 +36,7 @@ Contracts:
   indices and payload bytes. Why: every DataLoader item costs the same (an index put through a
   feeder thread, a result get and unpickle, a `record_function`, the worker's queue round trip),
   and with 25 KB MNIST batches those costs were the whole epoch (bench/dataloader_speed.py:
-  main-process CPU per batch fell from about 190 to 70 us with K=5, README: the figures).
+  main-process CPU per batch fell from 190-255 to 70-86 us with K=5, README: the figures).
   prefetch_factor then counts items: K x prefetch_factor batches in flight per worker.
 - Errors are the reader's: a SampleError names the layout, the sample and its path or key.
 """
