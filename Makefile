@@ -84,7 +84,13 @@ install-fio:
 
 # PyTorch (optional, for loaders/torch.py, `bench run --loader torch|both`, `--device cuda` and
 # tests/test_torch.py): pyproject's `torch` extra, with TORCH pinning the build (the CPU wheel here).
-# torchvision is left out: tests/test_imagefolder.py's torchvision checks skip without it.
+# torchvision is left out: tests/test_imagefolder.py's torchvision checks skip without it. No CPU
+# build of torchvision is on this machine (/opt/wheels holds torch 2.13.0+cpu only); the PyPI
+# torchvision 0.28.0 (built for the CUDA torch 2.13.0) fails to import beside the CPU torch
+# ("RuntimeError: operator torchvision::nms does not exist"), so installing it would not run them.
+# What does run them: the CUDA pair torch==2.14.1 torchvision==0.29.1 (on this machine's disk; a
+# 4.4 GB venv, about 4 minutes to install here): tests/test_imagefolder.py 12 passed with it,
+# tests/test_torch.py 22 passed (CPU paths; no GPU), in a scratch venv, not .venv.
 TORCH ?= torch==2.13.0
 TORCH_STAMP := $(VENV)/.torch-installed-stamp
 

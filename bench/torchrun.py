@@ -4,7 +4,12 @@ torch.utils.data.DataLoader) and `--device cuda[:N]` (each batch copied to the G
 A DataLoader run is named like a naive baseline, after what it measures: torch-sample-<layout>
 (TorchDataset, one __getitem__ per sample, default_collate) and torch-batch-<layout>
 (BatchDataset, one read_batch per batch, not re-collated), kind "torch", reading <layout>'s files
-(its floor). torch is imported only when one of these is asked for; without it `--loader torch`
+(its floor). The batch run groups small batches K to a DataLoader item (loaders.torch's
+group="auto"; each batch still one read_batch, handed out one by one, in the same order): one
+DataLoader item costs its main process about the same whatever its size, and with one 25 KB
+MNIST batch per item that cost was the epoch (0.2-0.4x our Loader; bench/dataloader_speed.py
+measures both settings and the ceilings side by side). The run's "dataloader" settings record
+K as batches_per_item. torch is imported only when one of these is asked for; without it `--loader torch`
 is one line naming `make install-torch` (exit 2), and `--device cuda` without CUDA is one line and
 the copy stage is skipped.
 """

@@ -29,6 +29,15 @@ Contracts:
   indices, into one bytearray that travels in the worker's pipe and is unpickled in the main
   process straight into the tensors (views of it); other small batches travel as numpy arrays
   and become tensors by torch.from_numpy there (README: the figures).
+- Grouped items (batch_loader's `group`, default "auto"): with workers, small packable batches
+  go K to a DataLoader item (an EpochBatchSampler(group=K) yields BatchGroups of K consecutive
+  batches; each batch still one read_batch, into one shared bytearray), and BatchLoader yields
+  the K batches one by one: the same batches, in the same order, with their own targets,
+  indices and payload bytes. Why: every DataLoader item costs the same (an index put through a
+  feeder thread, a result get and unpickle, a `record_function`, the worker's queue round trip),
+  and with 25 KB MNIST batches those costs were the whole epoch (bench/dataloader_speed.py:
+  main-process CPU per batch fell from 190-255 to 70-86 us with K=5, README: the figures).
+  prefetch_factor then counts items: K x prefetch_factor batches in flight per worker.
 - Errors are the reader's: a SampleError names the layout, the sample and its path or key.
 """
 
@@ -45,12 +54,16 @@ from generator.layouts.files import class_dir
 
 from . import sampler as _sampler
 from .base import Reader
+from .stages import epoch_indices
 
 OUTPUTS = ("stored", "float")
 SHM_MIN = 1 << 20  # batches of at least this many bytes leave a worker in shared memory, smaller ones pickled
+GROUP_BYTES = 128 << 10  # batch_loader's group="auto": packed items of about this many pixel bytes
+GROUP_MAX = 8  # ... and of at most this many batches
 
-__all__ = ["OUTPUTS", "BatchDataset", "EpochBatchSampler", "EpochSampler", "IterableEpochDataset", "TorchDataset",
-           "BatchLoader", "batch_loader", "sample_loader", "tiff_loader", "to_tensor"]
+__all__ = ["OUTPUTS", "BatchDataset", "BatchGroup", "EpochBatchSampler", "EpochSampler", "IterableEpochDataset",
+           "TorchDataset", "BatchLoader", "auto_group", "batch_loader", "sample_loader", "shard_opts", "tiff_loader",
+           "to_tensor"]
 
 
 def _check_output(output: str) -> None:
@@ -172,13 +185,26 @@ class BatchDataset(_ReaderDataset, Dataset):
 
     numpy_transport = False  # set by BatchLoader: small batches leave a worker as numpy arrays
 
+    def packable(self) -> bool:
+        """Whether batches can leave a worker packed into one buffer (see the module docstring):
+        stored 8-bit pixels without transforms. Only those can be read in groups (BatchGroup)."""
+        return (self.transform is None and self.target_transform is None and self.output == "stored"
+                and self.reader.spec.np_dtype.itemsize == 1)
+
     def __getitem__(self, indices):
         reader = self.reader
+        if isinstance(indices, BatchGroup):
+            if not self.packable():
+                raise UsageError("a BatchGroup (several batches per item) needs stored 8-bit pixels and no "
+                                 "transforms: read such a dataset one batch per item (group=1)")
+            batches = [reader.check_indices(b) for b in indices]
+            if get_worker_info() is None:  # never pickled: the batches as they are
+                return _PackedBatch(reader, batches, self._label_np, self.with_index).unpack()
+            return _PackedBatch(reader, batches, self._label_np, self.with_index)
         idx = reader.check_indices(indices)
         piped = self.numpy_transport and len(idx) * reader.spec.pixel_bytes < SHM_MIN and get_worker_info() is not None
-        if piped and self.transform is None and self.target_transform is None and self.output == "stored" \
-                and reader.spec.np_dtype.itemsize == 1:
-            return _PackedBatch(reader, idx, self._label_np, self.with_index)
+        if piped and self.packable():
+            return _PackedBatch(reader, [idx], self._label_np, self.with_index)
         images, nbytes = self._images(idx, shared=not piped)
         index = torch.from_numpy(idx)
         targets = self._labels[index]
@@ -194,12 +220,15 @@ class EpochSampler(Sampler):
     """Indices of one rank's share of an epoch, in the order loaders.sampler gives (`shuffle`: any
     of its modes, with their options), a new order after each set_epoch(e). Across ranks 0..world-1
     every index comes exactly once per epoch; nothing is padded or repeated (torch's
-    DistributedSampler pads), so shares differ by at most one index."""
+    DistributedSampler pads), so shares differ by at most one index, except in the `shards` mode
+    (option `shards`: the boundaries, e.g. a streaming reader's shards(); see shard_opts), where
+    each rank takes whole shards, as our Loader's ranks do."""
 
     def __init__(self, n: int, shuffle: str = "shuffle", seed: int = 0, rank: int = 0, world: int = 1,
                  **order_opts):
         _sampler.shard(np.arange(0), rank, world)  # validates rank and world
-        _sampler.epoch_order(0, seed, 0, shuffle, **order_opts)  # validates the mode and its options
+        # validates the mode and its options (shard boundaries against n)
+        _sampler.epoch_order(int(n) if shuffle == "shards" else 0, seed, 0, shuffle, **order_opts)
         self.n, self.shuffle, self.seed, self.rank, self.world = int(n), shuffle, seed, rank, world
         self.order_opts, self.epoch = order_opts, 0
 
@@ -209,9 +238,9 @@ class EpochSampler(Sampler):
         self.epoch = int(epoch)
 
     def order(self) -> np.ndarray:
-        """This rank's indices for the current epoch, in reading order."""
-        full = _sampler.epoch_order(self.n, self.seed, self.epoch, self.shuffle, **self.order_opts)
-        return _sampler.shard(full, self.rank, self.world)
+        """This rank's indices for the current epoch, in reading order: what loaders.pipeline.Loader
+        reads (loaders.stages.epoch_indices; in the `shards` mode each rank takes whole shards)."""
+        return epoch_indices(self.n, self.seed, self.epoch, self.shuffle, self.rank, self.world, **self.order_opts)
 
     def __iter__(self):
         return iter(self.order().tolist())
@@ -220,23 +249,52 @@ class EpochSampler(Sampler):
         return (self.rank + 1) * self.n // self.world - self.rank * self.n // self.world
 
 
+class BatchGroup(tuple):
+    """Several consecutive batches of indices (lists of ints), read by one BatchDataset.__getitem__
+    and carried out of a DataLoader worker as one item: what EpochBatchSampler(group=K) yields."""
+
+    __slots__ = ()
+
+
 class EpochBatchSampler(EpochSampler):
     """EpochSampler's indices cut into batches (lists of ints) of `batch_size`, the last one shorter
     unless drop_last. As `batch_sampler=` of a per-sample dataset, or as `sampler=` of a
-    BatchDataset with batch_size=None."""
+    BatchDataset with batch_size=None.
 
-    def __init__(self, n: int, batch_size: int, drop_last: bool = False, **kw):
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    `group` K > 1 (for a BatchDataset only): it yields BatchGroups of K consecutive batches (the
+    last group shorter), the same batches in the same order; len() is then the number of groups
+    and num_batches() the number of batches."""
+
+    def __init__(self, n: int, batch_size: int, drop_last: bool = False, group: int = 1, **kw):
+        for name, value in (("batch_size", batch_size), ("group", group)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
         super().__init__(n, **kw)
-        self.batch_size, self.drop_last = int(batch_size), drop_last
+        self.batch_size, self.drop_last, self.group = int(batch_size), drop_last, int(group)
 
     def __iter__(self):
-        return (b.tolist() for b in _sampler.batches(self.order(), self.batch_size, self.drop_last))
+        batches = (b.tolist() for b in _sampler.batches(self.order(), self.batch_size, self.drop_last))
+        if self.group == 1:
+            return batches
+        return _groups(batches, self.group)
 
-    def __len__(self) -> int:
+    def num_batches(self) -> int:
         share = super().__len__()
         return share // self.batch_size if self.drop_last else -(-share // self.batch_size)
+
+    def __len__(self) -> int:
+        return -(-self.num_batches() // self.group)
+
+
+def _groups(batches, k: int):
+    group = []
+    for b in batches:
+        group.append(b)
+        if len(group) == k:
+            yield BatchGroup(group)
+            group = []
+    if group:
+        yield BatchGroup(group)
 
 
 class IterableEpochDataset(_ReaderDataset, IterableDataset):
@@ -248,7 +306,7 @@ class IterableEpochDataset(_ReaderDataset, IterableDataset):
     The epoch is set with set_epoch(e) and lives in shared memory, so persistent workers see it
     too (their copy of the dataset is never pickled again). Items are (images, targets) as
     BatchDataset gives them (with_index: also indices and payload bytes). For stream layouts,
-    pass the order mode that reads them in stream order.
+    shuffle="shards" reads them in stream order (the reader's own shards, see shard_opts).
     """
 
     def __init__(self, reader: Reader, batch_size: int, shuffle: str = "shuffle", seed: int = 0, rank: int = 0,
@@ -257,7 +315,7 @@ class IterableEpochDataset(_ReaderDataset, IterableDataset):
         self._batches = BatchDataset(reader, transform, target_transform, output, channels_first, with_index)
         self._setup(reader, transform, target_transform, output, channels_first)
         self.order = EpochBatchSampler(len(reader), batch_size, drop_last, shuffle=shuffle, seed=seed, rank=rank,
-                                       world=world, **order_opts)
+                                       world=world, **shard_opts(reader, shuffle, order_opts))
         self._epoch = multiprocessing.RawValue("q", 0)  # shared with the workers
 
     def set_epoch(self, epoch: int) -> None:
@@ -279,30 +337,53 @@ class IterableEpochDataset(_ReaderDataset, IterableDataset):
 
 
 class _PackedBatch:
-    """A small batch as it leaves a worker: targets, indices and pixels read into one bytearray,
-    pickled as that one buffer (no per-array pickling, no shared-memory segment) and unpickled in
-    the main process straight into the batch's tensors (views of the buffer, no copy)."""
+    """One or more batches as they leave a worker: for each, its targets, indices, payload bytes
+    and pixels (one read_batch per batch) in one bytearray, pickled as that one buffer (no
+    per-array pickling, no shared-memory segment) and unpickled in the main process straight
+    into the batches' tensors (views of the buffer, no copy): a _Batches list of them."""
 
-    def __init__(self, reader: Reader, idx: np.ndarray, labels: np.ndarray, with_index: bool):
-        spec, b = reader.spec, len(idx)
-        self.buf = bytearray(16 * b + b * spec.pixel_bytes)  # int64 targets and indices first: aligned pixels
-        meta = np.frombuffer(self.buf, np.int64, count=2 * b)
-        meta[:b], meta[b:] = labels[idx], idx
-        images = np.frombuffer(self.buf, spec.np_dtype, offset=16 * b).reshape(b, *spec.shape)
-        _, self.nbytes = reader.read_batch(idx, images)
-        self.b, self.shape, self.dtype, self.with_index = b, tuple(spec.shape), spec.np_dtype.str, with_index
+    def __init__(self, reader: Reader, batches: list, labels: np.ndarray, with_index: bool):
+        spec, k = reader.spec, len(batches)
+        lens = [len(b) for b in batches]
+        b = sum(lens)
+        # int64 targets, indices and per-batch bytes first: the pixels start 8-byte aligned
+        self.buf = bytearray(8 * (2 * b + k) + b * spec.pixel_bytes)
+        meta = np.frombuffer(self.buf, np.int64, count=2 * b + k)
+        idx = np.concatenate(batches) if k > 1 else batches[0]
+        meta[:b], meta[b:2 * b] = labels[idx], idx
+        images = np.frombuffer(self.buf, spec.np_dtype, offset=8 * (2 * b + k)).reshape(b, *spec.shape)
+        a = 0
+        for j, n in enumerate(lens):
+            meta[2 * b + j] = reader.read_batch(batches[j], images[a:a + n])[1]
+            a += n
+        self.lens, self.shape, self.dtype = tuple(lens), tuple(spec.shape), spec.np_dtype.str
+        self.with_index = with_index
 
     def __reduce__(self):
-        return _unpack_batch, (self.buf, self.b, self.shape, self.dtype, self.nbytes, self.with_index)
+        return _unpack_batch, (self.buf, self.lens, self.shape, self.dtype, self.with_index)
 
     def unpack(self):
-        return _unpack_batch(self.buf, self.b, self.shape, self.dtype, self.nbytes, self.with_index)
+        return _unpack_batch(self.buf, self.lens, self.shape, self.dtype, self.with_index)
 
 
-def _unpack_batch(buf: bytearray, b: int, shape: tuple, dtype: str, nbytes: int, with_index: bool):
-    meta = torch.from_numpy(np.frombuffer(buf, np.int64, count=2 * b))
-    images = torch.from_numpy(np.frombuffer(buf, np.dtype(dtype), offset=16 * b).reshape(b, *shape))
-    return (images, meta[:b], meta[b:], nbytes) if with_index else (images, meta[:b])
+class _Batches(list):
+    """The batches of one packed item, each (images, targets[, indices, payload bytes]) as tensors
+    (and an int): BatchLoader yields them one by one."""
+
+    __slots__ = ()
+
+
+def _unpack_batch(buf: bytearray, lens: tuple, shape: tuple, dtype: str, with_index: bool) -> _Batches:
+    b, k = sum(lens), len(lens)
+    meta = np.frombuffer(buf, np.int64, count=2 * b + k)
+    pixels = np.frombuffer(buf, np.dtype(dtype), offset=8 * (2 * b + k)).reshape(b, *shape)
+    from_numpy, out, a = torch.from_numpy, _Batches(), 0
+    nbytes = meta[2 * b:].tolist()
+    for j, n in enumerate(lens):
+        images, targets = from_numpy(pixels[a:a + n]), from_numpy(meta[a:a + n])
+        out.append((images, targets, from_numpy(meta[b + a:b + a + n]), nbytes[j]) if with_index else (images, targets))
+        a += n
+    return out
 
 
 def _to_numpy(x):
@@ -322,8 +403,10 @@ def _keep(item):
 class BatchLoader(DataLoader):
     """A DataLoader over a dataset whose items are whole batches (BatchDataset, IterableEpochDataset):
     batch_size=None and collate_fn that keeps each item as it is, and small batches carried from
-    the workers as numpy arrays (see the module docstring), turned back into tensors here by
-    torch.from_numpy (and pinned here when pin_memory). Items are what the dataset gives: tensors."""
+    the workers packed or as numpy arrays (see the module docstring), turned back into tensors
+    here (and pinned here when pin_memory). Items are what the dataset gives: tensors. With an
+    EpochBatchSampler(group=K), each item is K batches and this yields them one by one; len() is
+    the number of batches either way."""
 
     def __init__(self, dataset, **kw):
         for name, want in (("batch_size", None), ("collate_fn", _keep)):
@@ -331,30 +414,72 @@ class BatchLoader(DataLoader):
                 raise UsageError(f"BatchLoader's items are batches already: it takes no {name}")
         inner = getattr(dataset, "_batches", dataset)
         inner.numpy_transport = True
+        sampler = kw.get("sampler")
+        if getattr(sampler, "group", 1) > 1 and not (isinstance(inner, BatchDataset) and inner.packable()):
+            raise UsageError("group > 1 (several batches per item) needs a BatchDataset of stored 8-bit pixels "
+                             "without transforms")
         super().__init__(dataset, **kw)
+
+    def __len__(self) -> int:
+        sampler = self.sampler
+        return sampler.num_batches() if isinstance(sampler, EpochBatchSampler) else super().__len__()
 
     def __iter__(self):
         pin = self.pin_memory and torch.cuda.is_available()
         for item in super().__iter__():
             if isinstance(item, _PackedBatch):  # num_workers=0: never pickled
                 item = item.unpack()
-            if isinstance(item, tuple):
-                item = tuple(_to_tensor(x) for x in item)
-                if pin:
-                    item = tuple(x.pin_memory() if torch.is_tensor(x) and not x.is_pinned() else x for x in item)
-            yield item
+            if isinstance(item, _Batches):
+                if not pin:
+                    yield from item
+                    continue
+            else:
+                item = [tuple(_to_tensor(x) for x in item) if isinstance(item, tuple) else item]
+            for batch in item:
+                if pin and isinstance(batch, tuple):
+                    batch = tuple(x.pin_memory() if torch.is_tensor(x) and not x.is_pinned() else x for x in batch)
+                yield batch
+
+
+def auto_group(dataset: "BatchDataset", batch_size: int) -> int:
+    """batch_loader's group="auto": batches per item so an item holds about GROUP_BYTES of pixels
+    (at most GROUP_MAX batches), for packable datasets whose batches are small (< SHM_MIN); else 1.
+    Each item costs the DataLoader the same (an index put, a result get and unpickle, a worker
+    round trip) whatever its size, and for small batches those costs are the whole epoch."""
+    batch_bytes = batch_size * dataset.reader.spec.pixel_bytes
+    if not dataset.packable() or batch_bytes >= SHM_MIN:
+        return 1
+    return max(1, min(GROUP_MAX, GROUP_BYTES // max(1, batch_bytes)))
+
+
+def shard_opts(reader: Reader, shuffle: str, order_opts: dict | None) -> dict:
+    """The order options for `reader`: in the `shards` mode, the reader's own shard boundaries
+    (unless given), as loaders.pipeline.Loader takes them; a reader that is not a stream of shards
+    is refused there, with one line."""
+    opts = dict(order_opts or {})
+    if shuffle == "shards" and "shards" not in opts:
+        if not reader.supports_streaming:
+            raise UsageError(f"the shards order needs a streaming layout; the {reader.layout} reader is not one "
+                             f"(supports_streaming is False)")
+        opts["shards"] = reader.shards()
+    return opts
 
 
 def batch_loader(reader: Reader, batch_size: int, *, shuffle: str = "shuffle", seed: int = 0, rank: int = 0,
                  world: int = 1, drop_last: bool = False, output: str = "stored", channels_first: bool = False,
                  transform=None, target_transform=None, with_index: bool = False, order_opts: dict | None = None,
-                 **dataloader_kw) -> DataLoader:
+                 group: int | str = "auto", **dataloader_kw) -> DataLoader:
     """A BatchLoader over BatchDataset: one read_batch per batch, not re-collated (batch_size=None,
     its sampler an EpochBatchSampler: call `loader.sampler.set_epoch(e)` before each epoch).
-    `dataloader_kw` go to DataLoader (num_workers, persistent_workers, prefetch_factor, pin_memory...)."""
+    `group`: batches per DataLoader item (each still one read_batch, yielded one by one, in the
+    same order); "auto" (auto_group) packs small 8-bit batches into items of about GROUP_BYTES,
+    so prefetch_factor then counts items of that many batches. `dataloader_kw` go to DataLoader
+    (num_workers, persistent_workers, prefetch_factor, pin_memory...)."""
     ds = BatchDataset(reader, transform, target_transform, output, channels_first, with_index)
-    order = EpochBatchSampler(len(reader), batch_size, drop_last, shuffle=shuffle, seed=seed, rank=rank,
-                              world=world, **(order_opts or {}))
+    if group == "auto":
+        group = auto_group(ds, batch_size) if dataloader_kw.get("num_workers") else 1
+    order = EpochBatchSampler(len(reader), batch_size, drop_last, group=group, shuffle=shuffle, seed=seed, rank=rank,
+                              world=world, **shard_opts(reader, shuffle, order_opts))
     return BatchLoader(ds, sampler=order, **dataloader_kw)
 
 
@@ -367,7 +492,7 @@ def sample_loader(reader: Reader, batch_size: int, *, shuffle: str = "shuffle", 
     call `loader.batch_sampler.set_epoch(e)` before each epoch)."""
     ds = TorchDataset(reader, transform, target_transform, output, channels_first, with_index)
     order = EpochBatchSampler(len(reader), batch_size, drop_last, shuffle=shuffle, seed=seed, rank=rank,
-                              world=world, **(order_opts or {}))
+                              world=world, **shard_opts(reader, shuffle, order_opts))
     return DataLoader(ds, batch_sampler=order, **dataloader_kw)
 
 
@@ -383,14 +508,18 @@ class DataLoaderPipeline:
     same loop, checks the same every-index-once, and reads the same counters.
 
     `dataset` "sample": TorchDataset with batch_size (one __getitem__ per sample, default_collate);
-    "batch": BatchDataset with batch_size=None (one read_batch per batch). Workers are processes
-    (`worker_kind` fork or spawn), persistent across epochs, `prefetch` batches each
-    (prefetch_factor). Images are torch tensors, output "stored" (uint8 as uint8, 16-bit as int32).
+    "batch": BatchDataset with batch_size=None (one read_batch per batch), `group` batches per
+    DataLoader item (batch_loader's; "auto" by default: small 8-bit batches grouped, see the
+    module docstring). Workers are processes (`worker_kind` fork or spawn), persistent across
+    epochs, `prefetch` items each (prefetch_factor). Images are torch tensors, output "stored"
+    (uint8 as uint8, 16-bit as int32). shuffle="shards" reads the reader's own shards (a streaming
+    layout's; others are refused), ranks taking whole shards, as our Loader does.
     """
 
     def __init__(self, reader: Reader, dataset: str = "batch", batch_size: int = 32, workers: int = 0,
                  worker_kind: str = "fork", shuffle: str = "shuffle", seed: int = 0, prefetch: int = 2,
-                 drop_last: bool = False, rank: int = 0, world: int = 1, pin_memory: bool = False, **order_opts):
+                 drop_last: bool = False, rank: int = 0, world: int = 1, pin_memory: bool = False,
+                 group: int | str = "auto", **order_opts):
         if dataset not in DATASETS:
             raise UsageError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
         if workers and worker_kind not in CONTEXTS:
@@ -401,6 +530,8 @@ class DataLoaderPipeline:
         if workers:
             kw.update(persistent_workers=True, prefetch_factor=prefetch,
                       multiprocessing_context=CONTEXTS[worker_kind])
+        if dataset == "batch":
+            kw["group"] = group
         make = batch_loader if dataset == "batch" else sample_loader
         self.loader = make(reader, batch_size, shuffle=shuffle, seed=seed, rank=rank, world=world, drop_last=drop_last,
                            with_index=True, order_opts=order_opts, **kw)
@@ -408,7 +539,8 @@ class DataLoaderPipeline:
         self.settings = {"dataset": dataset, "num_workers": workers, "persistent_workers": bool(workers),
                          "prefetch_factor": prefetch if workers else None, "pin_memory": pin_memory,
                          "multiprocessing_context": CONTEXTS[worker_kind] if workers else None,
-                         "batch_size": None if dataset == "batch" else batch_size, "torch": torch.__version__}
+                         "batch_size": None if dataset == "batch" else batch_size,
+                         "batches_per_item": self.order.group if dataset == "batch" else 1, "torch": torch.__version__}
 
     @property
     def worker_pids(self) -> list[int]:
@@ -433,7 +565,7 @@ class DataLoaderPipeline:
             raise worker_error(exc) from None
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.loader)  # batches (BatchLoader counts batches, not grouped items)
 
     def close(self) -> None:
         """Stop the workers (persistent ones live in the DataLoader's iterator) and close the reader."""

@@ -266,3 +266,129 @@ def test_bench_run_loader_both_puts_ours_and_the_dataloader_side_by_side(corpus,
     with pytest.raises(UsageError, match="DataLoader workers are processes"):
         run_bench(BenchConfig(corpus=corpus("gray8"), output=tmp_path / "t.json", loader="torch", workers=(2,),
                               run=RunConfig(worker_kind="thread")))
+
+
+def test_grouped_items_give_the_same_batches_one_by_one(corpus, ref):
+    """group=K: K batches per DataLoader item, yielded one by one: the batches, their order, pixels,
+    targets, indices and payload bytes those of group=1; len() counts batches either way."""
+    pixels, labels, payloads = ref["gray8"]
+    root = corpus("gray8")
+    for workers in (0, 2):
+        kw = dict(persistent_workers=True, prefetch_factor=2) if workers else {}
+        one = lt.batch_loader(open_corpus(root, "hdf5"), 4, seed=2, num_workers=workers, with_index=True, group=1, **kw)
+        three = lt.batch_loader(open_corpus(root, "hdf5"), 4, seed=2, num_workers=workers, with_index=True, group=3,
+                                **kw)
+        assert three.sampler.group == 3 and len(three.sampler) == 4 and len(three) == len(one) == 10
+        items = list(three.sampler)
+        assert all(isinstance(g, lt.BatchGroup) for g in items) and [len(g) for g in items] == [3, 3, 3, 1]
+        for epoch in (0, 1):
+            one.sampler.set_epoch(epoch)
+            three.sampler.set_epoch(epoch)
+            a, b = list(one), list(three)
+            assert [x[2].tolist() for x in b] == [x[2].tolist() for x in a] == [list(x) for x in one.sampler]
+            for images, targets, index, nbytes in b:
+                assert images.dtype == torch.uint8 and torch.is_tensor(targets) and targets.dtype == torch.int64
+                assert np.array_equal(images.numpy(), np.stack([pixels[i] for i in index.tolist()]))
+                assert targets.tolist() == [labels[i] for i in index.tolist()]
+                assert nbytes == sum(len(payloads[i]) for i in index.tolist())
+        plain = lt.batch_loader(open_corpus(root, "hdf5"), 4, num_workers=workers, group=3, **kw)
+        assert [len(x) for x in next(iter(plain))] == [4, 4]  # (images, targets) without with_index
+    with pytest.raises(UsageError, match="group > 1"):
+        lt.batch_loader(open_corpus(corpus("rgb16"), "hdf5"), 4, num_workers=2, group=3)  # 16-bit: not packable
+    with pytest.raises(UsageError, match="group must be an integer >= 1"):
+        lt.EpochBatchSampler(37, 4, group=0)
+
+
+def test_auto_group_packs_small_8bit_batches_only(corpus):
+    small = lt.BatchDataset(open_corpus(corpus("gray8"), "hdf5"))
+    assert lt.auto_group(small, 32) == 5  # 32 x 784 B = 25 KB: five to an item of about 128 KiB
+    assert lt.auto_group(small, 1) == lt.GROUP_MAX
+    assert lt.auto_group(lt.BatchDataset(open_corpus(corpus("big"), "hdf5")), 16) == 1  # >= SHM_MIN: shared memory
+    assert lt.auto_group(lt.BatchDataset(open_corpus(corpus("rgb16"), "hdf5")), 8) == 1  # 16-bit: numpy transport
+    assert lt.auto_group(lt.BatchDataset(small.reader, transform=lambda x: x), 8) == 1
+    p = lt.DataLoaderPipeline(open_corpus(corpus("gray8"), "hdf5"), "batch", batch_size=32, workers=2)
+    try:
+        assert p.settings["batches_per_item"] == 5 and len(p) == 2
+    finally:
+        p.close()
+    assert lt.batch_loader(small.reader, 32).sampler.group == 1  # no workers: nothing to carry
+
+
+@pytest.fixture(scope="module")
+def sharded_corpus(tmp_path_factory):
+    from generator.build import generate
+    from generator.layouts import get_layout
+    from generator.spec import Spec
+
+    root = tmp_path_factory.mktemp("torch-shards")
+    layouts = [name for name in ("tar", "tfrecord", "hdf5") if get_layout(name).missing() is None]
+    generate(root, Spec(height=8, width=8, channels=1, count=60, seed=4), layouts, workers=1, progress=False,
+             settings={"shard_samples": 6})
+    return root
+
+
+@pytest.mark.parametrize("layout, dataset", [("tar", "batch"), ("tfrecord", "batch"), ("tar", "sample")])
+def test_the_shards_mode_reads_every_index_once_across_2_ranks_and_2_workers(sharded_corpus, layout, dataset):
+    """shuffle="shards" through EpochSampler: the reader's own shards (ten of six samples), each
+    rank whole shards of them, every index exactly once per epoch over 2 ranks x 2 DataLoader
+    workers, in our Loader's order."""
+    from generator.layouts import get_layout
+    from loaders.stages import epoch_indices
+
+    if (why := get_layout(layout).missing()) is not None:
+        pytest.skip(why)
+    bounds = open_corpus(sharded_corpus, layout).shards()
+    assert bounds.tolist() == list(range(0, 61, 6))
+    for epoch in (0, 1):
+        seen = []
+        for rank in (0, 1):
+            p = lt.DataLoaderPipeline(open_corpus(sharded_corpus, layout), dataset, batch_size=4, workers=2,
+                                      shuffle="shards", seed=1, rank=rank, world=2, buffer_size=8)
+            try:
+                mine = [i for b in p.epoch(epoch) for i in b.indices.tolist()]
+                assert len(p.worker_pids) == 2
+            finally:
+                p.close()
+            assert mine == epoch_indices(60, 1, epoch, "shards", rank, 2, shards=bounds, buffer_size=8).tolist()
+            assert len({i // 6 for i in mine}) == 5 and len(mine) == 30  # five whole shards each
+            seen += mine
+        assert sorted(seen) == list(range(60))
+    with pytest.raises(UsageError, match="the shards order needs a streaming layout"):
+        lt.DataLoaderPipeline(open_corpus(sharded_corpus, "hdf5"), dataset, workers=0, shuffle="shards")
+
+
+def test_device_cuda_without_cuda_is_one_line_and_the_run_goes_on(corpus, tmp_path):
+    """With torch but no CUDA, `bench run --device cuda` prints one line saying the GPU copy stage
+    is skipped, and measures the rest."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the stage runs instead")
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "bench", "run", "--corpus", str(corpus("gray8")), "--output", str(out),
+                        "--layouts", "hdf5", "--cache", "asis", "--epochs", "1", "--no-naive", "--no-sample-latency",
+                        "--device", "cuda", "--quiet"], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "--device" in ln or "CUDA" in ln or "GPU" in ln]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("note: --device cuda: no CUDA device here") and "copy stage is skipped" in lines[0]
+    res = Results.load(out)
+    assert all(run.device is None for run in res.runs) and res.floors.h2d_bytes == 0
+
+
+def test_the_dataloader_speed_harness_prints_every_row(corpus, capsys):
+    from bench import dataloader_speed
+
+    assert dataloader_speed.main(["--corpus", str(corpus("gray8")), "--rounds", "2", "--batch-size", "4",
+                                  "--group", "auto,2", "--no-tensor-ceilings"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("\nrow "):]
+    for row in ("ours", "torch-batch group=1", "torch-batch group=8", "torch-batch group=2", "ceiling packed group=1",
+                "ceiling packed group=8", "ceiling packed group=2"):
+        assert f"\n{row} " in table, row
+    assert out.count("round 1 ") == 7 and "ceiling tensor" not in out
+    with pytest.raises(UsageError, match="--group takes"):
+        dataloader_speed.main(["--corpus", str(corpus("gray8")), "--group", "0"])
