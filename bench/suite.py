@@ -8,11 +8,11 @@ ImageNet-like JPEG corpus of 600 (photo content, quality 90, sizes around 390x47
 batches) plus one per-sample timing epoch (read apart from decode), the naive baselines (not on
 4k-16bit, nor on corpora of varying shape), 40 MB checkpoints on 4k-8bit, and cold MNIST loose
 files with 1 and 2 worker processes. Then every layout of one corpus per sample-size class under
-a memory cap (MNIST under 3M, ImageNet-size under 24M, the JPEG corpus under 7M of page cache,
+a memory cap (MNIST under 3M, ImageNet-size under 24M, the JPEG corpus under 16M of page cache,
 each corpus at least 5x its cap), 4 epochs back to back, where a memory cgroup can be made (else
 one line says they are left out), and the MNIST corpus's streaming layouts (tar, tfrecord: those
 installed) cold and warm in their own order (`--shuffle shards`).
-Quick (`make bench QUICK=1`): smaller corpora, the same runs but MNIST's capped one (the README
+Quick (`make bench QUICK=1`): smaller corpora, the same runs, capped ImageNet-size only (the README
 has the times measured).
 """
 
@@ -26,13 +26,13 @@ from pathlib import Path
 from generator.build import generate
 from generator.errors import UsageError
 from generator.layouts import layouts
-from generator.manifest import MANIFEST
+from generator.manifest import MANIFEST, read_manifest
 from generator.sizes import parse_size_dist
 from generator.spec import Spec, preset_spec
 
 from .report import answer, corpus_name, summary_table, write_report
 from .result import Results, RunConfig, summarize
-from .config import BenchConfig, check_writable
+from .config import BenchConfig, check_config, check_writable
 from .runner import run_bench
 
 
@@ -81,12 +81,12 @@ class SuitePlan:
 
 # Sized so that `make bench` takes under 10 minutes on a 2-core VM from a fresh clone, corpora
 # included (README: the times measured); larger corpora: python -m bench run on your own.
-FULL = SuitePlan((preset("mnist", 25_000), preset("imagenet", 1_000), imagenet_like(600), preset("4k-8bit", 4),
+FULL = SuitePlan((preset("mnist", 25_000), preset("imagenet", 1_000), imagenet_like(1300), preset("4k-8bit", 4),
                   preset("4k-16bit", 2)), "mnist-25000",
-                 capped=(("mnist-25000", "3M"), ("imagenet-1000", "24M"), ("imagenet-jpeg-600", "7M")))
+                 capped=(("mnist-25000", "3M"), ("imagenet-1000", "24M"), ("imagenet-jpeg-1300", "16M")))
 QUICK = SuitePlan((preset("mnist", 10_000), preset("imagenet", 500), imagenet_like(300), preset("4k-8bit", 2),
                    preset("4k-16bit", 1)), "mnist-10000",
-                  capped=(("imagenet-500", "12M"), ("imagenet-jpeg-300", "3M")))  # mnist 10,000: too small for a cap 5x below it
+                  capped=(("imagenet-500", "12M"),))  # mnist 10,000 and jpeg 300: too small for a cap 5x below them
 
 
 def ensure_corpora(plan: SuitePlan, data: Path, progress: bool) -> list[Path]:
@@ -201,6 +201,11 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
             jobs += capped
         except CgroupUnavailable as exc:
             print(f"bench: the capped runs are left out: {exc}", flush=True)
+    for cfg in jobs:  # every job's settings checked before the first is measured, not minutes later
+        try:
+            check_config(cfg, read_manifest(cfg.corpus))
+        except UsageError as exc:
+            raise UsageError(f"the suite's run of {cfg.corpus} ({', '.join(cfg.caches)}) is refused: {exc}") from None
     for cfg in jobs:
         t = time.perf_counter()
         print(f"bench: {cfg.corpus} ({', '.join(cfg.layouts or ('every layout',))}; {', '.join(cfg.caches)}) -> {cfg.output}", flush=True)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from generator.errors import UsageError
+
 from bench import suite
-from bench.regimes import parse_size
+from bench.regimes import in_flight_bytes, parse_size
+from bench.result import RunConfig
 
 
 @pytest.mark.parametrize("plan", [suite.FULL, suite.QUICK], ids=["full", "quick"])
@@ -23,8 +26,21 @@ def test_the_plan_is_consistent(plan):
         mean_pixels = sum(h * w * c for h, w, c in shapes) / len(shapes)
         stored = spec.count * mean_pixels * per_pixel
         assert stored >= 5 * parse_size(size), (name, size, stored)
+        if not spec.variable and spec.payload in ("tiff", "raw"):  # the loader's own batches fit under the cap
+            assert parse_size(size) >= in_flight_bytes(RunConfig(), plan.workers, spec.pixel_bytes), (name, size)
     assert any(c.spec.payload == "jpeg" and c.spec.content == "photo" and c.spec.sizes  # ImageNet-like
                for c in plan.corpora)
+
+
+def test_a_job_the_run_would_refuse_is_refused_before_anything_is_measured(tmp_path, monkeypatch):
+    """A cap below what the loader's own batches hold: refused when the suite starts, naming the
+    corpus, not after the jobs before it have run."""
+    tiny = suite.SuitePlan((suite.preset("imagenet", 40),), "imagenet-40", capped=(("imagenet-40", "1M"),))
+    monkeypatch.setattr(suite, "QUICK", tiny)
+    monkeypatch.setattr(suite, "run_bench", lambda cfg: pytest.fail("measured before the check"))
+    monkeypatch.setattr("bench.cgroups.find_parent", lambda: None)
+    with pytest.raises(UsageError, match=r"imagenet-40 \(capped\) is refused: --memory-limit 1,048,576 B is below"):
+        suite.run_suite(tmp_path / "data", tmp_path / "results", quick=True)
 
 
 def test_generate_only_makes_the_corpora_and_measures_nothing(tmp_path, monkeypatch, capsys):
