@@ -112,6 +112,22 @@ class MappedReader(Reader):
             os.close(self._fd)
         self._view = self._unmap = self._fd = None
 
+    # -- where samples lie --------------------------------------------------------------------------
+
+    no_extents = None
+
+    def extents(self, indices):
+        """Each sample's bytes in the data file, from the table `_locate` made of the layout's own
+        index (never from the samples' pages). A sample the table has wrong is its named error."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        idx = idx.tolist()
+        self._check_batch(idx)
+        path, starts, sizes = str(self.data_path()), self._starts, self._sizes
+        return [[(path, starts[i], sizes[i])] for i in idx]
+
     # -- errors ------------------------------------------------------------------------------------
 
     def _fail_table(self, i: int):

@@ -178,6 +178,36 @@ class ShardedReader(Reader):
     def _verify_container(self, shard: Shard, j: int, i: int) -> None:
         """verify=True: the container's own checks for sample i (crc32c, header checksum)."""
 
+    def _indexed(self, shard: Shard, j: int, i: int) -> int | None:
+        """The payload's file offset of local sample j (global i) from the shard's index alone,
+        without reading the shard (None when the index cannot say: then it is located by reading)."""
+        return None
+
+    # -- where samples lie -------------------------------------------------------------------------
+
+    no_extents = None
+
+    def extents(self, indices):
+        """Each payload's bytes in its shard: from the shard's index file (a sample already read in
+        this process: where its container was found), so the probe never touches the shard's
+        pages first; a sample the index cannot place is located by reading its container (its
+        named error if that fails)."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        out = []
+        for i in idx.tolist():
+            k = i // self.per_shard
+            shard, j = self._shard(k, i), i - k * self.per_shard
+            a = shard.at[j]
+            if a < 0:
+                a = self._indexed(shard, j, i)
+            if a is None:
+                a = self._position(i)[1]
+            out.append([(str(shard.path), a, self._sizes[i])])
+        return out
+
     # -- reading ---------------------------------------------------------------------------------
 
     def where(self, index: int) -> str:

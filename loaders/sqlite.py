@@ -33,6 +33,32 @@ MAX_PARAMS = 999  # host parameters per statement (SQLite's historical limit; ne
 MAGIC = b"SQLite format 3\0"
 
 
+_TABLES: dict[str, tuple] = {}  # realpath -> ((mtime_ns, size), (ranges, first) or None)
+
+
+def _blob_table(reader: "SQLiteReader"):
+    """Every row's blob ranges (sqlitepages.BlobMap.blob_ranges) of the reader's file, made once per
+    file and kept in this process and the ones it forks; None when the format is not the one parsed."""
+    from .sqlitepages import BlobMap, SQLitePagesError
+
+    path = str(reader.target)
+    key, st = os.path.realpath(path), os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    got = _TABLES.get(key)
+    if got is None or got[0] != stamp:
+        try:
+            root, column = reader._schema()
+            pages = BlobMap(path)
+            try:
+                table = pages.blob_ranges(root, column, reader.spec.count)
+            finally:
+                pages.close()
+        except (SQLitePagesError, OSError, ValueError, IndexError, sqlite3.Error):
+            table = None
+        got = _TABLES[key] = (stamp, table)
+    return got[1]
+
+
 def library_versions() -> dict[str, str]:
     return {"sqlite": sqlite3.sqlite_version}
 
@@ -146,6 +172,35 @@ class SQLiteReader(Reader):
         for i in idx:
             self._read_one(i)
         raise SampleError(self.layout, idx[0], self.where(idx[0]), f"unreadable: {exc}")
+
+    # -- where samples lie ---------------------------------------------------------------------
+
+    no_extents = ("the file is not laid out as loaders/sqlitepages.py parses SQLite's format (a page or record "
+                  "of another kind), or a row is missing (its read names it)")
+
+    def extents(self, indices):
+        """Each payload blob's exact bytes in corpus.sqlite: its piece inside the row's leaf cell,
+        then a piece of each overflow page of its chain (loaders/sqlitepages.py, from SQLite's file
+        format; the table's root page and the payload column from SQLite's own schema). Found by
+        one walk of the table's pages per process, kept across forks. None as `no_extents` says."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        got = _blob_table(self)
+        if got is None:
+            return None
+        ranges, first = got
+        if (first[idx + 1] == first[idx]).any():
+            return None
+        path = str(self.target)
+        return [[(path, int(o), int(n)) for o, n in ranges[first[i]:first[i + 1]].tolist()] for i in idx.tolist()]
+
+    def _schema(self) -> tuple[int, int]:
+        """(root page of table samples, the payload column's position), from SQLite itself."""
+        (root,), = self._query("SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = 'samples'", ())
+        cols = [name for _, name, *_ in self._query("PRAGMA table_info(samples)", ())]
+        return int(root), cols.index("payload")
 
     # -- what verify asks ----------------------------------------------------------------------
 

@@ -220,6 +220,30 @@ class ZarrReader(Reader):
             self.fail_size(i, n - want + self._sizes[i])
         return fd, a, n, owned
 
+    # -- where samples lie ---------------------------------------------------------------------
+
+    extents_cover = "chunk"
+    no_extents = None
+
+    def extents(self, indices):
+        """Each sample's inner chunk in its shard file, from the shard's index (read once per
+        process, at the shard's end; never the chunk's pages): the whole chunk is what zarr reads
+        for a sample. For fixed-size payloads the chunk is the image's pixels (the payload less the
+        corpus's TIFF header, which is not stored); for variable-size ones, zarr's 8-byte
+        variable-length header, then the payload. A chunk the index places wrongly is the
+        sample's named error."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        out = []
+        for i in idx.tolist():
+            fd, a, n, owned = self._locate(i)
+            if owned:
+                os.close(fd)
+            out.append([(str(self.shard_path(i // self._per_shard)), a, n)])
+        return out
+
     def _pread_into(self, i: int, fd: int, a: int, buf: memoryview) -> None:
         try:
             got = os.preadv(fd, [buf], a)
