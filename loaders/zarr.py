@@ -5,7 +5,9 @@ process, each shard's index (its table of (offset, nbytes) per inner chunk, at t
 shard file) once per process on first use, and then each sample is one pread of its inner
 chunk: straight into the batch for fixed-size images (the pixels are the chunk), behind the
 corpus's fixed TIFF header for read/read_many. No zarr-python call per batch, no event loop,
-so threads read in parallel. zarr-python's own read path (array.oindex of a sorted batch) is
+so threads read in parallel. Shards larger together than the memory this process may use (a
+capped run) are advised random access: a chunk's pread then reads the chunk, not the device's
+readahead window beyond it. zarr-python's own read path (array.oindex of a sorted batch) is
 the naive baseline the bench measures beside it: it re-reads every touched shard's index on
 every call and goes through its asyncio machinery (the README has the figures).
 
@@ -32,6 +34,7 @@ from generator.layouts import zarr as fmt
 from generator.manifest import stored_spec
 
 from .base import Reader
+from .pagecache import memory_available
 
 META_LIMIT = 1 << 20  # bytes of a zarr.json read at most
 MAX_FDS = 256  # shard files held open per process (all closed when it would be exceeded)
@@ -47,7 +50,7 @@ class ZarrReader(Reader):
     layout = "zarr"
     stores_spec = True
     naive = "zarr-python: array.oindex[sorted batch] (variable-size payloads: then tifffile)"
-    handles = ("_fds", "_tables", "_per_shard", "_shard_lock")
+    handles = ("_fds", "_tables", "_per_shard", "_shard_lock", "_random")
 
     def _init_process_state(self) -> None:
         super()._init_process_state()
@@ -84,6 +87,7 @@ class ZarrReader(Reader):
         self._per_shard = self._check_array(self._json(index, f"{self._name}/zarr.json"))
         self._fds, self._tables = {}, {}
         self._shard_lock = threading.Lock()
+        self._random = sum(os.path.getsize(p) for p in self.paths() if p.exists()) > memory_available()
 
     def _json(self, index: int, rel: str) -> dict:
         """A zarr.json of the corpus, read by ourselves: at most META_LIMIT bytes, no symlink."""
@@ -179,6 +183,8 @@ class ZarrReader(Reader):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise SampleError(self.layout, i, self.where(i), "unreadable: its shard is not a regular file")
+        if self._random:  # larger than memory (a capped run): read the chunk, not the readahead window
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         return fd
 
     def _read_index(self, k: int, i: int, fd: int):
@@ -224,6 +230,7 @@ class ZarrReader(Reader):
 
     extents_cover = "chunk"
     no_extents = None
+    # one inner chunk per image: the chunk read is the sample's stored bytes, nothing more (read_unit None)
 
     def extents(self, indices):
         """Each sample's inner chunk in its shard file, from the shard's index (read once per
