@@ -62,6 +62,9 @@ class Reader:
     extents_cover: ClassVar[str] = "payload"  # what extents() ranges hold: "payload" or "chunk"
     # why extents() returns None (always, or in the cases it names); None when it never does
     no_extents: ClassVar[str | None] = None
+    # what the layout's own design makes it read for one sample beyond the payload's own 4 KiB pages
+    # (the report names it beside the capped runs' read amplification); None: nothing more
+    read_unit: ClassVar[str | None] = None
     small_bytes: int = SMALL_BYTES  # fixed-size payloads up to this are assembled a batch at a time
     _naive = None  # what naive_batch opened (never pickled; close_naive closes it)
 

@@ -57,3 +57,14 @@ def test_batches_are_counted_apart(probed):
     reader.read_many([0])
     reader.read_many([1])  # another batch: its read of the chunk is another read
     assert counter.totals()[2] == 6 * PAGE
+
+
+def test_the_report_names_layouts_whose_design_reads_more_than_the_payload():
+    from bench.report import read_unit_notes
+    from loaders.registry import readers
+
+    lines = read_unit_notes([{"layout": name} for name in readers()])
+    named = {line.split(":")[0][2:] for line in lines if line}
+    assert named == {name for name, cls in readers().items() if cls.read_unit} >= {"parquet", "sqlite"}
+    assert any("column chunk" in line for line in lines if line.startswith("- parquet"))
+    assert read_unit_notes([{"layout": "files"}, {"layout": "npy"}]) == []
