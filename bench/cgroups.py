@@ -160,8 +160,8 @@ class Group:
             pass  # older kernels: the peak is then since the group was made
 
     def stats(self) -> dict:
-        """usage, peak, page cache, rss, file (the page cache of files, shared memory left out: what
-        the kernel may reclaim), limit hits and OOM kills (cumulative counters)."""
+        """usage, peak, page cache, rss, file (the page cache of files, shared memory left out),
+        limit hits and OOM kills (cumulative counters)."""
         if self.version == 2:
             st, ev = self._kv("memory.stat"), self._kv("memory.events")
             return {"usage": self._int("memory.current"), "peak": self._int("memory.peak"),
