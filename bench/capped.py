@@ -2,8 +2,10 @@
 
     parent                                   child (forked; dies with the parent: PDEATHSIG)
     make the group (no limit yet)  ──fork──► join the group; read paths warmed; loader started;
-                                             a few priming batches; evict the layout's files once;
-                                             own = usage - what of the files is still resident;
+                                             an epoch a few batches in, suspended: what it
+                                             holds; evict the layout's files (and the manifest)
+                                             once; own = usage - what of the files is still
+                                             resident + what the epoch held beyond (_own_memory);
                                              limit = own + SIZE; then the epochs back to back,
                                              each with residency, cgroup and hit counters
     read JSON lines from the pipe  ◄──────── {"cap": ...}, {"epoch": ...}..., {"done": true}
@@ -120,8 +122,10 @@ def run_capped(ctx, layout: str, workers: int, repeat: int):
         signal.signal(signal.SIGTERM, old_term)
 
 
-def _prime(loader, rc, workers: int) -> None:
-    """Run a few batches so the loader's buffers and workers exist before its memory is measured."""
+def _prime(loader, rc, workers: int):
+    """An epoch of the loader run a few batches in and left suspended (the generator, to close):
+    its buffers, workers, order and batches in flight exist, and the reader's handles are open, as
+    in any epoch of the run, when the loader's own memory is measured."""
     n = max(1, workers) * rc.prefetch + 4
     gen = loader.epoch(PRIME_EPOCH)
     try:
@@ -129,8 +133,44 @@ def _prime(loader, rc, workers: int) -> None:
             del batch
             if k + 1 >= n:
                 break
-    finally:
+    except BaseException:
         gen.close()
+        raise
+    return gen
+
+
+def _evict(probed, paths, method, layout: str, manifest) -> CacheState:
+    """Evict the layout's files once, this process's handles closed first (mapped pages cannot be
+    evicted); the reader reopens them under the limit, so it chooses its readahead by that. The
+    corpus's manifest.json goes too: read after the fork (about 1 MB for MNIST 60,000), its pages
+    were charged to the group and counted as the loader's own, and under the limit the kernel
+    reclaimed them and gave their room to the layout's pages, over SIZE."""
+    probed.close()  # this process's maps and fds (workers keep theirs: subtracted in _own_memory)
+    probes.evict([manifest], "fadvise")
+    state = set_cache("cold", paths, method)
+    if not state.ok:
+        raise LayoutbenchError(f"the {layout} files could not be evicted before the capped run (residency "
+                               f"{state.residency:.1%}); another process may be reading them")
+    return state
+
+
+def _anon(group) -> int:
+    """What is charged to the group less the page cache of files: anonymous and kernel memory,
+    shared memory (the batch ring)."""
+    st = group.stats()
+    return max(0, (st["usage"] or 0) - (st.get("file") or 0))
+
+
+def _own_memory(group, epoch_anon: int, paths) -> int:
+    """The loader's own memory, after the layout's files are evicted: the group's usage less what
+    of the files is still resident (pages workers map), plus what an epoch in progress holds
+    beyond what is left now (`epoch_anon`, measured in the middle of one: _prime). Measured only
+    between epochs with the reader closed, as before, own missed what an open reader and an
+    epoch hold (HDF5's tables of offsets, the epoch's order and batches in flight: about 0.7 MB
+    for MNIST 60,000), which then took the page cache's room: an HDF5 MNIST run was OOM-killed
+    under a 1.5 MiB cap."""
+    usage = group.stats()["usage"] or 0
+    return max(0, usage - probes.residency(paths).resident_bytes) + max(0, epoch_anon - _anon(group))
 
 
 def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -> None:
@@ -149,16 +189,13 @@ def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -
     loader = open_loader(probed, rc, workers, 0, False)
     try:
         loader.start()
-        _prime(loader, rc, workers)
-        probed.close()  # this process's maps and fds: evictable (workers keep theirs: subtracted below)
-        state = set_cache("cold", paths, ctx.cfg.evict)
-        if not state.ok:
-            raise LayoutbenchError(f"the {layout} files could not be evicted before the capped run (residency "
-                                   f"{state.residency:.1%}); another process may be reading them")
+        priming = _prime(loader, rc, workers)
+        epoch_anon = _anon(group)
+        priming.close()
+        state = _evict(probed, paths, ctx.cfg.evict, layout, reader.root / "manifest.json")
+        own = _own_memory(group, epoch_anon, paths)
+        limit = (own + size) // 4096 * 4096  # the kernel keeps whole pages
         for attempt in range(10):  # the kernel refuses (EBUSY) a limit it cannot reclaim down to at once
-            usage = group.stats()["usage"] or 0
-            own = max(0, usage - probes.residency(paths).resident_bytes)
-            limit = (own + size) // 4096 * 4096  # the kernel keeps whole pages
             try:
                 group.set_limit(limit)
                 break

@@ -160,16 +160,19 @@ class Group:
             pass  # older kernels: the peak is then since the group was made
 
     def stats(self) -> dict:
-        """usage, peak, page cache, rss, limit hits and OOM kills (cumulative counters)."""
+        """usage, peak, page cache, rss, file (the page cache of files, shared memory left out),
+        limit hits and OOM kills (cumulative counters)."""
         if self.version == 2:
             st, ev = self._kv("memory.stat"), self._kv("memory.events")
             return {"usage": self._int("memory.current"), "peak": self._int("memory.peak"),
                     "cache": st.get("file"), "rss": st.get("anon", 0) + st.get("shmem", 0),
+                    "file": st.get("file", 0) - st.get("shmem", 0),
                     "limit_hits": ev.get("max"), "oom_kills": ev.get("oom_kill")}
         st = self._kv("memory.stat")
         oom = self._kv("memory.oom_control")
         return {"usage": self._int("memory.usage_in_bytes"), "peak": self._int("memory.max_usage_in_bytes"),
                 "cache": st.get("total_cache"), "rss": st.get("total_rss", 0) + st.get("total_shmem", 0),
+                "file": st.get("total_cache", 0) - st.get("total_shmem", 0),
                 "limit_hits": self._int("memory.failcnt"), "oom_kills": oom.get("oom_kill")}
 
     def kill_all(self, timeout: float = 5.0) -> None:

@@ -1,15 +1,17 @@
 """Page-cache hits measured at read time: a reader wrapper that, before each batch is read, asks the
 kernel which pages of each sample's stored bytes are in the page cache.
 
-For every sample read, the probe takes the pages covering its bytes (the layout's `extents`:
-file, offset, length) and counts how many are resident (cachestat(2), or mincore on a map of
-the range where cachestat is missing). Per epoch that gives:
+For every sample read, the probe takes the pages covering its stored bytes (the layout's
+`extents`: (file, offset, length) ranges per sample, the payload itself or, for zarr and
+Parquet, the whole chunk the layout reads for it) and counts how many are resident
+(cachestat(2), or mincore on a map of the range where cachestat is missing). Per epoch that gives:
 
-- hit bytes: sum over samples of size x (resident pages / its pages): payload served without a
-  device read;
-- miss page bytes: non-resident pages x page size: the least the device must read for the
-  epoch (it cannot read less than a page; for samples smaller than a page this is above the
-  missed payload).
+- hit bytes: sum over samples of its payload size x (resident pages / its pages): payload served
+  without a device read;
+- miss page bytes: non-resident pages x page size (a range shared by several samples of one
+  batch counted once): the least the device must read for the epoch (it cannot read less than
+  a page, nor less than a whole chunk where the layout reads chunks; for samples smaller than a
+  page this is above the missed payload).
 
 The counters are shared with forked worker processes (a lock-protected shared array created
 before the workers start); spawned workers cannot see it, so their runs report no hit ratio.
@@ -28,6 +30,7 @@ import time
 from loaders.pagecache import cached_pages
 
 PAGE = mmap.PAGESIZE
+KEEP_FDS = 64  # files whose fds a probe keeps open (the first ones it sees; loose files beyond are opened per probe)
 
 
 class HitCounter:
@@ -90,31 +93,47 @@ class ProbedReader:
         extents = reader.extents(indices)
         if extents is None:
             return
-        fds = self.__dict__["_fds"]
-        if self.__dict__["_fd_pid"] != os.getpid():  # forked: these fds are the parent's copies
-            fds.clear()
-            self.__dict__["_fd_pid"] = os.getpid()
+        self._forget_parents_fds()
+        sizes = reader._sizes
         payload = hit = miss = 0
-        keep = len({p for p, _, _ in extents}) == 1
-        for path, off, n in extents:
-            fd = fds.get(path)
-            opened = fd is None
-            if opened:
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-                except OSError:
-                    continue  # the read itself will name the problem
-            try:
-                res, pages = cached_pages(fd, off, n)
-            finally:
-                if opened and not keep:
-                    os.close(fd)
-                elif opened:
-                    fds[path] = fd
-            payload += n
-            hit += n * res // pages if pages else n
-            miss += (pages - res) * PAGE
+        seen = set()  # a range several samples of the batch share (a Parquet column chunk) is missed once
+        for i, ranges in zip(list(indices), extents):
+            size = sizes[int(i)]
+            res_i = pages_i = 0
+            for rng in ranges:
+                res, pages = self._cached(*rng)
+                res_i, pages_i = res_i + res, pages_i + pages
+                if rng not in seen:
+                    seen.add(rng)
+                    miss += (pages - res) * PAGE
+            payload += size
+            hit += size * res_i // pages_i if pages_i else size
         counter.add(payload, hit, miss, time.perf_counter_ns() - t0)
+
+    def _forget_parents_fds(self) -> None:
+        if self.__dict__["_fd_pid"] != os.getpid():  # forked: these fds are the parent's copies
+            self.__dict__["_fds"].clear()
+            self.__dict__["_fd_pid"] = os.getpid()
+
+    def _cached(self, path: str, off: int, n: int) -> tuple[int, int]:
+        """(resident pages, pages) of bytes [off, off + n) of `path`; the file's fd is kept when the
+        layout has few files (KEEP_FDS), else opened for the call. (0, pages) when it cannot be
+        opened: the read itself will name the problem."""
+        fds = self.__dict__["_fds"]
+        fd = fds.get(path)
+        opened = fd is None
+        if opened:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                return 0, -(-(off % PAGE + n) // PAGE)
+        try:
+            return cached_pages(fd, off, n)
+        finally:
+            if opened and len(fds) < KEEP_FDS:
+                fds[path] = fd
+            elif opened:
+                os.close(fd)
 
     def close(self):
         for fd in self.__dict__["_fds"].values():

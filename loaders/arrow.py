@@ -1,7 +1,10 @@
 """`arrow` reader: corpus.arrow (see generator.layouts.arrow for the format).
 
-Opened with pyarrow.memory_map and pyarrow.ipc.open_file, once per process: pyarrow reads the
-footer and each record batch's metadata and gives its buffers as zero-copy slices of the map.
+The file is mapped read-only (loaders/mapped.py) and opened with pyarrow.ipc.open_file over a
+zero-copy pyarrow buffer of that map, once per process: pyarrow reads the footer and each record
+batch's metadata and gives its buffers as zero-copy slices of the map. (Not pyarrow.memory_map:
+its whole-file read_buffer advises MADV_WILLNEED, which read 8 MiB around the footer before any
+advice could be given, and under a cap read 9x the corpus in the first epoch.)
 From each batch's `payload` offsets buffer and its data buffer's address in the map, the file
 offset of every sample is computed with numpy (no Python object per sample); from then on
 samples are copied out of one memoryview of the same map (loaders/mapped.py), with no pyarrow
@@ -56,39 +59,16 @@ def check_schema(reader: Reader, schema) -> None:
 class ArrowReader(MappedReader):
     layout = "arrow"
     stores_spec = True
-    handles = (*MappedReader.handles, "_mm")
 
     def where(self, index: int) -> str:
         return f"{self.target} (payload row {index})"
-
-    def _map_file(self, fd: int, size: int):
-        import pyarrow as pa
-
-        try:
-            mm = pa.memory_map(f"/proc/self/fd/{fd}", "r")  # the file opened (and checked) by fd
-        except OSError:
-            mm = pa.memory_map(str(self.target), "r")
-        mm.seek(0)
-        whole = mm.read_buffer(size)
-        view = memoryview(whole)
-        self._mm = mm
-
-        def unmap():
-            try:
-                view.release()
-            except BufferError:  # arrays over it still referenced: released with them
-                pass
-            mm.close()  # pyarrow unmaps once the last buffer over the map is gone
-
-        return view, whole.address, unmap
 
     def _locate(self, index: int) -> Table:
         import pyarrow as pa
 
         errors = arrow_errors()
         try:
-            self._mm.seek(0)
-            f = pa.ipc.open_file(self._mm)
+            f = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(self._view)))  # zero-copy over our map
             return self._index_table(f, index)
         except LayoutbenchError:
             raise

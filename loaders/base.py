@@ -65,6 +65,12 @@ class Reader:
     stores_spec: ClassVar[bool] = False
     supports_streaming: ClassVar[bool] = False
     naive: ClassVar[str | None] = None  # e.g. "tifffile.imread per file"
+    extents_cover: ClassVar[str] = "payload"  # what extents() ranges hold: "payload" or "chunk"
+    # why extents() returns None (always, or in the cases it names); None when it never does
+    no_extents: ClassVar[str | None] = None
+    # what the layout's own design makes it read for one sample beyond the payload's own 4 KiB pages
+    # (the report names it beside the capped runs' read amplification); None: nothing more
+    read_unit: ClassVar[str | None] = None
     small_bytes: int = SMALL_BYTES  # fixed-size payloads up to this are assembled a batch at a time
     _naive = None  # what naive_batch opened (never pickled; close_naive closes it)
 
@@ -174,9 +180,19 @@ class Reader:
         payload's (TFRecord crc32c, tar header checksums); verify calls it. Default: none."""
         return []
 
-    def extents(self, indices) -> list[tuple[str, int, int]] | None:
-        """(file, offset, length) of each sample's stored bytes, for page-cache probes (the bench's
-        hit ratio); None when the layout cannot say without reading them."""
+    def extents(self, indices) -> list[list[tuple[str, int, int]]] | None:
+        """Where the stored bytes of each of `indices` lie, for page-cache probes (the capped
+        regime's hit ratio, bench/hits.py): one list per index, in order, of (file, offset,
+        length) ranges, found from the layout's own index or metadata without touching the
+        samples' pages (a probe made after a read would see them resident).
+
+        What the ranges cover is the class's `extents_cover`:
+        - "payload": exactly the sample's stored payload bytes: os.pread of its ranges, joined,
+          equals read(i);
+        - "chunk": the whole stored unit the layout must read to give the sample (a zarr inner
+          chunk, a Parquet column chunk); it holds the sample's stored bytes. Its docstring says
+          what the unit is.
+        None when the layout cannot say without reading the samples: `no_extents` says why."""
         return None
 
     def read(self, index: int):

@@ -80,8 +80,11 @@ class FilesReader(Reader):
     def paths(self) -> list[Path]:
         return [Path(self.path(i)) for i in range(self.spec.count)]
 
+    no_extents = None
+
     def extents(self, indices):
-        return [(self.path(i), 0, self._sizes[i]) for i in np.asarray(indices).tolist()]
+        """Each sample is its whole file: (path, 0, size)."""
+        return [[(self.path(i), 0, self._sizes[i])] for i in self.check_indices(indices).tolist()]
 
     def unexpected_entries(self) -> list[str]:
         """Files under files/ that are not samples, and symlinked directories (never followed)."""

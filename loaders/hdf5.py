@@ -83,7 +83,12 @@ class HDF5Reader(Reader):
             f.close()
             raise
 
+    no_extents = ("a chunked or filtered dataset (compressed corpora) is read through h5py, which keeps "
+                  "where its chunks lie to itself")
+
     def extents(self, indices):
+        """The sample's bytes in corpus.h5 (the contiguous payload dataset's offset plus /offsets,
+        or the raw images' chunk addresses); None for datasets read through h5py (no_extents)."""
         idx = self.check_indices(indices)
         if not len(idx):
             return []
@@ -91,7 +96,7 @@ class HDF5Reader(Reader):
         if self._map is None:  # chunked through h5py: not contiguous in the file
             return None
         target, starts, sizes = str(self.target), self._starts, self._sizes
-        return [(target, starts[i], sizes[i]) for i in idx.tolist()]
+        return [[(target, starts[i], sizes[i])] for i in idx.tolist()]
 
     def _check_local(self, f, names) -> None:
         """Refuse datasets whose bytes live elsewhere (external link, external raw storage, virtual

@@ -31,6 +31,7 @@ no lock table or writer state to disturb, closing only unmaps the child's copy o
 from __future__ import annotations
 
 import os
+import struct
 import threading
 
 import numpy as np
@@ -87,6 +88,28 @@ def _release(path: str) -> None:
             if entry[3] <= 0:
                 entry[1].close()
                 del _SHARED[key]
+
+
+_TABLES: dict[str, tuple] = {}  # realpath of data.mdb -> ((mtime_ns, size), (offsets, sizes) or None)
+
+
+def _value_table(path: str, count: int):
+    """(offsets, sizes) of every value in data.mdb (Locator.table), made once per file and kept in
+    this process and the ones it forks; None when the file is not in the format parsed."""
+    key, st = os.path.realpath(path), os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    got = _TABLES.get(key)
+    if got is None or got[0] != stamp:
+        try:
+            loc = Locator(path, b"payload")
+            try:
+                table = loc.table(count)
+            finally:
+                loc.close()
+        except (LocateError, OSError, struct.error):
+            table = None
+        got = _TABLES[key] = (stamp, table)
+    return got[1]
 
 
 def library_versions() -> dict[str, str]:
@@ -187,19 +210,31 @@ class LMDBReader(Reader):
             self._missing(idx[values.index(None)])
         return values
 
+    no_extents = ("data.mdb is not in the LMDB format loaders/lmdbpages.py parses (then only py-lmdb's get() "
+                  "knows where a value lies), or a key is missing (its read names it)")
+
     def extents(self, indices):
+        """Each value's bytes in data.mdb, from LMDB's B+tree pages (loaders/lmdbpages.py): large
+        values in their overflow pages (located per key, tree pages only); small ones inside
+        their leaf page, from a table of every value's place made by one walk of the tree per
+        process (finding one value would read the very leaf the probe asks about) and kept
+        across forks. None when the file's format is not the one parsed, or a key is missing."""
         idx = self.check_indices(indices)
         if not len(idx):
             return []
         self._ensure_open(int(idx[0]))
-        if self._loc is None:
-            return None
         target, out = str(self.target / "data.mdb"), []
+        if self._loc is None:
+            table = _value_table(target, self.spec.count)
+            if table is None or (table[0][idx] < 0).any():
+                return None
+            offsets, sizes = table
+            return [[(target, int(offsets[i]), int(sizes[i]))] for i in idx.tolist()]
         for i in idx.tolist():
             w = self._locate(i)
             if w is None:
                 return None
-            out.append((target, *w))
+            out.append([(target, *w)])
         return out
 
     def _locate(self, i: int) -> tuple[int, int] | None:

@@ -8,6 +8,11 @@ down to the key. A value stored in overflow pages (F_BIGDATA: every value over a
 starts PAGEHDRSZ bytes into its first overflow page and is contiguous. Tree pages are read with
 pread and kept (they are a few per thousand large values); values are never read here.
 
+Small values live inside their leaf page, so finding one means reading that page: `table` walks
+the whole tree once (every branch and leaf page, read with pread and not kept; overflow pages
+never) and gives every value's place at once, so that later probes of the page cache (the
+capped regime's hit ratio) need not touch a leaf first.
+
 Anything unexpected (another format, a page of the wrong kind, a key not found) is LocateError:
 the reader then falls back to py-lmdb's own get(), which reports damage its own way.
 """
@@ -130,3 +135,51 @@ class Locator:
             return None
         pgno, size = struct.unpack("<QQ", data)
         return pgno * self.psize + PAGEHDRSZ, size
+
+    def table(self, count: int):
+        """(offsets, sizes): int64 arrays of `count`, the place in data.mdb of the value under key
+        i (8-byte big-endian i, the layout's keys), -1 where no such key is found. Inline values
+        lie at their leaf page + node offset + 8 + key size; overflow ones PAGEHDRSZ into their
+        first overflow page. One pass over the tree's pages (see the module docstring)."""
+        import numpy as np
+
+        offsets = np.full(count, -1, np.int64)
+        sizes = np.zeros(count, np.int64)
+        stack, visited, most = [self.root], 0, os.fstat(self.fd).st_size // self.psize + 1
+        while stack:
+            pgno = stack.pop()
+            visited += 1
+            if visited > most:
+                raise LocateError("the tree has more pages than the file (a cycle)")
+            p = self._pages.get(pgno) or self._read_page(pgno)
+            flags, ptrs = self._nodes(p)
+            if flags & P_BRANCH:
+                for o in ptrs:
+                    a, b, c, _ = _NODE.unpack_from(p, o)
+                    stack.append(a | (b << 16) | (c << 32))
+                continue
+            if not flags & P_LEAF:
+                raise LocateError(f"page {pgno} is neither branch nor leaf")
+            for o in ptrs:
+                a, b, nflags, ks = _NODE.unpack_from(p, o)
+                if ks != 8:
+                    continue  # not one of the layout's keys
+                i = int.from_bytes(p[o + 8:o + 16], "big")
+                if i >= count:
+                    continue
+                size = a | (b << 16)
+                if nflags & F_BIGDATA:
+                    (ov,) = struct.unpack_from("<Q", p, o + 16)
+                    offsets[i] = ov * self.psize + PAGEHDRSZ
+                elif o + 16 + size > self.psize:
+                    raise LocateError(f"a value of page {pgno} runs past the page's end")
+                else:
+                    offsets[i] = pgno * self.psize + o + 16
+                sizes[i] = size
+        return offsets, sizes
+
+    def _read_page(self, pgno: int) -> bytes:
+        p = os.pread(self.fd, self.psize, pgno * self.psize)
+        if len(p) != self.psize:
+            raise LocateError(f"page {pgno} is past the end of the file")
+        return p

@@ -10,6 +10,10 @@ maps the file and reads samples from that table with no library call per sample:
   (mincore), else read with preadv straight into the batch (faults on a map wait for one
   readahead window at a time; the kernel's readahead streams a preadv), as loaders/hdf5.py does.
 
+A data file larger than the memory this process may use (RAM, or its cgroup's limit: a capped
+run) is advised random access, map and fd alike, as loaders/hdf5.py does: the device's
+read-around of a fault would be evicted before it is used.
+
 Safety: every sample's range is checked against the file's size when the file is opened, so a
 truncated file is a SampleError naming the sample, never a page touched past the end (SIGBUS).
 Index entries that are out of range, backwards, or of another length than the manifest's are
@@ -28,7 +32,7 @@ import numpy as np
 from generator.errors import SampleError
 
 from .base import Reader
-from .pagecache import range_resident
+from .pagecache import advise_random, memory_available, range_resident
 
 
 class Table:
@@ -93,6 +97,8 @@ class MappedReader(Reader):
             os.close(fd)
             raise
         self._fd, self._file_size = fd, size
+        if size > memory_available():  # larger than this process's memory (a capped run): read what is
+            advise_random(fd, self._addr, size)  # asked for only; read-around would be evicted unused
         try:
             table = self._locate(index)
         except BaseException:
@@ -111,6 +117,22 @@ class MappedReader(Reader):
         if self._fd is not None:
             os.close(self._fd)
         self._view = self._unmap = self._fd = None
+
+    # -- where samples lie --------------------------------------------------------------------------
+
+    no_extents = None
+
+    def extents(self, indices):
+        """Each sample's bytes in the data file, from the table `_locate` made of the layout's own
+        index (never from the samples' pages). A sample the table has wrong is its named error."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        idx = idx.tolist()
+        self._check_batch(idx)
+        path, starts, sizes = str(self.data_path()), self._starts, self._sizes
+        return [[(path, starts[i], sizes[i])] for i in idx]
 
     # -- errors ------------------------------------------------------------------------------------
 

@@ -129,6 +129,33 @@ def cached_pages(fd: int, offset: int, length: int) -> tuple[int, int]:
         _libc.munmap(addr, n)
 
 
+_libc.madvise.restype = ctypes.c_int
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def advise_random(fd: int, addr: int = 0, size: int = 0) -> None:
+    """Ask the kernel to read only what is asked of `fd` (POSIX_FADV_RANDOM) and of the map of it at
+    [addr, addr + size) (MADV_RANDOM; page-aligned, as maps are): no read-around of a fault, no
+    readahead of a read. For data larger than the memory a process may use (a capped run), where
+    the device's read-around (8 MiB here) would be evicted before it is used."""
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+    if addr and size:
+        _libc.madvise(addr - addr % PAGE, size + addr % PAGE, mmap.MADV_RANDOM)
+
+
+def advise_random_fds(path) -> None:
+    """POSIX_FADV_RANDOM on every descriptor this process has open on `path` (found in
+    /proc/self/fd): for files a library opened itself (SQLite, pyarrow) and does not hand out.
+    Its reads are then what it asks, not the kernel's readahead window (8 MiB here)."""
+    real = os.path.realpath(path)
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == real:
+                os.posix_fadvise(int(name), 0, 0, os.POSIX_FADV_RANDOM)
+        except OSError:
+            pass  # closed meanwhile, or not a file
+
+
 def memory_available() -> int:
     """Bytes of memory this process may use: physical RAM, or its memory cgroup's limit (v2
     memory.max, v1 memory.limit_in_bytes) when that is lower. A file larger than this cannot stay

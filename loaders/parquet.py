@@ -26,6 +26,7 @@ from generator.errors import CorpusError, LayoutbenchError, SampleError
 
 from .arrow import arrow_errors, check_schema
 from .base import Reader
+from .pagecache import advise_random_fds, memory_available
 
 _SLACK = 1 << 20  # page headers and offsets beyond the payload bytes a row group decodes to
 
@@ -34,7 +35,11 @@ class ParquetReader(Reader):
     layout = "parquet"
     stores_spec = True
     supports_random_access = False  # one sample costs its whole row group's I/O
-    handles = ("_local", "_opened", "_group_starts", "_file_size")
+    handles = ("_local", "_opened", "_group_starts", "_file_size", "_chunks")
+    extents_cover = "chunk"
+    no_extents = None
+    read_unit = ("its row group's whole payload column chunk (every payload of the group, about 8 MiB or 1,024 "
+                 "rows): Parquet has no per-row index")
 
     def where(self, index: int) -> str:
         return f"{self.target} (payload row {index})"
@@ -70,7 +75,41 @@ class ParquetReader(Reader):
                 raise SampleError(self.layout, index, str(self.target), f"cannot open the Parquet file: {exc}") from None
             self._local.file = f
             self._opened.append(f)
+            if self._file_size > memory_available():  # a capped run: read the chunk, not 8 MiB around it
+                advise_random_fds(self.target)
         return f
+
+    def extents(self, indices):
+        """Each sample's row group's payload column chunk in corpus.parquet (from the footer's
+        ColumnChunk metadata: the dictionary page's offset if it has one, else the first data
+        page's, for total_compressed_size bytes, page headers included): read_row_group reads that
+        whole chunk for any one of its rows, so it is the unit a sample costs. (The label column
+        chunk is never read.) Samples of one row group share one range."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        if self._chunks is None:
+            self._chunks = self._column_chunks(int(idx[0]))
+        groups = np.searchsorted(self._group_starts, idx, side="right") - 1
+        path, chunks = str(self.target), self._chunks
+        if groups.max() >= len(chunks):  # rows the file lacks: their read names them
+            self._read_many([int(idx[groups.argmax()])])
+        return [[(path, *chunks[g])] for g in groups.tolist()]
+
+    def _column_chunks(self, index: int) -> list[tuple[int, int]]:
+        """(offset, bytes) of every row group's payload column chunk, checked to lie in the file."""
+        meta = self._file(index).metadata
+        out = []
+        for g in range(len(self._group_starts) - 1):
+            c = meta.row_group(g).column(0)
+            start = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
+            if not (0 <= start and start + c.total_compressed_size <= self._file_size):
+                raise SampleError(self.layout, index, f"{self.target} (row group {g})",
+                                  f"damaged: its payload column chunk [{start:,}, +{c.total_compressed_size:,}) "
+                                  f"lies outside the file of {self._file_size:,} bytes")
+            out.append((int(start), int(c.total_compressed_size)))
+        return out
 
     def _close(self) -> None:
         for f in self._opened or ():

@@ -12,6 +12,9 @@ Batch paths read in file order: read_many and read_batch sort a batch by index (
 offset) and read it in that order, so a shard is read front to back; results come back in the
 order asked. Large payloads (over 64 KiB) are copied out of the map when resident (mincore), else
 read with preadv straight into the batch, as the HDF5 reader does (see its module docstring).
+When the shards together are larger than the memory this process may use (RAM, or its cgroup's
+limit: a capped run), each shard is advised random access, map and fd, as loaders/hdf5.py does:
+read-around of a fault (the device's window, 8 MiB here) would be evicted before it is used.
 Streaming readers (supports_streaming) give their shard boundaries to the `shards` sampler mode.
 """
 
@@ -29,7 +32,14 @@ from generator.errors import CorpusError, SampleError
 from generator.layouts.records import shard_name
 
 from .base import Reader
-from .pagecache import range_resident
+from .pagecache import advise_random, memory_available, range_resident
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # a missing shard is named when it is read
 
 
 class Shard:
@@ -56,7 +66,7 @@ class Shard:
 class ShardedReader(Reader):
     supports_streaming = True
     reads_through_map = True
-    handles = ("_open_shards",)
+    handles = ("_open_shards", "_random")
     shard_ext: ClassVar[str]
     index_ext: ClassVar[str]
     max_index_bytes: ClassVar[int]  # per sample, an upper bound on the index file's size
@@ -103,6 +113,9 @@ class ShardedReader(Reader):
         if not self.target.is_dir():
             raise SampleError(self.layout, index, str(self.target), "missing (no such directory)")
         self._open_shards = {}
+        # the shards together larger than this process's memory (a capped run): read only what is
+        # asked for (see the module docstring)
+        self._random = sum(_size(self.shard_path(k)) for k in range(self.nshards)) > memory_available()
 
     def _close(self) -> None:
         for shard in self._open_shards.values():
@@ -133,6 +146,8 @@ class ShardedReader(Reader):
             if not stat.S_ISREG(st.st_mode):
                 raise SampleError(self.layout, i, str(path), "unreadable: not a regular file")
             shard = Shard(path, fd, st.st_size)
+            if self._random:
+                advise_random(fd, shard.addr, shard.size)
         except BaseException:
             os.close(fd)
             raise
@@ -177,6 +192,36 @@ class ShardedReader(Reader):
 
     def _verify_container(self, shard: Shard, j: int, i: int) -> None:
         """verify=True: the container's own checks for sample i (crc32c, header checksum)."""
+
+    def _indexed(self, shard: Shard, j: int, i: int) -> int | None:
+        """The payload's file offset of local sample j (global i) from the shard's index alone,
+        without reading the shard (None when the index cannot say: then it is located by reading)."""
+        return None
+
+    # -- where samples lie -------------------------------------------------------------------------
+
+    no_extents = None
+
+    def extents(self, indices):
+        """Each payload's bytes in its shard: from the shard's index file (a sample already read in
+        this process: where its container was found), so the probe never touches the shard's
+        pages first; a sample the index cannot place is located by reading its container (its
+        named error if that fails)."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        out = []
+        for i in idx.tolist():
+            k = i // self.per_shard
+            shard, j = self._shard(k, i), i - k * self.per_shard
+            a = shard.at[j]
+            if a < 0:
+                a = self._indexed(shard, j, i)
+            if a is None:
+                a = self._position(i)[1]
+            out.append([(str(shard.path), a, self._sizes[i])])
+        return out
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -11,7 +11,10 @@ Damage is a SampleError naming the file and sample: a file shorter than its head
 ("truncated") is refused before any page is read; SQLite's own errors (a malformed page, a short
 read) name the sample whose row raised them. The connection's SQLITE_LIMIT_LENGTH is set just
 above the largest payload the manifest lists, so a damaged record claiming a huge blob is an
-error ("string or blob too big"), never a huge allocation.
+error ("string or blob too big"), never a huge allocation. A database larger than the memory
+the process may use (a capped run) has SQLite's own descriptors advised random access
+(pagecache.advise_random_fds): the kernel's readahead, whose window grows along a blob's
+overflow chain, read 6-7x the blobs under a cap.
 """
 
 from __future__ import annotations
@@ -28,9 +31,36 @@ from generator.layouts.sqlite import FORMAT
 from generator.manifest import stored_spec
 
 from .base import Reader
+from .pagecache import advise_random_fds, memory_available
 
 MAX_PARAMS = 999  # host parameters per statement (SQLite's historical limit; newer builds allow more)
 MAGIC = b"SQLite format 3\0"
+
+
+_TABLES: dict[str, tuple] = {}  # realpath -> ((mtime_ns, size), (ranges, first) or None)
+
+
+def _blob_table(reader: "SQLiteReader"):
+    """Every row's blob ranges (sqlitepages.BlobMap.blob_ranges) of the reader's file, made once per
+    file and kept in this process and the ones it forks; None when the format is not the one parsed."""
+    from .sqlitepages import BlobMap, SQLitePagesError
+
+    path = str(reader.target)
+    key, st = os.path.realpath(path), os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    got = _TABLES.get(key)
+    if got is None or got[0] != stamp:
+        try:
+            root, column = reader._schema()
+            pages = BlobMap(path)
+            try:
+                table = pages.blob_ranges(root, column, reader.spec.count)
+            finally:
+                pages.close()
+        except (SQLitePagesError, OSError, ValueError, IndexError, sqlite3.Error):
+            table = None
+        got = _TABLES[key] = (stamp, table)
+    return got[1]
 
 
 def library_versions() -> dict[str, str]:
@@ -41,6 +71,8 @@ class SQLiteReader(Reader):
     layout = "sqlite"
     stores_spec = True
     handles = ("_conn", "_serial")
+    read_unit = ("whole database pages (PRAGMA page_size: 64 KiB for large payloads) holding the row: its leaf "
+                 "page, shared with its neighbours, and each page of its overflow chain, read one page at a time")
 
     def where(self, index: int) -> str:
         return f"{self.target} (table samples, idx {index})"
@@ -77,6 +109,8 @@ class SQLiteReader(Reader):
             conn.close()
             raise
         self._conn = conn
+        if os.path.getsize(self.target) > memory_available():
+            advise_random_fds(self.target)  # sqlite3 does not hand out its descriptors
         # A lock only where the library could not share one connection between threads safely.
         self._serial = threading.Lock() if sqlite3.threadsafety < 3 else None
 
@@ -146,6 +180,35 @@ class SQLiteReader(Reader):
         for i in idx:
             self._read_one(i)
         raise SampleError(self.layout, idx[0], self.where(idx[0]), f"unreadable: {exc}")
+
+    # -- where samples lie ---------------------------------------------------------------------
+
+    no_extents = ("the file is not laid out as loaders/sqlitepages.py parses SQLite's format (a page or record "
+                  "of another kind), or a row is missing (its read names it)")
+
+    def extents(self, indices):
+        """Each payload blob's exact bytes in corpus.sqlite: its piece inside the row's leaf cell,
+        then a piece of each overflow page of its chain (loaders/sqlitepages.py, from SQLite's file
+        format; the table's root page and the payload column from SQLite's own schema). Found by
+        one walk of the table's pages per process, kept across forks. None as `no_extents` says."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        got = _blob_table(self)
+        if got is None:
+            return None
+        ranges, first = got
+        if (first[idx + 1] == first[idx]).any():
+            return None
+        path = str(self.target)
+        return [[(path, int(o), int(n)) for o, n in ranges[first[i]:first[i + 1]].tolist()] for i in idx.tolist()]
+
+    def _schema(self) -> tuple[int, int]:
+        """(root page of table samples, the payload column's position), from SQLite itself."""
+        (root,), = self._query("SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = 'samples'", ())
+        cols = [name for _, name, *_ in self._query("PRAGMA table_info(samples)", ())]
+        return int(root), cols.index("payload")
 
     # -- what verify asks ----------------------------------------------------------------------
 

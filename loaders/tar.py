@@ -80,6 +80,13 @@ class TarReader(ShardedReader):
             self.fail_at(i, f"truncated: the shard ends at byte {shard.size:,}, before the member's end at {a + n:,}")
         return a
 
+    def _indexed(self, shard: Shard, j: int, i: int) -> int | None:
+        """The index's payload offset, when it is one a member's data can have (just after a
+        header block, inside the shard, of the manifest's size)."""
+        a, n, _, _ = shard.extra[j]
+        ok = a >= BLOCK and not a % BLOCK and a + n <= shard.size and n == self._sizes[i]
+        return a if ok else None
+
     def _verify_container(self, shard: Shard, j: int, i: int) -> None:
         self._locate(shard, j, i)  # the header's checksum is checked there, every time when verifying
         _, _, c, m = shard.extra[j]

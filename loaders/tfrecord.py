@@ -82,13 +82,7 @@ class TFRecordReader(ShardedReader):
     def _locate(self, shard: Shard, j: int, i: int) -> int:
         if not self.verify:
             o, n = shard.extra[j]
-            size, label = self._sizes[i], int(self._label_arr[i])
-            key = (label, size, (i.bit_length() + 6) // 7 or 1)  # the prefix depends on index's varint length
-            known = self._prefixes.get(key)
-            if known is None:
-                prefix, suffix = example_parts(size, label, i)
-                known = self._prefixes[key] = (prefix, len(prefix) + size + len(suffix) + HEADER + FOOTER)
-            prefix, total = known
+            prefix, total = self._prefix(i)
             if n == total and o + n <= shard.size and shard.view[o + HEADER:o + HEADER + len(prefix)] == prefix \
                     and struct.unpack_from("<Q", shard.view, o)[0] == n - HEADER - FOOTER:
                 return o + HEADER + len(prefix)
@@ -100,6 +94,25 @@ class TFRecordReader(ShardedReader):
         if b - a != self._sizes[i]:
             self.fail_size(i, b - a)
         return a
+
+    def _indexed(self, shard: Shard, j: int, i: int) -> int | None:
+        """The payload's offset in a record our writer made: the record's offset from the index,
+        the record header, then the Example's bytes before the payload (generator.layouts.tfrecord
+        example_parts, fixed by label, size and index) when the index's record length is that
+        Example's; else None (a foreign record: it is parsed)."""
+        o, n = shard.extra[j]
+        prefix, total = self._prefix(i)
+        return o + HEADER + len(prefix) if n == total and o + n <= shard.size else None
+
+    def _prefix(self, i: int) -> tuple[bytes, int]:
+        """(our Example's bytes before sample i's payload, its whole record's length)."""
+        size, label = self._sizes[i], int(self._label_arr[i])
+        key = (label, size, (i.bit_length() + 6) // 7 or 1)  # the prefix depends on index's varint length
+        known = self._prefixes.get(key)
+        if known is None:
+            prefix, suffix = example_parts(size, label, i)
+            known = self._prefixes[key] = (prefix, len(prefix) + size + len(suffix) + HEADER + FOOTER)
+        return known
 
     def _verify_container(self, shard: Shard, j: int, i: int) -> None:
         from generator.layouts.tfrecord import crc32c

@@ -5,7 +5,9 @@ process, each shard's index (its table of (offset, nbytes) per inner chunk, at t
 shard file) once per process on first use, and then each sample is one pread of its inner
 chunk: straight into the batch for fixed-size images (the pixels are the chunk), behind the
 corpus's fixed TIFF header for read/read_many. No zarr-python call per batch, no event loop,
-so threads read in parallel. zarr-python's own read path (array.oindex of a sorted batch) is
+so threads read in parallel. Shards larger together than the memory this process may use (a
+capped run) are advised random access: a chunk's pread then reads the chunk, not the device's
+readahead window beyond it. zarr-python's own read path (array.oindex of a sorted batch) is
 the naive baseline the bench measures beside it: it re-reads every touched shard's index on
 every call and goes through its asyncio machinery (the README has the figures).
 
@@ -32,6 +34,7 @@ from generator.layouts import zarr as fmt
 from generator.manifest import stored_spec
 
 from .base import Reader
+from .pagecache import memory_available
 from .plain import plain_decode
 
 META_LIMIT = 1 << 20  # bytes of a zarr.json read at most
@@ -48,7 +51,7 @@ class ZarrReader(Reader):
     layout = "zarr"
     stores_spec = True
     naive = "zarr-python: array.oindex[sorted batch] (variable-size payloads: then their plain decode, tifffile or PIL)"
-    handles = ("_fds", "_tables", "_per_shard", "_shard_lock")
+    handles = ("_fds", "_tables", "_per_shard", "_shard_lock", "_random")
 
     def _init_process_state(self) -> None:
         super()._init_process_state()
@@ -85,6 +88,7 @@ class ZarrReader(Reader):
         self._per_shard = self._check_array(self._json(index, f"{self._name}/zarr.json"))
         self._fds, self._tables = {}, {}
         self._shard_lock = threading.Lock()
+        self._random = sum(os.path.getsize(p) for p in self.paths() if p.exists()) > memory_available()
 
     def _json(self, index: int, rel: str) -> dict:
         """A zarr.json of the corpus, read by ourselves: at most META_LIMIT bytes, no symlink."""
@@ -180,6 +184,8 @@ class ZarrReader(Reader):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise SampleError(self.layout, i, self.where(i), "unreadable: its shard is not a regular file")
+        if self._random:  # larger than memory (a capped run): read the chunk, not the readahead window
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         return fd
 
     def _read_index(self, k: int, i: int, fd: int):
@@ -220,6 +226,31 @@ class ZarrReader(Reader):
                 raise SampleError(self.layout, i, self.where(i), problem)
             self.fail_size(i, n - want + self._sizes[i])
         return fd, a, n, owned
+
+    # -- where samples lie ---------------------------------------------------------------------
+
+    extents_cover = "chunk"
+    no_extents = None
+    # one inner chunk per image: the chunk read is the sample's stored bytes, nothing more (read_unit None)
+
+    def extents(self, indices):
+        """Each sample's inner chunk in its shard file, from the shard's index (read once per
+        process, at the shard's end; never the chunk's pages): the whole chunk is what zarr reads
+        for a sample. For fixed-size payloads the chunk is the image's pixels (the payload less the
+        corpus's TIFF header, which is not stored); for variable-size ones, zarr's 8-byte
+        variable-length header, then the payload. A chunk the index places wrongly is the
+        sample's named error."""
+        idx = self.check_indices(indices)
+        if not len(idx):
+            return []
+        self._ensure_open(int(idx[0]))
+        out = []
+        for i in idx.tolist():
+            fd, a, n, owned = self._locate(i)
+            if owned:
+                os.close(fd)
+            out.append([(str(self.shard_path(i // self._per_shard)), a, n)])
+        return out
 
     def _pread_into(self, i: int, fd: int, a: int, buf: memoryview) -> None:
         try:

@@ -5,6 +5,7 @@ and implements the three damage hooks (make_missing, make_truncated, overwrite).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import zlib
 
@@ -22,6 +23,7 @@ from loaders.sampler import MODES
 VARIABLE_KINDS = ["var", "var16", "varjpeg", "varraw"]  # size distributions (tests/conftest.py)
 ROUND_TRIP_KINDS = ["gray8", "rgb8", "rgba8", "rgb16", "raw16", "deflate", "big", "jpeg", "png16"]
 DAMAGE_KINDS = ["gray8", "big"]  # small (batch-assembled) and large (per-sample) read paths
+EXTENT_KINDS = ["gray8", "big", "raw16", "deflate"]  # small, large, raw pixels, variable-size (compressed)
 
 
 def reference(root):
@@ -230,6 +232,37 @@ class ReaderSuite:
                     seen.extend(batch.indices.tolist())
                 loader.close()
             assert sorted(seen) == list(range(37))
+
+    # -- where samples lie (the capped regime's page-cache probe) ---------------------------------
+
+    @pytest.mark.parametrize("kind", EXTENT_KINDS)
+    def test_extents_cover_the_stored_bytes_or_say_why_not(self, corpus, kind):
+        root = corpus(kind)
+        _, _, payloads = reference(root)
+        r = self.open(root)
+        idx = list(range(len(r)))[::-1]  # any order, any batch
+        got = r.extents(idx)
+        if got is None:
+            assert type(r).no_extents, f"{self.layout}: extents() gave None and the reader's no_extents says not why"
+            return
+        assert type(r).extents_cover in ("payload", "chunk") and len(got) == len(idx)
+        assert r.extents([]) == []
+        files = {str(p) for p in r.paths()}
+        for i, ranges in zip(idx, got):
+            assert ranges, (self.layout, i)
+            stored = b""
+            for path, off, n in ranges:
+                assert path in files and off >= 0 and n > 0 and off + n <= os.path.getsize(path), (path, off, n)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    stored += os.pread(fd, n, off)
+                finally:
+                    os.close(fd)
+            if type(r).extents_cover == "payload":
+                assert stored == payloads[i], (self.layout, i)  # exactly the payload, read from where it is said to be
+            else:  # the whole chunk the layout reads for it: the sample's stored bytes are inside it
+                assert payloads[i][len(r.codec.header):] in stored, (self.layout, i)
+        assert r.extents(idx[:3]) == got[:3]  # the same answer per sample, batch by batch
 
     # -- damage ------------------------------------------------------------------------------------
 

@@ -31,12 +31,36 @@ SIZE = 6 << 20  # page cache under the cap: the corpus is ~6.5x that
 
 
 def probed_layouts() -> list[str]:
-    """The layouts whose readers say where each sample's bytes lie (Reader.extents): the capped
-    regime measures their hit ratio at read time. The others run capped without one."""
-    from loaders.base import Reader
+    """Every layout installed here: each says where its samples' bytes lie (Reader.extents; the
+    conformance suite holds a layout that cannot to saying why), so the capped regime measures
+    every one's hit ratio at read time."""
+    return list(layout_ids(available=True))
 
-    return [name for name, cls in readers().items() if cls.extents is not Reader.extents
-            and name in layout_ids(available=True)]
+
+def read_unit_bytes(corpus, layout: str) -> int:
+    """The largest range one sample's read brings in (its extents: a payload, a zarr chunk, a
+    Parquet row group's column chunk)."""
+    from loaders import open_corpus
+
+    r = open_corpus(corpus, layout)
+    try:
+        return max(n for ranges in r.extents(list(range(len(r)))) for _, _, n in ranges)
+    finally:
+        r.close()
+
+
+def fits(corpus, layout: str) -> bool:
+    """Whether a sample's read unit fits the cap twice over. Parquet's row group here (~8 MB of
+    200 KB images) does not fit 6 MiB: the page cache must hold a chunk while it is read, so the
+    group's pages go past SIZE and the run is (rightly) marked not capped; a cap that small
+    measures the chunk thrashing, and is held to none of the bounds below."""
+    return 2 * read_unit_bytes(corpus, layout) <= SIZE
+
+
+AMPLIFICATION_PAGES = 1.2  # read_bytes / the pages the probe saw missing, per steady epoch
+# a layout whose own unit of reading is coarser than 4 KiB pages (readers' read_unit: SQLite's
+# 64 KiB database pages, a blob's last one partly used) reads more, by design
+AMPLIFICATION_UNIT = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +82,12 @@ def capped_runs(res):
     return [r for r in res.runs if r.cache == "capped"]
 
 
-def test_residency_stays_under_the_cap_measured(results):
+def test_residency_stays_under_the_cap_measured(results, corpus):
     runs = capped_runs(results)
     assert {r.layout for r in runs} == set(probed_layouts()) >= {"files", "hdf5", "lmdb"}
     for run in runs:
+        if not fits(corpus, run.layout):
+            continue
         cap = run.cap
         assert 0 <= cap["own_bytes"] + SIZE - cap["limit"] < 4096 and not cap.get("failure")
         assert run.epochs[0].residency_before <= 0.01  # evicted once, at the start
@@ -77,19 +103,23 @@ def test_residency_stays_under_the_cap_measured(results):
         assert s["memory_ratio"] > 5 and not s["measures_page_cache"] and s["cache_ok"]
 
 
-def test_hit_ratio_and_amplification_add_up_against_the_device_counters(results):
+def test_hit_ratio_and_amplification_add_up_against_the_device_counters(results, corpus):
     for run in results.runs:
         for e in run.epochs:
             if run.cache == "cold":  # cold: everything from the device, once (plus opening the files)
                 assert 0.99 * e.payload_bytes <= e.read_bytes <= 1.1 * e.payload_bytes, (run.layout, e)
                 continue
+            assert e.hit_ratio is not None and e.miss_page_bytes > 0, run.layout  # every layout is probed
+            if not fits(corpus, run.layout):
+                continue
             assert 0 <= e.hit_ratio < e.expected_hit_ratio + 0.05 <= 1.05  # hits can only come from what was resident
             fetched = e.payload_bytes - e.hit_bytes
             # the probe (cachestat before each read) against the OS's count of bytes read
             assert e.read_amplification == pytest.approx(e.read_bytes / fetched)
-            assert 0.95 <= e.read_bytes / e.miss_page_bytes <= 1.2, (run.layout, e)
-            if not e.first:  # the rule is per steady epoch (the first also opens the files: HDF5 metadata)
-                assert e.read_amplification <= 1.2, run.layout
+            most = AMPLIFICATION_UNIT if readers()[run.layout].read_unit else AMPLIFICATION_PAGES
+            assert 0.95 <= e.read_bytes / e.miss_page_bytes <= most, (run.layout, e)
+            if not e.first:  # per steady epoch (the first also opens the files)
+                assert e.read_amplification <= most, run.layout
             if e.device_sectors_read is not None:  # the device saw at least what our processes read
                 assert e.device_sectors_read * 512 >= 0.95 * e.read_bytes
 

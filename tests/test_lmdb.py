@@ -57,7 +57,7 @@ def test_large_values_are_located_in_the_file_and_read_bit_exact(corpus):
     assert not r._env.flags()["readahead"] and r._loc is not None
     fd = os.open(root / "lmdb" / "data.mdb", os.O_RDONLY)
     try:
-        for i, (path, off, n) in enumerate(r.extents(list(range(6)))):
+        for i, [(path, off, n)] in enumerate(r.extents(list(range(6)))):
             assert os.pread(fd, n, off) == payloads[i]  # where the locator says the value is, it is
     finally:
         os.close(fd)
@@ -84,3 +84,18 @@ def test_missing_environment_is_named(corpus_copy):
 
 class TestLMDBWriter(WriterSuite):
     layout = "lmdb"
+
+
+def test_small_values_are_placed_inside_their_leaf_page(corpus):
+    """Small values: where the tree walk places each, its bytes are, within one page."""
+    root = corpus("gray8")
+    _, _, payloads = reference(root)
+    r = open_corpus(root, "lmdb")
+    assert r._loc is None  # not the large-value path
+    got = r.extents(list(range(len(r))))
+    psize = 4096
+    for i, [(path, off, n)] in enumerate(got):
+        assert off // psize == (off + n - 1) // psize  # a value inside its leaf never crosses a page
+        with open(path, "rb") as f:
+            f.seek(off)
+            assert f.read(n) == payloads[i]

@@ -176,3 +176,22 @@ def test_another_spec_or_schema_is_refused(corpus_copy):
 def test_stored_labels(corpus):
     root = corpus("rgb8")
     assert np.array_equal(open_corpus(root, "parquet").stored_labels(), reference(root)[1])
+
+
+def test_extents_are_the_row_groups_payload_column_chunk(corpus_copy):
+    """Each sample's extent is its row group's payload column chunk as the footer places it: the
+    rows of one group share it, groups' chunks are disjoint, and a chunk holds its rows' payloads."""
+    root = corpus_copy("gray8")
+    rewrite(root, edit=lambda p: p, row_group_size=10)  # 37 rows: groups of 10, 10, 10, 7
+    _, _, payloads = reference(root)
+    r = open_corpus(root, "parquet")
+    got = [rs[0] for rs in r.extents(list(range(37)))]
+    meta = pq.ParquetFile(str(root / NAME)).metadata
+    chunks = [(meta.row_group(g).column(0).data_page_offset, meta.row_group(g).column(0).total_compressed_size)
+              for g in range(meta.num_row_groups)]
+    assert meta.num_row_groups == 4 and [(o, n) for _, o, n in got] == [chunks[i // 10] for i in range(37)]
+    assert all(a + n <= b for (a, n), (b, _) in zip(chunks, chunks[1:]))
+    data = (root / NAME).read_bytes()
+    for i, (_, off, n) in enumerate(got):
+        assert payloads[i] in data[off:off + n]
+    assert r.extents_cover == "chunk"

@@ -64,6 +64,7 @@ class ToyReader(Reader):
     layout = "toy"
     handles = ("_map", "_index")
     reads_through_map = True
+    no_extents = "the toy is the least a layout needs: it leaves out the page-cache probe's extents, as a layout may"
 
     def paths(self):
         return [self.target / "data.bin", self.target / "index.bin"]
