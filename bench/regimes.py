@@ -25,6 +25,8 @@ import os
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import probes
 
 COLD_MAX, WARM_MIN = 0.01, 0.99  # residency limits of the cache settings
@@ -54,6 +56,22 @@ def in_flight_bytes(rc, workers: int, sample_bytes: int) -> int:
     """Page cache the loader's reads need at once: one batch per reading worker (the pages of a
     batch being copied out must stay until they are copied)."""
     return max(1, workers) * rc.batch_size * sample_bytes
+
+
+def read_unit_bytes(corpus, layout: str) -> int | None:
+    """The most bytes `layout`'s reader must bring into the page cache to give one sample, where
+    its design reads a unit larger than the sample (extents_cover "chunk": a Parquet column chunk,
+    a zarr inner chunk); None where it reads the sample's own bytes (or cannot say)."""
+    from loaders import open_corpus
+
+    reader = open_corpus(corpus, layout)
+    try:
+        if reader.extents_cover != "chunk":
+            return None
+        extents = reader.extents(np.arange(len(reader)))
+        return max((sum(n for _, _, n in ranges) for ranges in extents), default=0) if extents else None
+    finally:
+        reader.close()
 
 
 def check_capped(cfg, manifest, world: int = 1) -> None:
@@ -87,6 +105,12 @@ def check_capped(cfg, manifest, world: int = 1) -> None:
             raise UsageError(f"the {name} layout ({on_disk:,} B) already fits in --memory-limit {size:,} B: a capped "
                              f"run would measure the page cache, not storage (the 5x rule: the corpus should be at "
                              f"least 5x the memory, {5 * size:,} B); give a smaller limit or a larger corpus")
+    for name in cfg.layouts or manifest.layouts:
+        unit = read_unit_bytes(cfg.corpus, name)
+        if unit is not None and unit > size:
+            raise UsageError(f"the {name} layout reads {unit:,} B to give one sample (its design's read unit) and "
+                             f"--memory-limit {size:,} B cannot hold one: every batch would read whole units again "
+                             f"and again; give a limit above {unit:,} B or leave {name} out of --layouts")
     cgroups.find_parent()  # CgroupUnavailable: what is needed, in one line
 
 

@@ -156,6 +156,28 @@ def capped_jobs(plan: SuitePlan, data: Path, out: Path, progress: bool) -> list[
             for name, size in plan.capped]
 
 
+def fit_cap(cfg: BenchConfig) -> BenchConfig:
+    """The capped job without the layouts whose design reads a unit larger than the cap for one
+    sample (Parquet's row group: every batch would read whole groups again; `bench run` refuses
+    them), each left out with one line."""
+    from dataclasses import replace
+
+    from generator.layouts import layout_ids
+
+    from .regimes import read_unit_bytes
+
+    manifest = read_manifest(cfg.corpus)
+    keep = []
+    for name in (n for n in layout_ids() if n in manifest.layouts):
+        unit = read_unit_bytes(cfg.corpus, name)
+        if unit is not None and unit > cfg.memory_limit:
+            print(f"note: {cfg.corpus.name} capped: {name} left out: it reads {unit / 2**20:,.1f} MiB to give one "
+                  f"sample, more than the {cfg.memory_limit / 2**20:,.1f} MiB cap", flush=True)
+        else:
+            keep.append(name)
+    return replace(cfg, layouts=tuple(keep))
+
+
 def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False, generate_only: bool = False) -> int:
     plan = QUICK if quick else FULL
     t0 = time.perf_counter()
@@ -198,7 +220,7 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
 
         try:
             find_parent()
-            jobs += capped
+            jobs += [fit_cap(cfg) for cfg in capped]
         except CgroupUnavailable as exc:
             print(f"bench: the capped runs are left out: {exc}", flush=True)
     for cfg in jobs:  # every job's settings checked before the first is measured, not minutes later

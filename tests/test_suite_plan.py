@@ -51,3 +51,23 @@ def test_generate_only_makes_the_corpora_and_measures_nothing(tmp_path, monkeypa
     assert (tmp_path / "data" / "imagenet-jpeg-3" / "manifest.json").exists()
     assert not (tmp_path / "results").exists()
     assert "imagenet-jpeg-3: ready" in capsys.readouterr().out
+
+
+def test_a_read_unit_larger_than_the_cap_is_refused_by_name(corpus, tmp_path):
+    """Parquet gives a sample by reading its row group's whole column chunk: under a cap that
+    cannot hold one, `bench run` refuses it in one line (the suite leaves it out, saying so)."""
+    from bench.config import BenchConfig
+    from bench.regimes import check_capped, read_unit_bytes
+    from generator.layouts import get_layout
+    from generator.manifest import read_manifest
+
+    if get_layout("parquet").missing():
+        pytest.skip(get_layout("parquet").missing())
+    root = corpus("big")  # 6 samples of 72,000 B: one row group
+    unit = read_unit_bytes(root, "parquet")
+    assert read_unit_bytes(root, "files") is None
+    assert 6 * 72_000 <= unit < 6 * 72_000 + (1 << 20)
+    cfg = BenchConfig(corpus=root, output=tmp_path / "r.json", layouts=("parquet",), caches=("capped",),
+                      memory_limit=200_000, run=RunConfig(batch_size=1))
+    with pytest.raises(UsageError, match=rf"the parquet layout reads {unit:,} B to give one sample"):
+        check_capped(cfg, read_manifest(root))
