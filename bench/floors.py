@@ -175,8 +175,11 @@ WAYS = ("seq-read", "seq-map", "rand")
 # machine's scheduling noise is large against a pass of a few milliseconds (2 streams over two
 # 46 MB images, warm: 1.3-3.5 GB/s pass to pass here, under a load of 3.5 on 2 cores), so short
 # warm ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX (cold passes,
-# each after an eviction, are long enough: PASSES_MIN of them).
-PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 12, 0.5
+# each after an eviction, are long enough: PASSES_MIN of them). At 0.5 s and 12 the floors were
+# ~60 s of each 10-layout corpus of make bench (7 s a layout, 3.5 s of it warm), most of the
+# suite's time beside the loaders' epochs; warm passes of a 150 MB layout take ~30 ms, so 6 of
+# them still fit in 0.2 s.
+PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 6, 0.2
 DEPTH_MAX = 64  # threads per stream: a batch of 32 is in flight whole; larger batches are capped here
 
 
