@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,14 +62,29 @@ def expand(paths) -> list[Path]:
     result is kept; one that vanishes after this listing is CorpusChanged where it is opened."""
     out = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(q for q in p.rglob("*") if q.is_file())
-        elif p.is_file():
+        try:
+            mode = p.stat().st_mode  # one stat a path (is_dir then is_file took two)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(mode):
+            _walk(str(p), out)
+        elif stat.S_ISREG(mode):
             out.append(p)
-        elif p.exists():  # a FIFO would hang the floors' reads, a device never end them
-            raise CorpusError(f"{p} is {kind_of(p.stat().st_mode)}, not a regular file; the corpus is damaged or "
+        else:  # a FIFO would hang the floors' reads, a device never end them
+            raise CorpusError(f"{p} is {kind_of(mode)}, not a regular file; the corpus is damaged or "
                               f"not ours: check it with python -m loaders verify, or regenerate it with --force")
     return sorted(set(out))
+
+
+def _walk(top: str, out: list) -> None:
+    """The regular files under `top` (symlinks to files followed, as Path.is_file did), by
+    scandir: its entries carry their type, so a tree of 25,000 loose files takes no stat each."""
+    with os.scandir(top) as entries:
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                _walk(e.path, out)
+            elif e.is_file():
+                out.append(Path(e.path))
 
 
 @dataclass(frozen=True)
@@ -118,13 +134,12 @@ def evict(paths, method: str = "auto") -> str:
     Callers must close every handle and map on the files first (an open LMDB map keeps its
     pages), then check `residency` - this only tries. 'auto' = drop_caches when allowed (root),
     else posix_fadvise(DONTNEED) on every file."""
-    files = expand(paths)
     os.sync()  # dirty pages cannot be dropped
     if method in ("auto", "drop_caches") and _drop_caches():
-        return "drop_caches"
+        return "drop_caches"  # all of the machine's clean pages: no file list needed
     if method == "drop_caches":
         method = "fadvise"  # not root: fall back, and say so
-    _fadvise_dontneed(files)
+    _fadvise_dontneed(expand(paths))
     return "fadvise"
 
 

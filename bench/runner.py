@@ -365,7 +365,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
             bar.close()
     if comm.rank != 0:
         return None
-    out_runs = []
+    out_runs, lost = [], []
     for (layout, cache, workers, naive, decode), slot in gathered.items():
         config = replace(rc, workers=workers, decode=decode,
                          **(dict(epochs=1, sample_latency=False) if naive else {}))
@@ -377,13 +377,17 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
             cap = {**cap, "failure": "; ".join(c["failure"] for k, c in ctx.caps.items()
                                                if (k[0], k[1], k[3]) == (layout, workers, decode)
                                                and c.get("failure")) or None}
+        if not slot["epochs"]:  # stopped before its first epoch (the OOM killer): said, not reported as measured
+            lost.append(f"{layout} {cache} with {workers} workers measured nothing: "
+                        f"{(cap or {}).get('failure') or 'no epoch finished'}")
+            continue
         out_runs.append(Run(layout, "torch" if dl else "naive" if naive else "loader", reads, cache,
                             slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"]),
                             memory_bytes=cfg.memory_limit if cache == "capped" else host_ram(),
                             corpus_bytes=(manifest.layouts.get(reads) or {}).get("bytes_on_disk"), cap=cap,
                             loader="torch" if dl else "ours", dataloader=slot.get("dataloader"),
                             device=cfg.device if ctx.gpu is not None else None))
-    notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}")
+    notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}") + lost
     if ctx.gpu_note:
         notes.append(ctx.gpu_note)
     corpus = {"path": str(Path(cfg.corpus).resolve()), "spec": manifest.spec.to_dict(),
