@@ -31,7 +31,6 @@ import stat
 import sys
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
