@@ -122,21 +122,42 @@ def run_capped(ctx, layout: str, workers: int, repeat: int):
         signal.signal(signal.SIGTERM, old_term)
 
 
-def _prime(loader, rc, workers: int):
+def _prime(loader, rc, workers: int, group) -> tuple[object, int]:
     """An epoch of the loader run a few batches in and left suspended (the generator, to close):
     its buffers, workers, order and batches in flight exist, and the reader's handles are open, as
-    in any epoch of the run, when the loader's own memory is measured."""
+    in any epoch of the run, when the loader's own memory is measured. Returns it and the most
+    anonymous memory (_anon) seen after any of its batches: one reading in the middle missed
+    the swings of batches allocated and freed (an MNIST tar run was OOM-killed under 2.5M)."""
     n = max(1, workers) * rc.prefetch + 4
     gen = loader.epoch(PRIME_EPOCH)
+    most = 0
     try:
         for k, batch in enumerate(gen):
+            most = max(most, _anon(group))  # with the batch still held
             del batch
             if k + 1 >= n:
                 break
     except BaseException:
         gen.close()
         raise
-    return gen
+    return gen, max(most, _anon(group))
+
+
+def _steady_malloc() -> None:
+    """glibc's malloc in this process made to follow live memory, so that what is measured as the
+    loader's own memory is what it uses later: at most 2 arenas (a thread's own arena keeps what
+    it freed), and buffers from 128 KiB up mapped and unmapped on free (the default threshold
+    rises to 32 MiB after such frees, after which freed batches stay in the heap). Nothing where
+    the C library is not glibc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD (fixed: no dynamic rise)
+        libc.mallopt(-1, 128 << 10)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def _evict(probed, paths, method, layout: str, manifest) -> CacheState:
@@ -179,6 +200,7 @@ def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -
     from .runner import open_loader, warm_up_code
 
     ctx.bar = None  # the parent shows progress
+    _steady_malloc()
     rc = ctx.cfg.run
     reader = open_corpus(ctx.cfg.corpus, layout)
     paths = reader.paths()
@@ -189,8 +211,7 @@ def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -
     loader = open_loader(probed, rc, workers, 0, False)
     try:
         loader.start()
-        priming = _prime(loader, rc, workers)
-        epoch_anon = _anon(group)
+        priming, epoch_anon = _prime(loader, rc, workers, group)
         priming.close()
         state = _evict(probed, paths, ctx.cfg.evict, layout, reader.root / "manifest.json")
         own = _own_memory(group, epoch_anon, paths)

@@ -170,17 +170,18 @@ def memcpy_bandwidth(nbytes: int = 64 << 20, repeats: int = 5) -> tuple[int, flo
 # read at once (depth reads in flight, as deep as the loader's batch).
 
 Item = tuple  # (path, offset, length): read `length` bytes of `path` from `offset`
-WAYS = ("seq-read", "seq-map", "rand")
+WAYS = ("seq-read", "seq-map", "rand", "rand-advise")
 # Passes of each floor way; the best counts (a floor is the best the machine does). A shared
 # machine's scheduling noise is large against a pass of a few milliseconds (2 streams over two
 # 46 MB images, warm: 1.3-3.5 GB/s pass to pass here, under a load of 3.5 on 2 cores), so short
 # warm ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX (cold passes,
-# each after an eviction, are long enough: PASSES_MIN of them). At 0.5 s and 12 the floors were
+# each after an eviction, likewise while their reads are under MEASURE_S: a few 4K images read
+# cold in 0.1 s, where one slow pass of two let the loader past). At 0.5 s and 12 the floors were
 # ~60 s of each 10-layout corpus of make bench (7 s a layout, 3.5 s of it warm), most of the
 # suite's time beside the loaders' epochs; warm passes of a 150 MB layout take ~30 ms, so 6 of
 # them still fit in 0.2 s.
 PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 6, 0.2
-DEPTH_MAX = 64  # threads per stream: a batch of 32 is in flight whole; larger batches are capped here
+DEPTH_MAX = 64  # reads in flight per stream: 2 batches of 32 are in flight whole; more are capped here
 
 
 def seq_plan(paths, streams: int) -> list[list[Item]]:
@@ -273,6 +274,41 @@ def _read_items(items, dest: memoryview, block: int, mapped: bool, maps: dict | 
 MADV_POPULATE_READ = 22  # Linux 5.14: fault a range's page tables in without copying
 
 
+def _read_advised(items, dest: memoryview, block: int, group: int) -> tuple[int, int]:
+    """(bytes, reads) of `items` read `group` at a time in one thread: every item of a group is
+    advised WILLNEED (its file opened), then each is read with preadv and the files are closed.
+    The device gets a group's reads at once without a thread per read: what the loaders do (the
+    loose-files reader's RWF_NOWAIT pass, the packed readers' WILLNEED) to have a batch in
+    flight; a floor without it was beaten by them (cold MNIST loose files with one worker 1.56x
+    the floor of 32 threads, whose GIL and thread switches the loader does not pay; cold 4K
+    images 1.1-1.3x one blocking preadv per image)."""
+    total = reads = pos = 0
+    size = len(dest)
+    for g in range(0, len(items), max(1, group)):
+        chunk, fds = items[g:g + max(1, group)], {}
+        try:
+            for path, off, length in chunk:
+                if path not in fds:
+                    fds[path] = os.open(path, os.O_RDONLY)
+                os.posix_fadvise(fds[path], off, length, os.POSIX_FADV_WILLNEED)
+            for path, off, length in chunk:
+                at, left = off, length
+                while left > 0:
+                    k = min(left, block, size)
+                    if pos + k > size:
+                        pos = 0
+                    got = os.preadv(fds[path], [dest[pos:pos + k]], at)
+                    if got <= 0:
+                        break
+                    total += got
+                    reads += 1
+                    at, left, pos = at + got, left - got, pos + got
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+    return total, reads
+
+
 def _premap(items) -> dict:
     """path -> uint8 array over a read-only map of the file, its pages faulted in: a loader reading
     out of a map in steady state has mapped and faulted it in an earlier epoch, so a floor that
@@ -300,9 +336,11 @@ def _premap(items) -> dict:
 _RESULT = struct.Struct("<ddqq")  # start, end (perf_counter: CLOCK_MONOTONIC, one clock for all processes), bytes, reads
 
 
-def _stream_child(items, depth: int, block: int, into: int, mapped: bool, ready_w: int, go_r: int, out_w: int):
-    """One stream in a forked child: `depth` threads over items[t::depth], started together
-    when the parent writes to go_r; writes _RESULT (or b'E' + message) to out_w."""
+def _stream_child(items, depth: int, block: int, into: int, mapped: bool, ready_w: int, go_r: int, out_w: int,
+                  advise: int = 0):
+    """One stream in a forked child: `depth` threads over items[t::depth] (`advise`: one thread,
+    `advise` items advised then read at a time: _read_advised), started together when the
+    parent writes to go_r; writes _RESULT (or b'E' + message) to out_w."""
     try:
         per = max(min(block, max((i[2] for i in items), default=1)), into // max(1, depth), 1)
         dests = [memoryview(np.ones(per, np.uint8)) for _ in range(depth)]  # pre-faulted, one per thread
@@ -313,7 +351,8 @@ def _stream_child(items, depth: int, block: int, into: int, mapped: bool, ready_
         def work(t):
             start.wait()
             try:
-                results[t] = _read_items(items[t::depth], dests[t], block, mapped, maps)
+                results[t] = (_read_advised(items, dests[t], block, advise) if advise else
+                              _read_items(items[t::depth], dests[t], block, mapped, maps))
             except BaseException as exc:  # reported through the pipe below
                 results[t] = exc
 
@@ -337,7 +376,7 @@ def _stream_child(items, depth: int, block: int, into: int, mapped: bool, ready_
 
 
 def parallel_read(plans: list[list[Item]], depth: int = 1, block: int = READ_BLOCK, into: int = 0,
-                  mapped: bool = False) -> tuple[int, float, int]:
+                  mapped: bool = False, advise: int = 0) -> tuple[int, float, int]:
     """(bytes, seconds, reads) of every plan read at once: one forked process per plan (a
     stream), each with `depth` threads reading its items (so up to len(plans) x depth reads in
     flight). Seconds run from the first stream's start to the last one's end; processes and
@@ -354,7 +393,8 @@ def parallel_read(plans: list[list[Item]], depth: int = 1, block: int = READ_BLO
                 code = 1
                 try:
                     os.close(ready_r), os.close(go_w), os.close(out_r)
-                    _stream_child(items, max(1, depth), block, into, mapped, ready_w, go_r, out_w)
+                    _stream_child(items, 1 if advise else max(1, depth), block, into, mapped, ready_w, go_r, out_w,
+                                  advise)
                     code = 0
                 finally:
                     os._exit(code)
@@ -431,21 +471,25 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     before the clock, as a loader's map is after its first epoch) and the random reads with one
     thread per stream (no GIL shared by `depth` threads: warm, a read never waits for the disk)."""
     seq_plans, rand_plans = seq_plan(paths, streams), rand_plan(paths, sample_bytes, samples, streams, seed)
-    # (way, plans, threads per stream, mapped, read size): random reads are one read of a sample each
-    ways = [("seq-read", seq_plans, 1, False, READ_BLOCK), ("rand", rand_plans, depth, False, max(1, sample_bytes))]
-    if cache != "cold":
+    # (way, plans, threads per stream, mapped, read size, advised group): random reads are one
+    # read of a sample each; cold, also `depth` of them advised WILLNEED at once in one thread
+    ways = [("seq-read", seq_plans, 1, False, READ_BLOCK, 0),
+            ("rand", rand_plans, depth, False, max(1, sample_bytes), 0)]
+    if cache == "cold":
+        ways += [("rand-advise", rand_plans, depth, False, max(1, sample_bytes), depth)]
+    else:
         big = sum(os.path.getsize(p) for p in paths) / max(1, len(paths)) >= READ_BLOCK // 4
-        ways += [("seq-map", seq_plans, 1, True, READ_BLOCK)] if big else []
-        ways += [("rand", rand_plans, 1, False, max(1, sample_bytes))] if depth > 1 else []
+        ways += [("seq-map", seq_plans, 1, True, READ_BLOCK, 0)] if big else []
+        ways += [("rand", rand_plans, 1, False, max(1, sample_bytes), 0)] if depth > 1 else []
     out = []
     state = settle(cache, paths, evict) if cache != "cold" else None  # warm stays warm: the floors read it
-    for way, plans, d, mapped, block in ways:
+    for way, plans, d, mapped, block, advise in ways:
         best, spent, passes = None, 0.0, 0
-        while passes < PASSES_MIN or (cache != "cold" and spent < MEASURE_S and passes < PASSES_MAX):
+        while passes < PASSES_MIN or (spent < MEASURE_S and passes < PASSES_MAX):
             passes += 1
             if cache == "cold":
                 state = settle(cache, paths, evict)
-            nbytes, seconds, reads = parallel_read(plans, d, block, into, mapped)
+            nbytes, seconds, reads = parallel_read(plans, d, block, into, mapped, advise)
             spent += seconds
             if best is None or seconds < best[1]:
                 best = (nbytes, seconds, reads, state.residency)
@@ -481,7 +525,9 @@ def measure_floors(ctx, manifest) -> Floors:
 
     ranks_here = sum(1 for h in hosts if h["host"] == ctx.host)
     streams_set = floor_streams(cfg, ranks_here)  # the memory-copy floors: every concurrency of any run
-    depth = min(cfg.run.batch_size, DEPTH_MAX)
+    # reads in flight per stream: a worker has `prefetch` batches out at once (4K, batches of one
+    # image: two images; a floor of one let cold 4K runs go 1.1-1.3x over it)
+    depth = min(cfg.run.batch_size * cfg.run.prefetch, DEPTH_MAX)
     caches = ["cold", "warm"] if "asis" in cfg.caches else [c for c in ("cold", "warm") if c in cfg.caches
                                                              or (c == "cold" and "capped" in cfg.caches)]
     sample = int(np.mean(manifest.sizes))
@@ -507,7 +553,8 @@ def measure_floors(ctx, manifest) -> Floors:
                 if getattr(cfg, "fio", False):
                     from .fio import fio_floor
 
-                    fio_floors.append(fio_floor(layout, all_paths[layout], cache, streams, depth, sample,
+                    fio_floors.append(fio_floor(layout, all_paths[layout], cache, streams,  # iodepth = the batch
+                                                min(cfg.run.batch_size, DEPTH_MAX), sample,
                                                 manifest.spec.count, cfg.evict))
             ctx.tick_floor(f"seq {layout} {cache}")
     # pread: the largest single file the layouts read, at the mean sample size; not measured when

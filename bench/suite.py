@@ -8,7 +8,7 @@ ImageNet-like JPEG corpus of 700 (photo content, quality 90, sizes around 390x47
 batches) plus one per-sample timing epoch (read apart from decode), the naive baselines (not on
 MNIST or 4k-16bit, nor on corpora of varying shape), 40 MB checkpoints on 4k-8bit, and cold MNIST loose
 files with 1 and 2 worker processes. Then every layout of one corpus per sample-size class under
-a memory cap (MNIST under 2.5M, ImageNet-size under 20M, the JPEG corpus under 8M of page cache in batches of 16,
+a memory cap (MNIST under 2.5M, ImageNet-size under 20M, the JPEG corpus's payload bytes under 8M in batches of 16,
 each corpus at least 5x its cap), 4 epochs back to back, where a memory cgroup can be made (else
 one line says they are left out), and the MNIST corpus's streaming layouts (tar, tfrecord: those
 installed) cold and warm in their own order (`--shuffle shards`).
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from generator.build import generate
@@ -56,6 +57,16 @@ def imagenet_like(count: int) -> Corpus:
                                                    payload="jpeg", quality=90, sizes=parse_size_dist("normal:390x470,60")))
 
 
+class Capped(NamedTuple):
+    """One capped job: every layout of `corpus` under `size` of page cache (each corpus at least 5x
+    it), in batches of `batch`; `decode` False reads the payload bytes only (see FULL)."""
+
+    corpus: str
+    size: str
+    batch: int = 32
+    decode: bool = True
+
+
 @dataclass(frozen=True)
 class SuitePlan:
     corpora: tuple[Corpus, ...]  # what `make generate` makes (python -m bench suite --generate-only)
@@ -67,9 +78,8 @@ class SuitePlan:
     big_batch: int = 1
     big_epochs: int = 3
     checkpoint: tuple[str, float, int] = ("4k-8bit-", 40.0, 1)  # corpus name prefix, MB, every N epochs (the seed's 40 MB)
-    # the capped regime: (corpus name, page cache under the cap, batch size) per sample-size class, each
-    # corpus at least 5x its cap in every layout; 1 + 3 steady epochs back to back
-    capped: tuple[tuple[str, str, int], ...] = ()
+    # the capped regime: one corpus per sample-size class, 1 + 3 steady epochs back to back
+    capped: tuple[Capped, ...] = ()
     capped_epochs: int = 4
     # corpora read without the naive baselines, for the suite's 10 minutes: MNIST's make one library
     # call per sample (1,200-4,000 samples/s: 67 s of one 25,000-image job here; bench/loader_speed.py
@@ -83,15 +93,19 @@ class SuitePlan:
 
 # Sized so that `make bench` takes under 10 minutes on a 2-core VM from a fresh clone, corpora
 # included (README: the times measured); larger corpora: python -m bench run on your own.
-# The JPEG corpus's capped run reads batches of 16: a cap must hold the batches in flight (2
-# workers x batch x its largest image, ~200 KB), and 5x a cap that holds 32 a batch took 1,300
-# images, 73 s of cold and warm runs beside 38 s for ImageNet-size.
+# The JPEG corpus's capped run reads batches of 16 and does not decode. A cap must hold the
+# batches in flight (2 workers x batch x its largest image, ~200 KB): 5x a cap that holds 32 a
+# batch took 1,300 images, 73 s of cold and warm runs beside 38 s for ImageNet-size. Decoded, the
+# loader's own memory (each batch a fresh list of images of their own sizes, ~96 MB with Pillow's
+# buffers) swung past what was measured before the cap was set, and the OOM killer stopped every
+# layout before its first epoch; the payload bytes are what the page cache holds in any case.
 FULL = SuitePlan((preset("mnist", 20_000), preset("imagenet", 800), imagenet_like(700), preset("4k-8bit", 3),
                   preset("4k-16bit", 2)), "mnist-20000",
-                 capped=(("mnist-20000", "2.5M", 32), ("imagenet-800", "20M", 32), ("imagenet-jpeg-700", "8M", 16)))
+                 capped=(Capped("mnist-20000", "2.5M"), Capped("imagenet-800", "20M"),
+                         Capped("imagenet-jpeg-700", "8M", batch=16, decode=False)))
 QUICK = SuitePlan((preset("mnist", 10_000), preset("imagenet", 400), imagenet_like(300), preset("4k-8bit", 2),
                    preset("4k-16bit", 1)), "mnist-10000",
-                  capped=(("imagenet-400", "10M", 32),))  # mnist 10,000 and jpeg 300: too small for a cap 5x below them
+                  capped=(Capped("imagenet-400", "10M"),))  # mnist 10,000 and jpeg 300: too small for a cap 5x below them
 
 
 def ensure_corpora(plan: SuitePlan, data: Path, progress: bool) -> list[Path]:
@@ -155,11 +169,11 @@ def capped_jobs(plan: SuitePlan, data: Path, out: Path, progress: bool) -> list[
     """Every layout of one corpus per sample-size class under its cap, 2 loader threads."""
     from .regimes import parse_size
 
-    return [BenchConfig(corpus=Path(data) / name, output=out / f"{name}-capped.json",
-                        caches=("capped",), workers=(plan.workers,), naive=False, memory_limit=parse_size(size),
-                        progress=progress, run=RunConfig(epochs=plan.capped_epochs, worker_kind="thread", batch_size=batch,
-                                                         sample_latency=False))
-            for name, size, batch in plan.capped]
+    return [BenchConfig(corpus=Path(data) / c.corpus, output=out / f"{c.corpus}-capped.json",
+                        caches=("capped",), workers=(plan.workers,), naive=False, memory_limit=parse_size(c.size),
+                        progress=progress, run=RunConfig(epochs=plan.capped_epochs, worker_kind="thread",
+                                                         batch_size=c.batch, decode=c.decode, sample_latency=False))
+            for c in plan.capped]
 
 
 def fit_cap(cfg: BenchConfig) -> BenchConfig:

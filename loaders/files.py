@@ -30,6 +30,8 @@ class FilesReader(Reader):
     layout = "files"
     handles = ("_dirs",)  # per label: an O_DIRECTORY fd, or None when the directory is missing
     naive = "the plain decode of each file (tifffile.imread; PIL.Image.open for PNG/JPEG/WebP; numpy.fromfile for raw)"
+    read_unit = ("each file's own metadata beside its data: its inode and directory blocks, read again from the "
+                 "device once a cap smaller than the tree's metadata has evicted them")
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)

@@ -17,7 +17,7 @@ def test_the_plan_is_consistent(plan):
     names = [c.name for c in plan.corpora]
     assert len(set(names)) == len(names)
     assert plan.sweep in names
-    for name, size, batch in plan.capped:
+    for name, size, batch, _ in plan.capped:
         spec = plan.corpus(name).spec  # StopIteration: a capped corpus not in the plan
         # stored bytes: the pixels (uncompressed TIFF, raw), or for JPEG q90 of photo content at
         # least 3 bits per pixel (3.6 measured at 470x390; tests/test_photo.py holds 224x224 in 4-7)
@@ -35,7 +35,7 @@ def test_the_plan_is_consistent(plan):
 def test_a_job_the_run_would_refuse_is_refused_before_anything_is_measured(tmp_path, monkeypatch):
     """A cap below what the loader's own batches hold: refused when the suite starts, naming the
     corpus, not after the jobs before it have run."""
-    tiny = suite.SuitePlan((suite.preset("imagenet", 40),), "imagenet-40", capped=(("imagenet-40", "1M", 32),))
+    tiny = suite.SuitePlan((suite.preset("imagenet", 40),), "imagenet-40", capped=(suite.Capped("imagenet-40", "1M"),))
     monkeypatch.setattr(suite, "QUICK", tiny)
     monkeypatch.setattr(suite, "run_bench", lambda cfg: pytest.fail("measured before the check"))
     monkeypatch.setattr("bench.cgroups.find_parent", lambda: None)
