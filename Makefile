@@ -22,11 +22,11 @@ test: $(STAMP)
 generate: $(STAMP)
 	$(BIN)/python -m bench suite --generate-only $(if $(QUICK),--quick)
 
-# Every layout of the default corpora (generated if missing, as `generate` makes them) cold, warm
+# Every layout of the suite's corpora (generated if missing, as `generate` makes them) cold, warm
 # and under a memory cap, next to the machine's floors; writes results/ (report.md, results.csv,
-# PNGs) and prints the summary table and the Answer. QUICK=1: smaller corpora, 4 min 30 s on this
-# 2-core VM from a fresh clone (six layouts), 7 min 50 s with all ten after `make install-extras`,
-# corpora included (the full run is longer; not yet timed).
+# PNGs) and prints the summary table and the Answer. 6 min 40 s on this 2-core VM from a fresh
+# clone, corpora included (six layouts; 10 min 48 s with all ten after `make install-extras`).
+# QUICK=1: smaller corpora.
 bench: $(STAMP)
 	$(BIN)/python -m bench suite $(if $(QUICK),--quick)
 

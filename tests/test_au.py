@@ -60,6 +60,7 @@ class SleepyReader:
     """A reader whose batch of any size takes `fetch_s` (a sleep: known timing, no CPU)."""
 
     spec = None  # batches are not decoded: the Loader keeps no batch ring
+    variable = False  # samples of one shape (loaders.base.Reader.variable)
 
     def __init__(self, n, fetch_s):
         self.n, self.fetch_s = n, fetch_s

@@ -21,7 +21,7 @@ except cgroups.CgroupUnavailable as exc:
 
 def test_a_capped_run_killed_before_its_first_epoch_is_a_note(tmp_path, monkeypatch):
     root = tmp_path / "corpus"
-    generate(root, Spec(height=64, width=64, channels=3, count=300, seed=1), workers=1, progress=False,
+    generate(root, Spec(height=64, width=64, channels=3, count=600, seed=1), workers=1, progress=False,
              layouts=("files", "hdf5"))
     failure = "the cgroup's OOM killer stopped the loader (cap 4,096 B = ...) after 0 epoch(s)"
     real = capped.run_capped
@@ -33,7 +33,7 @@ def test_a_capped_run_killed_before_its_first_epoch_is_a_note(tmp_path, monkeypa
 
     monkeypatch.setattr(capped, "run_capped", killed_for_files)
     cfg = BenchConfig(corpus=root, output=tmp_path / "r.json", layouts=("files", "hdf5"), caches=("capped",),
-                      workers=(1,), naive=False, memory_limit=600_000,
+                      workers=(1,), naive=False, memory_limit=3 << 20,
                       run=RunConfig(epochs=2, batch_size=8, sample_latency=False))
     res = run_bench(cfg)
     res.save(cfg.output)

@@ -67,4 +67,5 @@ def test_the_report_names_layouts_whose_design_reads_more_than_the_payload():
     named = {line.split(":")[0][2:] for line in lines if line}
     assert named == {name for name, cls in readers().items() if cls.read_unit} >= {"parquet", "sqlite"}
     assert any("column chunk" in line for line in lines if line.startswith("- parquet"))
-    assert read_unit_notes([{"layout": "files"}, {"layout": "npy"}]) == []
+    assert read_unit_notes([{"layout": "hdf5"}, {"layout": "npy"}]) == []  # their samples' own pages
+    assert any("inode and directory blocks" in line for line in read_unit_notes([{"layout": "files"}]))
