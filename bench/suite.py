@@ -51,7 +51,7 @@ def preset(name: str, count: int) -> Corpus:
 
 def imagenet_like(count: int) -> Corpus:
     """What ImageNet's train set is made of: photo-like content, JPEG quality 90, sizes varying
-    around its average (about 390x470, each side normal with a standard deviation of 60 px; ~85 KB
+    around its average (about 390x470, each side normal with a standard deviation of 60 px; ~80 KB
     an image here, ImageNet's average is ~110 KB)."""
     return Corpus(f"imagenet-jpeg-{count}", Spec(height=390, width=470, channels=3, count=count, content="photo",
                                                    payload="jpeg", quality=90, sizes=parse_size_dist("normal:390x470,60")))
