@@ -74,6 +74,13 @@ def read_unit_bytes(corpus, layout: str) -> int | None:
         reader.close()
 
 
+def oversized_units(corpus, layouts, size: int) -> list[tuple[str, int]]:
+    """(layout, read unit bytes) of each of `layouts` whose read unit is larger than `size`: a
+    capped run cannot hold one of its units (check_capped refuses them; the suite leaves them out)."""
+    return [(name, unit) for name in layouts
+            if (unit := read_unit_bytes(corpus, name)) is not None and unit > size]
+
+
 def check_capped(cfg, manifest, world: int = 1) -> None:
     """The capped regime's bad inputs, each one line (UsageError, exit 2), before anything is measured."""
     from generator.errors import UsageError
@@ -105,12 +112,11 @@ def check_capped(cfg, manifest, world: int = 1) -> None:
             raise UsageError(f"the {name} layout ({on_disk:,} B) already fits in --memory-limit {size:,} B: a capped "
                              f"run would measure the page cache, not storage (the 5x rule: the corpus should be at "
                              f"least 5x the memory, {5 * size:,} B); give a smaller limit or a larger corpus")
-    for name in cfg.layouts or manifest.layouts:
-        unit = read_unit_bytes(cfg.corpus, name)
-        if unit is not None and unit > size:
-            raise UsageError(f"the {name} layout reads {unit:,} B to give one sample (its design's read unit) and "
-                             f"--memory-limit {size:,} B cannot hold one: every batch would read whole units again "
-                             f"and again; give a limit above {unit:,} B or leave {name} out of --layouts")
+    if oversized := oversized_units(cfg.corpus, cfg.layouts or manifest.layouts, size):
+        name, unit = oversized[0]
+        raise UsageError(f"the {name} layout reads {unit:,} B to give one sample (its design's read unit) and "
+                         f"--memory-limit {size:,} B cannot hold one: every batch would read whole units again "
+                         f"and again; give a limit above {unit:,} B or leave {name} out of --layouts")
     cgroups.find_parent()  # CgroupUnavailable: what is needed, in one line
 
 

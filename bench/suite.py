@@ -184,18 +184,15 @@ def fit_cap(cfg: BenchConfig) -> BenchConfig:
 
     from generator.layouts import layout_ids
 
-    from .regimes import read_unit_bytes
+    from .regimes import oversized_units
 
     manifest = read_manifest(cfg.corpus)
-    keep = []
-    for name in (n for n in layout_ids() if n in manifest.layouts):
-        unit = read_unit_bytes(cfg.corpus, name)
-        if unit is not None and unit > cfg.memory_limit:
-            print(f"note: {cfg.corpus.name} capped: {name} left out: it reads {unit / 2**20:,.1f} MiB to give one "
-                  f"sample, more than the {cfg.memory_limit / 2**20:,.1f} MiB cap", flush=True)
-        else:
-            keep.append(name)
-    return replace(cfg, layouts=tuple(keep))
+    names = [n for n in layout_ids() if n in manifest.layouts]
+    dropped = dict(oversized_units(cfg.corpus, names, cfg.memory_limit))
+    for name, unit in dropped.items():
+        print(f"note: {cfg.corpus.name} capped: {name} left out: it reads {unit / 2**20:,.1f} MiB to give one "
+              f"sample, more than the {cfg.memory_limit / 2**20:,.1f} MiB cap", flush=True)
+    return replace(cfg, layouts=tuple(n for n in names if n not in dropped))
 
 
 def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False, generate_only: bool = False) -> int:

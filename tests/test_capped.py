@@ -86,7 +86,10 @@ def capped_runs(res):
 def held(corpus) -> list[str]:
     """The layouts a capped run takes under SIZE: those whose read unit fits it (bench run refuses
     the others by name: Parquet's ~8 MB row group here; tests/test_suite_plan.py holds that)."""
-    return [name for name in probed_layouts() if read_unit_bytes(corpus, name) <= SIZE]
+    from bench.regimes import oversized_units
+
+    refused = {name for name, _ in oversized_units(corpus, probed_layouts(), SIZE)}
+    return [name for name in probed_layouts() if name not in refused]
 
 
 def test_residency_stays_under_the_cap_measured(results, corpus):
