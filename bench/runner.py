@@ -35,7 +35,7 @@ from loaders.stages import split_overhead
 from . import probes
 from .comm import Comm, SingleProcessComm
 from .config import BenchConfig, check_config
-from .floors import measure_floors
+from .floors import cold_again, measure_cold_again, measure_floors
 from .machine import metadata
 from .measure import Compute, Counters, RankEpoch, check_indices, time_batches
 from .naive import naive_name, reads_of
@@ -331,7 +331,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     rc = cfg.run
     per_run = rc.epochs + (1 if rc.sample_latency else 0)
     total = (rc.repeats + rc.warmup) * sum(1 if naive else per_run for *_, naive, _ in runs)
-    floor_steps = len(cfg.layouts) * 2 + 3
+    floor_steps = len(cfg.layouts) * (2 + cold_again(cfg)) + 3  # cold floors: measured again after the runs
     bar = None
     if comm.rank == 0 and cfg.progress:
         from tqdm import tqdm
@@ -360,6 +360,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                 slot["checkpoints"] += checkpoints
                 slot["method"] = slot["method"] or method
                 slot["dataloader"] = settings
+        floors = measure_cold_again(ctx, manifest, floors)  # the faster of before and after the runs
     finally:
         if bar is not None:
             bar.close()

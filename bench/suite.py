@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from pathlib import Path
 
-from generator.build import generate
+from generator.build import describe, generate
 from generator.errors import UsageError
 from generator.layouts import layouts
 from generator.manifest import MANIFEST, read_manifest
@@ -111,6 +111,13 @@ QUICK = SuitePlan((preset("mnist", 10_000), preset("imagenet", 400), imagenet_li
 def ensure_corpora(plan: SuitePlan, data: Path, progress: bool) -> list[Path]:
     """Every corpus of the plan under `data`, generated where missing (resumed where cut short)."""
     dirs = []
+    for c in plan.corpora:  # all checked before any is made: minutes of generating, then a refusal, help no one
+        d = Path(data) / c.name
+        if (d / MANIFEST).exists() and not (held := read_manifest(d).spec).same_corpus(c.spec):
+            # the generator's advice (--force) is not the suite's: its corpora are named by its plan
+            raise UsageError(f"{d} holds another corpus ({describe(held)}) than this make bench's plan makes there "
+                             f"({describe(c.spec)}), likely from an older version; remove it (rm -r {d}) to have "
+                             f"it made again, or give another --data")
     for c in plan.corpora:
         d = Path(data) / c.name
         if not (d / MANIFEST).exists():

@@ -205,15 +205,17 @@ def _existing(root: Path, spec: Spec, force: bool) -> Manifest | None:
         return None
     if not described.same_corpus(spec):
         if not force:
-            raise UsageError(f"{root} holds a corpus with a different spec ({_describe(described)}); "
+            raise UsageError(f"{root} holds a corpus with a different spec ({describe(described)}); "
                              f"use --force to replace it or choose another --out")
         _wipe(root)
         return None
     return read_manifest(root) if (root / MANIFEST).exists() else None
 
 
-def _describe(spec: Spec) -> str:
-    return (f"{spec.preset + ' ' if spec.preset else ''}{spec.height}x{spec.width}x{spec.channels} {spec.dtype}, "
+def describe(spec: Spec) -> str:
+    """A spec in one line, for messages."""
+    shape = f"sizes {spec.sizes} x{spec.channels}" if spec.sizes else f"{spec.height}x{spec.width}x{spec.channels}"
+    return (f"{spec.preset + ' ' if spec.preset else ''}{shape} {spec.dtype}, "
             f"count {spec.count}, seed {spec.seed}, {spec.content}, {spec.payload}/{spec.compression}")
 
 

@@ -53,6 +53,23 @@ def test_generate_only_makes_the_corpora_and_measures_nothing(tmp_path, monkeypa
     assert "imagenet-jpeg-3: ready" in capsys.readouterr().out
 
 
+def test_a_corpus_of_another_plan_is_refused_before_anything_is_made(tmp_path, monkeypatch):
+    """A plan's corpus directory that holds another spec (an older version's ImageNet-like corpus
+    was one size, the new one a distribution): one line naming it and what to remove, before any
+    corpus is generated (before: "use --force", which the suite has not, after generating the
+    others)."""
+    from generator.build import generate
+
+    tiny = suite.SuitePlan((suite.preset("mnist", 20), suite.imagenet_like(3)), "mnist-20")
+    monkeypatch.setattr(suite, "QUICK", tiny)
+    old = tmp_path / "data" / "imagenet-jpeg-3"
+    generate(old, suite.preset("imagenet", 3).spec, progress=False)  # the name, another spec
+    with pytest.raises(UsageError, match=r"imagenet-jpeg-3 holds another corpus \(imagenet 224x224x3 .*\) than this "
+                       r"make bench's plan makes there \(sizes normal:.*; remove it \(rm -r .*imagenet-jpeg-3\)"):
+        suite.run_suite(tmp_path / "data", tmp_path / "results", generate_only=True, quick=True)
+    assert not (tmp_path / "data" / "mnist-20").exists()
+
+
 def test_a_read_unit_larger_than_the_cap_is_refused_by_name(corpus, tmp_path):
     """Parquet gives a sample by reading its row group's whole column chunk: under a cap that
     cannot hold one, `bench run` refuses it in one line (the suite leaves it out, saying so)."""
