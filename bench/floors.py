@@ -185,7 +185,7 @@ WAYS = ("seq-read", "seq-map", "rand", "rand-advise")
 # until COLD_MEASURE_S seconds of reads, at most COLD_PASSES_MAX: what a pass costs on top (the
 # eviction) is small beside a loader's cold epochs, which re-read the same bytes.
 PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 6, 0.2
-COLD_PASSES_MAX, COLD_MEASURE_S = 6, 0.3
+COLD_PASSES_MAX, COLD_MEASURE_S = 8, 0.5
 DEPTH_MAX = 64  # reads in flight per stream: 2 batches of 32 are in flight whole; more are capped here
 
 

@@ -90,6 +90,44 @@ def test_one_stream_floors_only_for_layouts_a_naive_baseline_reads():
     assert floors.floor_streams(replace(cfg, naive=False), 1, "files") == [2]
 
 
+def test_the_faster_of_two_measurements_of_a_floor_is_kept():
+    """A floor measured before and after the runs: per key the one with fewer seconds, whichever
+    came first; a key only one of them has is kept."""
+    from bench.result import StreamFloor
+
+    def f(way, seconds):
+        return StreamFloor("npy", "cold", way, 2, 1, 1000, 10, seconds, 0.0, 100)
+
+    kept = floors.faster([f("rand", 2.0), f("seq-read", 1.0)], [f("rand", 1.5), f("seq-read", 3.0), f("rand-advise", 4)],
+                         lambda x: x.way)
+    assert sorted((x.way, x.seconds) for x in kept) == [("rand", 1.5), ("rand-advise", 4), ("seq-read", 1.0)]
+
+
+def test_cold_floors_are_measured_before_and_after_the_runs(small, tmp_path, monkeypatch):
+    """Cold: every layout's floors twice (before its runs and after all of them), the faster of
+    each kept in the results; warm and capped-only runs once."""
+    calls = []
+    real = floors._layout_floors
+
+    def counted(cfg, layout, paths, cache, *args):
+        calls.append((layout, cache))
+        return real(cfg, layout, paths, cache, *args)
+
+    monkeypatch.setattr(floors, "_layout_floors", counted)
+    cfg = BenchConfig(corpus=small, output=tmp_path / "r.json", layouts=("npy", "files"), caches=("cold", "warm"),
+                      workers=(2,), naive=False, run=RunConfig(epochs=1, batch_size=32, sample_latency=False))
+    res = run_bench(cfg)
+    assert sorted(calls) == sorted([("npy", "cold")] * 2 + [("files", "cold")] * 2 + [("npy", "warm"), ("files", "warm")])
+    keys = [(f.layout, f.cache, f.way, f.streams, f.depth) for f in res.floors.at]
+    assert len(keys) == len(set(keys)) and {k[:2] for k in keys} == {("npy", "cold"), ("files", "cold"),
+                                                                      ("npy", "warm"), ("files", "warm")}
+    assert sorted((f.layout, f.cache) for f in res.floors.seq) == [("files", "cold"), ("files", "warm"),
+                                                                   ("npy", "cold"), ("npy", "warm")]
+    calls.clear()
+    run_bench(replace(cfg, caches=("warm",)))
+    assert calls == [("npy", "warm"), ("files", "warm")]
+
+
 def test_floors_are_not_beaten_by_the_loaders_on_the_same_files(small, tmp_path):
     """Warm, 2 thread and 2 process workers, batches of 32 (2 in flight each: 64 reads a stream):
     every run at most 1.05x the floor of its own files at its own concurrency (a floor a loader
