@@ -174,18 +174,16 @@ WAYS = ("seq-read", "seq-map", "rand", "rand-advise")
 # Passes of each floor way; the best counts (a floor is the best the machine does). A shared
 # machine's scheduling noise is large against a pass of a few milliseconds (2 streams over two
 # 46 MB images, warm: 1.3-3.5 GB/s pass to pass here, under a load of 3.5 on 2 cores), so short
-# warm ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX (cold passes,
-# each after an eviction, likewise while their reads are under MEASURE_S: a few 4K images read
-# cold in 0.1 s, where one slow pass of two let the loader past). At 0.5 s and 12 the floors were
-# ~60 s of each 10-layout corpus of make bench (7 s a layout, 3.5 s of it warm), most of the
-# suite's time beside the loaders' epochs; warm passes of a 150 MB layout take ~30 ms, so 6 of
-# them still fit in 0.2 s. Cold passes are noisier still (two 46 MB images read cold in 44-70 ms
-# pass to pass here, the same bytes' best of ~4 passes 1.3-2.1 GB/s from layout to layout, and
-# loaders' median epochs went 1.15x past it in a make bench QUICK=1), so cold ways pass again
-# until COLD_MEASURE_S seconds of reads, at most COLD_PASSES_MAX: what a pass costs on top (the
-# eviction) is small beside a loader's cold epochs, which re-read the same bytes.
+# warm ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX. At 0.5 s and
+# 12 the floors were ~60 s of each 10-layout corpus of make bench (7 s a layout, 3.5 s of it
+# warm), most of the suite's time beside the loaders' epochs; warm passes of a 150 MB layout take
+# ~30 ms, so 6 of them still fit in 0.2 s. Cold passes, each after an eviction, are noisier still
+# (two 46 MB images read cold in 44-70 ms pass to pass here, 92 MB in 52-141 ms; one slow pass of
+# two had let a loader past), so cold ways pass again while under COLD_MEASURE_S seconds of reads,
+# at most COLD_PASSES_MAX (about 0.6 s a way for a 4K corpus, with the evictions and forks), and
+# are measured next to the runs they bound (cold_next_to_runs).
 PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 6, 0.2
-COLD_PASSES_MAX, COLD_MEASURE_S = 8, 0.5
+COLD_PASSES_MAX, COLD_MEASURE_S = 6, 0.3
 DEPTH_MAX = 64  # reads in flight per stream: 2 batches of 32 are in flight whole; more are capped here
 
 
@@ -474,8 +472,8 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     PASSES_MIN, more while under MEASURE_S seconds in all, at most PASSES_MAX; cold: the files
     evicted before every pass, and COLD_MEASURE_S, COLD_PASSES_MAX instead); warm, also copying
     out of a map (big files, faulted in before the clock, as a loader's map is after its first
-    epoch) and the random reads with one
-    thread per stream (no GIL shared by `depth` threads: warm, a read never waits for the disk)."""
+    epoch) and the random reads with one thread per stream (no GIL shared by `depth` threads:
+    warm, a read never waits for the disk)."""
     seq_plans, rand_plans = seq_plan(paths, streams), rand_plan(paths, sample_bytes, samples, streams, seed)
     # (way, plans, threads per stream, mapped, read size, advised group): random reads are one
     # read of a sample each; cold, also `depth` of them advised WILLNEED at once in one thread
@@ -542,8 +540,8 @@ def _floor_plan(ctx, manifest) -> tuple:
     cfg = ctx.cfg
     if manifest.shapes is not None:  # samples of varying shape have no naive baselines (runner.plan_runs)
         cfg = dataclasses.replace(cfg, naive=False)
-    hosts = ctx.comm.gather({"host": ctx.host})
-    ranks_here = sum(1 for h in hosts if h["host"] == ctx.host)
+    hosts = ctx.comm.gather({"host": ctx.host})  # None on every rank but 0, which alone measures
+    ranks_here = sum(1 for h in hosts or () if h["host"] == ctx.host)
     # reads in flight per stream: a worker has `prefetch` batches out at once (4K, batches of one
     # image: two images; a floor of one let cold 4K runs go 1.1-1.3x over it)
     depth = min(cfg.run.batch_size * cfg.run.prefetch, DEPTH_MAX)
@@ -577,7 +575,8 @@ def measure_floors(ctx, manifest) -> Floors:
     for each layout and cache state, the one-stream sequential floor (`seq`) and the floors at
     every concurrency the runs use (`at`: W streams, a batch in flight each), the memory copy at
     those thread counts, pread of one sample, and the harness. With `cfg.fio` (bench/fio.py),
-    fio's random reads beside our own."""
+    fio's random reads beside our own. Where the runs are cold (cold_next_to_runs), a layout's
+    cold `seq` and `at` floors are not measured here but next to its cold runs (cold_floors)."""
     cfg, ranks_here, depth, sample, into = _floor_plan(ctx, manifest)
     if ctx.comm.rank != 0:
         return Floors()
@@ -587,6 +586,8 @@ def measure_floors(ctx, manifest) -> Floors:
     for layout in cfg.layouts:
         all_paths[layout] = layout_paths(cfg, layout)
         for cache in floor_caches(cfg):
+            if cache == "cold" and cold_next_to_runs(cfg):
+                continue
             one, more, fio = _layout_floors(cfg, layout, all_paths[layout], cache, ranks_here, depth, sample,
                                             manifest.spec.count, into, getattr(cfg, "fio", False))
             seq.append(one)
@@ -613,37 +614,25 @@ def measure_floors(ctx, manifest) -> Floors:
                   tuple(fio_floors))
 
 
-@names_corpus_files("measuring the cold floors again")
-def measure_cold_again(ctx, manifest, floors: Floors) -> Floors:
-    """`floors` with each cold sequential and stream floor measured once more, after the runs, the
-    faster of the two kept (a floor is the best the machine does). A shared machine drifts over
-    minutes: cold passes of two 4K images here were 54 ms at best in one minute and 59-65 ms in
-    the next, so floors measured only before the runs were beaten by loaders that ran in a faster
-    minute (cold 4K, 1.15x in a make bench QUICK=1). Rank 0 measures; every rank calls it."""
+def cold_next_to_runs(cfg) -> bool:
+    """Whether a layout's cold floors are measured just before its first cold run (cold_floors)
+    rather than with the others before every run: where runs are cold by setting. Runs of a
+    setting go layout after layout for minutes, and a shared machine drifts over minutes: cold
+    passes of two 4K images here were 54 ms at best in one minute and 59-65 ms in the next, and
+    floors measured minutes before were beaten by loaders that ran in a faster minute (cold 4K,
+    1.15x in a make bench QUICK=1). asis and capped runs (which compare with cold floors only
+    when they measured an empty cache, or never) keep them measured first."""
+    return "cold" in cfg.caches
+
+
+@names_corpus_files("measuring the cold floors")
+def cold_floors(ctx, manifest, floors: Floors, layout: str) -> Floors:
+    """`floors` with `layout`'s cold sequential, stream (and with cfg.fio, fio) floors added,
+    measured now, on rank 0; every rank calls it, at the same point of the runs."""
     cfg, ranks_here, depth, sample, into = _floor_plan(ctx, manifest)
-    if ctx.comm.rank != 0 or not cold_again(cfg):
+    if ctx.comm.rank != 0:
         return floors
-    seq, at = list(floors.seq), list(floors.at)
-    for layout in cfg.layouts:
-        one, more, _ = _layout_floors(cfg, layout, layout_paths(cfg, layout), "cold", ranks_here, depth, sample,
-                                      manifest.spec.count, into, False)
-        seq = faster(seq, [one], lambda f: (f.layout, f.cache))
-        at = faster(at, more, lambda f: (f.layout, f.cache, f.way, f.streams, f.depth))
-        ctx.tick_floor(f"cold {layout} again")
-    return dataclasses.replace(floors, seq=tuple(seq), at=tuple(at))
-
-
-def cold_again(cfg) -> bool:
-    """Whether runs of `cfg` compare with cold floors (capped runs record them, compare with none)."""
-    return "cold" in cfg.caches or "asis" in cfg.caches
-
-
-def faster(old: list, new: list, key) -> list:
-    """`old` with each floor replaced by the one of `new` with the same key where that one read its
-    bytes in less time; floors of `new` with no match in `old` are added."""
-    best = {key(f): f for f in old}
-    for f in new:
-        k = key(f)
-        if k not in best or f.seconds < best[k].seconds:
-            best[k] = f
-    return list(best.values())
+    one, more, fio = _layout_floors(cfg, layout, layout_paths(cfg, layout), "cold", ranks_here, depth, sample,
+                                    manifest.spec.count, into, getattr(cfg, "fio", False))
+    ctx.tick_floor(f"cold {layout}")
+    return dataclasses.replace(floors, seq=(*floors.seq, one), at=(*floors.at, *more), fio=(*floors.fio, *fio))

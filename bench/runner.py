@@ -35,7 +35,7 @@ from loaders.stages import split_overhead
 from . import probes
 from .comm import Comm, SingleProcessComm
 from .config import BenchConfig, check_config
-from .floors import cold_again, measure_cold_again, measure_floors
+from .floors import cold_floors, cold_next_to_runs, measure_floors
 from .machine import metadata
 from .measure import Compute, Counters, RankEpoch, check_indices, time_batches
 from .naive import naive_name, reads_of
@@ -331,7 +331,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     rc = cfg.run
     per_run = rc.epochs + (1 if rc.sample_latency else 0)
     total = (rc.repeats + rc.warmup) * sum(1 if naive else per_run for *_, naive, _ in runs)
-    floor_steps = len(cfg.layouts) * (2 + cold_again(cfg)) + 3  # cold floors: measured again after the runs
+    floor_steps = len(cfg.layouts) * 2 + 3
     bar = None
     if comm.rank == 0 and cfg.progress:
         from tqdm import tqdm
@@ -348,8 +348,14 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
             floors = replace(floors, **{f"split_{k}": v for k, v in over.items()})
         comm.barrier()
         gathered: dict[tuple, dict] = {}
+        cold_measured: set[str] = set()
         for repeat in range(-rc.warmup, rc.repeats):  # negative: MLPerf's warm-up runs, measured and dropped
             for layout, cache, workers, naive, decode in runs:
+                reads = dl[1] if (dl := torch_run(layout)) else reads_of(layout, naive)
+                if cache == "cold" and cold_next_to_runs(cfg) and reads not in cold_measured:
+                    floors = cold_floors(ctx, manifest, floors, reads)  # next to its first cold run
+                    cold_measured.add(reads)
+                    comm.barrier()  # no other rank evicts or reads while rank 0 measures
                 records, checkpoints, method, settings = run_layout(ctx.decoding(decode), layout, cache, workers,
                                                                     repeat, naive)
                 if repeat < 0:
@@ -360,7 +366,6 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                 slot["checkpoints"] += checkpoints
                 slot["method"] = slot["method"] or method
                 slot["dataloader"] = settings
-        floors = measure_cold_again(ctx, manifest, floors)  # the faster of before and after the runs
     finally:
         if bar is not None:
             bar.close()

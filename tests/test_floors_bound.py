@@ -90,42 +90,41 @@ def test_one_stream_floors_only_for_layouts_a_naive_baseline_reads():
     assert floors.floor_streams(replace(cfg, naive=False), 1, "files") == [2]
 
 
-def test_the_faster_of_two_measurements_of_a_floor_is_kept():
-    """A floor measured before and after the runs: per key the one with fewer seconds, whichever
-    came first; a key only one of them has is kept."""
-    from bench.result import StreamFloor
+def test_cold_floors_are_measured_next_to_each_layouts_cold_runs(small, tmp_path, monkeypatch):
+    """Cold: a layout's floors are measured just before its first cold run (not minutes before,
+    with every other layout's), once; warm ones first, as before; without cold runs, none."""
+    from bench import runner
 
-    def f(way, seconds):
-        return StreamFloor("npy", "cold", way, 2, 1, 1000, 10, seconds, 0.0, 100)
+    events = []
+    real_floors, real_run = floors._layout_floors, runner.run_layout
 
-    kept = floors.faster([f("rand", 2.0), f("seq-read", 1.0)], [f("rand", 1.5), f("seq-read", 3.0), f("rand-advise", 4)],
-                         lambda x: x.way)
-    assert sorted((x.way, x.seconds) for x in kept) == [("rand", 1.5), ("rand-advise", 4), ("seq-read", 1.0)]
+    def floor(cfg, layout, paths, cache, *args):
+        events.append(("floor", layout, cache))
+        return real_floors(cfg, layout, paths, cache, *args)
 
+    def run(ctx, layout, cache, *args, **kw):
+        events.append(("run", layout, cache))
+        return real_run(ctx, layout, cache, *args, **kw)
 
-def test_cold_floors_are_measured_before_and_after_the_runs(small, tmp_path, monkeypatch):
-    """Cold: every layout's floors twice (before its runs and after all of them), the faster of
-    each kept in the results; warm and capped-only runs once."""
-    calls = []
-    real = floors._layout_floors
-
-    def counted(cfg, layout, paths, cache, *args):
-        calls.append((layout, cache))
-        return real(cfg, layout, paths, cache, *args)
-
-    monkeypatch.setattr(floors, "_layout_floors", counted)
+    monkeypatch.setattr(floors, "_layout_floors", floor)
+    monkeypatch.setattr(runner, "run_layout", run)
     cfg = BenchConfig(corpus=small, output=tmp_path / "r.json", layouts=("npy", "files"), caches=("cold", "warm"),
-                      workers=(2,), naive=False, run=RunConfig(epochs=1, batch_size=32, sample_latency=False))
+                      workers=(1, 2), naive=False, run=RunConfig(epochs=1, batch_size=32, sample_latency=False))
     res = run_bench(cfg)
-    assert sorted(calls) == sorted([("npy", "cold")] * 2 + [("files", "cold")] * 2 + [("npy", "warm"), ("files", "warm")])
+    assert events == [("floor", "npy", "warm"), ("floor", "files", "warm"),
+                      ("floor", "npy", "cold"), ("run", "npy", "cold"), ("floor", "files", "cold"), ("run", "files", "cold"),
+                      ("run", "npy", "cold"), ("run", "files", "cold")] + [("run", x, "warm") for x in ("npy", "files")] * 2
     keys = [(f.layout, f.cache, f.way, f.streams, f.depth) for f in res.floors.at]
     assert len(keys) == len(set(keys)) and {k[:2] for k in keys} == {("npy", "cold"), ("files", "cold"),
                                                                       ("npy", "warm"), ("files", "warm")}
+    assert {f.streams for f in res.floors.at} == {1, 2}
     assert sorted((f.layout, f.cache) for f in res.floors.seq) == [("files", "cold"), ("files", "warm"),
                                                                    ("npy", "cold"), ("npy", "warm")]
-    calls.clear()
-    run_bench(replace(cfg, caches=("warm",)))
-    assert calls == [("npy", "warm"), ("files", "warm")]
+    for run_ in res.runs:  # every run found its floor
+        assert summarize(run_, res.floors, res.corpus)["floor_ratio"] is not None
+    events.clear()
+    run_bench(replace(cfg, caches=("warm",), workers=(2,)))
+    assert [e for e in events if e[0] == "floor"] == [("floor", "npy", "warm"), ("floor", "files", "warm")]
 
 
 def test_floors_are_not_beaten_by_the_loaders_on_the_same_files(small, tmp_path):
