@@ -174,16 +174,15 @@ WAYS = ("seq-read", "seq-map", "rand", "rand-advise")
 # Passes of each floor way; the best counts (a floor is the best the machine does). A shared
 # machine's scheduling noise is large against a pass of a few milliseconds (2 streams over two
 # 46 MB images, warm: 1.3-3.5 GB/s pass to pass here, under a load of 3.5 on 2 cores), so short
-# warm ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX. At 0.5 s and
-# 12 the floors were ~60 s of each 10-layout corpus of make bench (7 s a layout, 3.5 s of it
-# warm), most of the suite's time beside the loaders' epochs; warm passes of a 150 MB layout take
-# ~30 ms, so 6 of them still fit in 0.2 s. Cold passes, each after an eviction, are noisier still
-# (two 46 MB images read cold in 44-70 ms pass to pass here, 92 MB in 52-141 ms; one slow pass of
-# two had let a loader past), so cold ways pass again while under COLD_MEASURE_S seconds of reads,
-# at most COLD_PASSES_MAX (about 0.6 s a way for a 4K corpus, with the evictions and forks), and
-# are measured next to the runs they bound (cold_next_to_runs).
-PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 6, 0.2
-COLD_PASSES_MAX, COLD_MEASURE_S = 6, 0.3
+# warm ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX (a warm 4K
+# pass takes ~15 ms; at 0.5 s and 12, long ones made the floors ~60 s of each 10-layout corpus of
+# make bench). Cold passes, each after an eviction, are noisier still (two 46 MB images read cold
+# in 44-70 ms pass to pass here, 92 MB in 52-141 ms; one slow pass of two had let a loader past),
+# so cold ways pass again while under COLD_MEASURE_S seconds of reads, at most COLD_PASSES_MAX,
+# and are measured next to the runs they bound (cold_next_to_runs). A pass costs its reads and,
+# cold, an eviction (~20 ms): the stream processes are kept from pass to pass (Streams).
+PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 12, 0.2
+COLD_PASSES_MAX, COLD_MEASURE_S = 8, 0.5
 DEPTH_MAX = 64  # reads in flight per stream: 2 batches of 32 are in flight whole; more are capped here
 
 
@@ -341,90 +340,127 @@ _RESULT = struct.Struct("<ddqq")  # start, end (perf_counter: CLOCK_MONOTONIC, o
 
 def _stream_child(items, depth: int, block: int, into: int, mapped: bool, ready_w: int, go_r: int, out_w: int,
                   advise: int = 0):
-    """One stream in a forked child: `depth` threads over items[t::depth] (`advise`: one thread,
-    `advise` items advised then read at a time: _read_advised), started together when the
-    parent writes to go_r; writes _RESULT (or b'E' + message) to out_w."""
+    """One stream in a forked child: buffers (and maps) made once, then a pass for every b"g" the
+    parent writes to go_r, until anything else (or EOF): `depth` threads over items[t::depth]
+    (`advise`: one thread, `advise` items advised then read at a time: _read_advised), started
+    together; each pass writes _RESULT (or b'E' + message, and the child ends) to out_w."""
     try:
         per = max(min(block, max((i[2] for i in items), default=1)), into // max(1, depth), 1)
         dests = [memoryview(np.ones(per, np.uint8)) for _ in range(depth)]  # pre-faulted, one per thread
-        results: list = [None] * depth
-        start = threading.Event()
         maps = _premap(items) if mapped else None
-
-        def work(t):
-            start.wait()
-            try:
-                results[t] = (_read_advised(items, dests[t], block, advise) if advise else
-                              _read_items(items[t::depth], dests[t], block, mapped, maps))
-            except BaseException as exc:  # reported through the pipe below
-                results[t] = exc
-
-        threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(depth)]
-        for th in threads:
-            th.start()
-        os.write(ready_w, b"r")
-        os.read(go_r, 1)
-        t0 = time.perf_counter()
-        start.set()
-        for th in threads:
-            th.join()
-        t1 = time.perf_counter()
-        bad = next((r for r in results if isinstance(r, BaseException)), None)
-        if bad is not None:
-            raise bad
-        msg = _RESULT.pack(t0, t1, sum(r[0] for r in results), sum(r[1] for r in results))
     except BaseException as exc:
-        msg = b"E" + f"{type(exc).__name__}: {exc}".encode()[:4000]
-    os.write(out_w, msg)
+        os.write(ready_w, b"r")
+        os.write(out_w, _error(exc))
+        return
+    os.write(ready_w, b"r")
+    while os.read(go_r, 1) == b"g":
+        try:
+            results: list = [None] * depth
+            start = threading.Event()
+
+            def work(t):
+                start.wait()
+                try:
+                    results[t] = (_read_advised(items, dests[t], block, advise) if advise else
+                                  _read_items(items[t::depth], dests[t], block, mapped, maps))
+                except BaseException as exc:  # reported through the pipe below
+                    results[t] = exc
+
+            threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(depth)]
+            for th in threads:
+                th.start()
+            t0 = time.perf_counter()
+            start.set()
+            for th in threads:
+                th.join()
+            t1 = time.perf_counter()
+            bad = next((r for r in results if isinstance(r, BaseException)), None)
+            if bad is not None:
+                raise bad
+            os.write(out_w, _RESULT.pack(t0, t1, sum(r[0] for r in results), sum(r[1] for r in results)))
+        except BaseException as exc:
+            os.write(out_w, _error(exc))
+            return
+
+
+def _error(exc: BaseException) -> bytes:
+    """A stream's failure as one pipe message: b'E' and the error, under PIPE_BUF (written at once)."""
+    return b"E" + f"{type(exc).__name__}: {exc}".encode()[:3000]
+
+
+class Streams:
+    """`plans` read at once, pass after pass, by forked processes kept between passes: one per plan
+    (a stream), each with `depth` threads reading its items (so up to len(plans) x depth reads in
+    flight). Processes, threads' buffers and maps are made once, before any clock starts, so a
+    pass costs its reads (forking and faulting in 46 MB buffers took 20-40 ms a pass, a third of a
+    cold 4K pass). Between passes the streams hold no file open: the caller may evict. A context
+    manager: the processes end on exit, whatever happened."""
+
+    def __init__(self, plans: list[list[Item]], depth: int = 1, block: int = READ_BLOCK, into: int = 0,
+                 mapped: bool = False, advise: int = 0):
+        self.kids, self.pipes = [], []
+        try:
+            for items in plans:
+                ready_r, ready_w = os.pipe()
+                go_r, go_w = os.pipe()
+                out_r, out_w = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the child: never returns into the caller's code
+                    code = 1
+                    try:
+                        os.close(ready_r), os.close(go_w), os.close(out_r)
+                        _stream_child(items, 1 if advise else max(1, depth), block, into, mapped, ready_w, go_r,
+                                      out_w, advise)
+                        code = 0
+                    finally:
+                        os._exit(code)
+                os.close(ready_w), os.close(go_r), os.close(out_w)
+                self.kids.append(pid)
+                self.pipes.append((ready_r, go_w, out_r))
+            for ready_r, _, _ in self.pipes:
+                os.read(ready_r, 1)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self) -> tuple[int, float, int]:
+        """One pass: (bytes, seconds, reads), seconds from the first stream's start to the last
+        one's end. A failure in a stream is raised as a LayoutbenchError."""
+        for _, go_w, _ in self.pipes:
+            os.write(go_w, b"g")
+        got = [os.read(out_r, 8192) for _, _, out_r in self.pipes]
+        bad = [g for g in got if len(g) != _RESULT.size]
+        if bad:
+            raise LayoutbenchError(f"a floor stream failed: {bad[0][1:].decode(errors='replace') or 'it exited'}")
+        parts = [_RESULT.unpack(g) for g in got]
+        return (sum(p[2] for p in parts), max(p[1] for p in parts) - min(p[0] for p in parts),
+                sum(p[3] for p in parts))
+
+    def close(self) -> None:
+        for _, go_w, _ in self.pipes:  # said, not left to the go pipe's EOF: a process forked
+            try:                       # meanwhile (another pool's stream) holds its write end too
+                os.write(go_w, b"q")
+            except OSError:
+                pass  # that stream has ended
+        for fds in self.pipes:
+            for fd in fds:
+                os.close(fd)
+        for pid in self.kids:
+            os.waitpid(pid, 0)
+        self.kids, self.pipes = [], []
+
+    def __enter__(self) -> "Streams":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def parallel_read(plans: list[list[Item]], depth: int = 1, block: int = READ_BLOCK, into: int = 0,
                   mapped: bool = False, advise: int = 0) -> tuple[int, float, int]:
-    """(bytes, seconds, reads) of every plan read at once: one forked process per plan (a
-    stream), each with `depth` threads reading its items (so up to len(plans) x depth reads in
-    flight). Seconds run from the first stream's start to the last one's end; processes and
-    threads are made, and their buffers faulted in, before the clock starts. A failure in a
-    stream is raised here as a LayoutbenchError."""
-    kids, pipes = [], []
-    try:
-        for items in plans:
-            ready_r, ready_w = os.pipe()
-            go_r, go_w = os.pipe()
-            out_r, out_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child: never returns into the caller's code
-                code = 1
-                try:
-                    os.close(ready_r), os.close(go_w), os.close(out_r)
-                    _stream_child(items, 1 if advise else max(1, depth), block, into, mapped, ready_w, go_r, out_w,
-                                  advise)
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(ready_w), os.close(go_r), os.close(out_w)
-            kids.append(pid)
-            pipes.append((ready_r, go_w, out_r))
-        for ready_r, _, _ in pipes:
-            os.read(ready_r, 1)
-        for _, go_w, _ in pipes:
-            os.write(go_w, b"g")
-        got = []
-        for _, _, out_r in pipes:
-            chunks = []
-            while chunk := os.read(out_r, 8192):
-                chunks.append(chunk)
-            got.append(b"".join(chunks))
-    finally:
-        for fds in pipes:
-            for fd in fds:
-                os.close(fd)
-        for pid in kids:
-            os.waitpid(pid, 0)
-    bad = [g for g in got if len(g) != _RESULT.size]
-    if bad:
-        raise LayoutbenchError(f"a floor stream failed: {bad[0][1:].decode(errors='replace') or 'it exited'}")
-    parts = [_RESULT.unpack(g) for g in got]
-    return (sum(p[2] for p in parts), max(p[1] for p in parts) - min(p[0] for p in parts), sum(p[3] for p in parts))
+    """(bytes, seconds, reads) of one pass of Streams(plans, ...): every plan read at once."""
+    with Streams(plans, depth, block, into, mapped, advise) as streams:
+        return streams.run()
 
 
 def memcpy_threads(threads: int, nbytes: int = 64 << 20, repeats: int = 5) -> tuple[int, float]:
@@ -490,14 +526,15 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     for way, plans, d, mapped, block, advise in ways:
         best, spent, passes = None, 0.0, 0
         most, enough = (COLD_PASSES_MAX, COLD_MEASURE_S) if cache == "cold" else (PASSES_MAX, MEASURE_S)
-        while passes < PASSES_MIN or (spent < enough and passes < most):
-            passes += 1
-            if cache == "cold":
-                state = settle(cache, paths, evict)
-            nbytes, seconds, reads = parallel_read(plans, d, block, into, mapped, advise)
-            spent += seconds
-            if best is None or seconds < best[1]:
-                best = (nbytes, seconds, reads, state.residency)
+        with Streams(plans, d, block, into, mapped, advise) as pool:
+            while passes < PASSES_MIN or (spent < enough and passes < most):
+                passes += 1
+                if cache == "cold":
+                    state = settle(cache, paths, evict)
+                nbytes, seconds, reads = pool.run()
+                spent += seconds
+                if best is None or seconds < best[1]:
+                    best = (nbytes, seconds, reads, state.residency)
         out.append(StreamFloor(layout, cache, way, streams, d, best[0], best[2], best[1], best[3], sample_bytes))
     return out
 

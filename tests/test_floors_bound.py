@@ -70,6 +70,41 @@ def test_a_failing_stream_is_an_error_not_a_fast_floor(tmp_path):
         floors.parallel_read([[(str(tmp_path / "missing"), 0, 10)]], 2)
 
 
+def test_streams_read_every_byte_each_pass_and_end_with_the_pool(blobs):
+    """One pool of stream processes, several passes: each pass reads every byte once; a file gone
+    between passes is an error naming it; the processes are gone (reaped) once the pool is."""
+    plans = floors.seq_plan(blobs, 2)
+    total = sum(p.stat().st_size for p in blobs)
+    with floors.Streams(plans, 1, 1 << 20, 1 << 16) as pool:
+        kids = list(pool.kids)
+        assert len(kids) == 2 and all(Path(f"/proc/{pid}").exists() for pid in kids)
+        assert [pool.run()[0] for _ in range(3)] == [total] * 3
+        blobs[0].unlink()
+        with pytest.raises(LayoutbenchError, match=f"floor stream failed: FileNotFoundError.*{blobs[0].name}"):
+            pool.run()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in kids)
+
+
+def test_two_pools_open_at_once_close_in_any_order(blobs):
+    """A pool's streams end when it closes even where a process forked since holds its pipes (the
+    streams of a pool opened after it): closing the older first hung in waitpid before."""
+    import signal
+
+    plans = floors.seq_plan(blobs, 2)
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("a pool's close hung"))
+    signal.alarm(20)
+    try:
+        first, second = floors.Streams(plans), floors.Streams(plans)
+        assert first.run()[0] == second.run()[0] == sum(p.stat().st_size for p in blobs)
+        kids = first.kids + second.kids
+        first.close()
+        second.close()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in kids)
+
+
 def test_memcpy_threads_copies_at_once():
     nbytes, seconds = floors.memcpy_threads(2, 8 << 20, repeats=2)
     assert nbytes == 8 << 20 and 0 < seconds < 5
