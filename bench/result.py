@@ -265,7 +265,7 @@ class MemcpyFloor:
 
 @dataclass(frozen=True)
 class FioFloor:
-    """fio's random reads of a layout's files (bench/fio.py), beside our `rand` floor of the same
+    """fio's random reads of a layout's files (bench/fio.py), beside our random-read floor of the same
     layout, cache state and concurrency; iops and MB/s are fio's own figures."""
 
     layout: str

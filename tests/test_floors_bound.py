@@ -209,3 +209,29 @@ def test_fio_missing_is_one_line_naming_the_package(small, tmp_path):
                         str(tmp_path / "r.json"), "--fio"], cwd=REPO, capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "fio" in p.stderr and "apt-get install -y fio" in p.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_fio_is_set_beside_our_fastest_random_read_floor_and_flagged_past_25_percent():
+    """Cold, rand-advise (a batch advised at once) is a random-read floor too: fio's figure is
+    compared with the faster of it and rand, at the same layout, cache and jobs; a floor more
+    than 25 % below fio is called too low, fio more than 25 % below ours is said to be slower."""
+    from bench.report import fio_lines
+    from bench.result import FioFloor, Floors, Results, StreamFloor
+
+    def at(way, mb, streams=2):  # 1 MB per pass: MB/s = 1 / seconds
+        return StreamFloor("hdf5", "cold", way, streams, 64, 1_000_000, 10, 1 / mb, 0.0, 100_000)
+
+    def fio(mb, jobs=2):
+        return FioFloor("hdf5", "cold", jobs, 32, "io_uring", 100_000, 10, 1_000_000, 1 / mb, mb * 10, mb, 0.0)
+
+    def lines(*fios):
+        floors_ = Floors(at=(at("rand", 800), at("rand-advise", 1000), at("seq-read", 5000), at("rand", 9000, 1)),
+                         fio=fios)
+        return fio_lines(Results("t", {}, {}, floors_, (), ()))
+
+    out = lines(fio(1200), fio(1300), fio(700), fio(50, jobs=4))
+    assert len(out) == 3  # no floor of ours at 4 streams: no line for fio's 4 jobs
+    near, high, low = out
+    assert "ours (rand-advise 2x64)" in near and "(+20%)" in near and "DIFFER" not in near
+    assert "(+30%): DIFFER by +30%" in high and "our floor is too low" in high
+    assert "(-30%): DIFFER by -30%" in low and "fio is slower" in low
