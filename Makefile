@@ -24,7 +24,7 @@ generate: $(STAMP)
 
 # Every layout of the suite's corpora (generated if missing, as `generate` makes them) cold, warm
 # and under a memory cap, next to the machine's floors; writes results/ (report.md, results.csv,
-# PNGs) and prints the summary table and the Answer. 6 min 40 s on this 2-core VM from a fresh
+# PNGs) and prints the summary table and the Answer. 8 min 18 s on this 2-core VM from a fresh
 # clone, corpora included (six layouts; 12 min 56 s with all ten after `make install-extras`).
 # QUICK=1: smaller corpora.
 bench: $(STAMP)
