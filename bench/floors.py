@@ -579,7 +579,7 @@ def _layout_floors(cfg, layout: str, paths, cache: str, ranks_here: int, depth: 
 
 def _floor_plan(ctx, manifest) -> tuple:
     """(cfg, ranks on this node, reads in flight per stream, mean sample bytes, bytes of a batch) of
-    a corpus's floors, the same before the runs and after them."""
+    a corpus's floors, the same for those measured first and those measured next to the runs."""
     cfg = ctx.cfg
     if manifest.shapes is not None:  # samples of varying shape have no naive baselines (runner.plan_runs)
         cfg = dataclasses.replace(cfg, naive=False)

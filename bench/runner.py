@@ -306,7 +306,8 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool, boo
 
 
 def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
-    """Floors, then every run for every repeat. Returns the results on rank 0 (None elsewhere)."""
+    """Floors (a layout's cold ones just before its first cold run), then every run for every repeat.
+    Returns the results on rank 0 (None elsewhere)."""
     from generator.codec import CODEC_LIBRARIES
 
     comm = comm or SingleProcessComm()

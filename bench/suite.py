@@ -111,7 +111,7 @@ QUICK = SuitePlan((preset("mnist", 10_000), preset("imagenet", 400), imagenet_li
 def ensure_corpora(plan: SuitePlan, data: Path, progress: bool) -> list[Path]:
     """Every corpus of the plan under `data`, generated where missing (resumed where cut short)."""
     dirs = []
-    for c in plan.corpora:  # all checked before any is made: minutes of generating, then a refusal, help no one
+    for c in plan.corpora:  # all checked before any is made: minutes of generating, then a refusal, helps no one
         d = Path(data) / c.name
         if (d / MANIFEST).exists() and not (held := read_manifest(d).spec).same_corpus(c.spec):
             # the generator's advice (--force) is not the suite's: its corpora are named by its plan
