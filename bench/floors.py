@@ -392,8 +392,8 @@ class Streams:
     """`plans` read at once, pass after pass, by forked processes kept between passes: one per plan
     (a stream), each with `depth` threads reading its items (so up to len(plans) x depth reads in
     flight). Processes, threads' buffers and maps are made once, before any clock starts, so a
-    pass costs its reads (forking and faulting in 46 MB buffers took 20-40 ms a pass, a third of a
-    cold 4K pass). Between passes the streams hold no file open: the caller may evict. A context
+    pass costs its reads (forking and faulting in 46 MB buffers took 20-25 ms a pass, a quarter of
+    a cold 4K pass). Between passes the streams hold no file open: the caller may evict. A context
     manager: the processes end on exit, whatever happened."""
 
     def __init__(self, plans: list[list[Item]], depth: int = 1, block: int = READ_BLOCK, into: int = 0,
@@ -660,10 +660,10 @@ def measure_floors(ctx, manifest) -> Floors:
 def cold_next_to_runs(cfg) -> bool:
     """Whether a layout's cold floors are measured just before its first cold run (cold_floors)
     rather than with the others before every run: where runs are cold by setting. Runs of a
-    setting go layout after layout for minutes, and a shared machine drifts over minutes: cold
-    passes of two 4K images here were 54 ms at best in one minute and 59-65 ms in the next, and
-    floors measured minutes before were beaten by loaders that ran in a faster minute (cold 4K,
-    1.15x in a make bench QUICK=1). asis and capped runs (which compare with cold floors only
+    setting go layout after layout for minutes, and a shared machine drifts over minutes: the
+    best of 15 cold passes of each way over two 4K images here was 64-79 ms in one run and 54-59
+    ms in one a few minutes later, and floors measured minutes before were beaten by loaders that
+    ran in a faster minute (cold 4K, 1.15x in a make bench QUICK=1). asis and capped runs (which compare with cold floors only
     when they measured an empty cache, or never) keep them measured first."""
     return "cold" in cfg.caches
 
