@@ -80,6 +80,12 @@ def shard_rank(rank: int, world: int, epoch: int, shift: int) -> int:
     return (rank + epoch * shift) % world
 
 
+def files_of(layout: str, naive: bool) -> str:
+    """The layout whose files a run reads: a DataLoader run's or a naive baseline's layout, or the
+    run's own."""
+    return dl[1] if (dl := torch_run(layout)) else reads_of(layout, naive)
+
+
 def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: int, naive: bool = False) -> list:
     """One (layout, cache, workers) run for one repeat: its epoch records (rank 0) and checkpoints."""
     from loaders import open_corpus
@@ -92,7 +98,7 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
         return records, checkpoints, method, None
     rc, comm = ctx.cfg.run, ctx.comm
     dataloader = torch_run(layout)  # (dataset, layout) of a DataLoader run
-    reader = open_corpus(ctx.cfg.corpus, dataloader[1] if dataloader else reads_of(layout, naive))
+    reader = open_corpus(ctx.cfg.corpus, files_of(layout, naive))
     paths = reader.paths()
     # naive baselines: one epoch (no workers to start, so no first epoch to set apart; and slow);
     # DataLoader runs: no per-sample timing epoch (it times the reader, which ours already does)
@@ -352,7 +358,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         cold_measured: set[str] = set()
         for repeat in range(-rc.warmup, rc.repeats):  # negative: MLPerf's warm-up runs, measured and dropped
             for layout, cache, workers, naive, decode in runs:
-                reads = dl[1] if (dl := torch_run(layout)) else reads_of(layout, naive)
+                reads = files_of(layout, naive)
                 if cache == "cold" and cold_next_to_runs(cfg) and reads not in cold_measured:
                     floors = cold_floors(ctx, manifest, floors, reads)  # next to its first cold run
                     cold_measured.add(reads)
@@ -376,7 +382,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     for (layout, cache, workers, naive, decode), slot in gathered.items():
         config = replace(rc, workers=workers, decode=decode,
                          **(dict(epochs=1, sample_latency=False) if naive else {}))
-        reads = dl[1] if (dl := torch_run(layout)) else reads_of(layout, naive)
+        dl, reads = torch_run(layout), files_of(layout, naive)
         if dl:
             config = replace(config, sample_latency=False)
         cap = ctx.caps.get((layout, workers, 0, decode)) if cache == "capped" else None

@@ -172,8 +172,9 @@ def test_sigterm_of_the_generator_is_one_line_and_the_rerun_resumes(tmp_path):
 
 @pytest.fixture(scope="module")
 def lmdb_corpus(tmp_path_factory):
-    """An LMDB-only corpus whose verify reads for over a second here (40,000 samples; 4,000 took
-    0.3 s, and a CI machine once finished them between the poll that saw the map and the signal)."""
+    """An LMDB-only corpus whose verify takes 1.6 s here, start-up included (40,000 samples; 4,000
+    took 0.7 s, and a CI machine once finished them between the poll that saw the map and the
+    signal)."""
     from generator.build import generate
     from generator.spec import Spec
 

@@ -68,6 +68,10 @@ def test_rand_plan_covers_each_piece_once(blobs):
 def test_a_failing_stream_is_an_error_not_a_fast_floor(tmp_path):
     with pytest.raises(LayoutbenchError, match="floor stream failed"):
         floors.parallel_read([[(str(tmp_path / "missing"), 0, 10)]], 2)
+    # failing while it maps its files, before any pass: the same error, whether or not that stream
+    # has ended by the time the pass is asked of it (then the pipe to it is broken)
+    with pytest.raises(LayoutbenchError, match="floor stream failed: FileNotFoundError"):
+        floors.parallel_read([[(str(tmp_path / "missing"), 0, 10)]], 1, mapped=True)
 
 
 def test_streams_read_every_byte_each_pass_and_end_with_the_pool(blobs):
