@@ -634,7 +634,7 @@ def measure_floors(ctx, manifest) -> Floors:
         return Floors()
     streams_set = floor_streams(cfg, ranks_here)  # the memory-copy floors: every concurrency of any run
     seq, at, fio_floors = [], [], []
-    all_paths = {}
+    all_paths = ctx.floor_paths  # kept: cold floors measured next to the runs read the same list
     for layout in cfg.layouts:
         all_paths[layout] = layout_paths(cfg, layout)
         for cache in floor_caches(cfg):
@@ -685,7 +685,8 @@ def cold_floors(ctx, manifest, floors: Floors, layout: str) -> Floors:
     cfg, ranks_here, depth, sample, into = _floor_plan(ctx, manifest)
     if ctx.comm.rank != 0:
         return floors
-    one, more, fio = _layout_floors(cfg, layout, layout_paths(cfg, layout), "cold", ranks_here, depth, sample,
-                                    manifest.spec.count, into, getattr(cfg, "fio", False))
+    paths = ctx.floor_paths.get(layout) or layout_paths(cfg, layout)  # listed by measure_floors
+    one, more, fio = _layout_floors(cfg, layout, paths, "cold", ranks_here, depth, sample, manifest.spec.count, into,
+                                    getattr(cfg, "fio", False))
     ctx.tick_floor(f"cold {layout}")
     return dataclasses.replace(floors, seq=(*floors.seq, one), at=(*floors.at, *more), fio=(*floors.fio, *fio))

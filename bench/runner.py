@@ -218,6 +218,7 @@ class Context:
         # host and pid in the name: a later run removes what a killed one left (sweep_leftovers)
         self.checkpoint_path = ckdir / f"{owned_name(CHECKPOINT_PREFIX)}.bin"
         self.caps: dict[tuple, dict] = {}  # (layout, workers, repeat) -> a capped run's cap facts
+        self.floor_paths: dict[str, list] = {}  # layout -> its files, listed once for all its floors
         self.gpu, self.gpu_note = device_stage(cfg.device)  # --device: the copy stage, or why it is skipped
 
     def decoding(self, decode: bool) -> "Context":
