@@ -12,6 +12,20 @@ process may use (RAM, or its cgroup's limit) is advised random access, map and f
 around a miss would be evicted before use. The README has the figures.
 Fallback (chunked `payload` of compressed corpora, filtered `images`): h5py slicing, with the
 dataset's chunk cache sized to one chunk.
+
+Other handles on corpus.h5. In this process, HDF5 shares one open file among every h5py.File of
+it, whatever their modes, so a program's own h5py.File (mode 'r', 'a', 'r+', SWMR, another
+libver) is read through. A writer marks the file open for writing in its superblock (the
+generator writes libver='latest', whose superblock has those flags) and clears the mark when it
+closes; a writer still running, or one that died (a killed notebook that had opened it with
+'a'), leaves it, and HDF5 then refuses a plain open ("file is already open for write (may use
+<h5clear file> to clear file consistency flags)"). A SWMR writer's mark is read through: the
+file is opened again as a SWMR reader, which HDF5 allows beside one. A plain writer's mark
+refuses every open, SWMR too, until h5clear clears it: one line says so (nothing here writes to
+the corpus, so it is not cleared here). A writer elsewhere without SWMR (another process, or a
+second HDF5 library in this one, say PyTables' own) holds HDF5's file lock instead ("unable to
+lock file, errno = 11"): that is one line naming the writer and what to do, not the corpus's
+damage.
 """
 
 from __future__ import annotations
@@ -29,6 +43,40 @@ from .plain import plain_decode
 from .pagecache import memory_available, range_resident
 
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)  # h5py's, on a damaged file
+MARKED = "already open for write"  # HDF5: the superblock's flags say a writer has it (module docstring)
+LOCKED = "unable to lock file"  # HDF5: another open file description holds the file's lock
+
+
+def open_h5(path, where: str, index: int = -1):
+    """h5py.File of `path` read-only; through another's writer mark as a SWMR reader; a lock held by
+    a writer elsewhere is named as such (see the module docstring). Else a SampleError at `where`."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except _H5_ERRORS as exc:
+        err = exc
+    if MARKED in str(err):
+        try:
+            return h5py.File(path, "r", swmr=True)
+        except _H5_ERRORS as exc:
+            if "not already open for SWMR writing" in str(exc):  # marked by a writer without SWMR
+                raise LayoutbenchError(
+                    f"{path} is marked open for writing (HDF5 marks it while an h5py.File with mode 'a', 'r+' or "
+                    f"'w' has it, and no reader may open it then): a program that opened it so is still running, "
+                    f"or died without closing it; close that program, or if none runs, clear the mark with "
+                    f"`h5clear -s {path}` (HDF5's command-line tools)") from None
+            err = exc
+    text = " ".join(str(err).split())
+    if LOCKED in text:
+        if "errno = 11," in text or "temporarily unavailable" in text:
+            raise LayoutbenchError(f"{path} is open for writing elsewhere: HDF5's file lock is held (h5py.File with "
+                                   f"mode 'a', 'r+' or 'w' in another process, or a second HDF5 library in this "
+                                   f"one); close it there, or open it there with mode 'r', then read again") from None
+        raise LayoutbenchError(f"{path}: HDF5 could not lock the file ({text}); where the file system has no locks, "
+                               f"set HDF5_USE_FILE_LOCKING=FALSE") from None
+    problem = "missing (no such file)" if not os.path.exists(path) else f"cannot open the HDF5 file: {text}"
+    raise SampleError("hdf5", index, where, problem) from None
 
 
 def library_versions() -> dict[str, str]:
@@ -54,13 +102,7 @@ class HDF5Reader(Reader):
     # -- opening -------------------------------------------------------------------------------
 
     def _open(self, index: int) -> None:
-        import h5py
-
-        try:
-            f = h5py.File(self.target, "r")
-        except _H5_ERRORS as exc:
-            problem = "missing (no such file)" if not self.target.exists() else f"cannot open the HDF5 file: {exc}"
-            raise SampleError(self.layout, index, str(self.target), problem) from None
+        f = open_h5(self.target, str(self.target), index)
         try:
             self._check_spec(f)
             name = "images" if self.spec.payload == "raw" else "payload"
@@ -265,10 +307,8 @@ class HDF5Reader(Reader):
             raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc}") from None
 
     def naive_batch(self, indices):
-        import h5py
-
         if self._naive is None:
-            f = h5py.File(self.target, "r")
+            f = open_h5(self.target, str(self.target))
             self._naive = (f, f["offsets"][:] if "offsets" in f else None)
         f, offsets = self._naive
         order = np.sort(np.asarray(indices))
@@ -286,10 +326,8 @@ class HDF5Reader(Reader):
             self._naive = None
 
     def stored_labels(self) -> np.ndarray:
-        import h5py
-
         try:
-            with h5py.File(self.target, "r") as f:
+            with open_h5(self.target, f"{self.target}:/labels") as f:
                 self._check_local(f, ("labels",))
                 return f["labels"][()].astype(np.int64)
         except _H5_ERRORS as exc:

@@ -26,6 +26,21 @@ py-lmdb refuses to open one environment twice in a process, so the readers of a 
 one Environment per directory (counted; closed with the last reader). A forked child inherits
 the parent's and must close it before opening its own: with lock=False and readonly there is
 no lock table or writer state to disturb, closing only unmaps the child's copy of the map.
+
+Your own Environment: py-lmdb refuses a second Environment on files this process already has
+open ("The environment '...' is already open in this process."; py-lmdb 3.0 keys its guard on
+data.mdb's and lock.mdb's inodes, whatever the path or flags), so a program that has opened the
+corpus's environment itself (`lmdb.open(corpus/'lmdb')` to look inside, readonly or not, locked
+or not) would make every read fail. The reader then reads through it without py-lmdb: every
+value's place comes from one walk of the B+tree (loaders/lmdbpages.py, as extents() uses) and
+each value is read with pread; the spec and labels likewise (Locator.value). Safe beside the
+other Environment: LMDB's locks are on lock.mdb, which this never opens, and readers of a
+finished corpus take none (lock=False). Such a reader is not py-lmdb's read path (no map; what a
+bench would time is preads), which only a program's own Environment can cause: a bench's
+processes never hold one. Where data.mdb is not in the format parsed, the error says the
+Environment is the cause and to close it (env.close()) or read in another process. Opening the
+corpus's environment yourself after a reader has opened it fails in py-lmdb the same way:
+reader.close() releases the reader's.
 """
 
 from __future__ import annotations
@@ -36,7 +51,7 @@ import threading
 
 import numpy as np
 
-from generator.errors import CorpusError, SampleError
+from generator.errors import CorpusError, LayoutbenchError, SampleError
 from generator.layouts.lmdb import key_of, missing_bytes
 from generator.manifest import stored_spec
 
@@ -45,6 +60,7 @@ from .lmdbpages import LocateError, Locator
 from .pagecache import cached_pages, memory_available
 
 MAX_READERS = 1024
+HELD = "already open in this process"  # py-lmdb's refusal of a second Environment (module docstring)
 
 _SHARED: dict[str, list] = {}  # realpath -> [pid, env, payload db, readers using it]
 _SHARED_LOCK = threading.Lock()
@@ -122,7 +138,7 @@ class LMDBReader(Reader):
     layout = "lmdb"
     reads_through_map = True
     stores_spec = True
-    handles = ("_env", "_db", "_loc", "_where")
+    handles = ("_env", "_db", "_loc", "_where", "_pages")
 
     def where(self, index: int) -> str:
         return f"{self.target} key {key_of(index).hex()}"
@@ -143,22 +159,26 @@ class LMDBReader(Reader):
         try:
             env, db = _acquire(str(self.target), readahead)
         except lmdb.Error as exc:
-            raise SampleError(self.layout, index, self.where(index), f"cannot open the environment: {exc}") from None
-        self._env, self._db = env, db
-        if large:
+            if HELD not in str(exc):
+                raise SampleError(self.layout, index, self.where(index),
+                                  f"cannot open the environment: {exc}") from None
+            stored = self._open_pages(data)  # the program's own Environment: read through it
+        else:
+            self._env, self._db = env, db
+            if large:
+                try:
+                    self._loc = Locator(data, b"payload")
+                    self._where = {}
+                    if os.path.getsize(data) > memory_available():  # larger than memory: read exactly the value
+                        os.posix_fadvise(self._loc.fd, 0, 0, os.POSIX_FADV_RANDOM)
+                except (LocateError, OSError):
+                    self._loc = None  # not the format we know: py-lmdb's get() reads every value
             try:
-                self._loc = Locator(data, b"payload")
-                self._where = {}
-                if os.path.getsize(data) > memory_available():  # larger than memory: read exactly the value
-                    os.posix_fadvise(self._loc.fd, 0, 0, os.POSIX_FADV_RANDOM)
-            except (LocateError, OSError):
-                self._loc = None  # not the format we know: py-lmdb's get() reads every value
-        try:
-            with env.begin(db=env.open_db(b"meta", create=False)) as txn:
-                stored = txn.get(b"spec")
-        except lmdb.Error as exc:
-            self._close()
-            raise SampleError(self.layout, index, self.where(index), f"unreadable environment: {exc}") from None
+                with env.begin(db=env.open_db(b"meta", create=False)) as txn:
+                    stored = txn.get(b"spec")
+            except lmdb.Error as exc:
+                self._close()
+                raise SampleError(self.layout, index, self.where(index), f"unreadable environment: {exc}") from None
         try:
             spec = stored_spec(stored, f"{self.target} (meta key spec)") if stored is not None else self.spec
         except CorpusError:
@@ -169,7 +189,54 @@ class LMDBReader(Reader):
             raise CorpusError(f"{self.target} holds a corpus of another spec than {self.root}/manifest.json; "
                               f"regenerate the corpus with --force")
 
+    def _open_pages(self, data: str) -> bytes | None:
+        """py-lmdb refused: this process already has the environment open (module docstring, "Your
+        own Environment"). Every value's place from one walk of the tree, data.mdb opened for pread;
+        the stored spec. A file not in the format parsed: one line naming the Environment."""
+        table = _value_table(data, self.spec.count)
+        try:
+            stored = self._meta_value(data, b"spec")
+        except (LocateError, OSError, struct.error):
+            table = None
+        if table is None:
+            raise LayoutbenchError(
+                f"{self.target}: this process already has this LMDB environment open (an lmdb.Environment "
+                f"of its own: py-lmdb opens an environment once per process) and data.mdb is not in the format "
+                f"layoutbench can read without py-lmdb: close that Environment (env.close()) before reading "
+                f"with layoutbench, or read in another process")
+        self._pages = (os.open(data, os.O_RDONLY), *table)
+        return stored
+
+    @staticmethod
+    def _meta_value(data: str, key: bytes) -> bytes | None:
+        meta = Locator(data, b"meta")
+        try:
+            return meta.value(key)
+        finally:
+            meta.close()
+
+    def _paged(self, idx: list[int]) -> list:
+        """Each value of `idx` by pread, at the place the tree walk found it (_open_pages)."""
+        fd, offsets, sizes = self._pages
+        out = []
+        for i in idx:
+            at, n = int(offsets[i]), int(sizes[i])
+            if at < 0:
+                self._missing(i)
+            try:
+                v = os.pread(fd, n, at)
+            except OSError as exc:
+                raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+            if len(v) != n:
+                raise SampleError(self.layout, i, self.where(i), f"truncated: data.mdb ends {n - len(v):,} bytes "
+                                                                 f"before the end of the value")
+            out.append(v)
+        return out
+
     def _close(self) -> None:
+        if self._pages is not None:
+            os.close(self._pages[0])
+            self._pages = None
         if self._loc is not None:
             self._loc.close()
             self._loc = self._where = None
@@ -194,6 +261,8 @@ class LMDBReader(Reader):
         return self._read_many([i])[0]
 
     def _read_many(self, idx: list[int]) -> list:
+        if self._pages is not None:
+            return self._paged(idx)
         with self._env.begin(db=self._db) as txn:
             return self._get_all(txn, idx)
 
@@ -251,6 +320,14 @@ class LMDBReader(Reader):
         return w
 
     def _read_into(self, idx: list[int], out: np.ndarray) -> None:
+        if self._pages is not None:
+            values = self._paged(idx)
+            if self.small:
+                return self._assemble(idx, values, out)
+            flat = memoryview(out).cast("B")
+            for k, (i, v) in enumerate(zip(idx, values)):
+                self._place(i, v, flat, k, out)
+            return
         if self._loc is not None:
             return self._read_located(idx, out)
         with self._env.begin(db=self._db, buffers=True) as txn:  # views into the map: valid in this txn only
@@ -304,8 +381,14 @@ class LMDBReader(Reader):
 
     def stored_labels(self) -> np.ndarray:
         self._ensure_open(0)
-        with self._env.begin(db=self._env.open_db(b"meta", create=False)) as txn:
-            raw = txn.get(b"labels")
+        if self._pages is not None:
+            try:
+                raw = self._meta_value(str(self.target / "data.mdb"), b"labels")
+            except (LocateError, OSError, struct.error) as exc:
+                raise SampleError(self.layout, -1, f"{self.target} (meta key labels)", f"unreadable: {exc}") from None
+        else:
+            with self._env.begin(db=self._env.open_db(b"meta", create=False)) as txn:
+                raw = txn.get(b"labels")
         if raw is None or len(raw) != 2 * self.spec.count:
             raise CorpusError(f"{self.target}: the meta labels are missing or of the wrong length; regenerate with --force")
         return np.frombuffer(raw, "<u2").astype(np.int64)

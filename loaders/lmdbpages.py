@@ -13,6 +13,9 @@ the whole tree once (every branch and leaf page, read with pread and not kept; o
 never) and gives every value's place at once, so that later probes of the page cache (the
 capped regime's hit ratio) need not touch a leaf first.
 
+`value` reads one value whole (inline or in overflow pages): the lmdb reader's meta values when
+py-lmdb cannot open the environment in this process (loaders/lmdb.py, "Your own Environment").
+
 Anything unexpected (another format, a page of the wrong kind, a key not found) is LocateError:
 the reader then falls back to py-lmdb's own get(), which reports damage its own way.
 """
@@ -33,6 +36,10 @@ _HDR = struct.Struct("<QHHHH")  # pgno, pad, flags, lower, upper
 
 class LocateError(Exception):
     pass
+
+
+class KeyMissing(LocateError):
+    """The tree holds no such key (the file is in the format parsed)."""
 
 
 class Locator:
@@ -124,7 +131,7 @@ class Locator:
                     lo = mid + 1
                 else:
                     hi = mid - 1
-            raise LocateError(f"key {key.hex()} not found")
+            raise KeyMissing(f"key {key.hex()} not found")
         raise LocateError("the tree is deeper than 64 levels")
 
     def locate(self, key: bytes) -> tuple[int, int] | None:
@@ -135,6 +142,21 @@ class Locator:
             return None
         pgno, size = struct.unpack("<QQ", data)
         return pgno * self.psize + PAGEHDRSZ, size
+
+    def value(self, key: bytes) -> bytes | None:
+        """The value under `key` (inline in its leaf or in overflow pages), read with pread; None
+        when there is no such key. For the reader's few meta values when py-lmdb cannot be used."""
+        try:
+            flags, data = self._find(self.root, key)
+        except KeyMissing:
+            return None
+        if not flags & F_BIGDATA:
+            return bytes(data)
+        pgno, size = struct.unpack("<QQ", data)
+        got = os.pread(self.fd, size, pgno * self.psize + PAGEHDRSZ)
+        if len(got) != size:
+            raise LocateError(f"the value of key {key.hex()} runs past the end of the file")
+        return got
 
     def table(self, count: int):
         """(offsets, sizes): int64 arrays of `count`, the place in data.mdb of the value under key

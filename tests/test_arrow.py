@@ -197,3 +197,28 @@ def test_stored_labels_and_too_many_rows(corpus_copy):
         w.write_table(doubled)
     with pytest.raises(CorpusError, match="more than the 37 rows"):
         open_corpus(root, "arrow").read(0)
+
+
+# -- the program's own pyarrow handles on the corpus's files (pyarrow keeps no per-file state) ---------
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_reads_beside_the_programs_own_memory_map(corpus_copy, mode):
+    """A program's own pa.memory_map (read-write too) and IPC reader of corpus.arrow, and its
+    memory-mapped ParquetFile of corpus.parquet, change nothing the readers do."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    root = corpus_copy("gray8")  # r+ maps the file writable: a private copy
+    pixels, labels, payloads = reference(root)
+    with pa.memory_map(str(root / NAME), mode) as mm:
+        held = pa.ipc.open_file(mm).get_batch(0)
+        theirs = pq.ParquetFile(str(root / "corpus.parquet"), memory_map=True)
+        theirs.read_row_group(0)
+        for layout in ("arrow", "parquet"):
+            r = open_corpus(root, layout)
+            images, _ = r.read_batch(list(range(len(r))))
+            assert all(np.array_equal(images[i], pixels[i]) for i in range(len(r)))
+            assert [bytes(p) for p in r.read_many([0, 36])] == [payloads[0], payloads[36]]
+            assert r.stored_labels().tolist() == labels.tolist()
+            r.close()
+        assert held.column(1).to_pylist() == labels[:held.num_rows].tolist()
+        theirs.close()

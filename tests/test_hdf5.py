@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
-from conformance import ReaderSuite, WriterSuite
+from conformance import ReaderSuite, WriterSuite, reference
 
 from generator.errors import SampleError
 from loaders import open_corpus
@@ -105,3 +107,91 @@ def test_deflate_payload_damage_via_h5py(corpus_copy):
 
 class TestHDF5Writer(WriterSuite):
     layout = "hdf5"
+
+
+# -- other handles on corpus.h5: the program's own h5py.File, writers elsewhere ------------------------
+
+
+def _says_the_cause(exc, path) -> None:
+    """One line naming the file, not blaming the corpus."""
+    text = str(exc)
+    assert not isinstance(exc, SampleError) and str(path) in text
+    assert "\n" not in text and "regenerate" not in text and "--force" not in text
+
+
+def _reads_every_sample(root) -> None:
+    pixels, labels, payloads = reference(root)
+    r = open_corpus(root, "hdf5")
+    images, _ = r.read_batch(list(range(len(r))))
+    assert all(np.array_equal(images[i], pixels[i]) for i in range(len(r)))
+    assert [bytes(p) for p in r.read_many([0, 5])] == [payloads[0], payloads[5]]
+    assert r.stored_labels().tolist() == labels.tolist()
+    r.close()
+
+
+def _holder(path, swmr: bool = False):
+    """Another process that opens corpus.h5 for writing (as a SWMR writer), then waits for its stdin
+    to close."""
+    opts = ", libver='latest'" if swmr else ""  # SWMR needs it; a plain 'a' is what a user writes
+    code = (f"import sys, h5py\nf = h5py.File({str(path)!r}, 'a'{opts})\n"
+            + ("f.swmr_mode = True\n" if swmr else "") + "print('ready', flush=True)\nsys.stdin.read()\nf.close()\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+@pytest.mark.parametrize("kind", ["gray8", "deflate"])  # the mapped path and the h5py one
+@pytest.mark.parametrize("mode, kw", [("r", {}), ("a", {}), ("r+", {}), ("a", dict(libver="latest")),
+                                      ("r", dict(swmr=True)), ("r", dict(driver="core"))])
+def test_reads_through_the_programs_own_file(corpus_copy, kind, mode, kw):
+    """HDF5 shares one open file among this process's h5py.Files, whatever their modes."""
+    root = corpus_copy(kind)
+    f = h5py.File(root / "corpus.h5", mode, **kw)
+    try:
+        labels = f["labels"]  # a dataset the program holds while the reader opens and closes the file
+        _reads_every_sample(root)
+        assert labels[:3].tolist() == list(open_corpus(root, "hdf5").manifest.labels[:3])
+    finally:
+        f.close()
+
+
+def test_a_writer_in_another_process_is_named(corpus_copy):
+    root = corpus_copy("gray8")
+    p = _holder(root / "corpus.h5")
+    try:
+        with pytest.raises(Exception) as e:
+            open_corpus(root, "hdf5").read(3)
+    finally:
+        p.stdin.close()
+        p.wait(30)
+    assert "open for writing elsewhere" in str(e.value) and "mode 'r'" in str(e.value)
+    _says_the_cause(e.value, root / "corpus.h5")
+    _reads_every_sample(root)  # and once it is closed, read as ever
+
+
+def test_a_swmr_writer_in_another_process_is_read_through(corpus_copy):
+    root = corpus_copy("big")
+    p = _holder(root / "corpus.h5", swmr=True)
+    try:
+        _reads_every_sample(root)
+    finally:
+        p.stdin.close()
+        p.wait(30)
+
+
+@pytest.mark.parametrize("swmr", [False, True])
+def test_the_mark_of_a_writer_that_died(corpus_copy, swmr):
+    """A program killed with corpus.h5 open for writing leaves it marked so: a SWMR writer's mark
+    is read through; a plain writer's refuses every open until h5clear, which the error says."""
+    root = corpus_copy("gray8")
+    opts = ", libver='latest'" if swmr else ""
+    code = (f"import os, h5py\nf = h5py.File({str(root / 'corpus.h5')!r}, 'a'{opts})\n"
+            + ("f.swmr_mode = True\n" if swmr else "") + "f.flush()\nos._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    if swmr:
+        _reads_every_sample(root)
+        return
+    with pytest.raises(Exception) as e:
+        open_corpus(root, "hdf5").read(0)
+    assert "marked open for writing" in str(e.value) and "h5clear -s" in str(e.value)
+    _says_the_cause(e.value, root / "corpus.h5")

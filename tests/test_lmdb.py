@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import zlib
+
 import lmdb
 import numpy as np
 import pytest
-from conformance import ReaderSuite, WriterSuite, reference
+from conformance import ReaderSuite, WriterSuite, _child_reads, reference
 
 from generator.errors import SampleError
 from generator.layouts.lmdb import key_of
@@ -99,3 +102,78 @@ def test_small_values_are_placed_inside_their_leaf_page(corpus):
         with open(path, "rb") as f:
             f.seek(off)
             assert f.read(n) == payloads[i]
+
+
+# -- the program's own Environment of the corpus (py-lmdb opens one environment once per process) ----
+
+
+def _says_the_cause(exc) -> None:
+    """One line, not blaming the corpus."""
+    text = str(exc)
+    assert "\n" not in text and "regenerate" not in text and "--force" not in text
+
+
+@pytest.mark.parametrize("kind", ["gray8", "big"])  # small values (assembled) and large (per sample)
+@pytest.mark.parametrize("flags", [dict(readonly=True), dict(readonly=True, lock=False), dict()])
+def test_reads_through_the_programs_own_environment(corpus_copy, kind, flags):
+    from loaders.verify import verify
+
+    root = corpus_copy(kind)
+    pixels, labels, payloads = reference(root)
+    env = lmdb.open(str(root / "lmdb"), **flags)  # what a user does to look inside, before reading
+    try:
+        with pytest.raises(lmdb.Error, match="already open in this process"):  # py-lmdb's rule, as found
+            lmdb.open(str(root / "lmdb"), readonly=True, lock=False)
+        r = open_corpus(root, "lmdb")
+        n = len(r)
+        images, _ = r.read_batch(list(range(n)))
+        assert r._pages is not None and r._env is None  # read without py-lmdb (module docstring)
+        assert all(np.array_equal(images[i], pixels[i]) for i in range(n))
+        assert [bytes(p) for p in r.read_many([3, 0, n - 1])] == [payloads[3], payloads[0], payloads[n - 1]]
+        assert r.stored_labels().tolist() == labels.tolist()
+        assert [bytes(r.read(i)) for i in range(n)] == payloads
+        assert verify(root, ["lmdb"], progress=False) == (["lmdb"], [])
+        ctx = multiprocessing.get_context("fork")  # a forked child inherits the Environment: reads through too
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_child_reads, args=(r, child))
+        p.start()
+        got = parent.recv() if parent.poll(60) else "no answer"
+        p.join(10)
+        assert got == [zlib.crc32(x) for x in payloads]
+        r.close()
+        assert env.stat()["entries"] == 2  # the program's Environment is untouched
+    finally:
+        env.close()
+    r = open_corpus(root, "lmdb")  # and once it is closed, py-lmdb's own read path again
+    r.read(0)
+    assert r._env is not None and r._pages is None
+    r.close()
+
+
+def test_own_environment_a_reader_cannot_read_through_is_named(corpus_copy, monkeypatch):
+    """Where data.mdb is not in the format parsed, the error names the Environment, not damage."""
+    import loaders.lmdb as mod
+
+    root = corpus_copy("gray8")
+    monkeypatch.setattr(mod, "_value_table", lambda path, count: None)  # as for a format not parsed
+    env = lmdb.open(str(root / "lmdb"), readonly=True)
+    try:
+        with pytest.raises(Exception) as e:
+            open_corpus(root, "lmdb").read(4)
+    finally:
+        env.close()
+    assert not isinstance(e.value, SampleError)
+    assert "already has this LMDB environment open" in str(e.value) and "env.close()" in str(e.value)
+    assert str(root / "lmdb") in str(e.value)
+    _says_the_cause(e.value)
+
+
+def test_a_reader_holds_its_environment_until_closed(corpus_copy):
+    """The other order: a reader's open Environment refuses the program's until reader.close()."""
+    root = corpus_copy("gray8")
+    r = open_corpus(root, "lmdb")
+    r.read(0)
+    with pytest.raises(lmdb.Error, match="already open in this process"):
+        lmdb.open(str(root / "lmdb"), readonly=True)
+    r.close()
+    lmdb.open(str(root / "lmdb"), readonly=True).close()

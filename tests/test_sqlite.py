@@ -10,6 +10,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 
 import pytest
 from conformance import ReaderSuite, WriterSuite, reference
@@ -274,3 +275,47 @@ def test_a_partial_file_it_cannot_trust_is_started_over(tmp_path, damage):
     assert _write(tmp_path, SPEC) == 0
     payloads, _, _, labels = produce(SPEC, range(SPEC.count))
     assert _rows(tmp_path / layout.FILENAME) == [(i, labels[i], bytes(payloads[i])) for i in range(SPEC.count)]
+
+
+# -- the program's own connection to corpus.sqlite, and its locks ----------------------------------
+
+
+def _reads_every_sample(root) -> None:
+    _, labels, payloads = reference(root)
+    r = open_corpus(root, "sqlite")
+    assert [bytes(p) for p in r.read_many(list(range(len(r))))] == payloads
+    r.read_batch(list(range(len(r))))
+    assert r.stored_labels().tolist() == labels.tolist()
+    r.close()
+
+
+@pytest.mark.parametrize("statements", [
+    ["BEGIN EXCLUSIVE"],  # a plain read-only connection would get "database is locked" here
+    ["BEGIN IMMEDIATE", "UPDATE samples SET label = label"],  # a write transaction, uncommitted
+    ["PRAGMA locking_mode = EXCLUSIVE", "SELECT count(*) FROM samples"],  # holds its lock until closed
+    ["PRAGMA journal_mode = WAL", "BEGIN", "UPDATE meta SET value = value"],  # the file now in WAL mode
+])
+def test_reads_through_the_programs_own_connection_and_its_locks(corpus_copy, statements):
+    """The reader opens corpus.sqlite immutable=1: it takes no lock, so none held elsewhere in this
+    process stops it (no "database is locked" blamed on the corpus)."""
+    root = corpus_copy("gray8")
+    conn = sqlite3.connect(root / "corpus.sqlite", isolation_level=None)
+    try:
+        for sql in statements:
+            conn.execute(sql).fetchall()
+        _reads_every_sample(root)
+    finally:
+        conn.close()
+
+
+def test_reads_while_another_process_holds_an_exclusive_lock(corpus_copy):
+    root = corpus_copy("gray8")
+    code = (f"import sqlite3, sys\nc = sqlite3.connect({str(root / 'corpus.sqlite')!r}, isolation_level=None)\n"
+            f"c.execute('BEGIN EXCLUSIVE')\nprint('ready', flush=True)\nsys.stdin.read()\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        _reads_every_sample(root)
+    finally:
+        p.stdin.close()
+        p.wait(30)

@@ -293,3 +293,52 @@ def test_a_partial_group_of_another_spec_is_started_over(tmp_path, sharded, monk
     w.put_many(range(16), *produce(other, range(16))[::3])
     _finish(out, 0)
     _assert_whole(out, sharded)
+
+
+# -- the program's own zarr-python state: its open group, its zarr.config ------------------------------
+
+
+@pytest.mark.parametrize("setting", [
+    {"buffer": "zarr.buffer.gpu.Buffer", "ndbuffer": "zarr.buffer.gpu.NDBuffer"},  # zarr.config.enable_gpu()
+    {"codec_pipeline.path": "not.a.Pipeline"},  # a pipeline of the program's own (zarrs, say), here absent
+    {"codecs.bytes": "not.a.Codec"},
+    {"array.order": "F", "default_zarr_format": 2, "async.concurrency": 1},
+])
+def test_reads_through_the_programs_zarr_config(corpus, setting):
+    """Nothing but the bench's naive baseline goes through zarr-python: a program's zarr.config
+    changes no read, verify's labels included."""
+    from loaders.verify import verify
+
+    root = corpus("gray8")
+    pixels, labels, _ = reference(root)
+    with zarr.config.set(setting):
+        r = open_corpus(root, "zarr")
+        images, _ = r.read_batch(list(range(len(r))))
+        assert all(np.array_equal(images[i], pixels[i]) for i in range(len(r)))
+        assert r.stored_labels().tolist() == labels.tolist()
+        assert verify(root, ["zarr"], progress=False) == (["zarr"], [])
+
+
+@pytest.mark.parametrize("mode", ["r", "r+", "a"])
+def test_reads_beside_the_programs_open_group(corpus_copy, mode):
+    root = corpus_copy("gray8")
+    pixels, labels, _ = reference(root)
+    with fmt.quiet():
+        g = zarr.open_group(str(root / fmt.DIRNAME), mode=mode)
+        held = g["labels"]
+    r = open_corpus(root, "zarr")
+    images, _ = r.read_batch(list(range(len(r))))
+    assert all(np.array_equal(images[i], pixels[i]) for i in range(len(r)))
+    assert r.stored_labels().tolist() == labels.tolist() == held[:].tolist()
+
+
+def test_labels_chunk_damage_is_named(corpus_copy):
+    root = corpus_copy("gray8")
+    chunk = root / fmt.DIRNAME / "labels" / "c" / "0"
+    os.truncate(chunk, 10)
+    with pytest.raises(SampleError, match="labels/c/0 has 10 bytes, not the 74") as e:
+        open_corpus(root, "zarr").stored_labels()
+    assert e.value.index == -1
+    chunk.unlink()
+    with pytest.raises(SampleError, match="missing"):
+        open_corpus(root, "zarr").stored_labels()
