@@ -106,8 +106,9 @@ def add_run(sub) -> None:
     p.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=32, help="samples per batch (default 32)")
     p.add_argument("--workers", type=nonneg_list, default=(0,),
                    help="loader workers, a comma list to sweep, e.g. 1,2 (default 0: the calling thread)")
-    p.add_argument("--worker-kind", choices=WORKER_KINDS, default="thread",
-                   help="thread (default), process (= fork), fork or spawn")
+    p.add_argument("--worker-kind", choices=WORKER_KINDS, default=None,
+                   help="thread, process (= fork), fork or spawn (default: thread; process with --loader "
+                        "torch|both, whose DataLoader workers are processes)")
     p.add_argument("--shuffle", choices=SHUFFLES, default="shuffle",
                    help="epoch order (default shuffle); shards: the streaming layouts (tar, tfrecord) read as "
                         "their own loaders do, shards in random order through a shuffle buffer of 1024")
@@ -162,6 +163,7 @@ def cmd_run(args) -> int:
     from .result import RunConfig
     from .config import BenchConfig
     from .runner import run_bench
+    from .torchrun import default_worker_kind
 
     if (args.checkpoint_mb is None) != (args.checkpoint_every is None):
         raise UsageError("give --checkpoint-mb and --checkpoint-every together")
@@ -175,7 +177,11 @@ def cmd_run(args) -> int:
         raise UsageError(f"--no-decode contradicts --decode {args.decode}; give one of them")
     decode = "no" if args.no_decode else args.decode or "yes"
     comm = get_comm(args.comm)
-    rc = RunConfig(batch_size=args.batch_size, worker_kind=args.worker_kind, shuffle=args.shuffle,
+    worker_kind = args.worker_kind or default_worker_kind(args.loader, args.workers)
+    if args.worker_kind is None and worker_kind != "thread" and comm.rank == 0:
+        print(f"note: --loader {args.loader}: DataLoader workers are processes, so every run's workers are "
+              f"{worker_kind} workers (give --worker-kind fork or spawn to choose)", file=sys.stderr)
+    rc = RunConfig(batch_size=args.batch_size, worker_kind=worker_kind, shuffle=args.shuffle,
                    decode=decode != "no", prefetch=args.prefetch, seed=args.seed, epochs=args.epochs,
                    repeats=args.repeats, drop_last=args.drop_last, shard_shift=args.shard_shift,
                    sample_latency=not args.no_sample_latency, compute_ms=args.compute_ms,

@@ -19,7 +19,7 @@ from . import probes
 
 
 def metadata(cfg, comm) -> dict:
-    from generator.codec import CODEC_LIBRARIES
+    from generator.codec import codec_libraries
     from generator.layouts import get_layout
 
     cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
@@ -35,7 +35,7 @@ def metadata(cfg, comm) -> dict:
                  "kernel": platform.release(), "platform": platform.platform(), "root": os.geteuid() == 0},
         "filesystem": fs,
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
-                     **{name: str(importlib.import_module(name).__version__) for name in CODEC_LIBRARIES},
+                     **{name: str(importlib.import_module(name).__version__) for name in codec_libraries()},
                      **{k: v for layout in cfg.layouts for k, v in get_layout(layout).versions().items()}},
         "command": (["python", "-m", "bench"] if sys.argv[0].endswith("__main__.py") else sys.argv[:1]) + sys.argv[1:],
         "config": {"corpus": str(cfg.corpus), "output": str(cfg.output), "layouts": list(cfg.layouts),

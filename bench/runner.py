@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.errors import LayoutbenchError
+from generator.errors import LayoutbenchError, UsageError
 from generator.lifetime import owned_name, pid_alive, sweep_dead
-from generator.layouts import get_layout, layout_ids
+from generator.layouts import get_layout, installed, layout_ids
 from generator.manifest import read_manifest
 from loaders.registry import readers
 from loaders.sampler import order_randomness
@@ -315,7 +315,7 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool, boo
 def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     """Floors (a layout's cold ones just before its first cold run), then every run for every repeat.
     Returns the results on rank 0 (None elsewhere)."""
-    from generator.codec import CODEC_LIBRARIES
+    from generator.codec import codec_libraries
 
     comm = comm or SingleProcessComm()
     cfg = replace(cfg, run=replace(cfg.run, world=comm.size))
@@ -323,13 +323,17 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     check_config(cfg, manifest)
     sweep_leftovers(cfg)
     if cfg.layouts is None:
-        cfg = replace(cfg, layouts=tuple(name for name in layout_ids() if name in manifest.layouts and (
+        names = installed([n for n in layout_ids() if n in manifest.layouts], explicit=False, prog="python -m bench run")
+        if manifest.layouts and not names:
+            raise UsageError(f"no layout of the corpus {cfg.corpus} ({', '.join(manifest.layouts)}) can be read "
+                             f"here: install what the lines above name")
+        cfg = replace(cfg, layouts=tuple(name for name in names if (
             cfg.run.shuffle != "shards" or get_layout(name).reader_class().supports_streaming)))
         if not cfg.layouts:
             raise LayoutbenchError(f"--shuffle shards reads streaming layouts (tar, tfrecord) and the corpus "
                                    f"{cfg.corpus} has none; generate one (--layouts tar,tfrecord)")
     # imported now: a cold first epoch must not read their libraries' code as sample bytes
-    for name in CODEC_LIBRARIES:
+    for name in codec_libraries():
         importlib.import_module(name)
     for layout in cfg.layouts:
         get_layout(layout).preload()

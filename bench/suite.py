@@ -192,12 +192,12 @@ def fit_cap(cfg: BenchConfig) -> BenchConfig:
     them), each left out with one line."""
     from dataclasses import replace
 
-    from generator.layouts import layout_ids
+    from generator.layouts import get_layout, layout_ids
 
     from .regimes import oversized_units
 
     manifest = read_manifest(cfg.corpus)
-    names = [n for n in layout_ids() if n in manifest.layouts]
+    names = [n for n in layout_ids() if n in manifest.layouts and get_layout(n).missing() is None]
     dropped = dict(oversized_units(cfg.corpus, names, cfg.memory_limit))
     for name, unit in dropped.items():
         print(f"note: {cfg.corpus.name} capped: {name} left out: it reads {unit / 2**20:,.1f} MiB to give one "

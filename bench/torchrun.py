@@ -16,9 +16,8 @@ the copy stage is skipped.
 
 from __future__ import annotations
 
-import importlib.util
-
 from generator.errors import UsageError
+from generator.libraries import missing, problem
 
 LOADERS = ("ours", "torch", "both")
 TORCH_DATASETS = ("sample", "batch")
@@ -51,10 +50,16 @@ def check_torch(loader: str, worker_kind: str, workers) -> None:
         raise UsageError(f"unknown loader {loader!r}; choose from {', '.join(LOADERS)}")
     if loader == "ours":
         return
-    if importlib.util.find_spec("torch") is None:
-        raise UsageError(f"--loader {loader} needs PyTorch, which is not installed: {INSTALL}")
+    if (why := missing(f"--loader {loader}", ("torch",))) is not None:
+        raise UsageError(why)
     if worker_kind == "thread" and any(workers):
         raise UsageError("--loader torch: DataLoader workers are processes; give --worker-kind process, fork or spawn")
+
+
+def default_worker_kind(loader: str, workers) -> str:
+    """The worker kind when none is given: processes where a DataLoader runs with workers (its
+    workers are processes, and ours then run as the same kind beside it), else threads."""
+    return "process" if loader != "ours" and any(workers) else "thread"
 
 
 def open_torch_loader(reader, rc, dataset: str, workers: int, rank: int, pin_memory: bool):
@@ -72,8 +77,8 @@ def device_stage(device: str | None):
         return None, None
     if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise UsageError(f"--device takes cuda or cuda:N, got {device!r}")
-    if importlib.util.find_spec("torch") is None:
-        return None, f"--device {device}: PyTorch is not installed ({INSTALL}); the GPU copy stage is skipped"
+    if (why := problem("torch")) is not None:
+        return None, f"--device {device}: {why} ({INSTALL}); the GPU copy stage is skipped"
     import torch
 
     if not torch.cuda.is_available():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .build import generate, parse_layouts
+from .build import generate, left_out_lines, parse_layouts
 from .cli import Parser, int_in, positive_number, run_main
 from .errors import UsageError
 from .layouts import layout_ids, layouts
@@ -58,8 +58,8 @@ def build_parser() -> Parser:
     p.add_argument("--force", action="store_true", help="replace a corpus with a different spec in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
-    p.add_argument("--list-layouts", action="store_true", help="print the registered layouts and exit")
-    p.add_argument("--list-codecs", action="store_true", help="print the payload codecs and exit")
+    p.add_argument("--list-layouts", action="store_true", help="print the registered layouts, whether each is usable here and what installs it, and exit")
+    p.add_argument("--list-codecs", action="store_true", help="print the payload codecs, whether each is usable here and what installs it, and exit")
     return p
 
 
@@ -106,6 +106,14 @@ def format_table(reports) -> str:
                      for row in rows)
 
 
+def listed(name: str, width: int, description: str, missing: str | None, partly: str | None = None) -> str:
+    """One entry of --list-layouts or --list-codecs: whether it is usable here (ready, partly: some of
+    what it holds, missing), and if not wholly, on a second line, what it needs and what installs it."""
+    status, why = ("missing", missing) if missing else ("partly", partly) if partly else ("ready", None)
+    head = f"{name:{width}} {status:7}  {description}"
+    return head if why is None else f"{head}\n{'':{width}} {'':7}  {why}"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_presets:
@@ -117,14 +125,14 @@ def main(argv=None) -> int:
 
         for info in CODECS.values():
             holds = f"{'/'.join(info.dtypes)}, {'/'.join(map(str, info.channels))} ch"
-            print(f"{info.id:13} {holds:22} {info.description}" + (f"  [{info.missing()}]" if info.missing() else ""))
+            print(listed(info.id, 13, f"{holds:22} {info.description}", info.missing(), info.partly()))
         return 0
     if args.list_layouts:
         for layout in layouts().values():
-            print(f"{layout.id:10} {layout.description}")
+            print(listed(layout.id, 10, layout.description, layout.missing()))
         return 0
     spec = spec_from_args(args)
-    chosen = parse_layouts(args.layouts)
+    chosen = parse_layouts(args.layouts) if args.layouts is not None else None
     name = spec.preset or (f"like-{os.path.basename(os.path.normpath(args.like))}" if args.like else
                            f"{spec.height}x{spec.width}x{spec.channels}-{spec.dtype}")
     if spec.variable:
@@ -142,6 +150,9 @@ def main(argv=None) -> int:
             print(f"corpus {out}: {spec.count:,} x {spec.pixel_bytes:,} B of pixels "
                   f"({spec.height}x{spec.width}x{spec.channels} {spec.dtype}), seed {spec.seed}")
         print(format_table(reports))
+        if args.layouts is None:
+            for line in left_out_lines():
+                print(line)
     return 0
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .errors import CorpusError, UsageError
 from .lifetime import die_with_parent
-from .layouts import disk_usage, get_layout, layout_ids, writer_classes
+from .layouts import disk_usage, get_layout, installed, layout_ids, layouts, writer_classes
 from .manifest import EXTENDS, MANIFEST, VERSION, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
 from .safeio import read_regular
 from .pool import SampleTable, bounded_map, chunks, codec_for, produce
@@ -43,18 +43,24 @@ class LayoutReport:
 
 def parse_layouts(text: str | list[str] | None) -> list[str]:
     """A comma list (or a list) of layout ids, each registered and installed, once each; None: every
-    layout whose libraries are installed."""
+    layout whose libraries are installed (the commands say which were left out: not_installed)."""
     known = layout_ids()
-    names = list(layout_ids(available=True)) if text is None else text.split(",") if isinstance(text, str) else list(text)
+    if text is None:
+        return list(layout_ids(available=True))
+    names = text.split(",") if isinstance(text, str) else list(text)
     names = [n.strip() for n in names if n.strip()]
     if not names:
         raise UsageError("no layouts given; choose from: " + ", ".join(known))
     for n in names:
         if n not in known:
             raise UsageError(f"unknown layout {n!r}; choose from: {', '.join(known)}")
-        if (why := get_layout(n).missing()) is not None:
-            raise UsageError(why)
-    return list(dict.fromkeys(names))
+    return installed(dict.fromkeys(names), explicit=True, prog="python -m generator")
+
+
+def left_out_lines() -> list[str]:
+    """One line per registered layout whose libraries do not import here, naming what installs them:
+    what a command that wrote the default set prints after its table."""
+    return [f"left out {layout.id}: {why}" for layout in layouts().values() if (why := layout.missing()) is not None]
 
 
 def holding_layouts(names: list[str], spec: Spec, explicit: bool) -> list[str]:
@@ -261,9 +267,9 @@ class Generation:
 
     def __init__(self, out, spec: Spec, force: bool = False, settings: dict | None = None):
         """`settings`: writer settings by name (e.g. shard_mb); each writer gets those it takes."""
+        self.codec = codec_for(spec)  # first: a spec this install cannot write or read back leaves no directory
         self.root, self.spec, self.force = make_out_dir(out), spec, force
         self.settings = {k: v for k, v in (settings or {}).items() if v is not None}
-        self.codec = codec_for(spec)
         self.current = IN_PROGRESS  # what is being written, for the error message
 
     def __enter__(self):

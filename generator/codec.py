@@ -31,12 +31,15 @@ from .spec import Spec
 _SHORT, _LONG, _RATIONAL = 3, 4, 5
 _ALIGN = 16  # pixel data starts at a multiple of this, so uint16 views are aligned
 SMALL = 1 << 16  # payloads below this are returned as bytes
-# what decoding may import (pre-imported by the bench; versions recorded): the base libraries, and
-# the optional faster decoders where installed
-CODEC_LIBRARIES = ("tifffile", "PIL") + tuple(m for m in ("simplejpeg", "pyspng", "imagecodecs") if formats.have(m))
 DEFLATE_LEVEL = 1  # zlib level 6 is ~5x slower for a few % smaller image-like payloads
 ZSTD_LEVEL = 3  # zstd's default
 TIFF_COMPRESSION = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000}  # TIFF tag 259 values
+
+
+def codec_libraries() -> tuple[str, ...]:
+    """What decoding may import (pre-imported by the bench; versions recorded): the base libraries,
+    and the optional faster decoders that import here."""
+    return ("tifffile", "PIL") + tuple(m for m in ("simplejpeg", "pyspng", "imagecodecs") if formats.have(m))
 
 
 def tiff_header(height: int, width: int, channels: int, itemsize: int,
@@ -121,7 +124,7 @@ class Codec:
         self.info = formats.codec_info(self.kind)
         self.lossy = self.info.lossy
         self.quality = spec.quality
-        if (why := self.info.missing()) is not None:
+        if (why := self.info.missing(spec.dtype, spec.channels)) is not None:
             raise UsageError(why)
         self.variable = spec.variable  # samples of their own shapes: decode(payload, shape) takes each
         self.ingested = spec.source is not None  # files' bytes: decode(payload, shape, dtype) by their format

@@ -25,21 +25,20 @@ need pyspng or imagecodecs, and are refused in one line without them.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import struct
 import zlib
 
 import numpy as np
 
+from .libraries import install_hint
+from .libraries import missing as missing_libraries
+from .libraries import present as have
+
 PNG_LEVEL = 6  # zlib level of PNG's IDAT (libpng's default)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
-EXTRA = "pip install -e '.[codecs]' (or make install-extras)"
-
-
-def have(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+EXTRA = install_hint("codecs")
 
 
 # -- PNG ---------------------------------------------------------------------------------------------
@@ -252,11 +251,13 @@ class CodecInfo:
     generator.codec.Codec, which dispatches on the id."""
 
     def __init__(self, id: str, description: str, extension: str, dtypes=("uint8", "uint16"),
-                 channels=(1, 3, 4), lossy: bool = False, libraries=(), fixed: bool = False):
+                 channels=(1, 3, 4), lossy: bool = False, libraries=(), fixed: bool = False, decoders=None):
         self.id, self.description, self.extension = id, description, extension
         self.dtypes, self.channels, self.lossy = tuple(dtypes), tuple(channels), lossy
         self.libraries = tuple(libraries)  # needed to encode and decode, beyond the base install
         self.fixed = fixed  # every payload of a shape has one size (Codec.fixed_size)
+        # (dtype, channels) -> (what, libraries): pixels that only one of those libraries decodes
+        self.decoders = dict(decoders or {})
 
     def refusal(self, dtype: str, channels: int) -> str | None:
         """None when this codec holds (dtype, channels); else one line naming the codecs that do."""
@@ -270,12 +271,21 @@ class CodecInfo:
                     f"{channels}-channel {dtype} goes in: {', '.join(others)}")
         return None
 
-    def missing(self) -> str | None:
-        """None when the libraries it needs are installed; else one line saying what to install."""
-        absent = [m for m in self.libraries if not have(m)]
-        if not absent:
-            return None
-        return f"the {self.id} codec needs {', '.join(absent)}, which is not installed: {EXTRA}"
+    def missing(self, dtype: str | None = None, channels: int | None = None) -> str | None:
+        """None when this install can write and read back payloads of (dtype, channels) (any, when
+        not given); else one line saying what to install."""
+        if (why := missing_libraries(f"the {self.id} codec", self.libraries, "codecs")) is not None:
+            return why
+        what, decoders = self.decoders.get((dtype, channels), (None, ()))
+        if decoders and not any(have(m) for m in decoders):
+            return (f"{what} needs {' or '.join(decoders)} to decode (neither is installed; Pillow cannot): "
+                    f"{install_hint('codecs')}")
+        return None
+
+    def partly(self) -> str | None:
+        """None when every (dtype, channels) it holds reads back here; else one line naming those that do not."""
+        lines = [self.missing(dtype, channels) for dtype, channels in self.decoders]
+        return "; ".join(dict.fromkeys(w for w in lines if w)) or None
 
     def __repr__(self) -> str:
         return f"<codec {self.id}>"
@@ -287,7 +297,10 @@ CODECS: dict[str, CodecInfo] = {c.id: c for c in (
     CodecInfo("tiff-deflate", "TIFF, one deflate strip (zlib level 1)", "tif"),
     CodecInfo("tiff-lzw", "TIFF, one LZW strip (imagecodecs)", "tif", libraries=("imagecodecs",)),
     CodecInfo("tiff-zstd", "TIFF, one zstd strip (imagecodecs, level 3)", "tif", libraries=("imagecodecs",)),
-    CodecInfo("png", "PNG, adaptive row filters, zlib level 6", "png"),
+    CodecInfo("png", "PNG, adaptive row filters, zlib level 6", "png", decoders={
+        ("uint16", 2): ("a 16-bit gray+alpha PNG", ("imagecodecs",)),
+        ("uint16", 3): ("a 16-bit RGB PNG", ("pyspng", "imagecodecs")),
+        ("uint16", 4): ("a 16-bit RGBA PNG", ("pyspng", "imagecodecs"))}),
     CodecInfo("jpeg", "baseline JPEG, 4:2:0 (libjpeg-turbo via Pillow), --quality", "jpg", dtypes=("uint8",),
               channels=(1, 3), lossy=True),
     CodecInfo("webp", "lossy WebP (libwebp via Pillow), --quality", "webp", dtypes=("uint8",), lossy=True),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from generator.errors import CorpusError, UsageError
-from generator.layouts import layouts
+from generator.layouts import get_layout, layouts
 from generator.manifest import read_manifest
 
 from .base import Reader
@@ -19,12 +19,15 @@ def readers() -> dict[str, type[Reader]]:
 def open_corpus(root: str | os.PathLike, layout: str, *, verify: bool = False) -> Reader:
     """A reader of `layout` in the corpus at `root`. Cheap: handles open on first read.
 
-    Refuses (CorpusError) a directory without a complete manifest, a manifest of another
+    Refuses (UsageError) a layout whose libraries do not import here, naming what installs them;
+    refuses (CorpusError) a directory without a complete manifest, a manifest of another
     version, or a layout the manifest does not list as complete.
     """
     known = readers()
     if layout not in known:
         raise UsageError(f"unknown layout {layout!r}; choose from: {', '.join(known)}")
+    if (why := get_layout(layout).missing()) is not None:
+        raise UsageError(why)
     manifest = read_manifest(root)
     if layout not in manifest.layouts:
         have = ", ".join(manifest.layouts) or "none"

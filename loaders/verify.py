@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from generator.codec import Codec
 from generator.errors import CorpusError, LayoutbenchError, SampleError, UsageError
+from generator.layouts import installed
 from generator.manifest import MANIFEST, read_manifest
 from generator.pool import chunks
 from generator.synth import make_sample
@@ -47,14 +48,21 @@ class Mismatch:
 
 
 def choose_layouts(manifest, layouts) -> list[str]:
-    names = list(manifest.layouts) if not layouts else list(layouts)
-    for name in names:
+    """The layouts to check: those named (each complete in the corpus and installed here), or by
+    default every complete one whose libraries import here, each other left out with one line."""
+    if not layouts:
+        names = installed(manifest.layouts, explicit=False, prog="python -m loaders verify")
+        if manifest.layouts and not names:
+            raise UsageError(f"no layout of this corpus ({', '.join(manifest.layouts)}) can be read here: "
+                             f"install what the lines above name")
+        return names
+    for name in layouts:
         if name not in readers():
             raise UsageError(f"unknown layout {name!r}; choose from: {', '.join(readers())}")
         if name not in manifest.layouts:
             raise UsageError(f"layout {name!r} is not complete in this corpus (complete: "
                              f"{', '.join(manifest.layouts) or 'none'})")
-    return names
+    return installed(layouts, explicit=True, prog="python -m loaders verify")
 
 
 def verify(root, layouts=None, progress: bool | None = None, source=None) -> tuple[list[str], list[Mismatch]]:

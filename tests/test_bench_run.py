@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from generator.layouts import layout_ids
+from generator.layouts import get_layout, layout_ids
 
 from bench.compare import compare
 from bench.report import summary_table, write_report
@@ -100,7 +100,7 @@ def test_naive_baselines_deliver_the_loaders_images(corpus):
         expected = {int(i): img for b in loader.epoch(1) for i, img in zip(b.indices, b.images)}
     with_naive = [name for name, cls in readers().items() if cls.naive]
     assert {"files", "hdf5"} <= set(with_naive)
-    for layout in with_naive:
+    for layout in (name for name in with_naive if get_layout(name).missing() is None):
         with Loader(open_corpus(corpus, layout), batch_size=7, naive=True) as naive:
             got = {int(i): img for b in naive.epoch(1) for i, img in zip(b.indices, b.images)}
         assert got.keys() == expected.keys()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_script
 
 from generator import codecs as formats
 from generator.codec import Codec
@@ -21,15 +22,14 @@ from generator.spec import Spec
 from generator.synth import make_sample
 
 GOLDEN = Path(__file__).parent / "golden" / "codecs"
-sys.path.insert(0, str(GOLDEN))
-import make_codecs as golden  # noqa: E402  (tests/golden/codecs/make_codecs.py; not `make`: tests/golden/make.py)
+golden = load_script(GOLDEN / "make_codecs.py")
 
 INDEX = json.loads((GOLDEN / "index.json").read_text())
 REGENERATE = "python tests/golden/codecs/make_codecs.py"
 
 
 def _needs(spec: Spec):
-    why = CODECS[formats.codec_id(spec.payload, spec.compression)].missing()
+    why = CODECS[formats.codec_id(spec.payload, spec.compression)].missing(spec.dtype, spec.channels)
     if why:
         pytest.skip(why)
 

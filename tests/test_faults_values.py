@@ -14,6 +14,7 @@ from bench.__main__ import build_parser, main as bench_main
 from bench.config import BenchConfig, check_round_trip
 from bench.result import Results, RunConfig
 from bench.runner import run_bench
+from bench.torchrun import default_worker_kind
 from generator.cli import run_main
 
 
@@ -98,7 +99,8 @@ def test_every_bench_run_number_has_a_bound_and_the_bound_round_trips(corpus, tm
     args = parser.parse_args([*map(str, base), option, bound, *(
         ["--checkpoint-every", "1"] if option == "--checkpoint-mb" else ["--checkpoint-mb", "1"]
         if option == "--checkpoint-every" else [])])
-    rc = RunConfig(batch_size=args.batch_size, workers=max(args.workers), worker_kind=args.worker_kind,
+    kind = args.worker_kind or default_worker_kind(args.loader, args.workers)
+    rc = RunConfig(batch_size=args.batch_size, workers=max(args.workers), worker_kind=kind,
                    shuffle=args.shuffle, prefetch=args.prefetch, seed=args.seed, epochs=args.epochs,
                    repeats=args.repeats, shard_shift=args.shard_shift)
     check_round_trip(BenchConfig(corpus=args.corpus, output=args.output, run=rc))

@@ -6,12 +6,12 @@ the same layout again: a change to a layout's bytes is a deliberate format versi
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conformance import reference
+from helpers import load_script
 
 from generator.layouts import get_layout, layout_ids
 from generator.manifest import read_manifest
@@ -19,8 +19,7 @@ from loaders import open_corpus
 from loaders.verify import verify
 
 GOLDEN = Path(__file__).parent / "golden"
-sys.path.insert(0, str(GOLDEN))
-import make  # noqa: E402  (tests/golden/make.py)
+make = load_script(GOLDEN / "make.py")
 
 REGENERATE = "python tests/golden/make.py {layout}"
 

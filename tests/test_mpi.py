@@ -111,7 +111,7 @@ def test_mpirun_generation_writes_the_same_corpus_as_one_process(tmp_path):
                             cwd=REPO, capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
     a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "mpi"))
-    assert a["samples"] == b["samples"] and sorted(b["layouts"]) == sorted(layout_ids())
+    assert a["samples"] == b["samples"] and sorted(b["layouts"]) == sorted(layout_ids(available=True))
     assert b["layouts"]["files"]["mpi_ranks"] == 2
     assert b["layouts"]["files"]["samples_per_rank"] == [4 * 38, 3 * 38 + 34]
     one, mpi = sorted((tmp_path / "one/files").rglob("*.tif")), sorted((tmp_path / "mpi/files").rglob("*.tif"))

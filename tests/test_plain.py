@@ -10,6 +10,7 @@ from loaders import open_corpus
 from loaders.registry import readers
 
 from conformance import reference
+from helpers import need_layout
 
 NAIVE_LAYOUTS = [name for name, cls in readers().items() if cls.naive]
 KINDS = ["gray8", "rgb16", "raw16", "deflate", "jpeg", "png16"]
@@ -22,6 +23,7 @@ def test_the_layouts_with_naive_baselines():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("layout", NAIVE_LAYOUTS)
 def test_the_naive_baseline_decodes_every_payload_to_the_readers_pixels(corpus, layout, kind):
+    need_layout(layout)
     root = corpus(kind)
     pixels, _, payloads = reference(root)
     r = open_corpus(root, layout)

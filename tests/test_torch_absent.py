@@ -46,7 +46,7 @@ def test_device_without_torch_or_cuda_is_a_note_and_the_run_goes_on(corpus, tmp_
     r = python(code, "run", "--corpus", str(corpus("gray8")), "--output", str(out), "--layouts", "hdf5", "--cache",
                "asis", "--epochs", "1", "--no-naive", "--no-sample-latency", "--device", "cuda", "--quiet")
     assert r.returncode == 0, r.stderr
-    assert "note: --device cuda: PyTorch is not installed" in r.stdout and "copy stage is skipped" in r.stdout
+    assert "note: --device cuda: torch is not installed" in r.stdout and "copy stage is skipped" in r.stdout
     res = Results.load(out)
     assert all(run.device is None for run in res.runs) and res.floors.h2d_bytes == 0
     bad = python(code, "run", "--corpus", str(corpus("gray8")), "--output", str(out), "--device", "gpu0", "--quiet")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conformance import ReaderSuite, WriterSuite
-from conftest import kind_spec
+from conftest import readable_kind_spec
 
 from generator.build import generate
 from generator.errors import SampleError
@@ -110,8 +110,9 @@ def corpus(tmp_path_factory, toy_registered):
 
     def get(kind: str):
         if kind not in made:
+            spec = readable_kind_spec(kind)
             made[kind] = tmp_path_factory.mktemp(f"toy-{kind}")
-            generate(made[kind], kind_spec(kind), ["toy"], workers=1, progress=False)
+            generate(made[kind], spec, ["toy"], workers=1, progress=False)
         return made[kind]
 
     return get

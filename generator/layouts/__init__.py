@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import abc
 import importlib
-import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from .. import libraries
 from ..codec import Codec
 from ..errors import UsageError
 from ..spec import Spec
@@ -137,12 +138,8 @@ class Layout:
     extra: str | None = None  # the pip extra of layoutbench that installs its libraries, if optional
 
     def missing(self) -> str | None:
-        """None when every library is importable; else one line saying what to install."""
-        absent = [name for name in self.libraries if importlib.util.find_spec(name) is None]
-        if not absent:
-            return None
-        how = f"pip install -e '.[{self.extra}]' (or make install-extras)" if self.extra else f"pip install {' '.join(absent)}"
-        return f"the {self.id} layout needs {', '.join(absent)}, which is not installed: {how}"
+        """None when every library imports here (generator.libraries); else one line saying what to install."""
+        return libraries.missing(f"the {self.id} layout", self.libraries, self.extra)
 
     def writer_class(self) -> type[LayoutWriter]:
         return _resolve(self.writer)
@@ -201,6 +198,22 @@ def layouts() -> dict[str, Layout]:
 def layout_ids(available: bool = False) -> tuple[str, ...]:
     """Registered layout ids; with available=True only those whose libraries are installed."""
     return tuple(k for k, v in _REGISTRY.items() if not available or v.missing() is None)
+
+
+def installed(names, explicit: bool, prog: str) -> list[str]:
+    """The layouts of `names` whose libraries import here. One the user named (`explicit`) that
+    cannot is a UsageError with Layout.missing's line; of a default set, each that cannot is left
+    out with that line on stderr, after `prog` (the command saying it)."""
+    kept = []
+    for name in names:
+        why = get_layout(name).missing()
+        if why is None:
+            kept.append(name)
+        elif explicit:
+            raise UsageError(why)
+        else:
+            print(f"{prog}: left out {name}: {why}", file=sys.stderr, flush=True)
+    return kept
 
 
 def get_layout(layout_id: str) -> Layout:
@@ -273,7 +286,7 @@ register(Layout("sqlite", "one SQLite database, corpus.sqlite: table samples(idx
 register(Layout("zarr", "one zarr v3 group, corpus.zarr/: images (N, H, W, C) sharded, one inner chunk per image; labels",
                 "generator.layouts.zarr:ZarrWriter", "loaders.zarr:ZarrReader", libraries=("zarr",),
                 extra_versions="loaders.zarr:library_versions", extra="zarr"))
-register(Layout("tar", "WebDataset tar shards, tar/shard-NNNNNN.tar: members <key>.cls and <key>.tif, an offset index per shard",
+register(Layout("tar", "WebDataset tar shards, tar/shard-NNNNNN.tar: members <key>.cls and <key>.<tif|png|jpg|webp|raw>, an offset index per shard",
                 "generator.layouts.tar:TarWriter", "loaders.tar:TarReader"))
 register(Layout("tfrecord", "TFRecord shards of tf.train.Example, tfrecord/shard-NNNNNN.tfrecord, a .tfindex per shard",
                 "generator.layouts.tfrecord:TFRecordWriter", "loaders.tfrecord:TFRecordReader",

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+if str(HERE.parents[1]) not in sys.path:  # run as a script; the tests import it with the repository on sys.path
+    sys.path.insert(0, str(HERE.parents[1]))
 
 from generator.build import generate  # noqa: E402
 from generator.spec import Spec  # noqa: E402

@@ -14,7 +14,8 @@ import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))
+if str(HERE.parents[2]) not in sys.path:  # run as a script; the tests import it with the repository on sys.path
+    sys.path.insert(0, str(HERE.parents[2]))
 
 from generator.codec import Codec  # noqa: E402
 from generator.codecs import CODECS, codec_id  # noqa: E402
