@@ -374,6 +374,7 @@ class Generation:
             m.dtypes = [e.dtype for e in entries]
             m.sources = [e.rel for e in entries]
             m.source_info = getattr(entries, "info", None)
+            m.formats = [e.fmt for e in entries] if self.spec.payload == "mixed" else None  # version 4: samples.format
         elif self.spec.variable and m.shapes is None:  # each sample's own shape, as make_sample drew it
             m.shapes = [list(self.spec.sample_shape(i)) for i in range(self.spec.count)]
         m.layouts[writer.name] = {

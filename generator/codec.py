@@ -124,7 +124,10 @@ class Codec:
         self.info = formats.codec_info(self.kind)
         self.lossy = self.info.lossy
         self.quality = spec.quality
-        if (why := self.info.missing(spec.dtype, spec.channels)) is not None:
+        # an ingested corpus's dtype and channels are maxima over its samples, each of which the scan
+        # checked on its own (generator.ingest): only the codec's libraries are asked for here
+        held = (None, None) if spec.source is not None else (spec.dtype, spec.channels)
+        if (why := self.info.missing(*held)) is not None:
             raise UsageError(why)
         self.variable = spec.variable  # samples of their own shapes: decode(payload, shape) takes each
         self.ingested = spec.source is not None  # files' bytes: decode(payload, shape, dtype) by their format

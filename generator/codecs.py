@@ -17,7 +17,7 @@ Average, Paeth) with the least sum of absolute values, libpng's heuristic, at zl
 libpng's default. JPEG and WebP are encoded by Pillow (libjpeg-turbo, libwebp).
 
 Decoders: Pillow by default; with the `codecs` extra installed (pip install -e '.[codecs]'),
-simplejpeg for JPEG and pyspng for PNG, measured faster by bench/codec_speed.py (the figures
+simplejpeg for JPEG and pyspng for PNG, measured faster by bench/speed/codec.py (the figures
 are in README). Either gives identical pixels (tests/test_codecs.py checks it), so which one
 ran never changes a decoded image, only the time. Pillow cannot hold 16-bit colour: such PNGs
 need pyspng or imagecodecs, and are refused in one line without them.
@@ -278,8 +278,8 @@ class CodecInfo:
             return why
         what, decoders = self.decoders.get((dtype, channels), (None, ()))
         if decoders and not any(have(m) for m in decoders):
-            return (f"{what} needs {' or '.join(decoders)} to decode (neither is installed; Pillow cannot): "
-                    f"{install_hint('codecs')}")
+            absent = "it is not installed" if len(decoders) == 1 else "neither is installed"
+            return f"{what} needs {' or '.join(decoders)} to decode ({absent}; Pillow cannot): {install_hint('codecs')}"
         return None
 
     def partly(self) -> str | None:

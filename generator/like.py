@@ -2,7 +2,8 @@
 
 `fit(src, count, seed)` looks at up to SAMPLE of SRC's files (an ImageFolder tree or a `path
 label` list, as generator.ingest reads them; chosen evenly over SRC's order, so every class is
-seen), decodes each once (bad ones are counted and left out), and fits:
+seen), decodes each once (bad ones are counted and left out; one this install cannot decode, a
+16-bit RGB PNG without pyspng or imagecodecs, is fitted from its header), and fits:
 
 - the codec: the most common format among them; for JPEG its quality, estimated from the
   quantization tables (Pillow's `im.quantization`) as the IJG quality whose luminance and
@@ -14,6 +15,11 @@ seen), decodes each once (bad ones are counted and left out), and fits:
 - shapes: the empirical list of the sampled (height, width) in sampling order (generator.sizes'
   list: sample i takes shape i mod n), or fixed when they are all one shape;
 - the class count: SRC's.
+
+A fit this install could not read back (16-bit RGB or RGBA PNG without pyspng or imagecodecs)
+is refused there, before anything is written, in one line naming the extra that installs the
+decoder; a TIFF compression without its library (LZW, zstd without imagecodecs) is fitted as
+deflate instead, and said.
 
 Content is `photo` (natural-image statistics), so encoded sizes follow from codec, quality and
 shape the way a photograph's do. How busy a seed's few scenes are varies (a probe of imagenet-like
@@ -35,7 +41,7 @@ import numpy as np
 
 from . import codecs as formats
 from .errors import UsageError
-from .ingest import examine, folder_files, list_files
+from .ingest import NotReadableHere, examine, folder_files, list_files
 from .sizes import MAX_LIST, SizeDist
 from .spec import Spec
 
@@ -61,7 +67,8 @@ class Fit:
         s, hw = self.spec, np.array(self.shapes, float)
         kind = "fixed" if s.sizes is None else f"empirical list of {len(set(self.shapes))} distinct"
         codec = s.payload + (f" quality {s.quality} ({self.note})" if s.quality else "") + (
-            f" {s.compression}" if s.compression != "none" else "")
+            f" {s.compression}" if s.compression != "none" else "") + (f" ({self.note})" if self.note and not s.quality
+                                                                       else "")
         return (f"--like {src}: fitted from {self.seen:,} of {self.total:,} files ({self.bad} bad): {codec}, "
                 f"{s.channels} channel(s) {s.dtype}, shapes {kind} (mean {hw[:, 0].mean():.0f}x{hw[:, 1].mean():.0f}, "
                 f"std {hw[:, 0].std():.0f}x{hw[:, 1].std():.0f}, at most {s.height}x{s.width}), "
@@ -121,6 +128,8 @@ def fit(src, count: int, seed: int = 0) -> Fit:
     for k in picks.tolist():
         try:
             data, fmt, shape, dtype = examine(files[k][0])
+        except NotReadableHere as exc:  # whole, as far as its header says; its statistics count
+            data, fmt, shape, dtype = exc.facts
         except ValueError:
             bad += 1
             continue
@@ -149,7 +158,11 @@ def fit(src, count: int, seed: int = 0) -> Fit:
     elif fmt == "tiff":
         compression = Counter(_tiff_compression(d) for d, _, _, _ in ours).most_common(1)[0][0]
         if compression in ("lzw", "zstd") and formats.CODECS[f"tiff-{compression}"].missing():
+            note = f"{compression} needs imagecodecs, not installed: deflate instead"
             compression = "deflate"
+    if (why := formats.CODECS[formats.codec_id(fmt, compression)].missing(dtype, channels)) is not None:
+        raise UsageError(f"--like {src}: its files are fitted as {channels}-channel {dtype} {fmt}, which this install "
+                         f"could not read back: {why}")
     shapes = tuple((s[0], s[1]) for _, _, s, _ in found)
     sizes = None if len(set(shapes)) == 1 else SizeDist("list", shapes).text
     h, w = shapes[0]

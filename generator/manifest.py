@@ -1,11 +1,12 @@
 """manifest.json: the corpus's contract, written last (its presence marks a layout complete).
 
 {
-  "format": "layoutbench-corpus", "version": 2,
+  "format": "layoutbench-corpus", "version": 4,
   "spec": {...},                      # generator.spec.Spec fields
   "codec": {"kind": "tiff", "header_bytes": 192},
   "samples": {"checksum": "crc32", "crc32": [...], "size": [...], "label": [...],
-              "shape": [[h, w, c], ...]},  # version 3, only when samples' shapes vary
+              "shape": [[h, w, c], ...],  # version 3, only when samples' shapes vary
+              "format": ["jpeg", ...]},   # version 4, ingested corpora of mixed formats only
   "layouts": {"files": {"path": "files", "bytes_on_disk": ..., "files": ..., "write_seconds": ...,
                         "mb_per_s": ..., "written_at": "..."}, ...}
 }
@@ -25,6 +26,16 @@ Format versions (the generator writes VERSION; readers read every version in REA
   in one line (upgrade layoutbench), never guessed at. An ingested corpus (spec content
   "ingest") also lists each sample's `dtype` and `source` (its file, relative to the source),
   and a top-level "source": {"kind": "folder"|"list", "path", "classes", "skipped": [[path, why]]}.
+- 4: a tar member holding a payload takes its format's extension, as the files layout's files do
+  (`<key>.jpg`, `.png`, `.webp`, `.tif`, `.raw`), so webdataset's decoders find it; versions 1-3
+  named every payload `<key>.tif` (`<key>.raw` for raw). An ingested corpus of mixed formats
+  (codec "mixed") lists each sample's `format` (tiff, png, jpeg or webp: its bytes', as the scan
+  found it), and both its files and its tar members take that format's extension (versions 1-3
+  named its files `<index>.img`, which torchvision's ImageFolder skips, and its tar members
+  `.tif`). Nothing else changed: the files and tar readers name samples by the manifest's
+  version, and a files or tar layout added to a version-2 or -3 corpus is written with that
+  version's names (generator.layouts.files, generator.layouts.tar), so a corpus never mixes the
+  two.
 """
 
 from __future__ import annotations
@@ -41,9 +52,10 @@ from .safeio import FileRefused, read_regular
 from .spec import MAX_SAMPLE_BYTES, Spec
 
 FORMAT = "layoutbench-corpus"
-VERSION = 3
-READS = (1, 2, 3)  # manifest versions this layoutbench reads
-EXTENDS = (2, 3)  # versions the generator adds layouts to (version 1 needs --force)
+VERSION = 4
+READS = (1, 2, 3, 4)  # manifest versions this layoutbench reads
+FORMATS_RECORDED = 4  # from this version a corpus of mixed formats lists each sample's (samples.format)
+EXTENDS = (2, 3, 4)  # versions the generator adds layouts to (version 1 needs --force)
 MANIFEST = "manifest.json"
 # 28 B a sample at most (crc32, size and label as decimal digits, commas) x MAX_COUNT, and the rest
 MANIFEST_MAX_BYTES = 1 << 30
@@ -62,6 +74,7 @@ class Manifest:
     dtypes: list | None = None  # ingested corpora: every sample's dtype
     sources: list | None = None  # ingested corpora: every sample's file, relative to the source
     source_info: dict | None = None  # ingested corpora: kind, path, classes, skipped
+    formats: list | None = None  # ingested corpora of mixed formats (version 4 on): every sample's format
 
     def dtype(self, index: int) -> str:
         return self.dtypes[index] if self.dtypes is not None else self.spec.dtype
@@ -79,7 +92,8 @@ class Manifest:
                       "header_bytes": self.header_bytes},
             "samples": {"checksum": "crc32", "crc32": self.crc32, "size": self.sizes, "label": self.labels,
                         **({"shape": self.shapes} if self.shapes is not None else {}),
-                        **({"dtype": self.dtypes, "source": self.sources} if self.sources is not None else {})},
+                        **({"dtype": self.dtypes, "source": self.sources} if self.sources is not None else {}),
+                        **({"format": self.formats} if self.formats is not None else {})},
             "layouts": self.layouts,
             **({"source": self.source_info} if self.source_info is not None else {}),
         }
@@ -126,6 +140,7 @@ class Manifest:
                     and all(isinstance(p, str) for p in sources)):
                 raise CorpusError(f"{where} is damaged (an ingested corpus lists every sample's dtype and source "
                                   f"file); ingest the source again with --force")
+        formats = _formats(samples.get("format"), spec, version, where)
         if not isinstance(layouts, dict):
             raise CorpusError(f"{where} is damaged (layouts is not a mapping); regenerate with --force")
         from .layouts import writer_classes  # here: the layouts import this module's neighbours
@@ -141,7 +156,37 @@ class Manifest:
             if facts["path"] != targets[name]:
                 raise CorpusError(f"{where}: layout {name!r} has path {facts['path']!r} where the generator "
                                   f"writes {targets[name]!r}; the manifest was edited: regenerate with --force")
-        return cls(spec, crc, sizes, labels, dict(layouts), header, version, shapes, dtypes, sources, info)
+        return cls(spec, crc, sizes, labels, dict(layouts), header, version, shapes, dtypes, sources, info, formats)
+
+
+def records_formats(spec: Spec, version: int) -> bool:
+    """True when a manifest of `version` for `spec` lists every sample's format (samples.format):
+    an ingested corpus of mixed formats, version 4 on."""
+    return spec.payload == "mixed" and version >= FORMATS_RECORDED
+
+
+def _formats(formats, spec: Spec, version: int, where: str) -> list | None:
+    """The manifest's per-sample formats, checked: present exactly when records_formats, one of
+    generator.codecs.FORMATS per sample."""
+    from .codecs import FORMATS
+
+    if not records_formats(spec, version):
+        if formats is not None:
+            raise CorpusError(f"{where} lists per-sample formats for a corpus that is not an ingested one of mixed "
+                              f"formats of version {FORMATS_RECORDED} or later (version {version}, codec "
+                              f"{spec.payload}); the manifest was edited: regenerate the corpus with --force")
+        return None
+    if formats is None:
+        raise CorpusError(f"{where} is damaged (an ingested corpus of mixed formats lists every sample's format, "
+                          f"samples.format, and it is missing); ingest the source again with --force")
+    if not isinstance(formats, list) or len(formats) != spec.count:
+        raise CorpusError(f"{where} is damaged (samples.format must list one format per sample, {spec.count} in "
+                          f"all); ingest the source again with --force")
+    bad = next((i for i, f in enumerate(formats) if not isinstance(f, str) or f not in FORMATS), None)
+    if bad is not None:
+        raise CorpusError(f"{where}: sample {bad} has format {formats[bad]!r}, not one of {', '.join(FORMATS)}; the "
+                          f"manifest was edited or is damaged: ingest the source again with --force")
+    return list(formats)
 
 
 def _shapes(shapes, spec: Spec, version: int, where: str) -> list | None:

@@ -1,5 +1,7 @@
 """`files` reader: one file per sample, files/<class>/<index>.<ext> (see generator.layouts.files;
-the class directory's name depends on the manifest's format version, and both are read).
+the class directory's name and, in an ingested corpus of mixed formats, the extension depend on
+the manifest's format version, and every version's are read: from version 4 each sample's own
+format's, from the manifest's samples.format; before it `.img`).
 
 Each sample is os.open + read + close, the open relative to a per-process handle on its label
 directory (one path component to look up, not the whole path). Reading size + 1 bytes tells a
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import SampleError
-from generator.layouts.files import class_dir, index_width, sample_relpath
+from generator.layouts.files import class_dir, index_width, sample_ext
 
 from .base import Reader
 from .plain import plain_decode
@@ -39,14 +41,19 @@ class FilesReader(Reader):
         version = self.manifest.version
         self._prefix = [f"{self.target}/{class_dir(self.spec, label, version)}/" for label in range(self.spec.num_classes)]
         self._width = index_width(self.spec)
-        self._ext = "." + sample_relpath(self.spec, 0, 0).rsplit(".", 1)[1]
+        formats = self.manifest.formats  # an ingested corpus of mixed formats, version 4 on: each its own
+        if formats is None:  # one extension for every file
+            self._ext, self._exts = "." + sample_ext(self.spec, version), None
+        else:  # each file its format's: one string per format, shared by its samples
+            ext_of = {f: f".{sample_ext(self.spec, version, f)}" for f in set(formats)}
+            self._ext, self._exts = None, [ext_of[f] for f in formats]
         self._labels = self._label_arr.tolist()
 
     def path(self, i: int) -> str:
         return self._prefix[self._labels[i]] + self.name(i)
 
     def name(self, i: int) -> str:
-        return str(i).zfill(self._width) + self._ext
+        return str(i).zfill(self._width) + (self._ext if self._exts is None else self._exts[i])
 
     def _open(self, index: int) -> None:
         dirs = []

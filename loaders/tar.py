@@ -1,7 +1,9 @@
 """`tar` reader: WebDataset tar shards through their offset index (see generator.layouts.tar).
 
 On a sample's first read in a process its member header is checked (name `<key>.<ext>`, the
-size field, the ustar magic; with verify=True also the header checksum and the `.cls` member,
+extension the manifest's format version gives it, in an ingested corpus of mixed formats the
+sample's own format's, from the manifest's samples.format: generator.layouts.tar.member_ext; the size
+field, the ustar magic; with verify=True also the header checksum and the `.cls` member,
 on every read); then the payload is a slice of the shard's map. Labels are the
 manifest's; stored_labels() reads the `.cls` members. Standard library only.
 """
@@ -37,8 +39,19 @@ class TarReader(ShardedReader):
     def expected_names(self) -> set[str]:
         return super().expected_names() | {"shards.json"}
 
+    def __init__(self, root, manifest, *, verify: bool = False):
+        super().__init__(root, manifest, verify=verify)
+        # one extension for every member, or (an ingested corpus of mixed formats, version 4 on) each
+        # sample's own format's, as the manifest lists it
+        self._ext = None if manifest.formats is not None else member_ext(self.spec, manifest.version)
+
+    def member(self, index: int) -> str:
+        """Sample `index`'s payload member name."""
+        ext = self._ext or member_ext(self.spec, self.manifest.version, self.manifest.formats[index])
+        return f"{key_of(self.spec, index)}.{ext}"
+
     def where(self, index: int) -> str:
-        return f"{self.shard_path(index // self.per_shard)} member {key_of(self.spec, index)}.{member_ext(self.spec)}"
+        return f"{self.shard_path(index // self.per_shard)} member {self.member(index)}"
 
     def _parse_index(self, raw, first, count, size, ipath, i):
         def bad(problem):
@@ -62,7 +75,7 @@ class TarReader(ShardedReader):
         if a > shard.size:
             self.fail_at(i, f"truncated: the shard ends at byte {shard.size:,}, before the member at {a:,}")
         head = shard.view[a - BLOCK:a]
-        name = f"{key_of(self.spec, i)}.{member_ext(self.spec)}\0".encode()
+        name = f"{self.member(i)}\0".encode()
         if head[:len(name)] != name:
             got = bytes(head[:100]).split(b"\0", 1)[0]
             self.fail_at(i, f"missing: no member {name[:-1].decode()} at byte {a - BLOCK:,} of the shard "

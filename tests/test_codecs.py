@@ -210,7 +210,10 @@ def test_foreign_tiffs_decode_through_tifffile():
 
 
 def test_missing_codec_library_is_one_line(monkeypatch):
-    monkeypatch.setattr(formats, "have", lambda m: m != "imagecodecs")
+    from generator import libraries
+
+    real = libraries.problem
+    monkeypatch.setattr(libraries, "problem", lambda m: "imagecodecs is not installed" if m == "imagecodecs" else real(m))
     spec = Spec(height=4, width=4, channels=3, compression="zstd")
     with pytest.raises(UsageError, match=r"needs imagecodecs, which is not installed: pip install -e '\.\[codecs\]'"):
         Codec(spec)

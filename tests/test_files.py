@@ -8,7 +8,8 @@ import pytest
 from conformance import ReaderSuite, WriterSuite
 
 from generator.errors import SampleError
-from generator.layouts.files import TMP_MARK, sample_relpath
+from generator.layouts.files import TMP_MARK, sample_ext, sample_relpath
+from generator.spec import INGEST, Spec
 from loaders import open_corpus
 
 
@@ -38,6 +39,24 @@ def test_paths_are_the_generators(corpus, kind):
     r = open_corpus(corpus(kind), "files")
     assert [str(p) for p in r.paths()] == [
         str(corpus(kind) / sample_relpath(r.spec, i, r.label(i))) for i in range(len(r))]
+
+
+def test_file_names_by_format_and_version():
+    """A file takes its codec's extension; in an ingested corpus of mixed formats, from version 4
+    its own format's (the manifest's samples.format), before it `.img` (which ImageFolder skips)."""
+    def spec(payload):
+        return Spec(height=4, width=4, channels=3, count=12, content=INGEST, payload=payload, num_classes=3,
+                    source="sha256:0")
+
+    mixed = spec("mixed")
+    assert [sample_relpath(mixed, 7, 2, 4, fmt) for fmt in ("jpeg", "png", "tiff", "webp")] == [
+        "files/2/07.jpg", "files/2/07.png", "files/2/07.tif", "files/2/07.webp"]
+    assert sample_relpath(mixed, 7, 2, None, "png") == "files/2/07.png"  # the current version: 4
+    assert sample_relpath(mixed, 7, 2, 3) == sample_relpath(mixed, 7, 2, 3, "png") == "files/2/07.img"
+    with pytest.raises(ValueError, match="named by its own format"):
+        sample_ext(mixed, 4)
+    for payload, ext in (("jpeg", "jpg"), ("png", "png"), ("tiff", "tif"), ("webp", "webp")):
+        assert sample_ext(spec(payload), 4, None) == sample_ext(spec(payload), 3) == ext  # one format: unchanged
 
 
 @pytest.mark.parametrize("kind", ["gray8", "big"])

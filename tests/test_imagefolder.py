@@ -15,6 +15,7 @@ from conformance import reference
 
 from generator.build import generate
 from generator.errors import UsageError
+from generator.ingest import folder_files
 from generator.layouts.files import class_dir
 from generator.manifest import MANIFEST, VERSION, read_manifest
 from generator.spec import Spec
@@ -42,15 +43,22 @@ def corpora(tmp_path_factory):
     return get
 
 
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision 0.29's
+
+
 def imagefolder_numbering(top) -> list[tuple[str, int]]:
-    """(path, target) as torchvision.datasets.ImageFolder makes them (find_classes: class
-    directories sorted as strings, numbered in that order; make_dataset: each class's files
-    sorted), written out here so that the check runs where torchvision is not installed."""
+    """(path, target) as torchvision.datasets.ImageFolder makes them (torchvision 0.29,
+    datasets/folder.py; find_classes: the entries that are directories, hidden ones too, sorted as
+    strings, numbered in that order; make_dataset: each class's sorted os.walk, each directory's
+    files sorted, those whose path ends with an image extension), written out here so that the
+    check runs where torchvision is not installed; and what `generator ingest` takes of it."""
     classes = sorted(e.name for e in os.scandir(top) if e.is_dir())
     out = []
     for target, name in enumerate(classes):
         for root, _, files in sorted(os.walk(os.path.join(top, name), followlinks=True)):
-            out += [(os.path.join(root, f), target) for f in sorted(files) if f.lower().endswith((".tif", ".tiff"))]
+            out += [(os.path.join(root, f), target) for f in sorted(files)
+                    if os.path.join(root, f).lower().endswith(IMG_EXTENSIONS)]
+    assert out == [(path, label) for path, _, label in folder_files(str(top))[0]]  # ingest takes the same
     return out
 
 
@@ -102,7 +110,8 @@ def test_torchvision_imagefolder_targets_are_the_manifest_labels(corpora, classe
     root = corpora(classes)
     manifest = read_manifest(root)
     ds = tv.datasets.ImageFolder(str(root / "files"), allow_empty=True, loader=lambda p: p)
-    assert ds.classes == [class_dir(manifest.spec, c) for c in range(classes)]
+    assert ds.classes == [class_dir(manifest.spec, c) for c in range(classes)] == folder_files(str(root / "files"))[1]
+    assert ds.samples == imagefolder_numbering(root / "files")
     check_targets(ds.samples, manifest)
     path, target = ds[5]
     assert target == manifest.labels[index_of(path)]

@@ -83,3 +83,48 @@ def test_like_refuses_what_it_fits_and_an_empty_source(tmp_path):
                           "--count", "3", "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert run.returncode == 2
     assert "--like fits --payload from its source; drop them (or drop --like)" in run.stderr
+
+
+def _without(monkeypatch, *names):
+    """This process as if the libraries `names` were not installed (generator.libraries.problem is
+    what every "is X installed?" asks)."""
+    from generator import libraries
+
+    real = libraries.problem
+    monkeypatch.setattr(libraries, "problem", lambda name: f"{name} is not installed" if name in names else real(name))
+
+
+def test_like_refuses_a_fit_this_install_could_not_read_back_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """16-bit RGB PNGs without pyspng or imagecodecs: fitted from their headers (not counted as
+    bad), then refused in one line naming the extra, before --out is made."""
+    from generator.__main__ import dispatch
+    from generator.cli import run_main
+    from generator.codecs import encode_png
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "a").mkdir(parents=True)
+    for j in range(3):
+        (src / "a" / f"{j}.png").write_bytes(encode_png(np.full((6, 8, 3), 1000 * j, np.uint16)))
+    from generator.libraries import present
+
+    if present("pyspng") or present("imagecodecs"):  # with a decoder installed here: fitted as it is
+        assert fit(src, 4).spec.payload == "png"
+    _without(monkeypatch, "pyspng", "imagecodecs")
+    with pytest.raises(UsageError, match=f"--like {src}: its files are fitted as 3-channel uint16 png, which this "
+                                         f"install could not read back: a 16-bit RGB PNG needs pyspng or imagecodecs "
+                                         f"to decode .*pip install -e '.\\[codecs\\]'"):
+        fit(src, 4)
+    assert run_main("python -m generator", dispatch, ["--like", str(src), "--count", "4", "--out", str(out)]) == 2
+    assert "a 16-bit RGB PNG needs pyspng or imagecodecs" in capsys.readouterr().err and not out.exists()
+
+
+def test_like_fits_an_lzw_tiff_source_as_deflate_without_imagecodecs(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for j in range(3):
+        Image.fromarray(rng.integers(0, 255, (6, 8, 3), np.uint8)).save(src / "a" / f"{j}.tif", compression="tiff_lzw")
+    _without(monkeypatch, "imagecodecs")
+    f = fit(src, 4)
+    assert (f.spec.payload, f.spec.compression, f.bad, f.seen) == ("tiff", "deflate", 0, 3)  # none counted bad
+    assert "tiff deflate (lzw needs imagecodecs, not installed: deflate instead)" in f.summary(src)

@@ -1,9 +1,12 @@
-"""The tar layout: the conformance suite, webdataset and tarfile reading our shards, the writer's
-bytes (tarfile's headers, webdataset's TarWriter), sharding settings, resume, hostile indexes."""
+"""The tar layout: the conformance suite, webdataset and tarfile reading our shards (members named
+by their format: webdataset's decode recipe), the writer's bytes (tarfile's headers, webdataset's
+TarWriter), corpora of format version 3 (members named .tif), sharding settings, resume, hostile
+indexes."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -13,12 +16,14 @@ import numpy as np
 import pytest
 from conformance import ReaderSuite, WriterSuite, reference
 from conftest import kind_spec
+from helpers import need_layout
 from records_helpers import facts, pwrite, shard_of, tree_bytes, write_some_parts
 
 from generator.build import generate
 from generator.errors import CorpusError, SampleError
 from generator.layouts.records import samples_per_shard
 from generator.layouts.tar import BLOCK, INDEX_HEADER, headers
+from generator.manifest import MANIFEST, read_manifest
 from generator.pool import codec_for
 from generator.spec import Spec, preset_spec
 from loaders import open_corpus
@@ -55,8 +60,16 @@ class TestTar(ReaderSuite, WriterSuite):
 
 # -- what standard tools see ----------------------------------------------------------------------
 
+def _webdataset():
+    try:
+        import webdataset
+    except Exception as exc:  # not installed, or broken by its own dependencies
+        pytest.skip(f"webdataset is not importable ({type(exc).__name__}: {exc}): pip install webdataset")
+    return webdataset
+
+
 def test_webdataset_reads_our_shards_bit_exact(corpus):
-    import webdataset as wds
+    wds = _webdataset()
 
     root = corpus("rgb8")
     _, labels, payloads = reference(root)
@@ -67,6 +80,175 @@ def test_webdataset_reads_our_shards_bit_exact(corpus):
     assert [int(s["cls"]) for s in seen] == labels.tolist()
     decoded = list(wds.WebDataset(urls, shardshuffle=False).decode().to_tuple("cls"))
     assert [c for (c,) in decoded] == labels.tolist()  # webdataset's own .cls decoder
+
+
+PNG = dict(height=5, width=7, channels=3, count=37, seed=7, num_classes=5, payload="png")
+
+
+def _shard_urls(root):
+    return [str(p) for p in sorted((root / "tar").glob("shard-*.tar"))]
+
+
+@pytest.mark.parametrize("kind, keys", [("jpeg", "jpg;png"), ("png", "jpg;png"), ("rgb8", "tif")])
+def test_webdatasets_decode_recipe_reads_our_corpora(tmp_path, corpus, kind, keys):
+    """webdataset's documented recipe, .decode("rgb8").to_tuple("jpg;png", "cls"), finds the image
+    of every sample (members are named by their format) and decodes its pixels and label."""
+    wds = _webdataset()
+    root = tmp_path if kind == "png" else corpus(kind)
+    if kind == "png":
+        generate(root, Spec(**PNG), ["tar"], workers=1, progress=False)
+    pixels, labels, _ = reference(root)
+    got = list(wds.WebDataset(_shard_urls(root), shardshuffle=False).decode("rgb8").to_tuple(keys, "cls"))
+    assert len(got) == 37 and all(np.array_equal(img, want) for (img, _), want in zip(got, pixels))
+    assert [c for _, c in got] == labels.tolist()
+
+
+def test_members_take_their_formats_extension(corpus):
+    root = corpus("jpeg")
+    with tarfile.open(root / "tar" / "shard-000000.tar") as tf:
+        assert tf.getnames()[:4] == ["00.cls", "00.jpg", "01.cls", "01.jpg"]
+    if shutil.which("tar"):
+        out = subprocess.run(["tar", "-tf", str(root / "tar" / "shard-000000.tar")], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.split()[:2] == ["00.cls", "00.jpg"]
+    _, labels, payloads = reference(root)
+    buf = io.BytesIO()  # and the shard is what webdataset's own TarWriter writes for these samples
+    wds = _webdataset()
+    per = facts(root, "tar")["samples_per_shard"]
+    with wds.TarWriter(buf, mtime=0) as w:
+        for i in range(per):
+            w.write({"__key__": f"{i:02d}", "cls": str(labels[i]).encode(), "jpg": payloads[i]})
+    assert (root / "tar" / "shard-000000.tar").read_bytes() == buf.getvalue()
+
+
+MIXED_SOURCES = ("a/0.jpg", "a/1.png", "b/2.tif", "b/3.jpeg")
+
+
+def _mixed_source(src):
+    """SRC/a, SRC/b: a JPEG, a PNG, a TIFF and a PNG named .jpeg (named by its bytes: .png)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    images = [rng.integers(0, 255, (6 + k, 5, 3), np.uint8) for k in range(4)]
+    for name, fmt, img in zip(MIXED_SOURCES, ("JPEG", "PNG", "TIFF", "PNG"), images):
+        Image.fromarray(img).save(src / name, fmt)
+    return images
+
+
+def _member_names(root):
+    names = []
+    for shard in _shard_urls(root):
+        with tarfile.open(shard) as tf:
+            names += tf.getnames()
+    return names
+
+
+def test_an_ingested_corpus_of_mixed_formats_names_each_member_by_its_recorded_format(tmp_path):
+    from generator.ingest import ingest
+
+    src = tmp_path / "src"
+    images = _mixed_source(src)
+    ingest(src, tmp_path / "c", ["tar"], workers=1, progress=False)
+    root = tmp_path / "c"
+    assert read_manifest(root).formats == ["jpeg", "png", "tiff", "png"]  # samples.format: what the scan found
+    assert _member_names(root)[1::2] == ["0.jpg", "1.png", "2.tif", "3.png"]
+    assert verify(root, ["tar"], progress=False, source=src)[1] == []
+    r = open_corpus(root, "tar", verify=True)
+    assert [bytes(p) for p in r.read_many(range(4))] == [(src / n).read_bytes() for n in MIXED_SOURCES]
+    assert r.where(2).endswith("member 2.tif")  # named before anything is read: the manifest says
+    wds = _webdataset()
+    got = list(wds.WebDataset(_shard_urls(root), shardshuffle=False).decode("rgb8").to_tuple("jpg;png;tif", "cls"))
+    assert [c for _, c in got] == [0, 0, 1, 1]
+    assert all(np.array_equal(img, want) for (img, _), want in zip(got[1:], images[1:]))  # lossless ones exactly
+
+
+def _as_version_3(root) -> None:
+    """Make `root`'s tar layout what layoutbench wrote before format version 4, independently of
+    our writer: each shard rewritten by tarfile with every payload member named <key>.tif (the
+    headers are otherwise the same, so offsets and the index hold), and the manifest's version 3."""
+    for shard in sorted((root / "tar").glob("shard-*.tar")):
+        buf = io.BytesIO()
+        with tarfile.open(shard) as tf, tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as out:
+            for m in tf.getmembers():
+                data = tf.extractfile(m).read()
+                m.name = m.name if m.name.endswith(".cls") else m.name.rsplit(".", 1)[0] + ".tif"
+                out.addfile(m, io.BytesIO(data))
+        shard.write_bytes(buf.getvalue())
+    data = json.loads((root / MANIFEST).read_text())
+    data["version"] = 3
+    data["samples"].pop("format", None)  # version 3 did not list an ingested sample's format
+    (root / MANIFEST).write_text(json.dumps(data))
+
+
+def test_the_reader_names_members_by_the_manifests_formats_not_by_their_bytes(tmp_path):
+    """The member a reader looks for is the one the manifest's samples.format names: a manifest
+    that says otherwise than the shard is a named error, never a guess from the payload's bytes."""
+    from generator.ingest import ingest
+
+    src, root = tmp_path / "src", tmp_path / "c"
+    _mixed_source(src)
+    ingest(src, root, ["tar"], workers=1, progress=False)
+    data = json.loads((root / MANIFEST).read_text())
+    data["samples"]["format"][2] = "png"  # sample 2 is a TIFF, its member 2.tif
+    (root / MANIFEST).write_text(json.dumps(data))
+    r = open_corpus(root, "tar")
+    assert r.where(2).endswith("member 2.png")
+    with pytest.raises(SampleError, match="missing: no member 2.png at byte .* \\(found '2.tif'\\)"):
+        r.read_many([2])
+    assert [bytes(p) for p in r.read_many([0, 1, 3])] == [(src / n).read_bytes() for n in ("a/0.jpg", "a/1.png",
+                                                                                            "b/3.jpeg")]
+    for edit, message in [(lambda d: d["samples"].pop("format"), "samples.format, and it is missing"),
+                          (lambda d: d["samples"]["format"].pop(), "one format per sample, 4 in all"),
+                          (lambda d: d["samples"]["format"].__setitem__(0, "gif"), "sample 0 has format 'gif'"),
+                          (lambda d: d.__setitem__("version", 3), "lists per-sample formats for a corpus")]:
+        bad = json.loads(json.dumps(data))
+        edit(bad)
+        (root / MANIFEST).write_text(json.dumps(bad))
+        with pytest.raises(CorpusError, match=message):
+            read_manifest(root)
+
+
+def test_an_old_ingested_corpus_of_mixed_formats_reads_its_tif_members(tmp_path):
+    """Version 3 named every member of a mixed corpus <key>.tif and listed no formats: still read,
+    bit-exact, and verified against its source."""
+    from generator.ingest import ingest
+
+    src, root = tmp_path / "src", tmp_path / "c"
+    _mixed_source(src)
+    ingest(src, root, ["tar"], workers=1, progress=False)
+    _as_version_3(root)
+    m = read_manifest(root)
+    assert m.version == 3 and m.formats is None
+    assert _member_names(root)[1::2] == ["0.tif", "1.tif", "2.tif", "3.tif"]
+    r = open_corpus(root, "tar", verify=True)
+    assert [bytes(p) for p in r.read_many(range(4))] == [(src / n).read_bytes() for n in MIXED_SOURCES]
+    assert r.where(0).endswith("member 0.tif")
+    assert verify(root, ["tar"], progress=False, source=src)[1] == []
+
+
+def test_a_version_3_corpus_reads_bit_exact_and_is_extended_in_its_own_names(tmp_path):
+    spec = Spec(**PNG)
+    old = tmp_path / "old"
+    generate(old, spec, ["tar"], workers=1, progress=False)
+    _as_version_3(old)
+    with tarfile.open(old / "tar" / "shard-000000.tar") as tf:
+        assert tf.getnames()[:2] == ["00.cls", "00.tif"]
+    pixels, labels, payloads = reference(old)
+    r = open_corpus(old, "tar", verify=True)
+    assert [bytes(p) for p in r.read_many(range(37))] == payloads
+    assert all(np.array_equal(a, b) for a, b in zip(r.read_batch(range(37))[0], pixels))
+    assert np.array_equal(r.stored_labels(), labels) and r.where(3).endswith("member 03.tif")
+    assert verify(old, progress=False)[1] == []
+    # A tar layout added to a version-3 corpus is written with version 3's names: never mixed.
+    grown = tmp_path / "grown"
+    generate(grown, spec, ["files"], workers=1, progress=False)
+    data = json.loads((grown / MANIFEST).read_text())
+    data["version"] = 3
+    (grown / MANIFEST).write_text(json.dumps(data))
+    generate(grown, spec, ["files", "tar"], workers=1, progress=False)
+    assert read_manifest(grown).version == 3 and tree_bytes(grown / "tar") == tree_bytes(old / "tar")
+    assert verify(grown, progress=False)[1] == []
 
 
 def test_tarfile_and_tar_list_the_members_in_index_order(corpus):
@@ -88,7 +270,7 @@ def test_tarfile_and_tar_list_the_members_in_index_order(corpus):
 
 def test_shards_are_byte_identical_to_webdataset_tarwriter(corpus):
     """Our vectorised headers and layout are what webdataset's own TarWriter writes (mtime fixed)."""
-    import webdataset as wds
+    wds = _webdataset()
 
     root = corpus("gray8")
     _, labels, payloads = reference(root)
@@ -102,7 +284,7 @@ def test_shards_are_byte_identical_to_webdataset_tarwriter(corpus):
 
 
 def test_headers_match_tarfile():
-    names, sizes = [b"00000.cls", b"99999.tif", b"12345.raw"], [1, 976, 91_846_400]
+    names, sizes = [b"00000.cls", b"99999.tif", b"12345.raw", b"00007.webp"], [1, 976, 91_846_400, 5]
     for name, size, head in zip(names, sizes, headers(names, sizes)):
         info = tarfile.TarInfo(name.decode())
         info.size, info.mtime, info.mode, info.uname, info.gname = size, 0, 0o444, "bigdata", "bigdata"
@@ -155,6 +337,7 @@ def test_settings_reach_the_manifest_and_the_cli(tmp_path):
 
 @pytest.mark.parametrize("layout", ["tar", "tfrecord"])
 def test_same_bytes_whatever_the_worker_count_and_after_an_interrupted_run(tmp_path, layout):
+    need_layout(layout)
     spec = kind_spec("rgb8")
     generate(tmp_path / "one", spec, [layout], workers=1, progress=False)
     generate(tmp_path / "three", spec, [layout], workers=3, progress=False)

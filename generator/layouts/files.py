@@ -1,5 +1,6 @@
 """`files`: one image file per sample in an ImageFolder tree, files/<class>/<index>.<ext> (the
-codec's extension: tif, png, jpg, webp, raw).
+codec's extension: tif, png, jpg, webp, raw; in an ingested corpus of mixed formats each
+sample's own format's, as its manifest lists it: sample_ext).
 
 ImageFolder-exact (corpus format version 2): the class directory of label L is L zero-padded
 to the width of the largest label (`files/007/` with 1,000 classes), and every class has its
@@ -15,6 +16,13 @@ A file appears under its final name only when complete: it is written as an unna
 (O_TMPFILE) and linked into place, or, where the filesystem has no O_TMPFILE, written under a
 temporary name and renamed. Every class directory is made by begin(). A rerun keeps the
 complete files and writes the rest.
+
+An ingested corpus of mixed formats (format version 4 on) names each file by its own format
+(`0.jpg`, `1.png`, `2.tif`, `3.webp`), from the formats its manifest lists (samples.format, what
+the ingest's scan found), so that torchvision's ImageFolder, which takes files by extension, sees
+every one. Versions 1-3 named them all `<index>.img` (which ImageFolder skips), and a files
+layout added to a version-2 or -3 corpus is still written with those names, the ones its
+manifest promises readers.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CorpusError
+from ..manifest import MANIFEST, VERSION, read_manifest, records_formats
 from ..spec import Spec
 from . import LayoutWriter, payload_estimate
 
@@ -52,13 +62,44 @@ def class_dir(spec: Spec, label: int, version: int | None = None) -> str:
     return f"{label:0{class_width(spec)}d}"
 
 
-def sample_relpath(spec: Spec, index: int, label: int, version: int | None = None) -> str:
-    """Path of sample `index` (of class `label`) relative to the corpus root, in the format of
-    manifest `version` (default: the current one)."""
+def sample_ext(spec: Spec, version: int | None = None, fmt: str | None = None) -> str:
+    """The extension of a sample's file in a corpus of manifest `version` (default: the current
+    one): the codec's (CodecInfo.extension); in an ingested corpus of mixed formats, from version
+    4 that of the sample's own format `fmt` (tiff, png, jpeg, webp: Manifest.formats[i], or
+    source_format while writing), before it "img" for every sample."""
     from ..codecs import codec_id, codec_info
 
-    ext = codec_info(codec_id(spec.payload, spec.compression)).extension
-    return f"files/{class_dir(spec, label, version)}/{index:0{index_width(spec)}d}.{ext}"
+    if records_formats(spec, VERSION if version is None else version):
+        if fmt is None:
+            raise ValueError("a sample of an ingested corpus of mixed formats is named by its own format: give fmt")
+        return codec_info(fmt).extension
+    return codec_info(codec_id(spec.payload, spec.compression)).extension
+
+
+def sample_relpath(spec: Spec, index: int, label: int, version: int | None = None, fmt: str | None = None) -> str:
+    """Path of sample `index` (of class `label`, of format `fmt` in an ingested corpus of mixed
+    formats) relative to the corpus root, in the format of manifest `version` (default: the
+    current one)."""
+    return f"files/{class_dir(spec, label, version)}/{index:0{index_width(spec)}d}.{sample_ext(spec, version, fmt)}"
+
+
+def source_format(spec: Spec, index: int) -> str:
+    """The format of sample `index` of an ingested corpus being written, as the ingest's scan found
+    it (told by its bytes): what its manifest lists as samples.format. The scan's entries are in
+    generator.pool.SOURCES while the ingest writes (forked workers inherit them)."""
+    from ..pool import SOURCES
+
+    entries = SOURCES.get(spec)
+    if entries is None:
+        raise CorpusError("this corpus was ingested from files: rerun python -m generator ingest SRC --out DIR "
+                          "to write (or resume) its layouts")
+    return entries[index].fmt
+
+
+def corpus_version(root: Path) -> int:
+    """The format version a layout added to the corpus in `root` is written in: its manifest's,
+    when it has one (its names are the ones that manifest promises readers), else the current."""
+    return read_manifest(root).version if (root / MANIFEST).exists() else VERSION
 
 
 class DirWriter:
@@ -157,8 +198,16 @@ class FilesWriter(LayoutWriter):
     target = "files"
     supports_parallel_write = True  # every file is its own: parts are written by any worker or rank
     fresh = False  # set by begin(): True when this run made the tree
+    version = VERSION  # the corpus's format version, which names the files (begin() reads it)
+
+    def relpath(self, index: int, label: int) -> str:
+        """Where sample `index` goes: sample_relpath in the corpus's version, by its own format
+        in an ingested corpus of mixed formats."""
+        fmt = source_format(self.spec, index) if records_formats(self.spec, self.version) else None
+        return sample_relpath(self.spec, index, label, self.version, fmt)
 
     def begin(self) -> int:
+        self.version = corpus_version(self.root)  # a layout added to a corpus takes its format version
         top = self.root / self.target
         self.fresh = not top.exists()  # nothing to keep: workers need not look for complete files
         top.mkdir(parents=True, exist_ok=True)
@@ -174,7 +223,7 @@ class FilesWriter(LayoutWriter):
     def write_part(self, indices: range, payloads: list, labels: list) -> None:
         with DirWriter(self.root, check_existing=not self.fresh) as out:
             for i, p, label in zip(indices, payloads, labels):
-                out.write(sample_relpath(self.spec, i, label), p)
+                out.write(self.relpath(i, label), p)
 
     def end(self, labels) -> None:
         """Durability. A few large files: an fsync each (and of their directories), which waits
@@ -187,7 +236,7 @@ class FilesWriter(LayoutWriter):
         top = self.root / self.target
         dirs = {top}
         for i, label in enumerate(np.asarray(labels).tolist()):
-            path = self.root / sample_relpath(self.spec, i, label)
+            path = self.root / self.relpath(i, label)
             _fsync(path)
             dirs.add(path.parent)
         for d in sorted(dirs, reverse=True):  # label directories, then files/

@@ -1,12 +1,20 @@
 """`tar`: POSIX (ustar) tar shards as WebDataset writes them, tar/shard-000000.tar, ...
 
 Each sample is two members, in this order (ShardWriter's: extensions sorted): `<key>.cls`, the
-label as ASCII decimal, and `<key>.tif` (`<key>.raw` for raw payloads), the payload; key = the
-sample index zero-padded to the width of the largest one, so members sort in index order. The
-headers are exactly what tarfile (and so webdataset's TarWriter with mtime=0) writes: ustar,
-mode 0444, uid/gid 0, user and group "bigdata", mtime 0 (fixed: the same command gives the same
-bytes); each shard ends with tarfile's two zero blocks, padded to its 10,240-byte record. Any tar
-tool lists them (`tar -tvf`), and webdataset reads them as they are.
+label as ASCII decimal, and `<key>.<ext>`, the payload, named by its format as the files layout
+names files (jpg, png, webp, tif, raw; in an ingested corpus of mixed formats each payload's own,
+as its manifest lists it, samples.format), so that webdataset's
+`.decode("rgb8").to_tuple("jpg;png", "cls")` finds it;
+key = the sample index zero-padded to the width of the largest one, so members sort in index
+order. The headers are exactly what tarfile (and so webdataset's TarWriter with mtime=0)
+writes: ustar, mode 0444, uid/gid 0, user and group "bigdata", mtime 0 (fixed: the same command
+gives the same bytes); each shard ends with tarfile's two zero blocks, padded to its
+10,240-byte record. Any tar tool lists them (`tar -tvf`), and webdataset reads them as they are.
+
+Corpora of format versions 1-3 named every payload `<key>.tif` (`<key>.raw` for raw): the names
+are the manifest's version's (member_ext). A tar layout added to a version-2 or -3 corpus is
+written with that version's names, the ones its manifest promises readers, so a corpus never
+mixes the two; regenerate the corpus for the new names.
 
 Beside each shard, `shard-000000.idx` (ours, binary, little-endian) lets a reader go straight to
 a member: magic b"LBTARIX1", u64 first sample index, u64 sample count, then per sample four u64
@@ -26,7 +34,9 @@ import tarfile
 
 import numpy as np
 
-from .files import index_width
+from ..codecs import codec_id, codec_info
+from ..manifest import VERSION, records_formats
+from .files import corpus_version, index_width, source_format
 from .records import ShardedWriter, shard_name, shard_ranges
 
 BLOCK = 512
@@ -36,10 +46,21 @@ INDEX_HEADER = 24  # magic, first index, count
 INDEX_ENTRY = 32  # four u64 per sample
 USER = GROUP = "bigdata"  # webdataset's TarWriter defaults
 MODE = 0o444
+NAMED_BY_FORMAT = 4  # the corpus format version from which payload members take their format's extension
 
 
-def member_ext(spec) -> str:
-    return "raw" if spec.payload == "raw" else "tif"
+def member_ext(spec, version: int = VERSION, fmt: str | None = None) -> str:
+    """The extension of a payload member in a corpus of format `version`: from version 4 the
+    payload format's (CodecInfo.extension); in an ingested corpus of mixed formats that of the
+    sample's own format `fmt` (tiff, png, jpeg, webp: Manifest.formats[i], or source_format while
+    writing). Versions 1-3: "tif" for every payload, "raw" for raw ones."""
+    if version < NAMED_BY_FORMAT:
+        return "raw" if spec.payload == "raw" else "tif"
+    if records_formats(spec, version):
+        if fmt is None:
+            raise ValueError("a member of an ingested corpus of mixed formats is named by its format: give fmt")
+        return codec_info(fmt).extension
+    return codec_info(codec_id(spec.payload, spec.compression)).extension
 
 
 def key_of(spec, index: int) -> str:
@@ -59,14 +80,14 @@ _OCTAL = 3 * np.arange(10, -1, -1, dtype=np.int64)
 
 
 def headers(names: list[bytes], sizes) -> np.ndarray:
-    """ustar headers (n, 512) for regular files `names` (all of one length, < 100 bytes) of `sizes`
-    bytes: tarfile's TarInfo.tobuf(USTAR_FORMAT) with our template fields, for many at once."""
+    """ustar headers (n, 512) for regular files `names` (each < 100 bytes) of `sizes` bytes:
+    tarfile's TarInfo.tobuf(USTAR_FORMAT) with our template fields, for many at once."""
     n = len(names)
     h = np.tile(_TEMPLATE, (n, 1))
     if not n:
         return h
-    width = len(names[0])
-    h[:, :width] = np.frombuffer(b"".join(names), np.uint8).reshape(n, width)
+    width = max(map(len, names))  # the name field is NUL-padded, as the template's empty name is
+    h[:, :width] = np.frombuffer(b"".join(name.ljust(width, b"\0") for name in names), np.uint8).reshape(n, width)
     sizes = np.asarray(sizes, np.int64)
     h[:, 124:135] = ((sizes[:, None] >> _OCTAL) & 7) + ord("0")  # 11 octal digits, then NUL
     h[:, 135] = 0
@@ -86,14 +107,24 @@ class TarWriter(ShardedWriter):
     target = "tar"
     shard_ext = "tar"
     index_ext = "idx"
+    version = VERSION  # the corpus's format version, which names the members (begin() reads it)
+
+    def begin(self) -> int:
+        self.version = corpus_version(self.root)  # a layout added to a corpus takes its format version
+        return super().begin()
+
+    def plan(self) -> dict:
+        return {**super().plan(), "version": self.version}  # shards of other member names are not kept
 
     def encode_shard(self, indices, payloads, labels):
-        spec, ext = self.spec, member_ext(self.spec)
+        spec = self.spec
         keys = [key_of(spec, i).encode() for i in indices]
         cls = [str(int(label)).encode() for label in labels]
         sizes = [len(p) for p in payloads]
         cls_heads = headers([k + b".cls" for k in keys], [len(c) for c in cls])
-        pay_heads = headers([k + b"." + ext.encode() for k in keys], sizes)
+        by_format = records_formats(spec, self.version)  # each its own format's extension, as the manifest lists
+        exts = [member_ext(spec, self.version, source_format(spec, i) if by_format else None) for i in indices]
+        pay_heads = headers([k + b"." + e.encode() for k, e in zip(keys, exts)], sizes)
         buffers, entries, at = [], np.empty((len(keys), 4), "<u8"), 0
         for j, (c, p, n) in enumerate(zip(cls, payloads, sizes)):
             cls_at = at + BLOCK
