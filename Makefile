@@ -17,7 +17,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The corpora `make bench` reads, under data/ (git-ignored): the suite's plan (bench/suite.py).
+# The corpora `make bench` reads, under data/ (git-ignored): the suite's plan (bench/cli/suite.py).
 # Reruns are instant: an existing corpus is kept. QUICK=1: the smaller ones of `make bench QUICK=1`.
 generate: $(STAMP)
 	$(BIN)/python -m bench suite --generate-only $(if $(QUICK),--quick)
@@ -68,7 +68,7 @@ MPI_RESULTS ?= results
 bench-mpi: $(MPI_STAMP)
 	@set -e; for c in $(MPI_CORPORA); do \
 	  preset=$${c%%:*}; count=$${c##*:}; dir=$(MPI_DATA)/$$preset-$$count; \
-	  $(MPIRUN) $(BIN)/python -m bench.mpi generate --preset $$preset --count $$count --out $$dir --quiet; \
+	  $(MPIRUN) $(BIN)/python -m bench.cli.mpi generate --preset $$preset --count $$count --out $$dir --quiet; \
 	  echo "== $$dir, $(NP) rank(s), cold"; \
 	  $(MPIRUN) $(BIN)/python -m bench run --corpus $$dir --cache cold --no-naive --quiet \
 	    --output $(MPI_RESULTS)/mpi-np$(NP)-$$preset-$$count.json; \

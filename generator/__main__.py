@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .build import generate, left_out_lines, parse_layouts
+from .build import format_table, generate, left_out_lines, parse_layouts
 from .cli import Parser, int_in, positive_number, run_main
 from .errors import UsageError
 from .layouts import layout_ids, layouts
@@ -17,7 +17,7 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m generator", description=__doc__.strip() + (
         " Each sample is a pure function of (seed, index): the same command always writes the same "
         "bytes, whatever --workers. Interrupted? Rerun the same command: it resumes. Under MPI, "
-        "`mpirun -n R python -m bench.mpi generate` takes the same options: loose files are written by "
+        "`mpirun -n R python -m bench.cli.mpi generate` takes the same options: loose files are written by "
         "all ranks, HDF5 and LMDB by rank 0. `python -m generator ingest SRC --out DIR` makes a corpus of an "
         "existing image folder instead, each file's bytes unchanged (see its --help)."))
     p.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (see --list-presets)")
@@ -94,16 +94,6 @@ def spec_from_args(args) -> Spec:
 def settings_from_args(args) -> dict:
     """Writer settings from the command line (None: the writer's default)."""
     return {"shard_mb": args.shard_mb, "shard_samples": args.shard_samples}
-
-
-def format_table(reports) -> str:
-    rows = [("layout", "samples", "bytes on disk", "files", "seconds", "MB/s")]
-    for r in reports:
-        rows.append((r.layout + (" (existing)" if r.skipped else ""), f"{r.samples:,}", f"{r.bytes_on_disk:,}",
-                     f"{r.files:,}", f"{r.seconds:.2f}", f"{r.mb_per_s:,.1f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                     for row in rows)
 
 
 def listed(name: str, width: int, description: str, missing: str | None, partly: str | None = None) -> str:

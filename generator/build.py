@@ -41,6 +41,17 @@ class LayoutReport:
     skipped: bool = False
 
 
+def format_table(reports) -> str:
+    """The table of LayoutReports `python -m generator` prints: one row per layout written or kept."""
+    rows = [("layout", "samples", "bytes on disk", "files", "seconds", "MB/s")]
+    for r in reports:
+        rows.append((r.layout + (" (existing)" if r.skipped else ""), f"{r.samples:,}", f"{r.bytes_on_disk:,}",
+                     f"{r.files:,}", f"{r.seconds:.2f}", f"{r.mb_per_s:,.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     for row in rows)
+
+
 def parse_layouts(text: str | list[str] | None) -> list[str]:
     """A comma list (or a list) of layout ids, each registered and installed, once each; None: every
     layout whose libraries are installed (the commands say which were left out: not_installed)."""

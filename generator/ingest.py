@@ -432,8 +432,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from .__main__ import format_table
-    from .build import left_out_lines, parse_layouts
+    from .build import format_table, left_out_lines, parse_layouts
 
     args = build_parser().parse_args(argv)
     chosen = parse_layouts(args.layouts) if args.layouts is not None else None

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .hashing import mix64
 
 NORMAL_SPAN = 4.0  # the normal distribution's clamp: at most MEAN + 4 STD per side
 MAX_SIDE = 16383  # WebP's largest side; JPEG's is 65535: a size distribution never goes past it
@@ -77,8 +78,6 @@ class SizeDist:
         """(height, width) of sample `index`: a pure function of (seed, index)."""
         if self.kind == "list":
             return self.a[index % len(self.a)]
-        from .synth import mix64
-
         u = mix64(mix64(seed ^ 0x51_2E_D1_57) ^ index)
         lo32, hi32 = u & 0xFFFFFFFF, u >> 32
         if self.kind == "uniform":

@@ -21,17 +21,8 @@ import threading
 
 import numpy as np
 
+from .hashing import mix64
 from .spec import Spec
-
-_MASK64 = (1 << 64) - 1
-
-
-def mix64(x: int) -> int:
-    """splitmix64's finaliser: a cheap, well-spread hash of a 64-bit integer."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
 
 
 def label_of(spec: Spec, index: int) -> int:

@@ -20,7 +20,7 @@ Two batch paths:
   with the corpus's one and the pixels are copied into `out`. Large samples are copied one by one
   straight from storage into `out` (one copy: copying is their cost). Small ones (<= 64 KiB) are
   joined into one buffer, then checked and copied with one numpy call per batch: there the
-  per-sample Python work is the cost (bench/loader_speed.py measures both ways side by side).
+  per-sample Python work is the cost (bench/speed/loader.py measures both ways side by side).
   Anything else (compressed, foreign TIFF) goes through Codec.decode (tifffile).
 """
 
@@ -182,7 +182,7 @@ class Reader:
 
     def extents(self, indices) -> list[list[tuple[str, int, int]]] | None:
         """Where the stored bytes of each of `indices` lie, for page-cache probes (the capped
-        regime's hit ratio, bench/hits.py): one list per index, in order, of (file, offset,
+        regime's hit ratio, bench/probe/hits.py): one list per index, in order, of (file, offset,
         length) ranges, found from the layout's own index or metadata without touching the
         samples' pages (a probe made after a read would see them resident).
 

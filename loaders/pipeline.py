@@ -23,9 +23,8 @@ from generator.errors import UsageError
 from . import sampler
 from .base import Reader
 from .stages import Batch, batch_plan, epoch_indices, fetch, fetch_kind, make_batch
-from .workers import BatchRing, ProcessPool, ThreadPool, WorkerError
+from .workers import WORKER_KINDS, BatchRing, ProcessPool, ThreadPool, WorkerError
 
-WORKER_KINDS = ("thread", "fork", "spawn")
 # Upper bounds of the settings (a batch is at most a whole corpus; a results file holds int64)
 LIMITS = {"batch_size": 1 << 25, "workers": 256, "prefetch": 1024, "seed": 2**63 - 1}
 RING_MIN = 1 << 20  # batches smaller than this come from malloc's heap, already faulted in: no ring
@@ -55,6 +54,7 @@ class Loader:
             order_opts = {"shards": reader.shards(), **order_opts}
         sampler.epoch_order(len(reader) if shuffle == "shards" else 0, seed, 0, shuffle,
                             **order_opts)  # validates the mode and its options
+        worker_kind = "fork" if worker_kind == "process" else worker_kind
         self.reader, self.batch_size, self.workers, self.worker_kind = reader, batch_size, workers, worker_kind
         self.shuffle, self.seed, self.prefetch, self.decode = shuffle, seed, prefetch, decode
         self.drop_last, self.rank, self.world, self.timing = drop_last, rank, world, timing

@@ -35,7 +35,7 @@ Contracts:
   the K batches one by one: the same batches, in the same order, with their own targets,
   indices and payload bytes. Why: every DataLoader item costs the same (an index put through a
   feeder thread, a result get and unpickle, a `record_function`, the worker's queue round trip),
-  and with 25 KB MNIST batches those costs were the whole epoch (bench/dataloader_speed.py:
+  and with 25 KB MNIST batches those costs were the whole epoch (bench/speed/dataloader.py:
   main-process CPU per batch fell from 190-255 to 70-86 us with K=5, README: the figures).
   prefetch_factor then counts items: K x prefetch_factor batches in flight per worker.
 - Errors are the reader's: a SampleError names the layout, the sample and its path or key.

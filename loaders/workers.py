@@ -28,8 +28,8 @@ import struct
 import sys
 import traceback
 from collections import deque
-from typing import TYPE_CHECKING
 from multiprocessing import reduction
+from typing import Protocol
 
 import numpy as np
 
@@ -39,14 +39,29 @@ from generator.lifetime import die_with_parent, started_quietly
 from .base import Reader
 from .stages import fetch, make_batch
 
-if TYPE_CHECKING:
-    from .pipeline import Loader
-
+# How a Loader's workers run: threads of the calling process, or processes started by fork or
+# spawn; "process" is another name for fork (as in `bench run --worker-kind`).
+WORKER_KINDS = ("thread", "process", "fork", "spawn")
 POLL_SECONDS = 1.0  # how often a waiting parent checks that its workers are alive
 
 
 class WorkerError(LayoutbenchError):
     """A worker process died or failed with something other than a SampleError."""
+
+
+class PoolOwner(Protocol):
+    """What a pool reads of the loaders.pipeline.Loader it serves (worker_kind thread, fork or spawn)."""
+
+    reader: Reader
+    batch_size: int
+    workers: int
+    worker_kind: str
+    prefetch: int
+    decode: bool
+    fetch: str
+    _pool: object
+
+    def _batch_ring(self, keep: int) -> BatchRing | None: ...
 
 
 class BatchRing:
@@ -85,7 +100,7 @@ class BatchRing:
 
 
 class ThreadPool:
-    def __init__(self, loader: Loader):
+    def __init__(self, loader: PoolOwner):
         self.loader = loader
         self.executor = cf.ThreadPoolExecutor(loader.workers, thread_name_prefix="loader")
 
@@ -193,7 +208,7 @@ def _work(reader: Reader, slots, slot_bytes: int, how: str, seq: int, slot: int,
 
 
 class ProcessPool:
-    def __init__(self, loader: Loader):
+    def __init__(self, loader: PoolOwner):
         ld = self.loader = loader
         spec = ld.reader.spec
         # a batch holds at most the corpus (a --batch-size above the count is one batch of it)

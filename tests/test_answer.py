@@ -4,8 +4,10 @@ said; the repeat rule; floors too low flagged. From fixture results (no measurin
 
 import pytest
 
-from bench.report import FLOOR_SLACK, answer, replication, summary_table, write_report
-from bench.result import EpochRecord, Floors, Results, Run, RunConfig, StreamFloor
+from bench.report.analysis import FLOOR_SLACK, replication
+from bench.report.markdown import summary_table, write_report
+from bench.report.verdict import answer
+from bench.results.result import EpochRecord, Floors, Results, Run, RunConfig, StreamFloor
 
 SAMPLE = 1000
 

@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from bench import au
-from bench.measure import Compute, time_batches
-from bench.result import EpochRecord, Run, RunConfig
+from bench.results import au
+from bench.probe.measure import Compute, time_batches
+from bench.results.result import EpochRecord, Run, RunConfig
 from loaders.pipeline import Loader
 
 

@@ -1,4 +1,4 @@
-"""bench.probes and the runner's cache settings: cold is cold, warm is warm, counters are read."""
+"""bench.probe.probes and the runner's cache settings: cold is cold, warm is warm, counters are read."""
 
 import mmap
 import os
@@ -6,10 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from bench import floors
-from bench import probes
-from bench.measure import NullBatch, check_indices, null_batches, time_batches
-from bench.regimes import set_cache
+from bench.probe import floors, probes
+from bench.probe.measure import NullBatch, check_indices, null_batches, time_batches
+from bench.probe.regimes import set_cache
 from generator.errors import LayoutbenchError
 
 

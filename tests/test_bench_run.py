@@ -8,11 +8,11 @@ import pytest
 
 from generator.layouts import get_layout, layout_ids
 
-from bench.compare import compare
-from bench.report import summary_table, write_report
-from bench.result import VERSION, Results, ResultsError, RunConfig, load_results, summarize
-from bench.config import BenchConfig
-from bench.runner import run_bench
+from bench.report.compare import compare
+from bench.report.markdown import summary_table, write_report
+from bench.results.result import VERSION, Results, ResultsError, RunConfig, load_results, summarize
+from bench.run.config import BenchConfig
+from bench.run.runner import run_bench
 from generator.build import generate
 from generator.errors import UsageError
 from generator.spec import Spec

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import cgroups
-from bench.config import BenchConfig
-from bench.result import RunConfig, summarize
-from bench.runner import run_bench
+from bench.probe import cgroups
+from bench.run.config import BenchConfig
+from bench.results.result import RunConfig, summarize
+from bench.run.runner import run_bench
 from generator.layouts import layout_ids
 from loaders.registry import readers
 from generator.build import generate
@@ -86,7 +86,7 @@ def capped_runs(res):
 def held(corpus) -> list[str]:
     """The layouts a capped run takes under SIZE: those whose read unit fits it (bench run refuses
     the others by name: Parquet's ~8 MB row group here; tests/test_suite_plan.py holds that)."""
-    from bench.regimes import oversized_units
+    from bench.probe.regimes import oversized_units
 
     refused = {name for name, _ in oversized_units(corpus, probed_layouts(), SIZE)}
     return [name for name in probed_layouts() if name not in refused]
@@ -154,7 +154,7 @@ def test_no_group_or_process_is_left_after_a_normal_end(results):
 
 @pytest.mark.parametrize("after", [0, 1], ids=["first-epoch", "second-epoch"])
 def test_the_oom_killer_is_reported_not_a_traceback(corpus, tmp_path, monkeypatch, after):
-    import bench.capped as capped
+    import bench.run.capped as capped
 
     real = capped.time_batches
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench import capped, cgroups
-from bench.config import BenchConfig
-from bench.result import Results, RunConfig
-from bench.runner import run_bench
+from bench.probe import cgroups
+from bench.run import capped
+from bench.run.config import BenchConfig
+from bench.results.result import Results, RunConfig
+from bench.run.runner import run_bench
 from generator.build import generate
 from generator.spec import Spec
 

@@ -11,10 +11,12 @@ import json
 import pytest
 
 from bench.__main__ import main as bench_main
-from bench.config import BenchConfig
-from bench.report import answer, bound_line, rows, write_report
-from bench.result import VERSION, EpochRecord, Floors, Results, ResultsError, Run, RunConfig, summarize
-from bench.runner import run_bench
+from bench.run.config import BenchConfig
+from bench.report.analysis import rows
+from bench.report.markdown import write_report
+from bench.report.verdict import answer, bound_line
+from bench.results.result import VERSION, EpochRecord, Floors, Results, ResultsError, Run, RunConfig, summarize
+from bench.run.runner import run_bench
 from generator.build import generate
 from generator.errors import UsageError
 from generator.spec import Spec
@@ -223,7 +225,7 @@ def test_decode_both_measures_each_run_both_ways(tmp_path):
         assert all(x > 0 for x in timed.decode_ns) == r.config.decode
     res.save(cfg.output)
     assert Results.load(cfg.output).runs == res.runs
-    from bench.compare import compare
+    from bench.report.compare import compare
 
     table = compare(cfg.output, cfg.output).splitlines()  # decoded and bytes-only runs matched apart
     assert len([l for l in table if " files (bytes only) " in l]) == 1 and len([l for l in table if " files  " in l]) == 1
@@ -233,9 +235,9 @@ def test_decode_both_measures_each_run_both_ways(tmp_path):
 def test_dataloader_runs_are_decoded_runs(tmp_path, monkeypatch):
     """torch's DataLoader always decodes: --decode both measures it once, with the decoded runs;
     --decode no refuses it rather than label a decoded run as payload bytes only."""
-    from bench import torchrun
-    from bench.config import check_config
-    from bench.runner import plan_runs
+    from bench.run import torchrun
+    from bench.run.config import check_config
+    from bench.run.runner import plan_runs
     from generator.manifest import read_manifest
 
     monkeypatch.setattr(torchrun, "check_torch", lambda *a: None)  # torch need not be installed

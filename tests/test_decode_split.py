@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.measure import time_batches
+from bench.probe.measure import time_batches
 from generator.build import generate
 from generator.spec import Spec
 from loaders import open_corpus

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def commands():
-    from bench import mpi, plan
+    from bench.cli import mpi, plan
     from bench.__main__ import main as bench_main
     from generator.__main__ import main as generator_main
     from loaders.__main__ import main as loaders_main
@@ -35,7 +35,7 @@ def commands():
         "python -m loaders": lambda argv: run_main("python -m loaders", loaders_main, argv),
         "python -m bench": lambda argv: run_main("python -m bench", bench_main, argv),
         "python -m bench plan": lambda argv: run_main("python -m bench plan", plan.main, argv),
-        "python -m bench.mpi": lambda argv: mpi.run_ranked("python -m bench.mpi", mpi.main, argv),
+        "python -m bench.cli.mpi": lambda argv: mpi.run_ranked("python -m bench.cli.mpi", mpi.main, argv),
     }
 
 
@@ -122,7 +122,7 @@ CASES = [
     ("python -m bench", ["suite", "--quick", "--out", "{file}/results"], "--out: cannot write in"),
     ("python -m bench", ["suite", "--data", "{file}", "--out", "{base}/suite"], "--data {file} is not a directory"),
     ("python -m bench", ["suite", "--fast"], "unrecognized arguments: --fast"),
-    # bench plan (also as python -m bench.plan; test_plan.py has more)
+    # bench plan (also as python -m bench.cli.plan; test_plan.py has more)
     ("python -m bench", ["plan", "--images", "-5", "--preset", "mnist", "--epochs", "3"], "--images"),
     ("python -m bench plan", ["--images", "0", "--preset", "mnist", "--epochs", "3"], "--images"),
     ("python -m bench plan", ["--images", "many", "--preset", "mnist", "--epochs", "3"], "--images"),
@@ -135,13 +135,13 @@ CASES = [
     ("python -m bench plan", [*PLAN, "--from", "{base}/other.json"], "is not a layoutbench results file"),
     ("python -m bench plan", [*PLAN, "--from", "{base}/deep.json"], "cannot be read as JSON"),
     ("python -m bench plan", [*PLAN, "--from", "{base}/missing.json"], "no such results file"),
-    # bench.mpi (without an MPI launcher: one process)
-    ("python -m bench.mpi", [], "usage: mpirun -n R python -m bench.mpi generate"),
-    ("python -m bench.mpi", ["scatter"], "usage: mpirun -n R python -m bench.mpi generate"),
-    ("python -m bench.mpi", ["generate", "--preset", "mnist", "--count", "-1", "--out", "{base}/m"], "--count"),
-    ("python -m bench.mpi", ["generate", "--preset", "mnist", "--layouts", "zip", "--out", "{base}/m"],
+    # bench.cli.mpi (without an MPI launcher: one process)
+    ("python -m bench.cli.mpi", [], "usage: mpirun -n R python -m bench.cli.mpi generate"),
+    ("python -m bench.cli.mpi", ["scatter"], "usage: mpirun -n R python -m bench.cli.mpi generate"),
+    ("python -m bench.cli.mpi", ["generate", "--preset", "mnist", "--count", "-1", "--out", "{base}/m"], "--count"),
+    ("python -m bench.cli.mpi", ["generate", "--preset", "mnist", "--layouts", "zip", "--out", "{base}/m"],
      "unknown layout 'zip'"),
-    ("python -m bench.mpi", ["generate", "--list-presets"], "use python -m generator --list-presets"),
+    ("python -m bench.cli.mpi", ["generate", "--list-presets"], "use python -m generator --list-presets"),
 ]
 
 
@@ -157,8 +157,8 @@ def test_a_bad_value_is_one_line_and_exit_2(places, capsys, command, argv, says)
     lines = err.splitlines()
     assert code == 2, (code, out, err)
     assert len(lines) == 1 and "Traceback" not in err, err
-    progs = (command, "mpirun -n R python -m bench.mpi generate")  # bench.mpi's argparse names the mpirun line
-    assert lines[0].startswith(progs if command == "python -m bench.mpi" else command), lines[0]
+    progs = (command, "mpirun -n R python -m bench.cli.mpi generate")  # bench.cli.mpi's argparse names the mpirun line
+    assert lines[0].startswith(progs if command == "python -m bench.cli.mpi" else command), lines[0]
     assert ": error: " in lines[0], lines[0]
     assert fill([says], places)[0] in lines[0], (says, lines[0])
     assert sorted(p.name for p in places["base"].iterdir()) == before  # nothing made on the way to the error
@@ -170,8 +170,8 @@ PROCESSES = [
     (["-m", "bench", "run", "--corpus", "{corpus}", "--output", "{out}", "--shuffle", "random"], "invalid choice"),
     (["-m", "bench", "report", "{base}/types.json", "--out", "{base}/rep"], "the file is damaged or not ours"),
     (["-m", "bench", "compare", "{base}/pickle.json", "{base}/list.json"], "cannot be read as JSON"),
-    (["-m", "bench.plan", *PLAN, "--from", "{base}/list.json"], "is not a layoutbench results file"),
-    (["-m", "bench.mpi", "generate", "--preset", "mnist", "--count", "0", "--out", "{base}/m"], "--count"),
+    (["-m", "bench.cli.plan", *PLAN, "--from", "{base}/list.json"], "is not a layoutbench results file"),
+    (["-m", "bench.cli.mpi", "generate", "--preset", "mnist", "--count", "0", "--out", "{base}/m"], "--count"),
 ]
 
 

@@ -177,7 +177,7 @@ def dead_pid() -> int:
 def test_an_interrupted_checkpoint_write_leaves_no_file(corpus, tmp_path, monkeypatch):
     """Ctrl-C or SIGTERM (both KeyboardInterrupt in the CLIs) in the middle of writing a checkpoint:
     the partial checkpoint is removed as the interrupt unwinds."""
-    from bench import runner
+    from bench.run import runner
     from generator.lifetime import Terminated
 
     path = tmp_path / ".layoutbench-checkpoint-host-1.bin"
@@ -201,9 +201,9 @@ def test_what_a_killed_bench_run_left_is_swept_by_the_next(corpus, tmp_path):
     process, or of another host (whose pids mean nothing here), are kept."""
     import socket
 
-    from bench.config import BenchConfig
-    from bench.result import RunConfig
-    from bench.runner import run_bench
+    from bench.run.config import BenchConfig
+    from bench.results.result import RunConfig
+    from bench.run.runner import run_bench
 
     host, dead, live = socket.gethostname(), dead_pid(), os.getppid()
     left = [f".layoutbench-checkpoint-{host}-{dead}.bin", f".layoutbench-probe-{host}-{dead}", f".r.json.tmp-{host}-{dead}",

@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from bench.__main__ import build_parser, main as bench_main
-from bench.config import BenchConfig, check_round_trip
-from bench.result import Results, RunConfig
-from bench.runner import run_bench
-from bench.torchrun import default_worker_kind
+from bench.cli.commands import build_parser, main as bench_main
+from bench.run.config import BenchConfig, check_round_trip
+from bench.results.result import Results, RunConfig
+from bench.run.runner import run_bench
+from bench.run.torchrun import default_worker_kind
 from generator.cli import run_main
 
 
@@ -53,7 +53,7 @@ def results_file(corpus, tmp_path_factory):
 ])
 def test_a_run_that_reads_nothing_or_cannot_fit_is_refused_before_measuring(corpus, tmp_path, capsys, monkeypatch,
                                                                            argv, says):
-    monkeypatch.setattr("bench.config.available_memory", lambda: 1 << 30)  # 1 GiB free, whatever this machine has
+    monkeypatch.setattr("bench.run.config.available_memory", lambda: 1 << 30)  # 1 GiB free, whatever this machine has
     got = bench(["run", "--corpus", corpus("gray8"), "--output", tmp_path / "out" / "r.json", "--quiet", *argv], capsys)
     one_line(got, 2, says)
     assert not (tmp_path / "out").exists()  # refused before any output directory was made
@@ -61,7 +61,7 @@ def test_a_run_that_reads_nothing_or_cannot_fit_is_refused_before_measuring(corp
 
 def test_more_ranks_than_samples_is_refused(corpus, tmp_path):
     """Under MPI, a rank with no sample would read nothing: refused before measuring."""
-    from bench.config import check_config
+    from bench.run.config import check_config
     from generator.errors import UsageError
     from generator.manifest import read_manifest
 

@@ -4,15 +4,15 @@ files (residency, eviction, warming, the floors, the readers) names the file and
 in one line: never a FileNotFoundError traceback.
 
 The race (a file listed, then gone before it is opened) is made exact by deleting a file right
-after the bench has listed the corpus (bench.probes.expand), at each place that lists it."""
+after the bench has listed the corpus (bench.probe.probes.expand), at each place that lists it."""
 
 from __future__ import annotations
 
 
 import pytest
 
-from bench import floors, probes
-from bench.probes import CorpusChanged
+from bench.probe import floors, probes
+from bench.probe.probes import CorpusChanged
 from generator.cli import run_main
 
 PROBES = {
@@ -26,7 +26,7 @@ PROBES = {
 
 
 def vanish_after_listing(monkeypatch, after_calls: int = 0):
-    """bench.probes.expand lists the files, then (from its `after_calls`+1-th call) deletes the first
+    """bench.probe.probes.expand lists the files, then (from its `after_calls`+1-th call) deletes the first
     one it listed: what a mover or a regenerating generator does between listing and opening."""
     real, calls, gone = probes.expand.__wrapped__, [0], []
 
@@ -84,7 +84,7 @@ def test_a_sample_moved_away_during_bench_run_is_one_named_line(corpus_copy, tmp
 def test_a_corpus_regenerated_under_a_running_bench_is_one_named_line(corpus_copy, tmp_path, monkeypatch, capsys):
     """`generator --force` with another spec over the corpus between two epochs (the loose files of
     another count and shape replace these): the next read or probe names what it found."""
-    from bench import runner
+    from bench.run import runner
     from generator.build import generate
     from generator.spec import Spec
 

@@ -5,9 +5,8 @@ copied out of a map; both also warm the files."""
 import numpy as np
 import pytest
 
-from bench import floors
-from bench import probes
-from bench.regimes import set_cache
+from bench.probe import floors, probes
+from bench.probe.regimes import set_cache
 
 
 @pytest.fixture

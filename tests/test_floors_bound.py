@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import floors
-from bench.config import BenchConfig
-from bench.result import RunConfig, summarize
-from bench.runner import run_bench
+from bench.probe import floors
+from bench.run.config import BenchConfig
+from bench.results.result import RunConfig, summarize
+from bench.run.runner import run_bench
 from generator.build import generate
 from generator.errors import LayoutbenchError
 from generator.spec import Spec
@@ -132,7 +132,7 @@ def test_one_stream_floors_only_for_layouts_a_naive_baseline_reads():
 def test_cold_floors_are_measured_next_to_each_layouts_cold_runs(small, tmp_path, monkeypatch):
     """Cold: a layout's floors are measured just before its first cold run (not minutes before,
     with every other layout's), once; warm ones first, as before; without cold runs, none."""
-    from bench import runner
+    from bench.run import runner
 
     events = []
     real_floors, real_run = floors._layout_floors, runner.run_layout
@@ -193,8 +193,8 @@ def test_floors_are_not_beaten_by_the_loaders_on_the_same_files(small, tmp_path)
 
 @pytest.mark.skipif(shutil.which("fio") is None, reason="fio not installed (make install-fio)")
 def test_fio_reads_the_same_files(small):
-    from bench.fio import fio_floor
-    from bench import probes
+    from bench.probe.fio import fio_floor
+    from bench.probe import probes
     from loaders import open_corpus
 
     for layout in ("files", "hdf5"):
@@ -219,8 +219,8 @@ def test_fio_is_set_beside_our_fastest_random_read_floor_and_flagged_past_25_per
     """Cold, rand-advise (a batch advised at once) is a random-read floor too: fio's figure is
     compared with the faster of it and rand, at the same layout, cache and jobs; a floor more
     than 25 % below fio is called too low, fio more than 25 % below ours is said to be slower."""
-    from bench.report import fio_lines
-    from bench.result import FioFloor, Floors, Results, StreamFloor
+    from bench.report.verdict import fio_lines
+    from bench.results.result import FioFloor, Floors, Results, StreamFloor
 
     def at(way, mb, streams=2):  # 1 MB per pass: MB/s = 1 / seconds
         return StreamFloor("hdf5", "cold", way, streams, 64, 1_000_000, 10, 1 / mb, 0.0, 100_000)

@@ -1,10 +1,10 @@
-"""bench/hits.py's accounting: per sample, its payload weighted by the resident share of its
+"""bench/probe/hits.py's accounting: per sample, its payload weighted by the resident share of its
 ranges' pages; a range several samples of one batch share (a Parquet column chunk) missed once."""
 
 import pytest
 
-import bench.hits as hits
-from bench.hits import PAGE, HitCounter, ProbedReader
+import bench.probe.hits as hits
+from bench.probe.hits import PAGE, HitCounter, ProbedReader
 
 
 class FakeReader:
@@ -60,7 +60,7 @@ def test_batches_are_counted_apart(probed):
 
 
 def test_the_report_names_layouts_whose_design_reads_more_than_the_payload():
-    from bench.report import read_unit_notes
+    from bench.report.markdown import read_unit_notes
     from loaders.registry import readers
 
     lines = read_unit_notes([{"layout": name} for name in readers()])

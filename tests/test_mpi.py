@@ -13,8 +13,8 @@ import pytest
 
 from generator.layouts import layout_ids
 
-from bench.mpi import mpirun_command, pack, unpack
-from bench.runner import shard_rank
+from bench.run.mpi import mpirun_command, pack, unpack
+from bench.run.runner import shard_rank
 from generator.errors import UsageError
 
 try:
@@ -68,7 +68,7 @@ def test_shard_shift_rotates_every_rank_through_every_shard():
 
 
 def test_single_process_needs_no_mpi():
-    code = ("import sys, bench.mpi, bench.comm; c = bench.comm.get_comm('auto'); "
+    code = ("import sys, bench.run.mpi, bench.run.comm; c = bench.run.comm.get_comm('auto'); "
             "assert (c.rank, c.size) == (0, 1) and 'mpi4py' not in sys.modules, sys.modules.get('mpi4py')")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
@@ -81,8 +81,8 @@ def test_mpirun_collectives_carry_arrays_between_two_ranks(tmp_path):
     script.write_text(textwrap.dedent("""
         import json, sys
         import numpy as np
-        from bench.comm import get_comm
-        from bench.mpi import MPIComm
+        from bench.run.comm import get_comm
+        from bench.run.mpi import MPIComm
         comm = get_comm("auto")
         assert isinstance(comm, MPIComm)  # the launcher was detected
         got = comm.gather({"rank": comm.rank, "data": np.full(3 + comm.rank, comm.rank, np.int32)})
@@ -105,7 +105,7 @@ def test_mpirun_generation_writes_the_same_corpus_as_one_process(tmp_path):
     # 256x256x1 = 64 KiB samples: the files writer's parts for 2 ranks are 8 parts of 38 (the last 34),
     # and rank r writes parts r, r+2, ...: 4 x 38 on rank 0, 3 x 38 + 34 on rank 1.
     common = ["--shape", "256x256x1", "--count", "300", "--quiet", "--workers", "1"]
-    proc = mpirun(["-m", "bench.mpi", "generate", *common, "--out", str(tmp_path / "mpi")])
+    proc = mpirun(["-m", "bench.cli.mpi", "generate", *common, "--out", str(tmp_path / "mpi")])
     assert proc.returncode == 0, proc.stderr
     single = subprocess.run([sys.executable, "-m", "generator", *common, "--out", str(tmp_path / "one")],
                             cwd=REPO, capture_output=True, text=True)
@@ -129,7 +129,7 @@ def test_mpirun_generation_writes_the_same_corpus_as_one_process(tmp_path):
 @needs_mpirun
 def test_mpirun_generation_error_is_one_line_from_rank_0(tmp_path):
     (tmp_path / "notacorpus.txt").write_text("mine")
-    proc = mpirun(["-m", "bench.mpi", "generate", "--preset", "mnist", "--count", "10", "--out", str(tmp_path)])
+    proc = mpirun(["-m", "bench.cli.mpi", "generate", "--preset", "mnist", "--count", "10", "--out", str(tmp_path)])
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "is not empty and holds no layoutbench corpus" in errors[0]

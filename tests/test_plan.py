@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bench.plan import PROG, Measured, Plan, human_bytes, main, project, sci
+from bench.cli.plan import PROG, Measured, Plan, human_bytes, main, project, sci
 from generator.cli import run_main
 
 SEED = ["--images", "1e8", "--preset", "4k-8bit", "--epochs", "5000", "--checkpoint-mb", "40",
@@ -93,9 +93,9 @@ def test_bad_values_exit_2_with_one_line(argv, words, capsys):
 
 
 def test_standalone_module_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "bench.plan", *SEED], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "bench.cli.plan", *SEED], capture_output=True, text=True)
     assert proc.returncode == 0 and "4.59 PB" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "bench.plan", "--images", "-5", "--preset", "mnist",
+    bad = subprocess.run([sys.executable, "-m", "bench.cli.plan", "--images", "-5", "--preset", "mnist",
                           "--epochs", "1"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
@@ -104,7 +104,7 @@ def small_results(path, mb_per_epoch=(90.0, 100.0, 110.0), version=None):
     """A results file as `python -m bench run` writes it: one hdf5 run, 4K samples, 3 epochs."""
     import dataclasses
 
-    from bench.result import EpochRecord, Floors, Results, Run, RunConfig
+    from bench.results.result import EpochRecord, Floors, Results, Run, RunConfig
 
     def epoch_record(**given):  # fields this test does not need (counters, ...) are None
         unset = [f.name for f in dataclasses.fields(EpochRecord)
@@ -142,7 +142,7 @@ def test_from_results_projects_each_layout(tmp_path, capsys):
 
 def test_from_refuses_unknown_results_version(tmp_path):
     path = small_results(tmp_path / "r.json", version=99)
-    proc = subprocess.run([sys.executable, "-m", "bench.plan", *SEED, "--from", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "bench.cli.plan", *SEED, "--from", str(path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "results version 99" in proc.stderr and "Traceback" not in proc.stderr

@@ -139,7 +139,7 @@ def test_loader_streams_every_index_once_with_workers_and_ranks(streaming_corpus
 
 def test_bench_run_streams_records_and_reports_the_order(streaming_corpus, tmp_path, capsys):
     from bench.__main__ import main
-    from bench.result import Results
+    from bench.results.result import Results
 
     out = tmp_path / "s.json"
     assert main(["run", "--corpus", str(streaming_corpus), "--output", str(out), "--shuffle", "shards",

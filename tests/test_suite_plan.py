@@ -7,9 +7,9 @@ import pytest
 
 from generator.errors import UsageError
 
-from bench import suite
-from bench.regimes import in_flight_bytes, parse_size
-from bench.result import RunConfig
+from bench.cli import suite
+from bench.probe.regimes import in_flight_bytes, parse_size
+from bench.results.result import RunConfig
 
 
 @pytest.mark.parametrize("plan", [suite.FULL, suite.QUICK], ids=["full", "quick"])
@@ -38,7 +38,7 @@ def test_a_job_the_run_would_refuse_is_refused_before_anything_is_measured(tmp_p
     tiny = suite.SuitePlan((suite.preset("imagenet", 40),), "imagenet-40", capped=(suite.Capped("imagenet-40", "1M"),))
     monkeypatch.setattr(suite, "QUICK", tiny)
     monkeypatch.setattr(suite, "run_bench", lambda cfg: pytest.fail("measured before the check"))
-    monkeypatch.setattr("bench.cgroups.find_parent", lambda: None)
+    monkeypatch.setattr("bench.probe.cgroups.find_parent", lambda: None)
     with pytest.raises(UsageError, match=r"imagenet-40 \(capped\) is refused: --memory-limit 1,048,576 B is below"):
         suite.run_suite(tmp_path / "data", tmp_path / "results", quick=True)
 
@@ -73,8 +73,8 @@ def test_a_corpus_of_another_plan_is_refused_before_anything_is_made(tmp_path, m
 def test_a_read_unit_larger_than_the_cap_is_refused_by_name(corpus, tmp_path):
     """Parquet gives a sample by reading its row group's whole column chunk: under a cap that
     cannot hold one, `bench run` refuses it in one line (the suite leaves it out, saying so)."""
-    from bench.config import BenchConfig
-    from bench.regimes import check_capped, read_unit_bytes
+    from bench.run.config import BenchConfig
+    from bench.probe.regimes import check_capped, read_unit_bytes
     from generator.layouts import get_layout
     from generator.manifest import read_manifest
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conformance import reference
 
-from bench.config import BenchConfig
-from bench.result import Results, RunConfig
-from bench.runner import run_bench
+from bench.run.config import BenchConfig
+from bench.results.result import Results, RunConfig
+from bench.run.runner import run_bench
 from generator.errors import LayoutbenchError, UsageError
 from loaders import open_corpus
 from loaders import sampler as S
@@ -240,7 +240,7 @@ def test_the_device_stage_on_the_cpu_stages_copies_and_counts(ref):
 
 
 def test_bench_run_loader_both_puts_ours_and_the_dataloader_side_by_side(corpus, tmp_path):
-    from bench.report import summary_table
+    from bench.report.markdown import summary_table
 
     cfg = BenchConfig(corpus=corpus("gray8"), output=tmp_path / "r.json", layouts=("files", "hdf5"),
                       caches=("warm",), workers=(0, 2), naive=False, loader="both",
@@ -380,7 +380,7 @@ def test_device_cuda_without_cuda_is_one_line_and_the_run_goes_on(corpus, tmp_pa
 
 
 def test_the_dataloader_speed_harness_prints_every_row(corpus, capsys):
-    from bench import dataloader_speed
+    from bench.speed import dataloader as dataloader_speed
 
     assert dataloader_speed.main(["--corpus", str(corpus("gray8")), "--rounds", "2", "--batch-size", "4",
                                   "--group", "auto,2", "--no-tensor-ceilings"]) == 0

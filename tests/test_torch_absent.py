@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 
-from bench.config import BenchConfig
-from bench.result import Results, RunConfig
-from bench.runner import run_bench
+from bench.run.config import BenchConfig
+from bench.results.result import Results, RunConfig
+from bench.run.runner import run_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # torch made unimportable in a child
@@ -23,8 +23,8 @@ def python(code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_nothing_but_loaders_torch_imports_torch():
-    r = python("import sys, loaders, loaders.pipeline, loaders.dataset, loaders.verify, bench.runner, bench.__main__, "
-               "bench.torchrun, bench.report\nprint(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    r = python("import sys, loaders, loaders.pipeline, loaders.dataset, loaders.verify, bench.run.runner, bench.__main__, "
+               "bench.run.torchrun, bench.report.markdown, bench.report.compare, bench.cli.suite\nprint(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
 
 

@@ -22,7 +22,7 @@ a member: magic b"LBTARIX1", u64 first sample index, u64 sample count, then per 
 shard list (`"__kind__": "wids-shard-index-v1"`: url, nsamples and filesize per shard).
 
 Headers are built for a whole shard at once with numpy rather than one TarInfo.tobuf call per
-member (bench/tar_write_speed.py measures the writer against tarfile.addfile and webdataset's
+member (bench/speed/tar_write.py measures the writer against tarfile.addfile and webdataset's
 ShardWriter; the README has the figures); tests check them byte for byte against tarfile's and
 webdataset's own output.
 """

@@ -32,15 +32,19 @@ from loaders.registry import readers
 from loaders.sampler import order_randomness
 from loaders.stages import split_overhead
 
-from . import probes
+from bench.probe import probes
+from bench.probe.floors import cold_floors, cold_next_to_runs, measure_floors
+from bench.probe.machine import metadata
+from bench.probe.measure import Compute, Counters, RankEpoch, check_indices, time_batches
+from bench.probe.regimes import WARM_MIN, CacheState, host_ram, set_cache
+from bench.results.au import au
+from bench.results.result import Checkpoint, EpochRecord, RankRecord, Results, Run
+
+from . import capped
 from .comm import Comm, SingleProcessComm
-from .config import BenchConfig, check_config
-from .floors import cold_floors, cold_next_to_runs, measure_floors
-from .machine import metadata
-from .measure import Compute, Counters, RankEpoch, check_indices, time_batches
+from .config import PROBE_PREFIX, BenchConfig, check_config
 from .naive import naive_name, reads_of
-from .regimes import WARM_MIN, CacheState, host_ram, set_cache
-from .result import Checkpoint, EpochRecord, RankRecord, Results, Run, RunConfig
+from .reading import open_loader, warm_up_code
 from .torchrun import device_stage, open_torch_loader, run_names, torch_run
 
 
@@ -50,8 +54,6 @@ CHECKPOINT_PREFIX = ".layoutbench-checkpoint-"
 def sweep_leftovers(cfg: BenchConfig) -> list[Path]:
     """Remove what killed runs on this host left where this one writes: checkpoints, write probes
     and results temporaries named after a process that is dead (a kill -9 runs no cleanup)."""
-    from .config import PROBE_PREFIX
-
     out = Path(cfg.output).parent
     removed = sweep_dead(out, PROBE_PREFIX) + sweep_dead(out, f".{Path(cfg.output).name}.tmp-")
     if cfg.checkpoint_mb > 0:
@@ -64,15 +66,6 @@ def sweep_leftovers(cfg: BenchConfig) -> list[Path]:
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
-
-
-def open_loader(reader, rc: RunConfig, workers: int, rank: int, timing: bool, naive: bool = False):
-    from loaders.pipeline import Loader
-
-    kind = "fork" if rc.worker_kind == "process" else rc.worker_kind
-    return Loader(reader, batch_size=rc.batch_size, workers=0 if naive else workers, worker_kind=kind,
-                  shuffle=rc.shuffle, seed=rc.seed, prefetch=rc.prefetch, decode=rc.decode or naive,
-                  drop_last=rc.drop_last, rank=rank, world=rc.world, timing=timing, naive=naive)
 
 
 def shard_rank(rank: int, world: int, epoch: int, shift: int) -> int:
@@ -90,10 +83,8 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
     """One (layout, cache, workers) run for one repeat: its epoch records (rank 0) and checkpoints."""
     from loaders import open_corpus
 
-    if cache == "capped":  # in a child process inside a memory cgroup (bench.capped)
-        from .capped import run_capped
-
-        records, checkpoints, method, cap = run_capped(ctx, layout, workers, repeat)
+    if cache == "capped":  # in a child process inside a memory cgroup (bench.run.capped)
+        records, checkpoints, method, cap = capped.run_capped(ctx, layout, workers, repeat)
         ctx.caps[(layout, workers, repeat, ctx.cfg.run.decode)] = cap
         return records, checkpoints, method, None
     rc, comm = ctx.cfg.run, ctx.comm
@@ -156,27 +147,9 @@ def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: in
     return records, checkpoints, method, settings
 
 
-def warm_up_code(reader, rc: RunConfig, naive: bool) -> None:
-    """Run every read path once on a few samples before measuring. Cold means the *data* is not
-    cached: the code that reads it is, in training. drop_caches also drops the pages of libraries
-    not yet mapped; without this, a cold first epoch would read h5py or lmdb code from disk and
-    count it as sample bytes. Pages mapped by this process stay mapped (and fork workers share them)."""
-    idx = np.arange(min(rc.batch_size, len(reader)))
-    if naive:
-        reader.naive_batch(idx)
-        reader.close_naive()
-        return
-    reader.read_many(idx)
-    reader.decode(reader.read(int(idx[0])), int(idx[0]))
-    reader.read_batch(idx)
-    reader.close()
-
-
 def epoch_au(got: list[dict]) -> float | None:
     """AU of one epoch over the ranks: their compute over (ranks x the slowest rank's running
-    time), None without emulated compute (see bench/au.py)."""
-    from .au import au
-
+    time), None without emulated compute (see bench/results/au.py)."""
     return au(sum(float(g["compute_s"]) for g in got), len(got) * max(float(g["au_span_s"]) for g in got))
 
 
@@ -203,8 +176,6 @@ def write_checkpoint(path: Path, mb: float, repeat: int, epoch: int) -> Checkpoi
     seconds = time.perf_counter() - t0
     path.unlink()
     return Checkpoint(repeat, epoch, total, seconds)
-
-
 
 
 class Context:
@@ -415,19 +386,15 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                    tuple(out_runs), tuple(notes))
 
 
-
-
 def cache_notes(runs, corpus: str) -> list[str]:
     """Say, never hide, when a cache setting did not hold."""
-    from .capped import capped_notes
-
     notes = []
     for r in runs:
         bytes_only = "" if r.config.decode or r.kind == "naive" else " (bytes only)"
         what = f"{corpus} {r.layout}{bytes_only} {r.cache} w{r.config.workers}"
         bad = [e for e in r.epochs if not e.cache_ok]
         if r.cache == "capped":
-            notes += capped_notes(r, corpus)
+            notes += capped.capped_notes(r, corpus)
         elif bad:
             if r.cache == "cold":
                 seen = f"residency up to {max(e.residency_before for e in bad):.1%} before the epoch"

@@ -25,11 +25,13 @@ import numpy as np
 
 from generator.errors import LayoutbenchError
 
+from bench.results.result import Floors, MemcpyFloor, PreadFloor, SeqFloor, StreamFloor
+
 from . import probes
-from .probes import names_corpus_files
+from .fio import fio_floor
 from .measure import null_floor
-from .regimes import set_cache
-from .result import Floors, MemcpyFloor, PreadFloor, SeqFloor, StreamFloor
+from .probes import names_corpus_files
+from .regimes import set_cache, settle
 
 READ_BLOCK = 4 << 20  # the sequential floor's read size
 PREAD_MIN_SLOTS = 100
@@ -499,16 +501,6 @@ def memcpy_threads(threads: int, nbytes: int = 64 << 20, repeats: int = 5) -> tu
     return per * threads, best
 
 
-def settle(cache: str, paths, evict: str, tries: int = 3):
-    """set_cache, again (up to `tries` times) while the state does not hold: on a shared machine
-    another user's drop_caches can empty the cache between warming and checking."""
-    for _ in range(tries):
-        state = set_cache(cache, paths, evict)
-        if state.ok:
-            break
-    return state
-
-
 def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, sample_bytes: int, samples: int,
                   into: int, evict: str, seed: int = 0) -> list[StreamFloor]:
     """The floors of one layout's files at one concurrency and cache state: sequential reads at
@@ -579,8 +571,6 @@ def _layout_floors(cfg, layout: str, paths, cache: str, ranks_here: int, depth: 
     for streams in floor_streams(cfg, ranks_here, layout):
         at += stream_floors(layout, paths, cache, streams, depth, sample, count, into, cfg.evict, cfg.run.seed)
         if fio:
-            from .fio import fio_floor
-
             fio_floors.append(fio_floor(layout, paths, cache, streams, min(cfg.run.batch_size, DEPTH_MAX),  # iodepth =
                                         sample, count, cfg.evict))                                          # the batch
     return seq, at, fio_floors
@@ -626,7 +616,7 @@ def measure_floors(ctx, manifest) -> Floors:
     """The floors of this corpus, on rank 0 while the other ranks wait (they share the page cache):
     for each layout and cache state, the one-stream sequential floor (`seq`) and the floors at
     every concurrency the runs use (`at`: W streams, a batch in flight each), the memory copy at
-    those thread counts, pread of one sample, and the harness. With `cfg.fio` (bench/fio.py),
+    those thread counts, pread of one sample, and the harness. With `cfg.fio` (bench/probe/fio.py),
     fio's random reads beside our own. Where the runs are cold (cold_next_to_runs), a layout's
     cold `seq` and `at` floors are not measured here but next to its cold runs (cold_floors)."""
     cfg, ranks_here, depth, sample, into = _floor_plan(ctx, manifest)

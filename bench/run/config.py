@@ -11,9 +11,9 @@ from pathlib import Path
 from generator.errors import UsageError
 from generator.lifetime import owned_name, sweep_dead
 
-from .result import RUN_CACHES, RunConfig
+from bench.results.result import RUN_CACHES, ResultsError, RunConfig, _dump, _load
 
-CACHES = RUN_CACHES  # cold, warm, asis, capped (bench.result checks results against the same list)
+CACHES = RUN_CACHES  # cold, warm, asis, capped (bench.results.result checks results against the same list)
 PROBE_PREFIX = ".layoutbench-probe-"  # + host-pid: check_writable's probe file
 
 
@@ -33,9 +33,9 @@ class BenchConfig:
     checkpoint_dir: Path | None = None
     evict: str = "auto"
     progress: bool = False
-    fio: bool = False  # also run fio's random reads beside the floors (bench/fio.py)
+    fio: bool = False  # also run fio's random reads beside the floors (bench/probe/fio.py)
     memory_limit: int | None = None  # capped: bytes of page cache on top of the loader's own memory
-    loader: str = "ours"  # ours, torch (torch.utils.data.DataLoader) or both, side by side (bench.torchrun)
+    loader: str = "ours"  # ours, torch (torch.utils.data.DataLoader) or both, side by side (bench.run.torchrun)
     pin_memory: bool = False  # DataLoader runs: pin_memory=True
     device: str | None = None  # cuda or cuda:N: copy each batch to that GPU (skipped, with a note, without CUDA)
     # --decode both: (True, False), every loader run decoded and as payload bytes only; () = run.decode alone
@@ -84,7 +84,7 @@ def check_config(cfg: BenchConfig, manifest) -> None:
     for cache in cfg.caches:
         if cache not in CACHES:
             raise UsageError(f"unknown cache setting {cache!r}; choose from {', '.join(CACHES)}")
-    from .regimes import check_capped
+    from bench.probe.regimes import check_capped
 
     check_capped(cfg, manifest, cfg.run.world)
     if (cfg.checkpoint_mb > 0) != (cfg.checkpoint_every > 0):
@@ -147,10 +147,8 @@ def available_memory() -> int | None:
 
 
 def check_round_trip(cfg: BenchConfig) -> None:
-    """What this run would store as its settings loads back as they are (bench/result.py checks
+    """What this run would store as its settings loads back as they are (bench/results/result.py checks
     types and values on load): a run whose results its own report would refuse is refused now."""
-    from .result import RunConfig, _dump, _load, ResultsError
-
     try:
         back = _load(RunConfig, json.loads(json.dumps(_dump(cfg.run))), "the run's settings")
     except (ResultsError, ValueError, TypeError) as exc:

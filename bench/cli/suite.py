@@ -31,10 +31,12 @@ from generator.manifest import MANIFEST, read_manifest
 from generator.sizes import parse_size_dist
 from generator.spec import Spec, preset_spec
 
-from .report import answer, corpus_name, summary_table, write_report
-from .result import Results, RunConfig, floor_cache, summarize
-from .config import BenchConfig, check_config, check_writable
-from .runner import run_bench
+from bench.report.analysis import corpus_name
+from bench.report.markdown import summary_table, write_report
+from bench.report.verdict import answer
+from bench.results.result import Results, RunConfig, floor_cache, summarize
+from bench.run.config import BenchConfig, check_config, check_writable
+from bench.run.runner import run_bench
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class SuitePlan:
     capped: tuple[Capped, ...] = ()
     capped_epochs: int = 4
     # corpora read without the naive baselines, for the suite's 10 minutes: MNIST's make one library
-    # call per sample (1,200-4,000 samples/s: 67 s of one 25,000-image job here; bench/loader_speed.py
+    # call per sample (1,200-4,000 samples/s: 67 s of one 25,000-image job here; bench/speed/loader.py
     # measures them); 4K at 16 bit is the 8-bit corpus's shape at twice the bytes, and zarr-python's
     # oindex of one such image took 6-14 s
     no_naive: tuple[str, ...] = ("mnist-", "4k-16bit-")
@@ -177,7 +179,7 @@ def goals(results: list[Results]) -> list[str]:
 
 def capped_jobs(plan: SuitePlan, data: Path, out: Path, progress: bool) -> list[BenchConfig]:
     """Every layout of one corpus per sample-size class under its cap, 2 loader threads."""
-    from .regimes import parse_size
+    from bench.probe.regimes import parse_size
 
     return [BenchConfig(corpus=Path(data) / c.corpus, output=out / f"{c.corpus}-capped.json",
                         caches=("capped",), workers=(plan.workers,), naive=False, memory_limit=parse_size(c.size),
@@ -194,7 +196,7 @@ def fit_cap(cfg: BenchConfig) -> BenchConfig:
 
     from generator.layouts import get_layout, layout_ids
 
-    from .regimes import oversized_units
+    from bench.probe.regimes import oversized_units
 
     manifest = read_manifest(cfg.corpus)
     names = [n for n in layout_ids() if n in manifest.layouts and get_layout(n).missing() is None]
@@ -243,7 +245,7 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
                                 run=RunConfig(epochs=plan.epochs, worker_kind="thread", shuffle="shards")))
     capped = capped_jobs(plan, data, out, progress)
     if capped:
-        from .cgroups import CgroupUnavailable, find_parent
+        from bench.probe.cgroups import CgroupUnavailable, find_parent
 
         try:
             find_parent()

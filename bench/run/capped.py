@@ -28,11 +28,13 @@ from dataclasses import replace
 
 from generator.errors import LayoutbenchError
 
-from . import cgroups, probes
-from .hits import HitCounter, ProbedReader
-from .measure import Counters, time_batches
-from .regimes import COLD_MAX, CacheState, set_cache
-from .result import EpochRecord, _dump, _load
+from bench.probe import cgroups, probes
+from bench.probe.hits import HitCounter, ProbedReader
+from bench.probe.measure import Counters, time_batches
+from bench.probe.regimes import COLD_MAX, CacheState, set_cache
+from bench.results.result import EpochRecord, _dump, _load
+
+from .reading import open_loader, warm_up_code
 
 PR_SET_PDEATHSIG = 1
 PRIME_EPOCH = 1 << 30  # an epoch number no run reaches: its order only primes the loader's buffers
@@ -196,8 +198,6 @@ def _own_memory(group, epoch_anon: int, paths) -> int:
 
 def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -> None:
     from loaders import open_corpus
-
-    from .runner import open_loader, warm_up_code
 
     ctx.bar = None  # the parent shows progress
     _steady_malloc()

@@ -7,7 +7,7 @@ A DataLoader run is named like a naive baseline, after what it measures: torch-s
 (its floor). The batch run groups small batches K to a DataLoader item (loaders.torch's
 group="auto"; each batch still one read_batch, handed out one by one, in the same order): one
 DataLoader item costs its main process about the same whatever its size, and with one 25 KB
-MNIST batch per item that cost was the epoch (0.2-0.4x our Loader; bench/dataloader_speed.py
+MNIST batch per item that cost was the epoch (0.2-0.4x our Loader; bench/speed/dataloader.py
 measures both settings and the ceilings side by side). The run's "dataloader" settings record
 K as batches_per_item. torch is imported only when one of these is asked for; without it `--loader torch`
 is one line naming `make install-torch` (exit 2), and `--device cuda` without CUDA is one line and
@@ -19,7 +19,9 @@ from __future__ import annotations
 from generator.errors import UsageError
 from generator.libraries import missing, problem
 
-LOADERS = ("ours", "torch", "both")
+from bench.results.result import LOADERS
+
+LOADER_OPTIONS = (*LOADERS, "both")  # --loader: ours, torch's DataLoader, or both side by side
 TORCH_DATASETS = ("sample", "batch")
 PREFIX = "torch-"
 INSTALL = "make install-torch (or pip install -e '.[torch]')"
@@ -46,8 +48,8 @@ def run_names(layout: str, loader: str) -> list[str]:
 
 def check_torch(loader: str, worker_kind: str, workers) -> None:
     """Refuse, before reading anything, what a DataLoader run cannot do."""
-    if loader not in LOADERS:
-        raise UsageError(f"unknown loader {loader!r}; choose from {', '.join(LOADERS)}")
+    if loader not in LOADER_OPTIONS:
+        raise UsageError(f"unknown loader {loader!r}; choose from {', '.join(LOADER_OPTIONS)}")
     if loader == "ours":
         return
     if (why := missing(f"--loader {loader}", ("torch",))) is not None:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from generator.errors import UsageError
 
-from .report import corpus_name, fmt, table
-from .result import Results, summarize
+from bench.results.result import Results, summarize
+
+from .analysis import corpus_name, fmt
+from .markdown import table
 
 
 def _key(res: Results, run) -> tuple:

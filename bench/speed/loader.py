@@ -1,7 +1,7 @@
 """Loader speed on MNIST, warm page cache, one process: each layout beside the floors of this run.
 
-    .venv/bin/python bench/loader_speed.py [--corpus data/mnist-60000] [--repeats 3]
-    (or python -m bench.loader_speed; the project is installed in .venv, so both find it)
+    .venv/bin/python -m bench.speed.loader [--corpus data/mnist-60000] [--repeats 3]
+    (or .venv/bin/python bench/speed/loader.py; the project is installed in .venv, so both find it)
 
 Reads every sample of the 60,000-sample MNIST corpus (generated under data/ if missing) in a
 shuffled order, in decoded batches of 32, in the calling thread, and prints samples/s per layout
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import probes
 from generator.build import generate
 from generator.cli import Parser, positive_int, run_main
 from generator.manifest import MANIFEST, read_manifest
@@ -35,6 +34,9 @@ from loaders import open_corpus
 from loaders.pipeline import Loader
 from loaders.sampler import batches, epoch_order
 
+from bench.probe import probes
+
+PROG = "python -m bench.speed.loader"
 BATCH = 32
 TARGETS = {"files": 100_000, "hdf5": 120_000, "lmdb": 400_000}  # issue 3, decoded samples/s
 WARM, ATTEMPTS = 0.99, 5  # an epoch counts as warm when this much was resident before and after it
@@ -166,7 +168,7 @@ def table(rows, floor: float) -> str:
 
 
 def main(argv=None) -> int:
-    p = Parser(prog="bench/loader_speed.py", description=__doc__.strip().splitlines()[0])
+    p = Parser(prog=PROG, description=__doc__.strip().splitlines()[0])
     p.add_argument("--corpus", default="data/mnist-60000", help="MNIST corpus (default data/mnist-60000)")
     p.add_argument("--repeats", type=positive_int, default=3, help="epochs per measurement (default 3)")
     args = p.parse_args(argv)
@@ -176,7 +178,7 @@ def main(argv=None) -> int:
     ensure_corpus(raw_corpus, "raw", ["hdf5"])
     spec = read_manifest(corpus).spec
     if spec.shape != (28, 28, 1) or spec.payload != "tiff" or spec.compression != "none":
-        print(f"bench/loader_speed.py: error: {corpus} is not an uncompressed MNIST TIFF corpus", file=sys.stderr)
+        print(f"{PROG}: error: {corpus} is not an uncompressed MNIST TIFF corpus", file=sys.stderr)
         return 2
 
     readers = {name: open_corpus(corpus, name) for name in ("files", "hdf5", "lmdb")}
@@ -210,4 +212,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("bench/loader_speed.py", main, interrupted="rerun the command to measure again"))
+    sys.exit(run_main(PROG, main, interrupted="rerun the command to measure again"))

@@ -76,7 +76,7 @@ def time_batches(batches, timing: bool = False, t0: float | None = None, compute
     With `compute`, each batch is followed by its emulated step: batch_ns is then the wait from
     the end of the previous step to the batch's arrival, seconds runs to the end of the last
     step, compute_s is the time measured around the steps, and au_span_s is the whole epoch (see
-    bench/au.py for why the first wait is kept in)."""
+    bench/results/au.py for why the first wait is kept in)."""
     if compute is not None:
         return _time_with_compute(batches, t0, compute)
     clock = time.perf_counter

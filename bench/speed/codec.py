@@ -1,7 +1,7 @@
 """Decoders side by side in one run: Pillow against the optional faster ones (simplejpeg for JPEG,
 pyspng for PNG), on photo-content payloads, alternating, best of --repeats. Also encode MB/s.
 
-    .venv/bin/python -m bench.codec_speed [--shape 224x224x3] [--count 64] [--repeats 5]
+    .venv/bin/python -m bench.speed.codec [--shape 224x224x3] [--count 64] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ DECODERS = {"jpeg": (formats.decode_jpeg, ["pillow", "simplejpeg"]), "png": (for
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.codec_speed", description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.speed.codec", description=__doc__.strip().splitlines()[0])
     p.add_argument("--shape", default="224x224x3")
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)

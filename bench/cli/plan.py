@@ -177,9 +177,9 @@ def _setup(run: Measured) -> str:
 
 
 def load_runs(path: str) -> tuple[list[Measured], str]:
-    """The measured runs of a bench results file, from its typed records (bench.result checks the
+    """The measured runs of a bench results file, from its typed records (bench.results.result checks the
     format and version and recomputes every summary from the raw epochs)."""
-    from bench.result import Results, summarize  # only --from needs the results module
+    from bench.results.result import Results, summarize  # only --from needs the results module
 
     res = Results.load(path)
     runs = []

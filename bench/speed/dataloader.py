@@ -1,6 +1,6 @@
 """Our Loader against torch's DataLoader and its ceilings, warm page cache, alternated in one process.
 
-    .venv/bin/python -m bench.dataloader_speed --corpus /tmp/mnist-60000 [--layout hdf5] [--workers 2]
+    .venv/bin/python -m bench.speed.dataloader --corpus /tmp/mnist-60000 [--layout hdf5] [--workers 2]
         [--rounds 3] [--batch-size 32] [--group auto[,K...]] [--no-tensor-ceilings]
 
 Needs torch (make install-torch). Each round runs every row once, in turn (the row order rotates
@@ -157,7 +157,7 @@ def _dataset_classes():
 
 
 def main(argv=None) -> int:
-    p = Parser(prog="python -m bench.dataloader_speed", description=__doc__.strip().splitlines()[0])
+    p = Parser(prog="python -m bench.speed.dataloader", description=__doc__.strip().splitlines()[0])
     p.add_argument("--corpus", required=True, help="corpus directory (e.g. python -m generator --preset mnist)")
     p.add_argument("--layout", default="hdf5", help="layout to read (default hdf5)")
     p.add_argument("--workers", type=positive_int, default=2, help="worker processes (default 2)")
@@ -174,9 +174,9 @@ def main(argv=None) -> int:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise UsageError("python -m bench.dataloader_speed needs PyTorch, which is not installed: make install-torch")
+        raise UsageError("python -m bench.speed.dataloader needs PyTorch, which is not installed: make install-torch")
     import loaders
-    from bench import probes
+    from bench.probe import probes
 
     global _FixedPacked, _FixedTensors
     _FixedPacked, _FixedTensors = _dataset_classes()
@@ -244,4 +244,4 @@ def main(argv=None) -> int:
 _FixedPacked = _FixedTensors = None
 
 if __name__ == "__main__":
-    sys.exit(run_main("python -m bench.dataloader_speed", main, interrupted="rerun the command to measure again"))
+    sys.exit(run_main("python -m bench.speed.dataloader", main, interrupted="rerun the command to measure again"))

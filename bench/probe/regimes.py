@@ -4,10 +4,10 @@
   residency must be at most COLD_MAX;
 - warm: pre-read, and at least WARM_MIN resident before (and, checked by the runner, after);
 - asis: whatever it is, measured;
-- capped: the loader process and all its workers in a memory cgroup (bench.cgroups) limited to
+- capped: the loader process and all its workers in a memory cgroup (bench.probe.cgroups) limited to
   the loader's own memory plus SIZE (`--memory-limit`) of page cache; the layout's files are
   evicted once at the start, then the epochs run back to back with no eviction between them:
-  the steady state of a dataset larger than memory (bench.capped runs it).
+  the steady state of a dataset larger than memory (bench.run.capped runs it).
 
 What the cap counts (cgroup v1 and v2 alike): everything charged to the group, i.e. the memory
 the loader process and its workers touch after joining it (anonymous memory, batch buffers,
@@ -146,3 +146,13 @@ def set_cache(cache: str, paths, evict_method: str) -> CacheState:
             res = probes.warm(paths).fraction
         return CacheState(res, res >= WARM_MIN, None)
     return CacheState(probes.residency(paths).fraction, True, None)
+
+
+def settle(cache: str, paths, evict: str, tries: int = 3):
+    """set_cache, again (up to `tries` times) while the state does not hold: on a shared machine
+    another user's drop_caches can empty the cache between warming and checking."""
+    for _ in range(tries):
+        state = set_cache(cache, paths, evict)
+        if state.ok:
+            break
+    return state

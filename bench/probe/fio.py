@@ -27,7 +27,9 @@ import tempfile
 
 from generator.errors import LayoutbenchError, UsageError
 
-from .result import FioFloor
+from bench.results.result import FioFloor
+
+from .regimes import settle
 
 PACKAGE_HINT = "--fio needs fio: install the Debian package fio (make install-fio, or apt-get install -y fio)"
 OPTION_MAX = 4000  # fio refuses an option value over 4096 characters: loose files beyond that are sampled evenly
@@ -87,8 +89,6 @@ def fio_floor(layout: str, paths, cache: str, jobs: int, iodepth: int, block: in
     with tempfile.NamedTemporaryFile("w", suffix=".fio", delete=False) as f:
         f.write(jobfile(paths, jobs, iodepth, max(1, block), samples, ioengine))
     try:
-        from .floors import settle
-
         state = settle(cache, paths, evict)
         p = subprocess.run([fio, "--output-format=json", f.name], capture_output=True, text=True)
     finally:

@@ -1,6 +1,6 @@
 """How fast is the generator? Issue 2's speed goals, each ratio measured side by side in one run.
 
-    .venv/bin/python -m bench.gen_speed [--out-dir DIR] [--repeats R] [--sections mnist,4k,content]
+    .venv/bin/python -m bench.speed.gen [--out-dir DIR] [--repeats R] [--sections mnist,4k,content]
 
 - mnist: MNIST (60,000 by default) written by each layout vs a plain loop of `tifffile.imwrite`
   per file into the same ImageFolder tree; both on the same disk, both timed up to a final
@@ -127,7 +127,7 @@ def load_baseline(rev: str, into: Path):
     name = "generator_at_" + "".join(c if c.isalnum() else "_" for c in rev)
     dest = into / "baseline"
     dest.mkdir()
-    archive = subprocess.run(["git", "archive", rev, "generator"], cwd=Path(__file__).resolve().parents[1],
+    archive = subprocess.run(["git", "archive", rev, "generator"], cwd=Path(__file__).resolve().parents[2],
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     (dest / "generator").rename(dest / name)
@@ -239,7 +239,7 @@ def content_section(min_seconds: float) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.gen_speed", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.speed.gen", description=__doc__.split("\n\n")[0])
     p.add_argument("--out-dir", help="where to write (default: a temporary directory under data/, "
                    "the disk the corpora live on); removed at the end unless --keep")
     p.add_argument("--sections", default="mnist,4k,content", help="comma list of mnist, 4k, content")

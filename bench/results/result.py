@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.errors import LayoutbenchError, UsageError
+from loaders.pipeline import WORKER_KINDS
 from loaders.sampler import MODES as SAMPLER_MODES
 from loaders.stages import BOUND_RATIO, bound_by
 from generator.lifetime import owned_name
@@ -76,7 +77,7 @@ class RunConfig:
     world: int = 1
     shard_shift: int = 0
     sample_latency: bool = True  # one extra epoch per repeat with per-sample timing on
-    # emulated compute (bench/au.py): spent by the consumer after each batch while the loader prefetches
+    # emulated compute (bench/results/au.py): spent by the consumer after each batch while the loader prefetches
     compute_ms: float = 0.0  # per batch
     compute_ms_per_sample: float = 0.0  # plus this per sample of the batch
     compute_busy: bool = False  # busy-wait instead of sleep (finer below a millisecond; holds a core and the GIL)
@@ -120,7 +121,7 @@ class EpochRecord:
     lost_processes: int = 0  # processes whose counters could not be read (counters incomplete)
     ranks: tuple[RankRecord, ...] = ()
     compute_s: float = 0.0  # emulated compute spent by the consumer(s), summed over ranks
-    au: float | None = None  # accelerator utilization (bench/au.py): compute / running time; None without compute
+    au: float | None = None  # accelerator utilization (bench/results/au.py): compute / running time; None without compute
     # capped regime (None elsewhere). Bytes of the layout's files in the page cache (mincore):
     resident_bytes_before: int | None = None
     resident_bytes_after: int | None = None
@@ -131,7 +132,7 @@ class EpochRecord:
     cgroup_peak_bytes: int | None = None
     cgroup_limit_hits: int | None = None
     cgroup_oom_kills: int | None = None
-    # page-cache hits probed at read time (bench.hits): payload bytes served without a device
+    # page-cache hits probed at read time (bench.probe.hits): payload bytes served without a device
     # read, the pages that had to come from the device, and the probe's own time
     hit_bytes: int | None = None
     miss_page_bytes: int | None = None
@@ -185,7 +186,7 @@ class Run:
     checkpoints: tuple[Checkpoint, ...] = ()
     memory_bytes: int | None = None  # memory available to the run: host RAM, or the cap's page cache (capped)
     corpus_bytes: int | None = None  # bytes of the files it reads
-    # capped: {"size", "own_bytes", "limit", "version", "cgroup", "failure"} (see bench.regimes)
+    # capped: {"size", "own_bytes", "limit", "version", "cgroup", "failure"} (see bench.probe.regimes)
     cap: dict | None = None
     loader: str = "ours"  # which loader read it: ours (loaders.pipeline.Loader) or torch (DataLoader)
     dataloader: dict | None = None  # torch runs: the DataLoader's settings (dataset, num_workers, ...)
@@ -229,7 +230,7 @@ class PreadFloor:
 
 @dataclass(frozen=True)
 class StreamFloor:
-    """A floor at a loader's concurrency (bench/floors.py): `streams` processes (a run's workers,
+    """A floor at a loader's concurrency (bench/probe/floors.py): `streams` processes (a run's workers,
     at least 1, times the ranks on the node), each with `depth` reads in flight, reading every
     byte of a layout's files: `seq-read` (in order, read()), `seq-map` (in order, copied out of a
     map) or `rand` (every sample-sized piece once, in a random order)."""
@@ -265,7 +266,7 @@ class MemcpyFloor:
 
 @dataclass(frozen=True)
 class FioFloor:
-    """fio's random reads of a layout's files (bench/fio.py), beside our random-read floor of the same
+    """fio's random reads of a layout's files (bench/probe/fio.py), beside our random-read floor of the same
     layout, cache state and concurrency; iops and MB/s are fio's own figures."""
 
     layout: str
@@ -690,11 +691,10 @@ def _load(cls, data, where: str):
 # Values, beyond types, that the summaries and reports rely on. Every number in a results file
 # is >= 0 and finite (checked in _load_value); these are the narrower ranges, the names from a
 # fixed set, and the lists that must not be empty. (field -> (low, high) or a tuple of names)
-WORKER_KINDS = ("thread", "process", "fork", "spawn")
 SHUFFLES = SAMPLER_MODES  # every epoch order the sampler has
 RUN_CACHES = ("cold", "warm", "asis", "capped")  # the cache settings `bench run --cache` takes
 RUN_KINDS = ("loader", "naive", "torch")  # our Loader, a naive baseline, torch's DataLoader
-LOADERS = ("ours", "torch")
+LOADERS = ("ours", "torch")  # whose loader a run measured: ours, or torch's DataLoader (bench.run.torchrun)
 FRACTION = (0.0, 1.0)
 _VALUES = {
     "RunConfig": {"batch_size": (1, None), "prefetch": (1, None), "epochs": (1, None), "repeats": (1, None),

@@ -1,6 +1,6 @@
 """Writing tar shards three ways, side by side, on one corpus (what chose the tar layout's writer).
 
-    .venv/bin/python -m bench.tar_write_speed [--count 60000] [--rounds 3] [--out-dir DIR]
+    .venv/bin/python -m bench.speed.tar_write [--count 60000] [--rounds 3] [--out-dir DIR]
 
 MNIST-size payloads of the generator, made once in memory, written as 8 shards by (1) the tar
 layout's writer (ustar headers built for a whole shard with numpy, buffers gathered into large
@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.tar_write_speed", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.speed.tar_write", description=__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=60_000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out-dir", type=Path, default=None, help="where the shards go (default: a temporary directory)")

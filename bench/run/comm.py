@@ -2,7 +2,7 @@
 
 Every rank runs the same runner with its own shard (the loaders' Loader takes rank and world);
 rank 0 gathers each epoch's records and aggregates them. A single process is a world of one.
-`bench/mpi.py` (optional, mpi4py) provides the same four calls across MPI ranks; `get_comm`
+`bench/run/mpi.py` (optional, mpi4py) provides the same four calls across MPI ranks; `get_comm`
 picks it when asked for, so single-process use never imports MPI.
 """
 
@@ -48,7 +48,7 @@ LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MV
 
 
 def get_comm(kind: str = "auto") -> Comm:
-    """'single'; 'mpi' (bench/mpi.py's MPIComm, needs mpi4py); 'auto' = mpi under an MPI launcher."""
+    """'single'; 'mpi' (bench/run/mpi.py's MPIComm, needs mpi4py); 'auto' = mpi under an MPI launcher."""
     if kind not in ("auto", "single", "mpi"):
         raise UsageError(f"unknown --comm {kind!r}; choose auto, single or mpi")
     if kind == "single" or (kind == "auto" and not any(v in os.environ for v in LAUNCHER_ENV)):
@@ -56,6 +56,6 @@ def get_comm(kind: str = "auto") -> Comm:
     try:
         from .mpi import MPIComm  # type: ignore[import-not-found]
     except ImportError as exc:
-        raise UsageError(f"MPI runs need bench/mpi.py and mpi4py ({exc}); install the [mpi] extra "
+        raise UsageError(f"MPI runs need bench/run/mpi.py and mpi4py ({exc}); install the [mpi] extra "
                          f"or use --comm single") from None
     return MPIComm()
