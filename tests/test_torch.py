@@ -357,6 +357,26 @@ def test_the_shards_mode_reads_every_index_once_across_2_ranks_and_2_workers(sha
         lt.DataLoaderPipeline(open_corpus(sharded_corpus, "hdf5"), dataset, workers=0, shuffle="shards")
 
 
+def test_loader_torch_without_a_worker_kind_runs_process_workers_and_says_so(corpus, tmp_path):
+    """DataLoader workers are processes: `--loader torch|both` with workers and no --worker-kind
+    runs every run's workers as processes (ours too, at the same concurrency) and says so."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "bench", "run", "--corpus", str(corpus("gray8")), "--output", str(out),
+                        "--layouts", "files", "--cache", "asis", "--epochs", "1", "--no-naive", "--no-sample-latency",
+                        "--loader", "both", "--workers", "1", "--quiet"], cwd=Path(__file__).resolve().parents[1],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "note: --loader both: DataLoader workers are processes, so every run's workers are process workers" \
+        in r.stderr, r.stderr
+    res = Results.load(out)
+    assert {run.loader for run in res.runs} == {"ours", "torch"}
+    assert {run.config.worker_kind for run in res.runs} == {"process"}
+
+
 def test_device_cuda_without_cuda_is_one_line_and_the_run_goes_on(corpus, tmp_path):
     """With torch but no CUDA, `bench run --device cuda` prints one line saying the GPU copy stage
     is skipped, and measures the rest."""
