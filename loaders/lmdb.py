@@ -320,14 +320,8 @@ class LMDBReader(Reader):
         return w
 
     def _read_into(self, idx: list[int], out: np.ndarray) -> None:
-        if self._pages is not None:
-            values = self._paged(idx)
-            if self.small:
-                return self._assemble(idx, values, out)
-            flat = memoryview(out).cast("B")
-            for k, (i, v) in enumerate(zip(idx, values)):
-                self._place(i, v, flat, k, out)
-            return
+        if self._pages is not None:  # read through a user's own Environment: _read_many preads each value
+            return super()._read_into(idx, out)
         if self._loc is not None:
             return self._read_located(idx, out)
         with self._env.begin(db=self._db, buffers=True) as txn:  # views into the map: valid in this txn only
