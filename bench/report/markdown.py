@@ -274,7 +274,8 @@ def au_section(all_rows: list[dict]) -> list[str]:
     if not body:
         return []
     return ["## Accelerator utilization", "",
-            "AU = emulated compute / running time per epoch (MLPerf), the first batch's wait excluded. Runs with "
+            "AU = emulated compute / running time per epoch (MLPerf), the first batch's wait included (an epoch here "
+            "may be a few batches, where leaving it out would leave out nearly all the waiting). Runs with "
             "--compute-ms show it measured; runs without show the smallest compute per batch predicted to keep "
             "AU >= 90 % (bench/results/au.py: the recorded batch arrivals replayed with a step after each batch, the "
             "loader's workers and prefetch depth as they run). au_predicted.png: AU against compute per batch.", "",
