@@ -44,6 +44,18 @@ def _child_reads(reader, conn):
         conn.send(repr(exc))
 
 
+def crcs_read_in_a_forked_child(reader):
+    """The crc32 of every sample as a forked child reads it with `reader` (handles inherited from
+    the parent), or what went wrong there ("no answer" after 60 s)."""
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_child_reads, args=(reader, child))
+    p.start()
+    got = parent.recv() if parent.poll(60) else "no answer"
+    p.join(10)
+    return got
+
+
 class ReaderSuite:
     layout: str
 
@@ -192,13 +204,7 @@ class ReaderSuite:
         _, _, payloads = reference(root)
         r = self.open(root)
         r.read(0)  # the parent's handles are open when it forks
-        ctx = multiprocessing.get_context("fork")
-        parent, child = ctx.Pipe()
-        p = ctx.Process(target=_child_reads, args=(r, child))
-        p.start()
-        got = parent.recv() if parent.poll(60) else "no answer"
-        p.join(10)
-        assert got == [zlib.crc32(x) for x in payloads]
+        assert crcs_read_in_a_forked_child(r) == [zlib.crc32(x) for x in payloads]
         assert bytes(r.read(1)) == payloads[1]  # the parent's handles still work
 
     @pytest.mark.parametrize("kind", ["fork", "spawn"])

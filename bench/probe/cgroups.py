@@ -29,6 +29,8 @@ from pathlib import Path
 
 from generator.errors import UsageError
 
+from .probes import mounts
+
 PREFIX = "layoutbench"
 NEEDS = ("needs a memory cgroup this process can create: run as root (cgroup v1 memory controller or "
          "cgroup v2 with memory enabled), or start the command under systemd-run --user --scope -p Delegate=yes")
@@ -40,17 +42,7 @@ class CgroupUnavailable(UsageError):
 
 def _mounts() -> list[tuple[str, str, str]]:
     """(mount point, fstype, super options) of cgroup mounts."""
-    out = []
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if tail and tail[0] in ("cgroup", "cgroup2"):
-            out.append((fields[4], tail[0], tail[2] if len(tail) > 2 else ""))
-    return out
+    return [(mount, fstype, options) for mount, fstype, _, options in mounts() if fstype in ("cgroup", "cgroup2")]
 
 
 def _own_paths() -> dict[str, str]:

@@ -251,21 +251,31 @@ def block_device(path) -> BlockDevice | None:
     return BlockDevice(name, str(stat))
 
 
-def filesystem(path) -> dict:
-    """Mount point, filesystem type and source of the mount holding `path` (from mountinfo)."""
-    real = os.path.realpath(path)
-    best = {"mount_point": None, "fstype": None, "source": None}
+def mounts() -> list[tuple[str, str, str | None, str]]:
+    """(mount point, fstype, source, super options) of every mount this process sees, from
+    /proc/self/mountinfo (empty where it cannot be read)."""
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
-        return best
+        return []
+    out = []
     for line in lines:
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         mount = fields[4].encode().decode("unicode_escape")  # spaces are written as \040
+        out.append((mount, tail[0] if tail else "", tail[1] if len(tail) > 1 else None,
+                    tail[2] if len(tail) > 2 else ""))
+    return out
+
+
+def filesystem(path) -> dict:
+    """Mount point, filesystem type and source of the mount holding `path` (from mountinfo)."""
+    real = os.path.realpath(path)
+    best = {"mount_point": None, "fstype": None, "source": None}
+    for mount, fstype, source, _ in mounts():
         inside = real == mount or real.startswith(mount.rstrip("/") + "/")
         if inside and len(mount) >= len(best["mount_point"] or ""):
-            best = {"mount_point": mount, "fstype": tail[0], "source": tail[1] if len(tail) > 1 else None}
+            best = {"mount_point": mount, "fstype": fstype, "source": source}
     return best
 
 
