@@ -154,9 +154,9 @@ def test_no_group_or_process_is_left_after_a_normal_end(results):
 
 @pytest.mark.parametrize("after", [0, 1], ids=["first-epoch", "second-epoch"])
 def test_the_oom_killer_is_reported_not_a_traceback(corpus, tmp_path, monkeypatch, after):
-    import bench.run.capped as capped
+    import bench.run.epochs as epochs  # the one epoch loop, which the capped child runs
 
-    real = capped.time_batches
+    real = epochs.time_batches
 
     calls = []
 
@@ -168,7 +168,7 @@ def test_the_oom_killer_is_reported_not_a_traceback(corpus, tmp_path, monkeypatc
                 hog[k] = 1
         return real(*args, **kw)
 
-    monkeypatch.setattr(capped, "time_batches", grows)
+    monkeypatch.setattr(epochs, "time_batches", grows)
     cfg = BenchConfig(corpus=corpus, output=tmp_path / "oom.json", caches=("capped",), workers=(0,), naive=False,
                       layouts=("files",), memory_limit=SIZE, run=RunConfig(epochs=2, batch_size=8, sample_latency=False))
     res = run_bench(cfg)

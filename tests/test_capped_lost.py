@@ -13,6 +13,7 @@ from bench.results.result import Results, RunConfig
 from bench.run.runner import run_bench
 from generator.build import generate
 from generator.spec import Spec
+from bench.run.epochs import Epochs
 
 try:
     cgroups.find_parent()
@@ -27,10 +28,10 @@ def test_a_capped_run_killed_before_its_first_epoch_is_a_note(tmp_path, monkeypa
     failure = "the cgroup's OOM killer stopped the loader (cap 4,096 B = ...) after 0 epoch(s)"
     real = capped.run_capped
 
-    def killed_for_files(ctx, layout, workers, repeat):
-        if layout == "files":
-            return [], [], None, {"size": ctx.cfg.memory_limit, "failure": failure}
-        return real(ctx, layout, workers, repeat)
+    def killed_for_files(ctx, spec, repeat):
+        if spec.layout == "files":
+            return Epochs(()), {"size": ctx.cfg.memory_limit, "failure": failure}
+        return real(ctx, spec, repeat)
 
     monkeypatch.setattr(capped, "run_capped", killed_for_files)
     cfg = BenchConfig(corpus=root, output=tmp_path / "r.json", layouts=("files", "hdf5"), caches=("capped",),

@@ -247,9 +247,9 @@ def test_dataloader_runs_are_decoded_runs(tmp_path, monkeypatch):
     both = BenchConfig(corpus=root, output=tmp_path / "o" / "r.json", layouts=("files",), caches=("warm",),
                        naive=False, loader="both", decodes=(True, False))
     runs = plan_runs(both, manifest)
-    assert [(name, decode) for name, _, _, _, decode in runs] == (
-        [("files", True)] + [(torchrun.torch_name("files", d), True) for d in torchrun.TORCH_DATASETS]
-        + [("files", False)])
+    assert [(spec.name, spec.kind, spec.decode) for spec in runs] == [
+        ("files", "loader", True), ("torch-sample-files", "torch", True), ("torch-batch-files", "torch", True),
+        ("files", "loader", False)]
     none = BenchConfig(corpus=root, output=tmp_path / "o" / "r.json", layouts=("files",), loader="torch",
                        run=RunConfig(decode=False))
     with pytest.raises(UsageError, match="always decodes"):

@@ -177,7 +177,7 @@ def dead_pid() -> int:
 def test_an_interrupted_checkpoint_write_leaves_no_file(corpus, tmp_path, monkeypatch):
     """Ctrl-C or SIGTERM (both KeyboardInterrupt in the CLIs) in the middle of writing a checkpoint:
     the partial checkpoint is removed as the interrupt unwinds."""
-    from bench.run import runner
+    from bench.run import epochs
     from generator.lifetime import Terminated
 
     path = tmp_path / ".layoutbench-checkpoint-host-1.bin"
@@ -189,9 +189,9 @@ def test_an_interrupted_checkpoint_write_leaves_no_file(corpus, tmp_path, monkey
             raise Terminated()
         return real_write(fd, data)
 
-    monkeypatch.setattr(runner.os, "write", write)
+    monkeypatch.setattr(epochs.os, "write", write)
     with pytest.raises(Terminated):
-        runner.write_checkpoint(path, 10.0, 0, 0)
+        epochs.write_checkpoint(path, 10.0, 0, 0)
     assert calls[0] == 2 and not path.exists()
 
 

@@ -84,12 +84,12 @@ def test_a_sample_moved_away_during_bench_run_is_one_named_line(corpus_copy, tmp
 def test_a_corpus_regenerated_under_a_running_bench_is_one_named_line(corpus_copy, tmp_path, monkeypatch, capsys):
     """`generator --force` with another spec over the corpus between two epochs (the loose files of
     another count and shape replace these): the next read or probe names what it found."""
-    from bench.run import runner
+    from bench.run import storage
     from generator.build import generate
     from generator.spec import Spec
 
     root = corpus_copy("gray8")
-    real, calls = runner.set_cache, [0]
+    real, calls = storage.set_cache, [0]
 
     def set_cache(cache, paths, method):
         calls[0] += 1
@@ -98,7 +98,7 @@ def test_a_corpus_regenerated_under_a_running_bench_is_one_named_line(corpus_cop
                      progress=False)
         return real(cache, paths, method)
 
-    monkeypatch.setattr(runner, "set_cache", set_cache)
+    monkeypatch.setattr(storage, "set_cache", set_cache)
     code, err = bench_run(root, tmp_path / "r.json", capsys, "warm")
     assert calls[0] >= 2
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err

@@ -135,18 +135,18 @@ def test_cold_floors_are_measured_next_to_each_layouts_cold_runs(small, tmp_path
     from bench.run import runner
 
     events = []
-    real_floors, real_run = floors._layout_floors, runner.run_layout
+    real_floors, real_run = floors._layout_floors, runner.run_one
 
     def floor(cfg, layout, paths, cache, *args):
         events.append(("floor", layout, cache))
         return real_floors(cfg, layout, paths, cache, *args)
 
-    def run(ctx, layout, cache, *args, **kw):
-        events.append(("run", layout, cache))
-        return real_run(ctx, layout, cache, *args, **kw)
+    def run(ctx, spec, repeat):
+        events.append(("run", spec.layout, spec.regime))
+        return real_run(ctx, spec, repeat)
 
     monkeypatch.setattr(floors, "_layout_floors", floor)
-    monkeypatch.setattr(runner, "run_layout", run)
+    monkeypatch.setattr(runner, "run_one", run)
     cfg = BenchConfig(corpus=small, output=tmp_path / "r.json", layouts=("npy", "files"), caches=("cold", "warm"),
                       workers=(1, 2), naive=False, run=RunConfig(epochs=1, batch_size=32, sample_latency=False))
     res = run_bench(cfg)

@@ -14,7 +14,7 @@ import pytest
 from generator.layouts import layout_ids
 
 from bench.run.mpi import mpirun_command, pack, unpack
-from bench.run.runner import shard_rank
+from bench.run.epochs import shard_rank
 from generator.errors import UsageError
 
 try:

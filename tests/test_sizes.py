@@ -168,10 +168,7 @@ def test_bench_run_reads_a_corpus_of_varying_shape(tmp_path):
                           "--output", str(results)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     data = json.loads(results.read_text())
-    from bench.run.naive import NAIVE_PREFIX
-
-    assert [r["layout"] for r in data["runs"]] == ["lmdb"] and not any(r["layout"].startswith(NAIVE_PREFIX)
-                                                                       for r in data["runs"])
+    assert [(r["layout"], r["kind"]) for r in data["runs"]] == [("lmdb", "loader")]  # no naive baseline
 
 
 def test_manifest_shapes_are_checked(tmp_path):

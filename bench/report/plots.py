@@ -29,7 +29,7 @@ def _layout_order() -> tuple[str, ...]:
     """Registered layouts in registration order, then their naive baselines."""
     from generator.layouts import layout_ids
 
-    from bench.run.naive import naive_name
+    from bench.results.spec import naive_name
 
     return (*layout_ids(), *map(naive_name, layout_ids()))
 

@@ -48,6 +48,7 @@ from generator.lifetime import owned_name
 from generator.safeio import FileRefused, read_regular
 
 from . import stats
+from .spec import LOADER_KINDS, REGIMES, STORAGES, RunSpec
 
 FORMAT = "layoutbench-results"
 VERSION = 2
@@ -177,7 +178,7 @@ class Checkpoint:
 @dataclass(frozen=True)
 class Run:
     layout: str  # what was measured: a layout id, or a naive baseline (naive-files, naive-hdf5)
-    kind: str  # "loader" or "naive"
+    kind: str  # "loader" (ours), "naive" or "torch" (RunSpec.kind)
     reads: str  # the layout whose files it reads (its floor)
     cache: str  # cold, warm or asis
     evict_method: str | None  # drop_caches or fadvise (cold runs)
@@ -191,6 +192,16 @@ class Run:
     loader: str = "ours"  # which loader read it: ours (loaders.pipeline.Loader) or torch (DataLoader)
     dataloader: dict | None = None  # torch runs: the DataLoader's settings (dataset, num_workers, ...)
     device: str | None = None  # --device: where each batch was copied (None: no copy stage)
+    storage: str = "local"  # where the corpus's bytes were read from (bench.results.spec.STORAGES)
+
+    @property
+    def spec(self) -> RunSpec:
+        """The run's identity, as bench run planned it."""
+        loader = {"loader": "ours", "naive": "naive"}.get(self.kind)
+        if loader is None:  # a DataLoader run: its dataset is among its recorded settings
+            loader = f"torch-{(self.dataloader or {}).get('dataset', 'sample')}"
+        return RunSpec(self.reads, loader, self.storage, self.cache, self.config.workers,
+                       self.config.decode or self.kind != "loader")
 
 
 @dataclass(frozen=True)
@@ -692,8 +703,8 @@ def _load(cls, data, where: str):
 # is >= 0 and finite (checked in _load_value); these are the narrower ranges, the names from a
 # fixed set, and the lists that must not be empty. (field -> (low, high) or a tuple of names)
 SHUFFLES = SAMPLER_MODES  # every epoch order the sampler has
-RUN_CACHES = ("cold", "warm", "asis", "capped")  # the cache settings `bench run --cache` takes
-RUN_KINDS = ("loader", "naive", "torch")  # our Loader, a naive baseline, torch's DataLoader
+RUN_CACHES = REGIMES  # the cache settings `bench run --cache` takes
+RUN_KINDS = tuple(dict.fromkeys(LOADER_KINDS.values()))  # our Loader, a naive baseline, torch's DataLoader
 LOADERS = ("ours", "torch")  # whose loader a run measured: ours, or torch's DataLoader (bench.run.torchrun)
 FRACTION = (0.0, 1.0)
 _VALUES = {
@@ -701,7 +712,7 @@ _VALUES = {
                   "world": (1, None), "worker_kind": WORKER_KINDS, "shuffle": SHUFFLES},
     "EpochRecord": {"samples": (1, None), "wall_s": (1e-12, None), "residency_before": FRACTION,
                     "residency_after": FRACTION},
-    "Run": {"kind": RUN_KINDS, "cache": RUN_CACHES, "loader": LOADERS},
+    "Run": {"kind": RUN_KINDS, "cache": RUN_CACHES, "loader": LOADERS, "storage": STORAGES},
     "SeqFloor": {"cache": ("cold", "warm"), "residency_before": FRACTION},
     "PreadFloor": {"cache": ("cold", "warm"), "sample_bytes": (1, None), "residency_before": FRACTION},
 }

@@ -1,4 +1,5 @@
-"""The capped regime's run: one (layout, workers) run in a child process inside a memory cgroup.
+"""The capped regime's run: one repeat of a capped RunSpec, in a child process inside a memory
+cgroup, through the one epoch loop (bench.run.epochs.run_epochs) with the Capped regime.
 
     parent                                   child (forked; dies with the parent: PDEATHSIG)
     make the group (no limit yet)  ──fork──► join the group; read paths warmed; loader started;
@@ -30,11 +31,13 @@ from generator.errors import LayoutbenchError
 
 from bench.probe import cgroups, probes
 from bench.probe.hits import HitCounter, ProbedReader
-from bench.probe.measure import Counters, time_batches
 from bench.probe.regimes import COLD_MAX, CacheState, set_cache
 from bench.results.result import EpochRecord, _dump, _load
+from bench.results.spec import RunSpec
 
+from .epochs import Epochs, run_epochs
 from .reading import open_loader, warm_up_code
+from .regime import Regime
 
 PR_SET_PDEATHSIG = 1
 PRIME_EPOCH = 1 << 30  # an epoch number no run reaches: its order only primes the loader's buffers
@@ -58,8 +61,8 @@ def _on_term(signum, frame):
 CACHE_SLACK = 1.1  # an epoch whose layout has more than 1.1 x SIZE resident is marked not capped
 
 
-def run_capped(ctx, layout: str, workers: int, repeat: int):
-    """(epoch records, checkpoints, evict method, cap facts) of one capped run."""
+def run_capped(ctx, spec: RunSpec, repeat: int) -> tuple[Epochs, dict]:
+    """(what the epochs measured, the cap's facts) of one repeat of a capped run."""
     size = ctx.cfg.memory_limit
     group = cgroups.create()
     r, w = os.pipe()
@@ -78,7 +81,7 @@ def run_capped(ctx, layout: str, workers: int, repeat: int):
                 group.add(os.getpid())
                 out = os.fdopen(w, "w", buffering=1)
                 try:
-                    _child(ctx, layout, workers, repeat, size, group, out)
+                    _child(ctx, spec, repeat, size, group, out)
                     code = 0
                 except LayoutbenchError as exc:
                     out.write(json.dumps({"error": str(exc)}) + "\n")
@@ -97,7 +100,7 @@ def run_capped(ctx, layout: str, workers: int, repeat: int):
                 elif "epoch" in msg:
                     rec = _load(EpochRecord, msg["epoch"], "capped epoch")
                     records.append(rec)
-                    ctx.tick(layout, "capped", workers, rec)
+                    ctx.tick(spec, rec)
                 elif "error" in msg:
                     error = msg["error"]
         _, status = os.waitpid(pid, 0)
@@ -111,8 +114,8 @@ def run_capped(ctx, layout: str, workers: int, repeat: int):
         elif error is not None:
             raise LayoutbenchError(error)
         elif not os.WIFEXITED(status) or os.WEXITSTATUS(status):
-            raise LayoutbenchError(f"the capped {layout} run's process ended with status {status} and no message")
-        return records, [], cap.get("evict_method"), cap
+            raise LayoutbenchError(f"the capped {spec.name} run's process ended with status {status} and no message")
+        return Epochs(tuple(records), (), cap.get("evict_method")), cap
     finally:
         if pid:
             try:
@@ -196,24 +199,78 @@ def _own_memory(group, epoch_anon: int, paths) -> int:
     return max(0, usage - probes.residency(paths).resident_bytes) + max(0, epoch_anon - _anon(group))
 
 
-def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -> None:
-    from loaders import open_corpus
+class Capped(Regime):
+    """The capped regime inside the child, once the limit is set: nothing is evicted between
+    epochs (the cap keeps the layout's pages within SIZE); around each epoch it reads the layout's
+    resident bytes, the group's counters and the hit probe's, marks an epoch not capped where the
+    layout's pages went past CACHE_SLACK x SIZE, the group's peak past the limit, the limit changed,
+    the OOM killer struck, or (the run's first epoch) the cache was not cold; and adds those
+    counters to the record. Checkpoints are not written inside it: their dirty pages would be
+    charged to the group, against the page cache's cap."""
 
+    name = "capped"
+    checkpoints = False
+
+    def __init__(self, storage, group, counter, size: int, limit: int, method: str | None):
+        super().__init__(storage)
+        self.group, self.counter, self.size, self.limit, self.method = group, counter, size, limit, method
+        self.epochs = 0
+
+    def before(self, reader, files) -> CacheState:
+        self.res0 = probes.residency(files)
+        self.group.reset_peak()
+        self.s0, self.h0 = self.group.stats(), self.counter.totals()
+        return CacheState(self.res0.fraction, True, self.method)
+
+    def after(self, files, state: CacheState) -> CacheState:
+        self.s1, self.h1 = self.group.stats(), self.counter.totals()
+        self.res1 = probes.residency(files)
+        s0, s1 = self.s0, self.s1
+        # capped means capped: the layout's pages in the cache stay within SIZE (10 % slack for
+        # the loader's own memory shrinking below what was measured, which the page cache may take)
+        ok = (self.res1.resident_bytes <= CACHE_SLACK * self.size and (s1["peak"] or 0) <= self.limit
+              and self.group.limit() == self.limit
+              and not ((s1["oom_kills"] or 0) - (s0["oom_kills"] or 0))
+              and (self.epochs or self.res0.fraction <= COLD_MAX))
+        self.epochs += 1
+        return CacheState(self.res0.fraction, ok, self.method, self.res1.fraction)
+
+    def finish(self, record):
+        s0, s1, before, after = self.s0, self.s1, self.res0, self.res1
+        probed_bytes, hit, miss_pages, probe_ns = (b - a for a, b in zip(self.h0, self.h1))
+        payload = record.payload_bytes
+        known = probed_bytes == payload and payload > 0
+        fetched = payload - hit if known else None
+        total = after.total_bytes
+        return replace(
+            record, resident_bytes_before=before.resident_bytes, resident_bytes_after=after.resident_bytes,
+            cgroup_cache_bytes=s1["cache"], cgroup_rss_bytes=s1["rss"], cgroup_peak_bytes=s1["peak"],
+            cgroup_limit_hits=_delta(s0, s1, "limit_hits"), cgroup_oom_kills=_delta(s0, s1, "oom_kills"),
+            hit_bytes=hit if known else None, miss_page_bytes=miss_pages if known else None,
+            probe_s=probe_ns / 1e9 if known else None,
+            hit_ratio=hit / payload if known else None,
+            expected_hit_ratio=before.resident_bytes / total if total else None,
+            read_amplification=record.read_bytes / fetched if known and fetched > 0 else None,
+            read_amplification_pages=record.read_bytes / miss_pages if known and miss_pages > 0 else None)
+
+
+def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
     ctx.bar = None  # the parent shows progress
+    ctx.gpu = None  # a CUDA context does not survive fork: capped runs have no copy stage
     _steady_malloc()
     rc = ctx.cfg.run
-    reader = open_corpus(ctx.cfg.corpus, layout)
-    paths = reader.paths()
-    total = probes.residency(paths).total_bytes
+    storage = ctx.storage(spec.storage)
+    reader = storage.open(spec.layout)
+    paths = storage.files(reader)
     warm_up_code(reader, rc, False)
     counter = HitCounter()
     probed = ProbedReader(reader, counter)
-    loader = open_loader(probed, rc, workers, 0, False)
+    loader = open_loader(probed, rc, spec.workers, 0, False)
     try:
         loader.start()
-        priming, epoch_anon = _prime(loader, rc, workers, group)
+        priming, epoch_anon = _prime(loader, rc, spec.workers, group)
         priming.close()
-        state = _evict(probed, paths, ctx.cfg.evict, layout, reader.root / "manifest.json")
+        state = _evict(probed, paths, ctx.cfg.evict, spec.name, reader.root / "manifest.json")
         own = _own_memory(group, epoch_anon, paths)
         limit = (own + size) // 4096 * 4096  # the kernel keeps whole pages
         for attempt in range(10):  # the kernel refuses (EBUSY) a limit it cannot reclaim down to at once
@@ -222,56 +279,25 @@ def _child(ctx, layout: str, workers: int, repeat: int, size: int, group, out) -
                 break
             except OSError as exc:
                 if attempt == 9:
-                    raise LayoutbenchError(f"the capped {layout} run could not set its cgroup's limit to {limit:,} B "
-                                           f"(own memory {own:,} + {size:,}): {exc.strerror}") from None
+                    raise LayoutbenchError(f"the capped {spec.name} run could not set its cgroup's limit to "
+                                           f"{limit:,} B (own memory {own:,} + {size:,}): {exc.strerror}") from None
                 set_cache("cold", paths, ctx.cfg.evict)
                 time.sleep(0.1)
         out.write(json.dumps({"cap": {"own_bytes": own, "limit": limit, "evict_method": state.method}}) + "\n")
-        counters = Counters(ctx.device)
-        plan = [(e, False) for e in range(rc.epochs)] + ([(rc.epochs, True)] if rc.sample_latency else [])
-        first = True
-        for epoch, timing in plan:
-            if timing:
-                loader.close()
-                loader = open_loader(probed, rc, workers, 0, True)
-                first = True
-            before = probes.residency(paths)
-            group.reset_peak()
-            s0, h0 = group.stats(), counter.totals()
-            counters.start(loader.worker_pids)
-            t0 = time.perf_counter()
-            mine = time_batches(loader.epoch(epoch), timing, t0)
-            io = counters.stop(loader.worker_pids)
-            s1, h1 = group.stats(), counter.totals()
-            after = probes.residency(paths)
-            hits = [b - a for a, b in zip(h0, h1)]
-            # capped means capped: the layout's pages in the cache stay within SIZE (10 % slack for
-            # the loader's own memory shrinking below what was measured, which the page cache may take)
-            ok_epoch = (after.resident_bytes <= CACHE_SLACK * size and (s1["peak"] or 0) <= limit
-                        and group.limit() == limit
-                        and not ((s1["oom_kills"] or 0) - (s0["oom_kills"] or 0))
-                        and (not first or epoch or before.fraction <= COLD_MAX))
-            st = CacheState(before.fraction, ok_epoch, state.method, after.fraction)
-            record = ctx.aggregate(epoch, repeat, first, timing, mine, io, st, len(reader))
-            payload = record.payload_bytes
-            probed_bytes, hit = hits[0], hits[1]
-            known = probed_bytes == payload and payload > 0
-            fetched = payload - hit if known else None
-            record = replace(
-                record, resident_bytes_before=before.resident_bytes, resident_bytes_after=after.resident_bytes,
-                cgroup_cache_bytes=s1["cache"], cgroup_rss_bytes=s1["rss"], cgroup_peak_bytes=s1["peak"],
-                cgroup_limit_hits=_delta(s0, s1, "limit_hits"), cgroup_oom_kills=_delta(s0, s1, "oom_kills"),
-                hit_bytes=hit if known else None, miss_page_bytes=hits[2] if known else None,
-                probe_s=hits[3] / 1e9 if known else None,
-                hit_ratio=hit / payload if known else None,
-                expected_hit_ratio=before.resident_bytes / total if total else None,
-                read_amplification=record.read_bytes / fetched if known and fetched > 0 else None,
-                read_amplification_pages=record.read_bytes / hits[2] if known and hits[2] > 0 else None)
+        regime = Capped(storage, group, counter, size, limit, state.method)
+
+        def opener(rank, timing):
+            return open_loader(probed, rc, spec.workers, rank, timing)
+
+        def emit(record):
             out.write(json.dumps({"epoch": _dump(record)}) + "\n")
-            first = False
+
+        loader, started = None, loader
+        run_epochs(ctx, spec, reader, regime, repeat, opener, emit=emit, loader=started)
         out.write(json.dumps({"done": True}) + "\n")
     finally:
-        loader.close()
+        if loader is not None:  # run_epochs closes the loader it was given; this one only if it never ran
+            loader.close()
         counter.close()
 
 

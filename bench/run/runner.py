@@ -1,14 +1,14 @@
-"""The run driver: every layout read the way training reads it, next to the floors, in one process
-or many.
+"""The run driver: the command's runs (RunSpecs: layout x loader x storage x regime x workers x
+decode) planned, then read the way training reads them, next to the floors, in one process or many.
 
-Every rank runs `run_bench` with its own shard (the Loader takes rank and world); before each
-epoch every rank sets and checks the cache state, a barrier starts the epoch together, and
-rank 0 gathers the ranks' records and aggregates them (all bytes / the slowest rank's time).
-Per-sample latencies come from one extra epoch per repeat with the loader's timing on, kept out
-of the throughput figures; it also splits each sample's time into read and decode, wall and CPU
-(loaders.stages), and the cost of that timing is measured once per command beside the floors
-(Floors.split_*). With --decode both, every loader run is measured decoded and as payload bytes
-only, back to back at each setting (each record's config.decode says which).
+Every rank runs `run_bench` with its own shard (the Loader takes rank and world); each run's epochs
+go through the one epoch loop (bench.run.epochs.run_epochs), whose regime sets and checks the cache
+before each epoch; a barrier starts the epoch together, and rank 0 gathers the ranks' records and
+aggregates them (all bytes / the slowest rank's time). Per-sample latencies come from one extra
+epoch per repeat with the loader's timing on, kept out of the throughput figures; it also splits
+each sample's time into read and decode, wall and CPU (loaders.stages), and the cost of that timing
+is measured once per command beside the floors (Floors.split_*). With --decode both, every loader
+run is measured decoded and as payload bytes only, back to back at each setting.
 """
 
 from __future__ import annotations
@@ -35,20 +35,21 @@ from loaders.stages import split_overhead
 from bench.probe import probes
 from bench.probe.floors import cold_floors, cold_next_to_runs, measure_floors
 from bench.probe.machine import metadata
-from bench.probe.measure import Compute, Counters, RankEpoch, check_indices, time_batches
-from bench.probe.regimes import WARM_MIN, CacheState, host_ram, set_cache
+from bench.probe.measure import RankEpoch, check_indices
+from bench.probe.regimes import CacheState, host_ram
 from bench.results.au import au
-from bench.results.result import Checkpoint, EpochRecord, RankRecord, Results, Run
+from bench.results.result import EpochRecord, RankRecord, Results, Run
+
+from bench.results.spec import RunSpec, loaders_for
 
 from . import capped
 from .comm import Comm, SingleProcessComm
 from .config import PROBE_PREFIX, BenchConfig, check_config
-from .naive import naive_name, reads_of
+from .epochs import CHECKPOINT_PREFIX, Epochs, epoch_plan, run_epochs
 from .reading import open_loader, warm_up_code
-from .torchrun import device_stage, open_torch_loader, run_names, torch_run
-
-
-CHECKPOINT_PREFIX = ".layoutbench-checkpoint-"
+from .regime import regime_for
+from .storage import storage_for
+from .torchrun import device_stage, open_torch_loader
 
 
 def sweep_leftovers(cfg: BenchConfig) -> list[Path]:
@@ -68,114 +69,35 @@ def sweep_leftovers(cfg: BenchConfig) -> list[Path]:
     return removed
 
 
-def shard_rank(rank: int, world: int, epoch: int, shift: int) -> int:
-    """Which shard a rank reads in an epoch: with a shift, ranks rotate shards (IOR's reorder)."""
-    return (rank + epoch * shift) % world
-
-
-def files_of(layout: str, naive: bool) -> str:
-    """The layout whose files a run reads: a DataLoader run's or a naive baseline's layout, or the
-    run's own."""
-    return dl[1] if (dl := torch_run(layout)) else reads_of(layout, naive)
-
-
-def run_layout(ctx: "Context", layout: str, cache: str, workers: int, repeat: int, naive: bool = False) -> list:
-    """One (layout, cache, workers) run for one repeat: its epoch records (rank 0) and checkpoints."""
-    from loaders import open_corpus
-
-    if cache == "capped":  # in a child process inside a memory cgroup (bench.run.capped)
-        records, checkpoints, method, cap = capped.run_capped(ctx, layout, workers, repeat)
-        ctx.caps[(layout, workers, repeat, ctx.cfg.run.decode)] = cap
-        return records, checkpoints, method, None
-    rc, comm = ctx.cfg.run, ctx.comm
-    dataloader = torch_run(layout)  # (dataset, layout) of a DataLoader run
-    reader = open_corpus(ctx.cfg.corpus, files_of(layout, naive))
-    paths = reader.paths()
-    # naive baselines: one epoch (no workers to start, so no first epoch to set apart; and slow);
-    # DataLoader runs: no per-sample timing epoch (it times the reader, which ours already does)
-    plan = ([(0, False)] if naive else [(e, False) for e in range(rc.epochs)]
-            + ([(rc.epochs, True)] if rc.sample_latency and not dataloader else []))
-    loader, records, checkpoints, method = None, [], [], None
-    settings = None  # a DataLoader run's settings
-    counters = Counters(ctx.device)
+def run_one(ctx: "Context", spec: RunSpec, repeat: int) -> Epochs:
+    """One repeat of one run: its epochs through run_epochs, here or (capped) in a child process
+    inside a memory cgroup (bench.run.capped), whose cap facts go to ctx.caps."""
+    if spec.regime == "capped":
+        epochs, cap = capped.run_capped(ctx, spec, repeat)
+        ctx.caps[(spec, repeat)] = cap
+        return epochs
+    ctx = ctx.decoding(spec.decode)
+    rc, storage = ctx.cfg.run, ctx.storage(spec.storage)
+    reader = storage.open(spec.layout)
     try:
-        warm_up_code(reader, rc, naive)
-        for epoch, timing in plan:
-            rank = shard_rank(comm.rank, comm.size, epoch, rc.shard_shift)
-            fresh = (loader is None or cache == "cold" or timing or (rc.shard_shift and comm.size > 1))
-            if fresh and loader is not None:
-                loader.close()
-                loader = None
-            if cache == "cold":
-                reader.close()  # an open handle or map keeps pages resident
-            state = set_cache(cache, paths, ctx.cfg.evict)
-            method = state.method or method
-            if loader is None:
-                loader = (open_torch_loader(reader, rc, dataloader[0], workers, rank, ctx.cfg.pin_memory)
-                          if dataloader else open_loader(reader, rc, workers, rank, timing, naive))
-                first = True
-            comm.barrier()
-            counters.start(loader.worker_pids)  # none yet for a fresh pool: its workers count from zero
-            t0 = time.perf_counter()  # before epoch(), which starts a fresh loader's workers: in ttfb and wall
-            batches = loader.epoch(epoch)
-            if ctx.gpu is not None:  # --device: each batch to the GPU before the next (inside the timing)
-                ctx.gpu.reset()
-                batches = ctx.gpu.wrap(batches)
-            mine = time_batches(batches, timing, t0, None if timing else Compute.of(rc))
-            io = counters.stop(loader.worker_pids)
-            if cache == "warm":  # did it stay warm? (another user of the machine may drop the cache)
-                after = probes.residency(paths).fraction
-                state = replace(state, after=after, ok=state.ok and after >= WARM_MIN)
-            if ctx.gpu is not None:
-                io = {**io, "h2d_bytes": ctx.gpu.bytes, "h2d_transfers": ctx.gpu.transfers, "h2d_s": ctx.gpu.copy_s,
-                      "h2d_stage_s": ctx.gpu.stage_s}
-            record = ctx.aggregate(epoch, repeat, first, timing, mine, io, state, len(reader),
-                                   reader.shards() if reader.supports_streaming else None)
-            first = False
-            if record is not None:
-                records.append(record)
-                ctx.tick(layout, cache, workers, record)
-            every = ctx.cfg.checkpoint_every
-            if every and not timing and (epoch + 1) % every == 0 and comm.rank == 0:
-                checkpoints.append(write_checkpoint(ctx.checkpoint_path, ctx.cfg.checkpoint_mb, repeat, epoch))
-            comm.barrier()
-            settings = getattr(loader, "settings", settings)
-    finally:
-        if loader is not None:
-            loader.close()
+        warm_up_code(reader, rc, spec.naive)
+    except BaseException:
         reader.close()
-    return records, checkpoints, method, settings
+        raise
+    if spec.kind == "torch":
+        def opener(rank, timing):
+            return open_torch_loader(reader, rc, spec.torch_dataset, spec.workers, rank, ctx.cfg.pin_memory)
+    else:
+        def opener(rank, timing):
+            return open_loader(reader, rc, spec.workers, rank, timing, spec.naive)
+    return run_epochs(ctx, spec, reader, regime_for(spec.regime, storage), repeat, opener,
+                      emit=lambda record: ctx.tick(spec, record))
 
 
 def epoch_au(got: list[dict]) -> float | None:
     """AU of one epoch over the ranks: their compute over (ranks x the slowest rank's running
     time), None without emulated compute (see bench/results/au.py)."""
     return au(sum(float(g["compute_s"]) for g in got), len(got) * max(float(g["au_span_s"]) for g in got))
-
-
-def write_checkpoint(path: Path, mb: float, repeat: int, epoch: int) -> Checkpoint:
-    """Write `mb` MB and fsync, as a training job saving its model would; timed, then removed."""
-    total = int(mb * 1e6)
-    block = np.random.default_rng(epoch).integers(0, 256, min(total, 4 << 20), dtype=np.uint8)
-    t0 = time.perf_counter()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            left = total
-            while left:
-                left -= os.write(fd, block[: min(left, block.size)])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk: no half checkpoint left behind
-        path.unlink(missing_ok=True)
-        if not isinstance(exc, OSError):
-            raise
-        raise LayoutbenchError(f"writing a {mb:g} MB checkpoint to {path} failed ({exc.strerror}); free space or "
-                               f"give --checkpoint-dir on another disk, and rerun") from None
-    seconds = time.perf_counter() - t0
-    path.unlink()
-    return Checkpoint(repeat, epoch, total, seconds)
 
 
 class Context:
@@ -188,9 +110,16 @@ class Context:
         ckdir = Path(cfg.checkpoint_dir or Path(cfg.output).parent)
         # host and pid in the name: a later run removes what a killed one left (sweep_leftovers)
         self.checkpoint_path = ckdir / f"{owned_name(CHECKPOINT_PREFIX)}.bin"
-        self.caps: dict[tuple, dict] = {}  # (layout, workers, repeat) -> a capped run's cap facts
+        self.caps: dict[tuple, dict] = {}  # (RunSpec, repeat) -> a capped run's cap facts
+        self._storages: dict[str, object] = {}
         self.floor_paths: dict[str, list] = {}  # layout -> its files, listed once for all its floors
         self.gpu, self.gpu_note = device_stage(cfg.device)  # --device: the copy stage, or why it is skipped
+
+    def storage(self, name: str):
+        """The command's Storage `name` over its corpus (bench.run.storage), made once."""
+        if name not in self._storages:
+            self._storages[name] = storage_for(name, self.cfg.corpus, self.cfg.evict)
+        return self._storages[name]
 
     def decoding(self, decode: bool) -> "Context":
         """This context for runs that decode (True) or read payload bytes only (False): the same
@@ -245,9 +174,10 @@ class Context:
             self.bar.set_postfix_str(f"floor: {what}", refresh=False)
             self.bar.update(1)
 
-    def tick(self, layout, cache, workers, record: EpochRecord):
+    def tick(self, spec: RunSpec, record: EpochRecord):
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{layout} {cache} w{workers}: {record.samples_per_s:,.0f} samples/s", refresh=False)
+            self.bar.set_postfix_str(f"{spec.name} {spec.regime} w{spec.workers}: {record.samples_per_s:,.0f} samples/s",
+                                     refresh=False)
             self.bar.update(1)
 
 
@@ -262,23 +192,23 @@ def split_fields(got: list[dict]) -> dict:
             "decode_cpu_s": sum(float(g["decode_cpu_s"]) for g in got)}
 
 
-def plan_runs(cfg: BenchConfig, manifest) -> list[tuple[str, str, int, bool, bool]]:
-    """(layout, cache, workers, naive, decode) in the order they run within one repeat: every
-    layout at one setting back to back, so layouts are compared over the same minutes of a noisy
-    machine; with --decode both, the decoded runs of a setting, then its payload-bytes runs.
-    Naive baselines and DataLoader runs always decode: they run once per setting, as decoded."""
+def plan_runs(cfg: BenchConfig, manifest) -> list[RunSpec]:
+    """Every run of one repeat, in the order they run: every layout at one setting back to back, so
+    layouts are compared over the same minutes of a noisy machine; with --decode both, the decoded
+    runs of a setting, then its payload-bytes runs. Naive baselines and DataLoader runs always
+    decode: they run once per setting, with the decoded ones."""
     out = []
     for cache in cfg.caches:
         for workers in cfg.workers:
             # capped runs are our loader's: a DataLoader's workers are not started inside the cgroup
-            loader = "ours" if cache == "capped" else cfg.loader
-            for decode in cfg.decode_modes:  # DataLoader runs always decode: measured with the decoded ones
-                out.extend((name, cache, workers, False, decode) for layout in cfg.layouts
-                           for name in run_names(layout, loader) if decode or not torch_run(name))
+            option = "ours" if cache == "capped" else cfg.loader
+            for decode in cfg.decode_modes:
+                out.extend(RunSpec(layout, loader, "local", cache, workers, decode) for layout in cfg.layouts
+                           for loader in loaders_for(option) if decode or loader == "ours")
         # naive baselines read in the bench process (not capped), and stack one shape: a corpus whose
         # samples have shapes of their own (manifest.shapes) has none
         if cfg.naive and cache != "capped" and manifest.shapes is None:
-            out.extend((naive_name(layout), cache, 0, True, True) for layout in cfg.layouts
+            out.extend(RunSpec(layout, "naive", "local", cache, 0, True) for layout in cfg.layouts
                        if readers()[layout].naive)
     return out
 
@@ -312,8 +242,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         importlib.import_module("loaders.torch")
     runs = plan_runs(cfg, manifest)
     rc = cfg.run
-    per_run = rc.epochs + (1 if rc.sample_latency else 0)
-    total = (rc.repeats + rc.warmup) * sum(1 if naive else per_run for *_, naive, _ in runs)
+    total = (rc.repeats + rc.warmup) * sum(len(epoch_plan(spec, rc)) for spec in runs)
     floor_steps = len(cfg.layouts) * 2 + 3
     bar = None
     if comm.rank == 0 and cfg.progress:
@@ -330,52 +259,47 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
             over = split_overhead()
             floors = replace(floors, **{f"split_{k}": v for k, v in over.items()})
         comm.barrier()
-        gathered: dict[tuple, dict] = {}
+        gathered: dict[RunSpec, dict] = {}
         cold_measured: set[str] = set()
         for repeat in range(-rc.warmup, rc.repeats):  # negative: MLPerf's warm-up runs, measured and dropped
-            for layout, cache, workers, naive, decode in runs:
-                reads = files_of(layout, naive)
-                if cache == "cold" and cold_next_to_runs(cfg) and reads not in cold_measured:
-                    floors = cold_floors(ctx, manifest, floors, reads)  # next to its first cold run
-                    cold_measured.add(reads)
+            for spec in runs:
+                if spec.regime == "cold" and cold_next_to_runs(cfg) and spec.layout not in cold_measured:
+                    floors = cold_floors(ctx, manifest, floors, spec.layout)  # next to its first cold run
+                    cold_measured.add(spec.layout)
                     comm.barrier()  # no other rank evicts or reads while rank 0 measures
-                records, checkpoints, method, settings = run_layout(ctx.decoding(decode), layout, cache, workers,
-                                                                    repeat, naive)
+                got = run_one(ctx, spec, repeat)
                 if repeat < 0:
                     continue
-                slot = gathered.setdefault((layout, cache, workers, naive, decode),
-                                           {"epochs": [], "checkpoints": [], "method": None})
-                slot["epochs"] += records
-                slot["checkpoints"] += checkpoints
-                slot["method"] = slot["method"] or method
-                slot["dataloader"] = settings
+                slot = gathered.setdefault(spec, {"epochs": [], "checkpoints": [], "method": None})
+                slot["epochs"] += got.records
+                slot["checkpoints"] += got.checkpoints
+                slot["method"] = slot["method"] or got.evict_method
+                slot["dataloader"] = got.settings
     finally:
         if bar is not None:
             bar.close()
     if comm.rank != 0:
         return None
     out_runs, lost = [], []
-    for (layout, cache, workers, naive, decode), slot in gathered.items():
-        config = replace(rc, workers=workers, decode=decode,
-                         **(dict(epochs=1, sample_latency=False) if naive else {}))
-        dl, reads = torch_run(layout), files_of(layout, naive)
-        if dl:
+    for spec, slot in gathered.items():
+        config = replace(rc, workers=spec.workers, decode=spec.decode,
+                         **(dict(epochs=1, sample_latency=False) if spec.naive else {}))
+        if spec.kind == "torch":
             config = replace(config, sample_latency=False)
-        cap = ctx.caps.get((layout, workers, 0, decode)) if cache == "capped" else None
+        cap = ctx.caps.get((spec, 0)) if spec.regime == "capped" else None
         if cap is not None:  # a failure in any repeat marks the run
-            cap = {**cap, "failure": "; ".join(c["failure"] for k, c in ctx.caps.items()
-                                               if (k[0], k[1], k[3]) == (layout, workers, decode)
-                                               and c.get("failure")) or None}
+            cap = {**cap, "failure": "; ".join(c["failure"] for (s, _), c in ctx.caps.items()
+                                               if s == spec and c.get("failure")) or None}
         if not slot["epochs"]:  # stopped before its first epoch (the OOM killer): said, not reported as measured
-            lost.append(f"{layout} {cache} with {workers} workers measured nothing: "
+            lost.append(f"{spec.name} {spec.regime} with {spec.workers} workers measured nothing: "
                         f"{(cap or {}).get('failure') or 'no epoch finished'}")
             continue
-        out_runs.append(Run(layout, "torch" if dl else "naive" if naive else "loader", reads, cache,
+        out_runs.append(Run(spec.name, spec.kind, spec.layout, spec.regime,
                             slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"]),
-                            memory_bytes=cfg.memory_limit if cache == "capped" else host_ram(),
-                            corpus_bytes=(manifest.layouts.get(reads) or {}).get("bytes_on_disk"), cap=cap,
-                            loader="torch" if dl else "ours", dataloader=slot.get("dataloader"),
-                            device=cfg.device if ctx.gpu is not None else None))
+                            memory_bytes=cfg.memory_limit if spec.regime == "capped" else host_ram(),
+                            corpus_bytes=(manifest.layouts.get(spec.layout) or {}).get("bytes_on_disk"), cap=cap,
+                            loader="torch" if spec.kind == "torch" else "ours", dataloader=slot.get("dataloader"),
+                            device=cfg.device if ctx.gpu is not None else None, storage=spec.storage))
     notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}") + lost
     if ctx.gpu_note:
         notes.append(ctx.gpu_note)

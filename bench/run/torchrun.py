@@ -1,17 +1,15 @@
 """The PyTorch side of `bench run`: `--loader torch|both` (the same runs through
 torch.utils.data.DataLoader) and `--device cuda[:N]` (each batch copied to the GPU).
 
-A DataLoader run is named like a naive baseline, after what it measures: torch-sample-<layout>
-(TorchDataset, one __getitem__ per sample, default_collate) and torch-batch-<layout>
-(BatchDataset, one read_batch per batch, not re-collated), kind "torch", reading <layout>'s files
-(its floor). The batch run groups small batches K to a DataLoader item (loaders.torch's
-group="auto"; each batch still one read_batch, handed out one by one, in the same order): one
-DataLoader item costs its main process about the same whatever its size, and with one 25 KB
-MNIST batch per item that cost was the epoch (0.2-0.4x our Loader; bench/speed/dataloader.py
-measures both settings and the ceilings side by side). The run's "dataloader" settings record
-K as batches_per_item. torch is imported only when one of these is asked for; without it `--loader torch`
-is one line naming `make install-torch` (exit 2), and `--device cuda` without CUDA is one line and
-the copy stage is skipped.
+A DataLoader run is a RunSpec with loader torch-sample (TorchDataset: one __getitem__ per sample,
+default_collate) or torch-batch (BatchDataset: one read_batch per batch, not re-collated), kind
+"torch", reading its layout's files (its floor). The batch run groups small batches K to a
+DataLoader item (loaders.torch's group="auto"; each batch still one read_batch, handed out one by
+one, in the same order), since one DataLoader item costs its main process about the same whatever
+its size (docs/lab/2026-12-01-pytorch-dataloader.md); the run's "dataloader" settings record K as
+batches_per_item. torch is imported only when one of these is asked for; without it `--loader
+torch` is one line naming `make install-torch` (exit 2), and `--device cuda` without CUDA is one
+line and the copy stage is skipped.
 """
 
 from __future__ import annotations
@@ -22,28 +20,7 @@ from generator.libraries import missing, problem
 from bench.results.result import LOADERS
 
 LOADER_OPTIONS = (*LOADERS, "both")  # --loader: ours, torch's DataLoader, or both side by side
-TORCH_DATASETS = ("sample", "batch")
-PREFIX = "torch-"
 INSTALL = "make install-torch (or pip install -e '.[torch]')"
-
-
-def torch_name(layout: str, dataset: str) -> str:
-    return f"{PREFIX}{dataset}-{layout}"
-
-
-def torch_run(name: str) -> tuple[str, str] | None:
-    """(dataset, layout) of a DataLoader run's name; None for any other run."""
-    for dataset in TORCH_DATASETS:
-        head = f"{PREFIX}{dataset}-"
-        if name.startswith(head):
-            return dataset, name[len(head):]
-    return None
-
-
-def run_names(layout: str, loader: str) -> list[str]:
-    """The runs of one layout, in the order they run: ours, then the DataLoader's."""
-    ours = [layout] if loader in ("ours", "both") else []
-    return ours + ([torch_name(layout, d) for d in TORCH_DATASETS] if loader in ("torch", "both") else [])
 
 
 def check_torch(loader: str, worker_kind: str, workers) -> None:
