@@ -108,13 +108,14 @@ def test_residency_stays_under_the_cap_measured(results, corpus):
             # page cache may also take what of the own memory measured before the cap the loader
             # no longer uses (CI once: npy 7.4 MB resident under 6 MiB): never more than that,
             # and an epoch past 1.1 x SIZE is marked not capped, never counted as capped
-            room = SIZE + max(0, cap["own_bytes"] - e.cgroup_rss_bytes)
-            assert e.resident_bytes_after <= room * 1.1, (run.layout, e.resident_bytes_after, room)
-            assert e.cache_ok == (e.resident_bytes_after <= SIZE * 1.1), (run.layout, e.resident_bytes_after)
-            assert e.cgroup_peak_bytes <= cap["limit"] and e.cgroup_cache_bytes <= cap["limit"]
-            assert not e.cgroup_oom_kills
+            c = e.capped
+            room = SIZE + max(0, cap["own_bytes"] - c.cgroup_rss_bytes)
+            assert c.resident_bytes_after <= room * 1.1, (run.layout, c.resident_bytes_after, room)
+            assert e.cache_ok == (c.resident_bytes_after <= SIZE * 1.1), (run.layout, c.resident_bytes_after)
+            assert c.cgroup_peak_bytes <= cap["limit"] and c.cgroup_cache_bytes <= cap["limit"]
+            assert not c.cgroup_oom_kills
         # the cap bound: the group hit its limit in every epoch, and the corpus was read whole
-        assert all(e.cgroup_limit_hits > 0 for e in run.epochs), run.layout
+        assert all(e.capped.cgroup_limit_hits > 0 for e in run.epochs), run.layout
         assert all(e.payload_bytes == SPEC.count * 196_800 for e in run.epochs)
         s = summarize(run, results.floors, results.corpus)
         assert s["memory_ratio"] > 5 and not s["measures_page_cache"]
@@ -133,17 +134,18 @@ def test_hit_ratio_and_amplification_add_up_against_the_device_counters(results,
             assert sorted(ratios)[len(ratios) // 2] <= 1.1, (run.layout, ratios)
             continue
         for e in run.epochs:
-            assert e.hit_ratio is not None and e.miss_page_bytes > 0, run.layout  # every layout is probed
+            c = e.capped
+            assert c.hit_ratio is not None and c.miss_page_bytes > 0, run.layout  # every layout is probed
             if not fits(corpus, run.layout):
                 continue
-            assert 0 <= e.hit_ratio < e.expected_hit_ratio + 0.05 <= 1.05  # hits can only come from what was resident
-            fetched = e.payload_bytes - e.hit_bytes
+            assert 0 <= c.hit_ratio < c.expected_hit_ratio + 0.05 <= 1.05  # hits can only come from what was resident
+            fetched = e.payload_bytes - c.hit_bytes
             # the probe (cachestat before each read) against the OS's count of bytes read
-            assert e.read_amplification == pytest.approx(e.read_bytes / fetched)
+            assert c.read_amplification == pytest.approx(e.read_bytes / fetched)
             most = AMPLIFICATION_UNIT if readers()[run.layout].read_unit else AMPLIFICATION_PAGES
-            assert 0.95 <= e.read_bytes / e.miss_page_bytes <= most, (run.layout, e)
+            assert 0.95 <= e.read_bytes / c.miss_page_bytes <= most, (run.layout, e)
             if not e.first:  # per steady epoch (the first also opens the files)
-                assert e.read_amplification <= most, run.layout
+                assert c.read_amplification <= most, run.layout
             if e.device_sectors_read is not None:  # the device saw at least what our processes read
                 assert e.device_sectors_read * 512 >= 0.95 * e.read_bytes
 

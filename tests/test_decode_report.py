@@ -15,7 +15,7 @@ from bench.run.config import BenchConfig
 from bench.report.analysis import rows
 from bench.report.markdown import write_report
 from bench.report.verdict import answer, bound_line
-from bench.results.result import VERSION, EpochRecord, Floors, Results, ResultsError, Run, RunConfig, summarize
+from bench.results.result import VERSION, EpochRecord, Floors, Results, ResultsError, Run, RunConfig, Split, summarize
 from bench.run.runner import run_bench
 from generator.build import generate
 from generator.errors import UsageError
@@ -32,8 +32,8 @@ def epoch(e, mb_per_s, timing=False, read_ms=None, decode_ms=None, read_cpu_ms=N
     if timing and read_ms is not None:
         r, d = round(read_ms * 1e6), round(decode_ms * 1e6)
         sample_ns = (r + d,) * N
-        split = dict(read_ns=(r,) * N, decode_ns=(d,) * N, read_cpu_s=read_cpu_ms / 1e3 * N,
-                     decode_cpu_s=decode_cpu_ms / 1e3 * N)
+        split = dict(split=Split(read_ns=(r,) * N, decode_ns=(d,) * N, read_cpu_s=read_cpu_ms / 1e3 * N,
+                                 decode_cpu_s=decode_cpu_ms / 1e3 * N))
     return EpochRecord(repeat=0, epoch=e, first=e == 0, timing=timing, samples=N, payload_bytes=N * SAMPLE,
                        wall_s=wall, ttfb_s=wall / 4, batch_ns=(round(wall / 4 * 1e9),) * 4, sample_ns=sample_ns,
                        cpu_s=0.1, rchar=0, read_bytes=0, syscr=0, device_sectors_read=None, residency_before=1.0,
@@ -154,12 +154,12 @@ def test_report_table_and_csv(fixture, tmp_path):
 
 
 def v1_file(res: Results) -> dict:
-    """`res` as version 1 wrote it: no split fields anywhere."""
+    """`res` as version 1 wrote it: no split fields anywhere (and flat epochs: no nested parts)."""
     data = json.loads(json.dumps(res.to_dict()))
     data["version"] = 1
     for r in data["runs"]:
         for e in r["epochs"]:
-            for k in ("read_ns", "decode_ns", "read_cpu_s", "decode_cpu_s"):
+            for k in ("split", "capped", "h2d", "order"):
                 e.pop(k)
     for k in [k for k in data["floors"] if k.startswith("split_")]:
         data["floors"].pop(k)
@@ -172,10 +172,10 @@ def test_version_1_results_migrate(tmp_path):
     naive = Run("naive-files", "naive", "files", "warm", None, RunConfig(epochs=1, sample_latency=False, decode=False),
                 (epoch(0, 4.0),))
     data = v1_file(results([decoded, undecoded, naive], "jpeg", 90))
-    assert VERSION == 2
+    assert VERSION == 3
     res = Results.from_dict(data, "v1.json")
     d, u, n = res.runs
-    assert all(e.read_ns == () and e.read_cpu_s is None for r in res.runs for e in r.epochs)  # not measured
+    assert all(e.split is None for r in res.runs for e in r.epochs)  # not measured
     assert len([e for e in d.epochs if e.timing][0].sample_ns) == N  # a decoded run's latencies are kept
     assert [e for e in u.epochs if e.timing][0].sample_ns == ()  # v1 decoded these under --no-decode: dropped
     assert n.config.decode is True  # a naive baseline always decoded
@@ -183,19 +183,20 @@ def test_version_1_results_migrate(tmp_path):
     s = summarize(d, res.floors, res.corpus)
     assert s["bound_by"] is None and s["split_samples"] == 0 and s["sample_latency_ms"]["p50"] == pytest.approx(0.45)
     assert res.floors.split_us_per_sample is None
-    res.save(tmp_path / "v2.json")  # it saves as version 2 and loads back the same
-    back = Results.load(tmp_path / "v2.json")
-    assert json.loads((tmp_path / "v2.json").read_text())["version"] == 2 and back.runs == res.runs
+    res.save(tmp_path / "v3.json")  # it saves as version 3 and loads back the same
+    back = Results.load(tmp_path / "v3.json")
+    assert json.loads((tmp_path / "v3.json").read_text())["version"] == 3 and back.runs == res.runs
     assert bound_line("imagenet-64-jpeg-q90", rows([back])).endswith("not measured (results written before version 2)")
 
 
 def test_a_split_that_does_not_match_its_samples_is_refused():
     data = json.loads(json.dumps(results([run("files", "warm", 10.0, 0.03, 0.42)], "jpeg", 90).to_dict()))
-    data["runs"][0]["epochs"][2]["read_ns"] = [1, 2]
-    with pytest.raises(ResultsError, match="read_ns is 2, not one per sample"):
+    data["runs"][0]["epochs"][2]["split"]["read_ns"] = [1, 2]
+    with pytest.raises(ResultsError, match="split read_ns is 2, not one per sample"):
         Results.from_dict(data)
-    data["runs"][0]["epochs"][2]["read_ns"] = []
-    data["runs"][0]["epochs"][1]["read_ns"] = data["runs"][0]["epochs"][1]["decode_ns"] = [1] * N
+    data["runs"][0]["epochs"][2]["split"] = None
+    data["runs"][0]["epochs"][1]["split"] = {"read_ns": [1] * N, "decode_ns": [1] * N, "read_cpu_s": 0.0,
+                                             "decode_cpu_s": 0.0}
     with pytest.raises(ResultsError, match="in a throughput epoch"):
         Results.from_dict(data)
 
@@ -221,8 +222,8 @@ def test_decode_both_measures_each_run_both_ways(tmp_path):
         assert s["split_samples"] == 24 and s["read_s_per_sample"] > 0
         assert (s["bound_by"] in ("io", "decode", "mixed")) == r.config.decode
         timed = next(e for e in r.epochs if e.timing)
-        assert timed.decode_ns == ((0,) * 24 if not r.config.decode else timed.decode_ns)
-        assert all(x > 0 for x in timed.decode_ns) == r.config.decode
+        assert timed.split.decode_ns == ((0,) * 24 if not r.config.decode else timed.split.decode_ns)
+        assert all(x > 0 for x in timed.split.decode_ns) == r.config.decode
     res.save(cfg.output)
     assert Results.load(cfg.output).runs == res.runs
     from bench.report.compare import compare

@@ -163,5 +163,6 @@ def test_mpirun_bench_run_aggregates_two_ranks(tmp_path):
             if e["timing"]:
                 assert len(e["sample_ns"]) == 300  # every rank's raw per-sample latencies, merged
                 # and their read/decode split, in the same order, with both ranks' CPU seconds
-                assert len(e["read_ns"]) == len(e["decode_ns"]) == 300 and e["read_cpu_s"] > 0
-                assert [r + d for r, d in zip(e["read_ns"], e["decode_ns"])] == e["sample_ns"]
+                split = e["split"]
+                assert len(split["read_ns"]) == len(split["decode_ns"]) == 300 and split["read_cpu_s"] > 0
+                assert [r + d for r, d in zip(split["read_ns"], split["decode_ns"])] == e["sample_ns"]

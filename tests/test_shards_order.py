@@ -149,7 +149,8 @@ def test_bench_run_streams_records_and_reports_the_order(streaming_corpus, tmp_p
     for run in res.runs:
         assert run.config.shuffle == "shards"
         for e in run.epochs:
-            assert 0 < e.displacement and 0 <= e.same_shard <= 1 and e.same_shard_shuffled == pytest.approx(5 / 59)
+            o = e.order
+            assert 0 < o.displacement and 0 <= o.same_shard <= 1 and o.same_shard_shuffled == pytest.approx(5 / 59)
     printed = capsys.readouterr().out
     assert "order " in printed and "same shard" in printed
     with pytest.raises(UsageError, match="hdf5 is not one"):

@@ -59,16 +59,16 @@ def test_older_results_without_the_loader_fields_load_as_ours(corpus, tmp_path):
     res = run_bench(cfg)
     data = res.to_dict()
     for run in data["runs"]:
-        for key in ("loader", "dataloader", "device"):
+        for key in ("loader", "dataloader", "device", "storage"):
             run.pop(key)
         for e in run["epochs"]:
-            for key in [k for k in e if k.startswith("h2d_")]:
-                e.pop(key)
+            e.pop("h2d")
     for key in [k for k in data["floors"] if k.startswith("h2d")]:
         data["floors"].pop(key)
     (tmp_path / "old.json").write_text(json.dumps(data))
     old = Results.load(tmp_path / "old.json")
     assert [r.loader for r in old.runs] == ["ours"] and old.runs[0].dataloader is None
+    assert old.runs[0].storage == "local" and old.runs[0].epochs[0].h2d is None
     assert old.to_dict()["runs"][0]["loader"] == "ours"
 
 

@@ -188,8 +188,11 @@ def plot_capped(all_rows: list[dict], path: Path) -> Path | None:
             epochs = [e for e in r["_run"].epochs if not e.timing]
             xs = list(range(len(epochs)))
             ax_mb.plot(xs, [e.mb_per_s for e in epochs], marker="o", color=color)
-            ax_hit.plot(xs, [e.hit_ratio if e.hit_ratio is not None else np.nan for e in epochs], marker="o", color=color)
-            ax_hit.plot(xs, [e.expected_hit_ratio if e.expected_hit_ratio is not None else np.nan for e in epochs],
+            parts = [e.capped for e in epochs]
+            ax_hit.plot(xs, [c.hit_ratio if c is not None and c.hit_ratio is not None else np.nan for c in parts],
+                        marker="o", color=color)
+            ax_hit.plot(xs, [c.expected_hit_ratio if c is not None and c.expected_hit_ratio is not None else np.nan
+                             for c in parts],
                         ls="--", color=color, alpha=0.6)
         cap = next((r["_run"].cap for r in capped if r["corpus"] == corpus and r["_run"].cap), {}) or {}
         ax_mb.set_title(f"{corpus}: payload MB/s under a cap of {cap.get('size', 0) / 2**20:,.1f} MiB page cache",

@@ -1,9 +1,10 @@
 """Results: immutable records of raw measurements, versioned JSON, summaries computed from them.
 
-    {"format": "layoutbench-results", "version": 1, "created": ..., "metadata": {host, cpu, ram,
+    {"format": "layoutbench-results", "version": 3, "created": ..., "metadata": {host, cpu, ram,
      kernel, filesystem, versions, command}, "corpus": {path, spec, layouts}, "floors": {...},
-     "runs": [{layout, cache, samples_per_s, mb_per_s, ttfb_s, p99_ms, floor_ratio, ... summary,
-               "config": {...}, "epochs": [raw per-epoch records], "checkpoints": [...]}],
+     "runs": [{layout, cache, storage, samples_per_s, mb_per_s, ttfb_s, p99_ms, floor_ratio, ... summary,
+               "config": {...}, "epochs": [raw per-epoch records, each with its parts
+               (capped, h2d, split, order) or null], "checkpoints": [...]}],
      "notes": [...]}
 
 The summary fields of each run are recomputed from the raw records on load, so a results file
@@ -27,6 +28,11 @@ version would have written it, or refuses it naming what it lacks):
   decoded; v1 wrote the run's --no-decode); and the per-sample latencies of a no-decode loader
   run are dropped, with a note: v1's timing epoch decoded every sample even under --no-decode,
   so they measured a read+decode the run's other epochs never did.
+- 3: an epoch record has shape: its core fields, and nested optional parts for what only some
+  epochs have: `capped` (CappedEpoch: the capped regime's resident bytes, cgroup and hit
+  counters), `h2d` (DeviceCopy: the GPU copy stage), `split` (Split: a timing epoch's read/decode
+  split) and `order` (Order: the order's randomness); Run.storage. Migration from 2: the flat
+  fields of each part move into it (a part none of whose fields was set is None), values unchanged.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from . import stats
 from .spec import LOADER_KINDS, REGIMES, STORAGES, RunSpec
 
 FORMAT = "layoutbench-results"
-VERSION = 2
+VERSION = 3
 MAX_BYTES = 1 << 30  # a results file larger than this is not one bench run wrote
 # version -> a function taking that version's JSON object and returning the next version's
 MIGRATIONS: dict[int, typing.Callable[[dict], dict]] = {}
@@ -97,6 +103,63 @@ class RankRecord:
 
 
 @dataclass(frozen=True)
+class CappedEpoch:
+    """What the capped regime measured around one epoch (bench.run.capped.Capped)."""
+
+    # bytes of the layout's files in the page cache (mincore), just before and just after
+    resident_bytes_before: int
+    resident_bytes_after: int
+    # the memory cgroup's own counters: page cache and rss at the epoch's end, peak usage during
+    # it, limit hits (v1 failcnt, v2 events max) and OOM kills during it (None: not kept by this kernel)
+    cgroup_cache_bytes: int | None = None
+    cgroup_rss_bytes: int | None = None
+    cgroup_peak_bytes: int | None = None
+    cgroup_limit_hits: int | None = None
+    cgroup_oom_kills: int | None = None
+    # page-cache hits probed at read time (bench.probe.hits): payload bytes served without a device
+    # read, the pages that had to come from the device, and the probe's own time (None: the probe
+    # did not see every payload byte of the epoch)
+    hit_bytes: int | None = None
+    miss_page_bytes: int | None = None
+    probe_s: float | None = None
+    hit_ratio: float | None = None  # hit_bytes / payload_bytes
+    expected_hit_ratio: float | None = None  # resident before the epoch / the files: what the cache could serve at most
+    read_amplification: float | None = None  # read_bytes / (payload_bytes - hit_bytes)
+    read_amplification_pages: float | None = None  # read_bytes / miss_page_bytes (page granularity)
+
+
+@dataclass(frozen=True)
+class DeviceCopy:
+    """--device: each batch copied host to device inside the epoch's timing."""
+
+    bytes: int
+    transfers: int  # batches copied
+    seconds: float  # in the copies, each through its synchronize
+    stage_s: float = 0.0  # copying batches into the pinned staging buffers
+
+
+@dataclass(frozen=True)
+class Split:
+    """A timing epoch's samples, each split into read and decode: wall time per sample in the order
+    of sample_ns (sample_ns = read_ns + decode_ns), and the thread CPU seconds of each summed over
+    the samples (loaders.stages says what each counts)."""
+
+    read_ns: tuple[int, ...]
+    decode_ns: tuple[int, ...]
+    read_cpu_s: float
+    decode_cpu_s: float
+
+
+@dataclass(frozen=True)
+class Order:
+    """How random an epoch's order was (loaders.sampler.order_randomness)."""
+
+    displacement: float | None = None  # mean |position - stored position|, over a full shuffle's
+    same_shard: float | None = None  # share of consecutive samples from one shard (streaming layouts)
+    same_shard_shuffled: float | None = None  # that share under a full shuffle
+
+
+@dataclass(frozen=True)
 class EpochRecord:
     """One epoch, as rank 0 aggregates it: the slowest rank's time, every rank's bytes."""
 
@@ -123,40 +186,10 @@ class EpochRecord:
     ranks: tuple[RankRecord, ...] = ()
     compute_s: float = 0.0  # emulated compute spent by the consumer(s), summed over ranks
     au: float | None = None  # accelerator utilization (bench/results/au.py): compute / running time; None without compute
-    # capped regime (None elsewhere). Bytes of the layout's files in the page cache (mincore):
-    resident_bytes_before: int | None = None
-    resident_bytes_after: int | None = None
-    # the memory cgroup's own counters: page cache and rss at the epoch's end, peak usage during
-    # it, limit hits (v1 failcnt, v2 events max) and OOM kills during it
-    cgroup_cache_bytes: int | None = None
-    cgroup_rss_bytes: int | None = None
-    cgroup_peak_bytes: int | None = None
-    cgroup_limit_hits: int | None = None
-    cgroup_oom_kills: int | None = None
-    # page-cache hits probed at read time (bench.probe.hits): payload bytes served without a device
-    # read, the pages that had to come from the device, and the probe's own time
-    hit_bytes: int | None = None
-    miss_page_bytes: int | None = None
-    probe_s: float | None = None
-    hit_ratio: float | None = None  # hit_bytes / payload_bytes
-    expected_hit_ratio: float | None = None  # residency before the epoch: what the cache could serve at most
-    read_amplification: float | None = None  # read_bytes / (payload_bytes - hit_bytes)
-    read_amplification_pages: float | None = None  # read_bytes / miss_page_bytes (page granularity)
-    # how random the order was (loaders.sampler.order_randomness; None in older files)
-    displacement: float | None = None  # mean |position - stored position|, over a full shuffle's
-    same_shard: float | None = None  # share of consecutive samples from one shard (streaming layouts)
-    same_shard_shuffled: float | None = None  # that share under a full shuffle
-    h2d_bytes: int = 0  # --device: bytes copied host to device (0: no copy stage)
-    h2d_transfers: int = 0  # batches copied
-    h2d_s: float = 0.0  # seconds in the copies, each through its synchronize
-    h2d_stage_s: float = 0.0  # seconds copying batches into the pinned staging buffers
-    # timing epochs (version 2; empty / None: not measured): each sample's read and decode wall
-    # time, in the order of sample_ns (sample_ns = read_ns + decode_ns), and the thread CPU seconds
-    # of each summed over the samples (loaders.stages says what each counts)
-    read_ns: tuple[int, ...] = ()
-    decode_ns: tuple[int, ...] = ()
-    read_cpu_s: float | None = None
-    decode_cpu_s: float | None = None
+    capped: CappedEpoch | None = None  # the capped regime's part (None elsewhere)
+    h2d: DeviceCopy | None = None  # --device: the GPU copy stage (None: no copy stage)
+    split: Split | None = None  # timing epochs: each sample's read and decode (None: not measured)
+    order: Order | None = None  # how random the order was (None: not measured)
 
     @property
     def samples_per_s(self) -> float:
@@ -459,6 +492,51 @@ def _v1_to_v2(data: dict) -> dict:
 
 MIGRATIONS[1] = _v1_to_v2
 
+# version 3's nested parts of an epoch record: part -> its fields in version 2
+_V3_PARTS = {
+    "capped": ("resident_bytes_before", "resident_bytes_after", "cgroup_cache_bytes", "cgroup_rss_bytes",
+               "cgroup_peak_bytes", "cgroup_limit_hits", "cgroup_oom_kills", "hit_bytes", "miss_page_bytes",
+               "probe_s", "hit_ratio", "expected_hit_ratio", "read_amplification", "read_amplification_pages"),
+    "h2d": ("h2d_bytes", "h2d_transfers", "h2d_s", "h2d_stage_s"),
+    "split": ("read_ns", "decode_ns", "read_cpu_s", "decode_cpu_s"),
+    "order": ("displacement", "same_shard", "same_shard_shuffled"),
+}
+
+
+def _v2_to_v3(data: dict) -> dict:
+    """Version 2 -> 3 (see the version history): each epoch's flat optional fields into its parts."""
+    for run in data.get("runs") or []:
+        if not isinstance(run, dict) or not isinstance(run.get("epochs"), list):
+            continue
+        run["epochs"] = [_nest_v2_epoch(e) if isinstance(e, dict) else e for e in run["epochs"]]
+    data["version"] = 3
+    return data
+
+
+def _nest_v2_epoch(e: dict) -> dict:
+    e = dict(e)
+    for part, keys in _V3_PARTS.items():
+        flat = {k: e.pop(k) for k in keys if k in e}
+        # version 2 wrote None (capped, order, split's CPU), [] (split) or 0 (h2d) where there was no part
+        present = [k for k, v in flat.items() if v is not None and v != [] and not (part == "h2d" and v == 0)]
+        if not present:
+            e[part] = None
+        elif part == "h2d":
+            e[part] = {"bytes": flat.get("h2d_bytes", 0), "transfers": flat.get("h2d_transfers", 0),
+                       "seconds": flat.get("h2d_s", 0.0), "stage_s": flat.get("h2d_stage_s", 0.0)}
+        elif part == "split":
+            e[part] = {"read_ns": flat.get("read_ns", []), "decode_ns": flat.get("decode_ns", []),
+                       "read_cpu_s": flat.get("read_cpu_s") or 0.0, "decode_cpu_s": flat.get("decode_cpu_s") or 0.0}
+        elif part == "capped":
+            e[part] = {"resident_bytes_before": 0, "resident_bytes_after": 0, **{k: v for k, v in flat.items()
+                                                                                 if v is not None}}
+        else:
+            e[part] = flat
+    return e
+
+
+MIGRATIONS[2] = _v2_to_v3
+
 
 def migrate(data: dict, where: str) -> dict:
     """`data` brought to VERSION through MIGRATIONS, one version at a time; ResultsError when a
@@ -564,7 +642,8 @@ def summarize(run: Run, floors: Floors, corpus: dict | None = None) -> dict:
                        "mb_per_s": ckpt_bytes / ckpt_s / 1e6 if ckpt_s else None,
                        "read_write_ratio": stats.ratio(payload, ckpt_bytes)},
         **capped_summary(run, steady),
-        "order": {key: stats.median([getattr(e, key) for e in counted if getattr(e, key) is not None])
+        "order": {key: stats.median([getattr(e.order, key) for e in counted
+                                     if e.order is not None and getattr(e.order, key) is not None])
                   for key in ("displacement", "same_shard", "same_shard_shuffled")},
         "nodes": len({r.host for e in run.epochs for r in e.ranks}) or 1,
         "ranks": run.config.world,
@@ -587,7 +666,7 @@ def split_summary(run: Run) -> dict:
     """A run's read/decode split over its timing epochs: per-sample means of read and decode, wall
     and CPU (seconds), wall percentiles (ms), the samples timed, whether it decoded, and bound_by
     ("io", "decode" or "mixed", SPLIT_RULE; None when not measured or not decoded)."""
-    timed = [e for e in run.epochs if e.timing and e.read_ns]
+    timed = [e.split for e in run.epochs if e.timing and e.split is not None and e.split.read_ns]
     n = sum(len(e.read_ns) for e in timed)
     decoded = run.config.decode or run.kind == "naive"
     out = {"decoded": decoded, "split_samples": n, "read_s_per_sample": None, "decode_s_per_sample": None,
@@ -597,11 +676,11 @@ def split_summary(run: Run) -> dict:
         return out
     read = [ns / 1e9 for e in timed for ns in e.read_ns]
     decode = [ns / 1e9 for e in timed for ns in e.decode_ns]
-    out.update(read_s_per_sample=sum(read) / n, read_cpu_s_per_sample=sum(e.read_cpu_s or 0.0 for e in timed) / n,
+    out.update(read_s_per_sample=sum(read) / n, read_cpu_s_per_sample=sum(e.read_cpu_s for e in timed) / n,
                read_ms=_p50_p90(read))
     if decoded:  # a payload-bytes run has no decode: None, not 0
         out.update(decode_s_per_sample=sum(decode) / n, decode_ms=_p50_p90(decode),
-                   decode_cpu_s_per_sample=sum(e.decode_cpu_s or 0.0 for e in timed) / n)
+                   decode_cpu_s_per_sample=sum(e.decode_cpu_s for e in timed) / n)
         if sum(read) + sum(decode) > 0:
             out["bound_by"] = bound_by(sum(read), sum(decode))
     return out
@@ -631,24 +710,27 @@ def capped_summary(run: Run, steady: list[EpochRecord]) -> dict:
     ratio = stats.ratio(run.corpus_bytes, run.memory_bytes) if run.corpus_bytes and run.memory_bytes else None
     out = {"memory_bytes": run.memory_bytes, "corpus_bytes": run.corpus_bytes, "memory_ratio": ratio,
            "measures_page_cache": bool(run.cache != "cold" and ratio is not None and ratio < PAGE_CACHE_RULE)}
+    parts = [e.capped for e in steady if e.capped is not None]
     for key in ("hit_ratio", "expected_hit_ratio", "read_amplification", "read_amplification_pages"):
-        values = [getattr(e, key) for e in steady if getattr(e, key) is not None]
+        values = [getattr(c, key) for c in parts if getattr(c, key) is not None]
         out[key] = stats.median(values) if values else None
     if run.cap is not None:
-        peaks = [e.cgroup_peak_bytes for e in run.epochs if e.cgroup_peak_bytes is not None]
+        every = [e.capped for e in run.epochs if e.capped is not None]
+        peaks = [c.cgroup_peak_bytes for c in every if c.cgroup_peak_bytes is not None]
         out["cap"] = {**run.cap, "peak_bytes": max(peaks, default=None),
-                      "limit_hits": sum(e.cgroup_limit_hits or 0 for e in run.epochs),
-                      "oom_kills": sum(e.cgroup_oom_kills or 0 for e in run.epochs),
-                      "resident_bytes_max": max((e.resident_bytes_after or 0 for e in run.epochs), default=None)}
+                      "limit_hits": sum(c.cgroup_limit_hits or 0 for c in every),
+                      "oom_kills": sum(c.cgroup_oom_kills or 0 for c in every),
+                      "resident_bytes_max": max((c.resident_bytes_after for c in every), default=None)}
     return out
 def h2d_summary(steady: list[EpochRecord], floors: Floors) -> dict:
     """The GPU copy stage over the steady epochs, beside the same run's pinned-copy floor."""
-    nbytes, seconds = sum(e.h2d_bytes for e in steady), sum(e.h2d_s for e in steady)
-    transfers = sum(e.h2d_transfers for e in steady)
+    copies = [e.h2d for e in steady if e.h2d is not None]
+    nbytes, seconds = sum(c.bytes for c in copies), sum(c.seconds for c in copies)
+    transfers = sum(c.transfers for c in copies)
     gbs = nbytes / seconds / 1e9 if seconds else None
     return {"gb_per_s": gbs, "seconds": seconds, "bytes": nbytes, "transfers": transfers,
             "bytes_per_transfer": stats.ratio(nbytes, transfers),
-            "stage_s": sum(e.h2d_stage_s for e in steady), "floor_gb_per_s": floors.h2d_gb_per_s,
+            "stage_s": sum(c.stage_s for c in copies), "floor_gb_per_s": floors.h2d_gb_per_s,
             "floor_ratio": stats.ratio(gbs, floors.h2d_gb_per_s)}
 
 
@@ -667,7 +749,8 @@ def floor_summary(floors: Floors) -> dict:
 
 # ---------------------------------------------------------------- (de)serialisation
 
-_RECORDS = {c.__name__: c for c in (RunConfig, RankRecord, EpochRecord, Checkpoint, Run, SeqFloor,
+_RECORDS = {c.__name__: c for c in (RunConfig, RankRecord, CappedEpoch, DeviceCopy, Split, Order, EpochRecord,
+                                    Checkpoint, Run, SeqFloor,
                                     PreadFloor, StreamFloor, MemcpyFloor, FioFloor, Floors, Results)}
 
 
@@ -740,12 +823,12 @@ def _check_values(obj, where: str) -> None:
             bad("epochs", len(obj.epochs), "without a throughput epoch (none, or only timing epochs)")
     if isinstance(obj, EpochRecord) and obj.ttfb_s > obj.wall_s:
         bad("ttfb_s", obj.ttfb_s, f"more than its wall_s {obj.wall_s}")
-    if isinstance(obj, EpochRecord) and (obj.read_ns or obj.decode_ns):
+    if isinstance(obj, EpochRecord) and obj.split is not None:
         if not obj.timing:
-            bad("read_ns", len(obj.read_ns), "in a throughput epoch (only timing epochs split their samples)")
-        if not len(obj.read_ns) == len(obj.decode_ns) == len(obj.sample_ns):
-            bad("read_ns", len(obj.read_ns), f"not one per sample (decode_ns {len(obj.decode_ns)}, "
-                                             f"sample_ns {len(obj.sample_ns)})")
+            bad("split", len(obj.split.read_ns), "in a throughput epoch (only timing epochs split their samples)")
+        if not len(obj.split.read_ns) == len(obj.split.decode_ns) == len(obj.sample_ns):
+            bad("split read_ns", len(obj.split.read_ns), f"not one per sample (decode_ns "
+                                                         f"{len(obj.split.decode_ns)}, sample_ns {len(obj.sample_ns)})")
 
 
 def _load_value(hint, value, where: str):
@@ -761,7 +844,7 @@ def _load_value(hint, value, where: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        hint = next(a for a in args if a is not type(None))
+        return _load_value(next(a for a in args if a is not type(None)), value, where)
     if hint is float and _number(value) and value >= 0:  # no field is negative: times, counts, fractions
         return float(value)
     if (hint is bool and type(value) is bool) or (hint is int and _number(value) and type(value) is int and value >= 0) or (

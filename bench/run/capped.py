@@ -32,7 +32,7 @@ from generator.errors import LayoutbenchError
 from bench.probe import cgroups, probes
 from bench.probe.hits import HitCounter, ProbedReader
 from bench.probe.regimes import COLD_MAX, CacheState, set_cache
-from bench.results.result import EpochRecord, _dump, _load
+from bench.results.result import CappedEpoch, EpochRecord, _dump, _load
 from bench.results.spec import RunSpec
 
 from .epochs import Epochs, run_epochs
@@ -242,8 +242,8 @@ class Capped(Regime):
         known = probed_bytes == payload and payload > 0
         fetched = payload - hit if known else None
         total = after.total_bytes
-        return replace(
-            record, resident_bytes_before=before.resident_bytes, resident_bytes_after=after.resident_bytes,
+        return replace(record, capped=CappedEpoch(
+            resident_bytes_before=before.resident_bytes, resident_bytes_after=after.resident_bytes,
             cgroup_cache_bytes=s1["cache"], cgroup_rss_bytes=s1["rss"], cgroup_peak_bytes=s1["peak"],
             cgroup_limit_hits=_delta(s0, s1, "limit_hits"), cgroup_oom_kills=_delta(s0, s1, "oom_kills"),
             hit_bytes=hit if known else None, miss_page_bytes=miss_pages if known else None,
@@ -251,7 +251,7 @@ class Capped(Regime):
             hit_ratio=hit / payload if known else None,
             expected_hit_ratio=before.resident_bytes / total if total else None,
             read_amplification=record.read_bytes / fetched if known and fetched > 0 else None,
-            read_amplification_pages=record.read_bytes / miss_pages if known and miss_pages > 0 else None)
+            read_amplification_pages=record.read_bytes / miss_pages if known and miss_pages > 0 else None))
 
 
 def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
@@ -314,10 +314,10 @@ def capped_notes(run, corpus: str) -> list[str]:
     cap = run.cap or {}
     if cap.get("failure"):
         notes.append(f"{what}: {cap['failure']}; the run is marked not ok")
-    bad = [e for e in run.epochs if not e.cache_ok]
+    bad = [e.capped for e in run.epochs if not e.cache_ok and e.capped is not None]
     if bad:
-        worst = max(bad, key=lambda e: e.resident_bytes_after or 0)
+        worst = max(bad, key=lambda c: c.resident_bytes_after)
         notes.append(f"{what}: {len(bad)} of {len(run.epochs)} epochs were not capped (cap {cap.get('limit', 0):,} B; "
-                     f"the layout's resident bytes reached {worst.resident_bytes_after or 0:,}, the group's peak "
+                     f"the layout's resident bytes reached {worst.resident_bytes_after:,}, the group's peak "
                      f"{worst.cgroup_peak_bytes or 0:,} B); the run is marked not ok")
     return notes

@@ -38,7 +38,7 @@ from bench.probe.machine import metadata
 from bench.probe.measure import RankEpoch, check_indices
 from bench.probe.regimes import CacheState, host_ram
 from bench.results.au import au
-from bench.results.result import EpochRecord, RankRecord, Results, Run
+from bench.results.result import DeviceCopy, EpochRecord, Order, RankRecord, Results, Run, Split
 
 from bench.results.spec import RunSpec, loaders_for
 
@@ -148,7 +148,7 @@ class Context:
             raise LayoutbenchError(f"epoch {epoch} read no sample: a throughput of nothing would be untrue")
         check_indices([g["indices"] for g in got], n, may_drop, epoch)
         randomness = order_randomness(np.concatenate([np.asarray(g["indices"], np.int64).ravel() for g in got]), bounds)
-        return EpochRecord(**randomness,
+        return EpochRecord(
             repeat=repeat, epoch=epoch, first=first, timing=timing,
             samples=sum(int(g["samples"]) for g in got), payload_bytes=sum(int(g["bytes"]) for g in got),
             wall_s=max(float(g["seconds"]) for g in got), ttfb_s=max(float(g["ttfb_s"]) for g in got),
@@ -164,10 +164,8 @@ class Context:
             ranks=tuple(RankRecord(int(g["rank"]), str(g["host"]), float(g["seconds"]), int(g["samples"]),
                                    int(g["bytes"])) for g in got) if len(got) > 1 else (),
             compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got),
-            h2d_bytes=sum(int(g.get("h2d_bytes", 0)) for g in got),
-            h2d_transfers=sum(int(g.get("h2d_transfers", 0)) for g in got),
-            h2d_s=max(float(g.get("h2d_s", 0.0)) for g in got), h2d_stage_s=max(float(g.get("h2d_stage_s", 0.0)) for g in got),
-            **split_fields(got))
+            h2d=device_copy(got), split=split_part(got),
+            order=Order(**randomness) if any(v is not None for v in randomness.values()) else None)
 
     def tick_floor(self, what: str):
         if self.bar is not None:
@@ -181,15 +179,25 @@ class Context:
             self.bar.update(1)
 
 
-def split_fields(got: list[dict]) -> dict:
+def split_part(got: list[dict]) -> Split | None:
     """The ranks' read/decode split of one epoch, merged (each rank's samples in rank order, as
-    sample_ns is); empty / None when the epoch did not time its samples."""
+    sample_ns is); None when the epoch did not time its samples."""
     if any(g.get("read_ns") is None for g in got):
-        return {}
-    return {"read_ns": tuple(int(x) for g in got for x in np.asarray(g["read_ns"]).tolist()),
-            "decode_ns": tuple(int(x) for g in got for x in np.asarray(g["decode_ns"]).tolist()),
-            "read_cpu_s": sum(float(g["read_cpu_s"]) for g in got),
-            "decode_cpu_s": sum(float(g["decode_cpu_s"]) for g in got)}
+        return None
+    return Split(read_ns=tuple(int(x) for g in got for x in np.asarray(g["read_ns"]).tolist()),
+                 decode_ns=tuple(int(x) for g in got for x in np.asarray(g["decode_ns"]).tolist()),
+                 read_cpu_s=sum(float(g["read_cpu_s"]) for g in got),
+                 decode_cpu_s=sum(float(g["decode_cpu_s"]) for g in got))
+
+
+def device_copy(got: list[dict]) -> DeviceCopy | None:
+    """The ranks' GPU copy stage of one epoch (all bytes, the slowest rank's seconds); None without one."""
+    if not any("h2d_bytes" in g for g in got):
+        return None
+    return DeviceCopy(bytes=sum(int(g.get("h2d_bytes", 0)) for g in got),
+                      transfers=sum(int(g.get("h2d_transfers", 0)) for g in got),
+                      seconds=max(float(g.get("h2d_s", 0.0)) for g in got),
+                      stage_s=max(float(g.get("h2d_stage_s", 0.0)) for g in got))
 
 
 def plan_runs(cfg: BenchConfig, manifest) -> list[RunSpec]:
