@@ -58,8 +58,8 @@ def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
 
     The reads land one after another in a destination of `into` bytes (at least one block; see
     `destination`), wrapping round. A floor passes one batch's bytes: a 4 MiB buffer reused for every
-    read stays in the CPU cache, so the bytes never reach memory, which is faster (17-20 GB/s warm
-    on this machine, above its 12-13 GB/s memcpy) than any loader can deliver a 46 MB image."""
+    read stays in the CPU cache, so the bytes never reach memory, which is faster than any loader
+    can deliver a large image (docs/lab/2026-12-01-floors-at-concurrency.md)."""
     dest = destination(into)
     at = _pieces(dest, block)
     total = n = 0
@@ -79,9 +79,9 @@ def read_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int,
 @names_corpus_files("measuring the sequential-read floor")
 def copy_sequential(paths, block: int = READ_BLOCK, into: int = 0) -> tuple[int, float, int]:
     """Like read_sequential, copying `block`-sized pieces out of a read-only map of each file
-    (MADV_SEQUENTIAL) instead of read(): the other way a reader gets a file's bytes. Warm, it is
-    the faster one here (a user-space copy into memory beats read()'s kernel copy: about 11 against
-    6 GB/s for a 46 MB destination), so a warm floor takes the better of the two."""
+    (MADV_SEQUENTIAL) instead of read(): the other way a reader gets a file's bytes. Warm, either
+    can be the faster (a user-space copy into memory can beat read()'s kernel copy), so a warm
+    floor takes the better of the two."""
     dest = np.frombuffer(destination(into), np.uint8)
     at = _pieces(memoryview(dest), block)
     total = n = 0
@@ -174,15 +174,13 @@ def memcpy_bandwidth(nbytes: int = 64 << 20, repeats: int = 5) -> tuple[int, flo
 Item = tuple  # (path, offset, length): read `length` bytes of `path` from `offset`
 WAYS = ("seq-read", "seq-map", "rand", "rand-advise")
 # Passes of each floor way; the best counts (a floor is the best the machine does). A shared
-# machine's scheduling noise is large against a pass of a few milliseconds (2 streams over two
-# 46 MB images, warm: 1.3-3.5 GB/s pass to pass here, under a load of 3.5 on 2 cores), so short
-# warm ways are passed again until MEASURE_S seconds of passes, at most PASSES_MAX (a warm 4K
-# pass takes ~15 ms; at 0.5 s and 12, long ones made the floors ~60 s of each 10-layout corpus of
-# make bench). Cold passes, each after an eviction, are noisier still (two 46 MB images read cold
-# in 44-70 ms pass to pass here, 92 MB in 52-141 ms; one slow pass of two had let a loader past),
-# so cold ways pass again while under COLD_MEASURE_S seconds of reads, at most COLD_PASSES_MAX,
-# and are measured next to the runs they bound (cold_next_to_runs). A pass costs its reads and,
-# cold, an eviction (~20 ms): the stream processes are kept from pass to pass (Streams).
+# machine's scheduling noise is large against a pass of a few milliseconds, so short warm ways
+# are passed again until MEASURE_S seconds of passes, at most PASSES_MAX. Cold passes, each after
+# an eviction, are noisier still (one slow pass of two had let a loader past its floor), so cold
+# ways pass again while under COLD_MEASURE_S seconds of reads, at most COLD_PASSES_MAX, and are
+# measured next to the runs they bound (cold_next_to_runs). A pass costs its reads and, cold, an
+# eviction: the stream processes are kept from pass to pass (Streams). The spreads behind these
+# settings: docs/lab/2026-12-02-floors-drift.md.
 PASSES_MIN, PASSES_MAX, MEASURE_S = 2, 12, 0.2
 COLD_PASSES_MAX, COLD_MEASURE_S = 8, 0.5
 DEPTH_MAX = 64  # reads in flight per stream: 2 batches of 32 are in flight whole; more are capped here
@@ -556,9 +554,8 @@ def _layout_floors(cfg, layout: str, paths, cache: str, ranks_here: int, depth: 
     """One layout's floors at one cache state: the one-stream sequential floor, the floors at every
     concurrency its runs use and (`fio`) fio's random reads beside them."""
     # a floor is the best the machine does: cold, the best of 2 read() passes, each after an
-    # eviction (in one make bench job one pass alone read the same 4K images at 113 MB/s for one
-    # layout, 1,748 MB/s for another); warm, the best of 3 passes of read() and of 3 copying out of
-    # a map (copy_sequential)
+    # eviction (one pass alone can be an order of magnitude off: docs/lab/2026-12-02-floors-drift.md);
+    # warm, the best of 3 passes of read() and of 3 copying out of a map (copy_sequential)
     passes = []
     for way in [read_sequential] * 2 if cache == "cold" else [read_sequential, copy_sequential] * 3:
         if cache == "cold" or not passes:

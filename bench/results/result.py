@@ -230,7 +230,7 @@ class Run:
     @property
     def spec(self) -> RunSpec:
         """The run's identity, as bench run planned it."""
-        loader = {"loader": "ours", "naive": "naive"}.get(self.kind)
+        loader = {"loader": "ours", "naive": "naive", "ecosystem": "ecosystem"}.get(self.kind)
         if loader is None:  # a DataLoader run: its dataset is among its recorded settings
             loader = f"torch-{(self.dataloader or {}).get('dataset', 'sample')}"
         return RunSpec(self.reads, loader, self.storage, self.cache, self.config.workers,
@@ -788,7 +788,8 @@ def _load(cls, data, where: str):
 SHUFFLES = SAMPLER_MODES  # every epoch order the sampler has
 RUN_CACHES = REGIMES  # the cache settings `bench run --cache` takes
 RUN_KINDS = tuple(dict.fromkeys(LOADER_KINDS.values()))  # our Loader, a naive baseline, torch's DataLoader
-LOADERS = ("ours", "torch")  # whose loader a run measured: ours, or torch's DataLoader (bench.run.torchrun)
+# whose loader a run measured: ours, torch's DataLoader (bench.run.torchrun), or the layout's ecosystem loader
+LOADERS = ("ours", "torch", "ecosystem")
 FRACTION = (0.0, 1.0)
 _VALUES = {
     "RunConfig": {"batch_size": (1, None), "prefetch": (1, None), "epochs": (1, None), "repeats": (1, None),

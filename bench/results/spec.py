@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Who reads: our Loader, a naive baseline (Reader.naive_batch in the calling thread), or torch's
-# DataLoader over a map-style dataset of one sample (TorchDataset) or one batch (BatchDataset) per item.
-# The value is the results' Run.kind.
-LOADER_KINDS = {"ours": "loader", "naive": "naive", "torch-sample": "torch", "torch-batch": "torch"}
+# Who reads: our Loader, a naive baseline (Reader.naive_batch in the calling thread), torch's
+# DataLoader over a map-style dataset of one sample (TorchDataset) or one batch (BatchDataset) per
+# item, or the layout's own ecosystem loader (the library its users read it with, run as its docs
+# recommend). The value is the results' Run.kind.
+LOADER_KINDS = {"ours": "loader", "naive": "naive", "torch-sample": "torch", "torch-batch": "torch",
+                "ecosystem": "ecosystem"}
+# --loader: which loaders run for each layout, in the order they run
+LOADER_OPTIONS = {"ours": ("ours",), "torch": ("torch-sample", "torch-batch"),
+                  "both": ("ours", "torch-sample", "torch-batch"), "ecosystem": ("ecosystem",),
+                  "all": ("ours", "torch-sample", "torch-batch", "ecosystem")}
 TORCH_DATASETS = ("sample", "batch")
 STORAGES = ("local",)  # where a corpus's bytes are (bench.run.storage)
 REGIMES = ("cold", "warm", "asis", "capped")  # the cache settings `bench run --cache` takes
@@ -71,9 +77,8 @@ class RunSpec:
 
 
 def loaders_for(option: str) -> tuple[str, ...]:
-    """The loaders `--loader ours|torch|both` runs for each layout, in the order they run."""
-    ours = ("ours",) if option in ("ours", "both") else ()
-    return ours + (tuple(f"torch-{d}" for d in TORCH_DATASETS) if option in ("torch", "both") else ())
+    """The loaders `--loader OPTION` runs for each layout, in the order they run."""
+    return LOADER_OPTIONS[option]
 
 
 def naive_name(layout: str) -> str:

@@ -44,10 +44,11 @@ class Epochs:
 def epoch_plan(spec: RunSpec, rc: RunConfig) -> list[tuple[int, bool]]:
     """(epoch, per-sample timing) in the order they run. Naive baselines: one epoch (no workers to
     start, so no first epoch to set apart; and slow). The timing epoch follows the others where
-    asked for, but not for DataLoader runs: it times our reader, which our own runs already do."""
+    asked for, only for our Loader's runs: it times our reader's read and decode per sample, which
+    a DataLoader or ecosystem run would only repeat, or cannot."""
     if spec.naive:
         return [(0, False)]
-    timed = [(rc.epochs, True)] if rc.sample_latency and spec.kind != "torch" else []
+    timed = [(rc.epochs, True)] if rc.sample_latency and spec.kind == "loader" else []
     return [(e, False) for e in range(rc.epochs)] + timed
 
 

@@ -87,9 +87,12 @@ def run_one(ctx: "Context", spec: RunSpec, repeat: int) -> Epochs:
     if spec.kind == "torch":
         def opener(rank, timing):
             return open_torch_loader(reader, rc, spec.torch_dataset, spec.workers, rank, ctx.cfg.pin_memory)
-    else:
+    elif spec.kind in ("loader", "naive"):
         def opener(rank, timing):
             return open_loader(reader, rc, spec.workers, rank, timing, spec.naive)
+    else:
+        reader.close()
+        raise UsageError(f"no loader of kind {spec.kind!r} can open {spec.name}")
     return run_epochs(ctx, spec, reader, regime_for(spec.regime, storage), repeat, opener,
                       emit=lambda record: ctx.tick(spec, record))
 
@@ -292,7 +295,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
     for spec, slot in gathered.items():
         config = replace(rc, workers=spec.workers, decode=spec.decode,
                          **(dict(epochs=1, sample_latency=False) if spec.naive else {}))
-        if spec.kind == "torch":
+        if spec.kind != "loader":  # no timing epoch (epoch_plan): none claimed
             config = replace(config, sample_latency=False)
         cap = ctx.caps.get((spec, 0)) if spec.regime == "capped" else None
         if cap is not None:  # a failure in any repeat marks the run
@@ -306,7 +309,8 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                             slot["method"], config, tuple(slot["epochs"]), tuple(slot["checkpoints"]),
                             memory_bytes=cfg.memory_limit if spec.regime == "capped" else host_ram(),
                             corpus_bytes=(manifest.layouts.get(spec.layout) or {}).get("bytes_on_disk"), cap=cap,
-                            loader="torch" if spec.kind == "torch" else "ours", dataloader=slot.get("dataloader"),
+                            loader={"torch": "torch", "ecosystem": "ecosystem"}.get(spec.kind, "ours"),
+                            dataloader=slot.get("dataloader"),
                             device=cfg.device if ctx.gpu is not None else None, storage=spec.storage))
     notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}") + lost
     if ctx.gpu_note:

@@ -17,9 +17,9 @@ from __future__ import annotations
 from generator.errors import UsageError
 from generator.libraries import missing, problem
 
-from bench.results.result import LOADERS
+from bench.results.spec import LOADER_OPTIONS as _OPTIONS
 
-LOADER_OPTIONS = (*LOADERS, "both")  # --loader: ours, torch's DataLoader, or both side by side
+LOADER_OPTIONS = tuple(_OPTIONS)  # --loader: ours, torch's DataLoader, both, the ecosystem's, or all
 INSTALL = "make install-torch (or pip install -e '.[torch]')"
 
 
