@@ -4,9 +4,9 @@
                         [--epochs E] [--repeats R] [--batch-size B] [--workers K[,K...]] [--worker-kind KIND]
                         [--shuffle MODE] [--decode yes|no|both] [--checkpoint-mb M --checkpoint-every N]
                         [--compute-ms X] [--compute-ms-per-sample Y] [--compute-busy] [--warmup N] [--fio]
-    python -m bench report FILE.json ... [--out results/]
+    python -m bench report FILE.json ... [--out results/] [--verbose]
     python -m bench compare A.json B.json [--force]
-    python -m bench suite [--quick]            # what `make bench` runs
+    python -m bench suite [--quick] [--verbose]  # what `make bench` runs
     python -m bench plan ...                   # storage demands of a training run
 """
 
@@ -210,14 +210,20 @@ def add_report(sub) -> None:
     p = sub.add_parser("report", help="report.md, CSV and PNG plots from results files")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE.json")
     p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default results/)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print the summary table, the floors and the notes (all in report.md)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
     from bench.report.markdown import write_report
+    from bench.results.result import Results
 
-    md = write_report(args.files, args.out)
-    print(f"report: {md}")
+    from .suite import print_outcome
+
+    results = [Results.load(f) for f in args.files]
+    md = write_report(args.files, args.out, results=results)
+    print_outcome(results, md, verbose=args.verbose)
     return 0
 
 
@@ -242,6 +248,8 @@ def add_suite(sub) -> None:
     p.add_argument("--data", type=Path, default=Path("data"), help="corpus directory root (default data/)")
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default results/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print the summary table, the floors and the notes at the end (all in report.md)")
     p.add_argument("--generate-only", action="store_true",
                    help="make the suite's corpora (those missing) and stop: what `make generate` runs")
     p.set_defaults(func=cmd_suite)
@@ -251,7 +259,7 @@ def cmd_suite(args) -> int:
     from .suite import run_suite
 
     return run_suite(args.data, args.out, quick=args.quick, progress=not args.quiet and sys.stderr.isatty(),
-                     generate_only=args.generate_only)
+                     generate_only=args.generate_only, verbose=args.verbose)
 
 
 def add_plan(sub) -> None:

@@ -1,6 +1,9 @@
 """The default suite, what `make bench` runs: generate what is missing, run every layout cold and
-warm on each corpus, a worker sweep of cold loose files, then the report and the speed goals; the
-console output ends with the report's Answer.
+warm on each corpus, a worker sweep of cold loose files, then the report. The console says what
+is generated and each job as it runs (with the time left, estimated from the jobs done), then
+ends with the verdict report.md opens with, where the report is, and each run not ok in one line
+(--verbose adds the summary table, the floors and the notes). The project's own speed goals are
+not part of it: `python -m bench.goals results/` measures them in the results files.
 
 Full (FULL below; `make generate` makes its corpora): MNIST 20,000, ImageNet-size 800, an
 ImageNet-like JPEG corpus of 700 (photo content, quality 90, sizes around 390x470), 4k-8bit 3 and
@@ -31,10 +34,9 @@ from generator.manifest import MANIFEST, read_manifest
 from generator.sizes import parse_size_dist
 from generator.spec import Spec, preset_spec
 
-from bench.report.analysis import corpus_name
 from bench.report.markdown import summary_table, write_report
-from bench.report.verdict import answer
-from bench.results.result import Results, RunConfig, floor_cache, summarize
+from bench.report.verdict import verdict, verdict_console
+from bench.results.result import RunConfig
 from bench.run.config import BenchConfig, check_config, check_writable
 from bench.run.runner import run_bench
 
@@ -131,52 +133,6 @@ def ensure_corpora(plan: SuitePlan, data: Path, progress: bool) -> list[Path]:
     return dirs
 
 
-def goals(results: list[Results]) -> list[str]:
-    """The issue's speed goals, measured (reported, never asserted)."""
-    lines = []
-    harness = [r.floors.null_us_per_sample for r in results if r.floors.null_us_per_sample is not None]
-    if harness:
-        lines.append(f"harness cost: {max(harness):.4f} us/sample at most (goal <= 0.2): "
-                     f"{'met' if max(harness) <= 0.2 else 'NOT met'}")
-    for res in results:
-        spec = res.corpus.get("spec", {})
-        name = corpus_name(res)
-        if str(spec.get("preset", "")).startswith("4k"):
-            for run in res.runs:
-                if run.kind != "loader":
-                    continue
-                # against one stream reading the same bytes in order (the goal's floor), not the
-                # floor at the run's own concurrency (its x floor, which bounds it)
-                seq = res.floors.seq_for(run.reads, fc) if (fc := floor_cache(run)) else None
-                if seq is not None and seq.mb_per_s:
-                    ratio = summarize(run, res.floors, res.corpus)["mb_per_s"] / seq.mb_per_s
-                    lines.append(f"{name} {run.layout} {run.cache}: {ratio:.3f}x one stream's sequential read of the "
-                                 f"same bytes (goal >= 0.8): {'met' if ratio >= 0.8 else 'NOT met'}")
-        ref = {"imagenet": "files", "mnist": "hdf5"}.get(str(spec.get("preset")))
-        for cache in ("cold", "capped") if ref else ():
-            got = {run.layout: summarize(run, res.floors, res.corpus) for run in res.runs
-                   if run.cache == cache and run.kind == "loader"}
-            if "lmdb" in got and ref in got and got[ref]["mb_per_s"]:
-                x = got["lmdb"]["mb_per_s"] / got[ref]["mb_per_s"]
-                lines.append(f"{name} {cache}: lmdb {got['lmdb']['mb_per_s']:,.1f} MB/s = {x:.2f}x {ref} "
-                             f"{got[ref]['mb_per_s']:,.1f} MB/s, same run (goal >= 0.8): {'met' if x >= 0.8 else 'NOT met'}")
-        for run in res.runs:
-            if run.cache == "capped":
-                s = summarize(run, res.floors, res.corpus)
-                amp = s["read_amplification_pages"]
-                if amp is not None:
-                    lines.append(f"{name} {run.layout} capped: device bytes {amp:.3f}x the pages it had to fetch, "
-                                 f"{s['read_amplification']:.3f}x the payload it missed (goal <= 1.2 per steady "
-                                 f"epoch): {'met' if amp <= 1.2 else 'NOT met'}")
-        by_workers = {run.config.workers: summarize(run, res.floors, res.corpus)["samples_per_s"]
-                      for run in res.runs if run.layout == "files" and run.cache == "cold" and run.kind == "loader"}
-        if 1 in by_workers and 2 in by_workers and by_workers[1]:
-            speedup = by_workers[2] / by_workers[1]
-            lines.append(f"{name} cold files: 2 workers = {speedup:.3f}x one worker (goal >= 1.6): "
-                         f"{'met' if speedup >= 1.6 else 'NOT met'}")
-    return lines
-
-
 def capped_jobs(plan: SuitePlan, data: Path, out: Path, progress: bool) -> list[BenchConfig]:
     """Every layout of one corpus per sample-size class under its cap, 2 loader threads."""
     from bench.probe.regimes import parse_size
@@ -207,7 +163,16 @@ def fit_cap(cfg: BenchConfig) -> BenchConfig:
     return replace(cfg, layouts=tuple(n for n in names if n not in dropped))
 
 
-def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False, generate_only: bool = False) -> int:
+def left(done_s: list[float], remaining: int) -> str:
+    """The time left, estimated as the mean of the jobs done times the jobs remaining."""
+    if not remaining:
+        return "the report next"
+    est = sum(done_s) / len(done_s) * remaining
+    return f"about {est / 60:.0f} min left" if est >= 90 else f"about {est:.0f} s left"
+
+
+def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False, generate_only: bool = False,
+              verbose: bool = False) -> int:
     plan = QUICK if quick else FULL
     t0 = time.perf_counter()
     out = Path(out)
@@ -257,24 +222,33 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
             check_config(cfg, read_manifest(cfg.corpus))
         except UsageError as exc:
             raise UsageError(f"the suite's run of {cfg.corpus} ({', '.join(cfg.caches)}) is refused: {exc}") from None
-    for cfg in jobs:
+    took: list[float] = []
+    for i, cfg in enumerate(jobs, 1):
         t = time.perf_counter()
-        print(f"bench: {cfg.corpus} ({', '.join(cfg.layouts or ('every layout',))}; {', '.join(cfg.caches)}) -> {cfg.output}", flush=True)
+        print(f"bench: [{i}/{len(jobs)}] {cfg.corpus} ({', '.join(cfg.layouts or ('every layout',))}; "
+              f"{', '.join(cfg.caches)}) -> {cfg.output}", flush=True)
         res = run_bench(cfg)
         res.save(cfg.output)
-        print(f"       {time.perf_counter() - t:.0f} s", flush=True)
+        took.append(time.perf_counter() - t)
+        print(f"       {took[-1]:.0f} s; {left(took, len(jobs) - i)}", flush=True)
         files.append(cfg.output)
         results.append(res)
-    goal_lines = goals(results)
-    md = write_report(files, out, extra=["## Speed goals (measured in this run)", ""] + [f"- {g}" for g in goal_lines])
-    print(summary_table(results))
-    for res in results:
-        for note in res.notes:
-            print(f"note: {note}")
-    for g in goal_lines:
-        print(f"goal: {g}")
-    print(f"report: {md} (with results.csv and the PNG plots beside it); {time.perf_counter() - t0:.0f} s in all")
-    print("Answer (as report.md begins):")
-    for line in answer(results):
-        print(f"  {line}")
+    md = write_report(files, out, results=results)
+    print_outcome(results, md, verbose, f"; {time.perf_counter() - t0:.0f} s in all")
     return 0
+
+
+def print_outcome(results, md: Path, verbose: bool = False, tail: str = "") -> None:
+    """The end of `bench suite` and `bench report`: with `verbose`, the summary table and the
+    notes; then the verdict (the table, its sentences, each run not ok in one line), where the
+    report is, and how many notes it holds."""
+    if verbose:
+        print(summary_table(results))
+        for res in results:
+            for note in res.notes:
+                print(f"note: {note}")
+    for line in verdict_console(verdict(results)):
+        print(line)
+    notes = sum(len(res.notes) for res in results)
+    print(f"report: {md} (the evidence: tables, plots, results.csv beside it){tail}"
+          + (f"; {notes} note{'s' * (notes != 1)} in it (Notes)" if notes else ""))

@@ -1,4 +1,5 @@
-"""Reports from results files: report.md (the Answer first), the summary table `bench run` and
+"""Reports from results files: report.md (the verdict first: bench.report.verdict, its heatmap,
+then the Answer and the evidence), the summary table `bench run` and
 `make bench` print, and results.csv; the plots beside them come from bench.report.plots. Each
 corpus's runs with a read/decode split (their timing epochs) get a line saying whether they were
 I/O-bound or decode-bound (bench.results.result.SPLIT_RULE) and a table in "Read and decode".
@@ -18,8 +19,8 @@ from bench.results.result import SPLIT_RULE, Results
 from bench.run.config import check_writable, inside
 
 from .analysis import FLOOR_SLACK, REPLICATE, bounds, corpus_name, fmt, primary_view, replication, rows
-from .plots import au_entries, plot_au, plot_capped, plot_latency_cdf, plot_throughput, plot_workers
-from .verdict import BOUND_WORDS, answer, fio_lines, fmt_ms
+from .plots import au_entries, plot_au, plot_capped, plot_latency_cdf, plot_throughput, plot_verdict, plot_workers
+from .verdict import BOUND_WORDS, answer, fio_lines, fmt_ms, verdict, verdict_markdown
 
 CSV_FIELDS = ("corpus", "preset", "count", "sample_bytes", "layout", "kind", "cache", "workers", "worker_kind",
               "batch_size", "decode", "epochs", "repeats", "ranks", "samples_per_s", "samples_per_s_min",
@@ -298,8 +299,20 @@ def repeats_section(all_rows: list[dict]) -> list[str]:
                   markdown=True), ""]
 
 
-def write_report(files, out: Path, extra: list[str] = ()) -> Path:
-    results = [Results.load(f) for f in files]
+def write_markdown(text: str, path: Path) -> Path:
+    """report.md is written here, and only here."""
+    path.write_text(text)
+    return path
+
+
+HEATMAP = "verdict.png"
+
+
+def write_report(files, out: Path, results: list[Results] | None = None) -> Path:
+    """report.md, results.csv and the PNGs under `out` from results `files` (`results`: those
+    files already loaded, in the same order). Returns report.md's path; report.md opens with
+    bench.report.verdict.verdict(results)."""
+    results = [Results.load(f) for f in files] if results is None else list(results)
     out = Path(out)
     for res in results:
         corpus = res.corpus.get("path")
@@ -308,6 +321,8 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
                              f"onto the directory under test; choose another")
     check_writable("--out", out)  # made if missing; a file there, or no permission, is one line
     all_rows = rows(results)
+    v = verdict(results)
+    heatmap = plot_verdict(v, out / HEATMAP)
     pngs = [p for p in (plot_throughput(all_rows, out / "throughput.png"),
                         plot_latency_cdf(all_rows, out / "latency_cdf.png"),
                         plot_workers(primary_view(all_rows), out / "workers.png"),
@@ -317,7 +332,8 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
     meta = results[0].metadata
     host, fs, ver = meta.get("host", {}), meta.get("filesystem", {}), meta.get("versions", {})
     answer_lines = answer(results)
-    md = ["# layoutbench report", "", "## Answer", "",
+    md = ["# layoutbench report", "", "## Verdict", ""] + verdict_markdown(v, heatmap.name if heatmap else None)
+    md += ["## Answer", "",
           "Per corpus and regime, the layouts ranked by MB/s (each its best worker setting), as a ratio to the "
           "best; \"within noise\" where its range (repeats, or epochs with one repeat) overlaps the best's. Then "
           "the compute per batch each layout needs for AU >= 90 % (predicted from its batch arrival times and "
@@ -359,12 +375,12 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
                                            for r in ck], markdown=True), ""]
     md += split_section(all_rows, results)
     md += capped_section(all_rows)
-    md += list(extra) + ([""] if extra else [])
     md += bound_section(all_rows, results)
     md += au_section(all_rows)
     md += repeats_section(all_rows)
     md += floors_section(results)
-    md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
+    md += ["## Plots", "", f"The verdict's heatmap ({HEATMAP}) is under the Verdict above." if heatmap else
+           "(No verdict heatmap: no run of our loader was measured ok.)", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
     if not any(p.name == "workers.png" for p in pngs):
         md += ["(No throughput-against-workers plot: no run measured one layout at several worker counts.)", ""]
     notes = [n for res in results for n in res.notes]
@@ -372,6 +388,4 @@ def write_report(files, out: Path, extra: list[str] = ()) -> Path:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     md += ["## Commands", ""] + [f"- `{' '.join(res.metadata.get('command', []))}` -> {f}" for f, res in zip(files, results)]
     md += ["", f"Files: {', '.join(str(f) for f in files)}; CSV: results.csv.", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(md))
-    return path
+    return write_markdown("\n".join(md), out / "report.md")

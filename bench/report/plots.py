@@ -1,4 +1,5 @@
-"""The report's PNG plots (matplotlib, Agg): throughput by layout beside its floor, the batch
+"""The report's PNG plots (matplotlib, Agg), each written through save_figure: the verdict's
+heatmap (each layout's ratio to the best, per corpus and regime), throughput by layout beside its floor, the batch
 latency CDF, throughput against workers, epochs under a memory cap, and predicted AU against
 compute per batch (bench.results.au).
 """
@@ -23,6 +24,13 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Every PNG of the report is written here, and only here: the figure saved to `path`, closed."""
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
 
 
 def _layout_order() -> tuple[str, ...]:
@@ -58,9 +66,7 @@ def _finish_panels(plt, fig, path: Path, handles, labels, title: str) -> Path:
     fig.legend(handles, labels, loc="upper center", ncol=len(handles), fontsize=9, bbox_to_anchor=(0.5, 0.985))
     fig.suptitle(title, y=0.998, fontsize=11, va="top", x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.94))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _grid(plt, n: int, height: float = 4.0):
@@ -164,9 +170,7 @@ def plot_workers(all_rows: list[dict], path: Path) -> Path | None:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Throughput against workers (ratios to the fewest workers)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_capped(all_rows: list[dict], path: Path) -> Path | None:
@@ -248,6 +252,42 @@ def plot_au(entries, path, target: float = au_model.AU_TARGET):
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"Predicted accelerator utilization (dashed: {target:.0%})", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def plot_verdict(v, path: Path) -> Path | None:
+    """The verdict at a glance (v: bench.report.verdict.Verdict): a heatmap of each layout's MB/s
+    over the best of its cell, layouts by (corpus, regime) cell, each annotated with its ratio; a
+    star on the layouts within noise of the best; "not ok" where the layout's runs were left out;
+    blank where not measured. None when no cell ranked a layout."""
+    from .verdict import VERDICT_REGIMES
+
+    cells = [c for c in v.cells() if c.ratios or c.excluded]
+    if not any(c.ratios for c in cells):
+        return None
+    layouts = sorted({l for c in cells for l in (*c.ratios, *c.excluded)}, key=_layout_key)
+    grid = np.full((len(layouts), len(cells)), np.nan)
+    for j, c in enumerate(cells):
+        for l, ratio in c.ratios.items():
+            grid[layouts.index(l), j] = ratio
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.4, 2.4 + 1.05 * len(cells)), 2.0 + 0.42 * len(layouts)))
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for j, c in enumerate(cells):
+        for i, l in enumerate(layouts):
+            if l in c.ratios:
+                ratio = c.ratios[l]
+                ax.text(j, i, f"{ratio:.2f}" + ("*" if l in c.recommended else ""), ha="center", va="center",
+                        fontsize=8, color="black" if ratio > 0.6 else "white")
+            elif l in c.excluded:
+                ax.text(j, i, "not ok", ha="center", va="center", fontsize=7, color="#b2182b")
+    ax.set_yticks(range(len(layouts)))
+    ax.set_yticklabels(layouts, fontsize=8)
+    ax.set_xticks(range(len(cells)))
+    ax.set_xticklabels([f"{c.corpus}\n{VERDICT_REGIMES[c.regime]}" + ("\n(bytes only)" if c.bytes_only else "")
+                        for c in cells], fontsize=7, rotation=30, ha="right")
+    ax.set_title("Each layout's MB/s over the best of its corpus and regime\n"
+                 "(* within noise of the best; blank: not measured)", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="ratio to the best")
+    fig.tight_layout()
+    return save_figure(fig, path)
