@@ -124,6 +124,25 @@ def test_residency_stays_under_the_cap_measured(results, corpus):
     assert considered >= 3 and capped >= considered - 1, "more than one layout was not held under its cap"
 
 
+def test_every_capped_run_has_its_floor_measured_under_its_cap(results):
+    """Each capped run's floors were measured in its own group, after its epochs, at its
+    concurrency: the same files read sequentially and in random sample-sized pieces, the ones
+    the cap keeps out coming from the device. The run is compared with the fastest of them."""
+    for run in capped_runs(results):
+        mine = [f for f in results.floors.at if f.cache == "capped" and f.layout == run.reads]
+        assert {f.way for f in mine} >= {"seq-read", "rand", "rand-advise"}, run.layout
+        assert {f.streams for f in mine} == {max(1, run.config.workers)}
+        assert all(f.bytes > 0 and f.seconds > 0 for f in mine)
+        s = summarize(run, results.floors, results.corpus)
+        best = max(mine, key=lambda f: f.mb_per_s)
+        assert s["floor_mb_per_s"] == pytest.approx(best.mb_per_s)
+        assert s["floor_way"].startswith(best.way) and s["floor_ratio"] is not None
+        # the floor bounds the run: a loader does not beat the same reads done raw (the report
+        # flags past 1.05; the margin here allows a noisy shared machine's pass-to-pass spread)
+        assert s["floor_ratio"] <= 1.3, (run.layout, s["floor_ratio"], s["floor_way"])
+    assert "floors" not in (capped_runs(results)[0].cap or {})  # floors are floors, not cap facts
+
+
 def test_hit_ratio_and_amplification_add_up_against_the_device_counters(results, corpus):
     for run in results.runs:
         if run.cache == "cold":  # cold: everything from the device, once (plus opening the files)

@@ -500,7 +500,7 @@ def memcpy_threads(threads: int, nbytes: int = 64 << 20, repeats: int = 5) -> tu
 
 
 def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, sample_bytes: int, samples: int,
-                  into: int, evict: str, seed: int = 0) -> list[StreamFloor]:
+                  into: int, evict: str, seed: int = 0, ready=None) -> list[StreamFloor]:
     """The floors of one layout's files at one concurrency and cache state: sequential reads at
     `streams` streams, and every sample-sized piece once in a random order at `streams` x `depth`
     reads in flight, one read of the sample size each. The best of the passes of each (at least
@@ -508,13 +508,14 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     evicted before every pass, and COLD_MEASURE_S, COLD_PASSES_MAX instead); warm, also copying
     out of a map (big files, faulted in before the clock, as a loader's map is after its first
     epoch) and the random reads with one thread per stream (no GIL shared by `depth` threads:
-    warm, a read never waits for the disk)."""
+    warm, a read never waits for the disk). `ready()`, if given, is called once each way's stream
+    processes are up, with their buffers, before its first pass."""
     seq_plans, rand_plans = seq_plan(paths, streams), rand_plan(paths, sample_bytes, samples, streams, seed)
     # (way, plans, threads per stream, mapped, read size, advised group): random reads are one
     # read of a sample each; cold, also `depth` of them advised WILLNEED at once in one thread
     ways = [("seq-read", seq_plans, 1, False, READ_BLOCK, 0),
             ("rand", rand_plans, depth, False, max(1, sample_bytes), 0)]
-    if cache == "cold":
+    if cache in ("cold", "capped"):
         ways += [("rand-advise", rand_plans, depth, False, max(1, sample_bytes), depth)]
     else:
         big = sum(os.path.getsize(p) for p in paths) / max(1, len(paths)) >= READ_BLOCK // 4
@@ -524,8 +525,11 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     state = settle(cache, paths, evict) if cache != "cold" else None  # warm stays warm: the floors read it
     for way, plans, d, mapped, block, advise in ways:
         best, spent, passes = None, 0.0, 0
-        most, enough = (COLD_PASSES_MAX, COLD_MEASURE_S) if cache == "cold" else (PASSES_MAX, MEASURE_S)
+        # capped: reads from the device as cold ones are (the cap keeps all but SIZE of the files out)
+        most, enough = (COLD_PASSES_MAX, COLD_MEASURE_S) if cache in ("cold", "capped") else (PASSES_MAX, MEASURE_S)
         with Streams(plans, d, block, into, mapped, advise) as pool:
+            if ready is not None:
+                ready()
             while passes < PASSES_MIN or (spent < enough and passes < most):
                 passes += 1
                 if cache == "cold":
@@ -536,6 +540,19 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
                     best = (nbytes, seconds, reads, state.residency)
         out.append(StreamFloor(layout, cache, way, streams, d, best[0], best[2], best[1], best[3], sample_bytes))
     return out
+
+
+def capped_floors(layout: str, paths, workers: int, plan: "FloorPlan", evict: str, seed: int,
+                  hold) -> list[StreamFloor]:
+    """The floors of a capped run, measured inside its memory cgroup with the run's loader closed,
+    after its epochs: the same files at the run's concurrency (its workers, a batch's reads in
+    flight each), sequential and in random sample-sized pieces (one read each, or advised
+    WILLNEED `depth` at a time), with nothing evicted. `hold()` is called once each way's stream
+    processes and buffers are up: it sets the group's limit to their own memory plus the run's
+    SIZE, so the page cache is held at SIZE and the pieces that miss it come from the device, as
+    the run's own misses do."""
+    return stream_floors(layout, probes.expand(paths), "capped", max(1, workers), plan.depth, plan.sample,
+                         plan.count, plan.into, evict, seed, ready=hold)
 
 
 def floor_streams(cfg, ranks_here: int, layout: str | None = None) -> list[int]:
@@ -571,6 +588,23 @@ def _layout_floors(cfg, layout: str, paths, cache: str, ranks_here: int, depth: 
             fio_floors.append(fio_floor(layout, paths, cache, streams, min(cfg.run.batch_size, DEPTH_MAX),  # iodepth =
                                         sample, count, cfg.evict))                                          # the batch
     return seq, at, fio_floors
+
+
+@dataclasses.dataclass(frozen=True)
+class FloorPlan:
+    """What a corpus's floors read with: reads in flight per stream, the mean sample's bytes, the
+    samples, and the bytes of the destination (one batch)."""
+
+    depth: int
+    sample: int
+    count: int
+    into: int
+
+
+def floor_plan(ctx, manifest) -> FloorPlan:
+    """The FloorPlan of the command's floors (a collective: every rank calls it)."""
+    _, _, depth, sample, into = _floor_plan(ctx, manifest)
+    return FloorPlan(depth, sample, manifest.spec.count, into)
 
 
 def _floor_plan(ctx, manifest) -> tuple:

@@ -32,7 +32,8 @@ from generator.errors import LayoutbenchError
 from bench.probe import cgroups, probes
 from bench.probe.hits import HitCounter, ProbedReader
 from bench.probe.regimes import COLD_MAX, CacheState, set_cache
-from bench.results.result import CappedEpoch, EpochRecord, _dump, _load
+from bench.probe.floors import capped_floors
+from bench.results.result import CappedEpoch, EpochRecord, StreamFloor, _dump, _load
 from bench.results.spec import RunSpec
 
 from .epochs import Epochs, run_epochs
@@ -62,7 +63,9 @@ CACHE_SLACK = 1.1  # an epoch whose layout has more than 1.1 x SIZE resident is 
 
 
 def run_capped(ctx, spec: RunSpec, repeat: int) -> tuple[Epochs, dict]:
-    """(what the epochs measured, the cap's facts) of one repeat of a capped run."""
+    """(what the epochs measured, the cap's facts) of one repeat of a capped run; the facts'
+    "floors" (StreamFloors, cache "capped") are the run's floors, measured in its group after its
+    epochs where ctx.floor_plan is set."""
     size = ctx.cfg.memory_limit
     group = cgroups.create()
     r, w = os.pipe()
@@ -101,6 +104,8 @@ def run_capped(ctx, spec: RunSpec, repeat: int) -> tuple[Epochs, dict]:
                     rec = _load(EpochRecord, msg["epoch"], "capped epoch")
                     records.append(rec)
                     ctx.tick(spec, rec)
+                elif "floors" in msg:
+                    cap["floors"] = [_load(StreamFloor, f, "capped floor") for f in msg["floors"]]
                 elif "error" in msg:
                     error = msg["error"]
         _, status = os.waitpid(pid, 0)
@@ -272,17 +277,7 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
         priming.close()
         state = _evict(probed, paths, ctx.cfg.evict, spec.name, reader.root / "manifest.json")
         own = _own_memory(group, epoch_anon, paths)
-        limit = (own + size) // 4096 * 4096  # the kernel keeps whole pages
-        for attempt in range(10):  # the kernel refuses (EBUSY) a limit it cannot reclaim down to at once
-            try:
-                group.set_limit(limit)
-                break
-            except OSError as exc:
-                if attempt == 9:
-                    raise LayoutbenchError(f"the capped {spec.name} run could not set its cgroup's limit to "
-                                           f"{limit:,} B (own memory {own:,} + {size:,}): {exc.strerror}") from None
-                set_cache("cold", paths, ctx.cfg.evict)
-                time.sleep(0.1)
+        limit = _set_limit(group, own, size, paths, ctx.cfg.evict, spec.name)
         out.write(json.dumps({"cap": {"own_bytes": own, "limit": limit, "evict_method": state.method}}) + "\n")
         regime = Capped(storage, group, counter, size, limit, state.method)
 
@@ -294,11 +289,39 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
 
         loader, started = None, loader
         run_epochs(ctx, spec, reader, regime, repeat, opener, emit=emit, loader=started)
+        if ctx.floor_plan is not None:  # the run's floor, in the same group, under the same page-cache cap
+            # no limit while the floor's stream processes fork and make their buffers (a forked
+            # interpreter's copied pages are charged to the group); hold() sets it once they are up
+            group.unlimit()
+
+            def hold():
+                _set_limit(group, _anon(group), size, paths, ctx.cfg.evict, f"{spec.name} floor")
+
+            floors = capped_floors(spec.layout, paths, spec.workers, ctx.floor_plan, ctx.cfg.evict, rc.seed, hold)
+            out.write(json.dumps({"floors": [_dump(f) for f in floors]}) + "\n")
         out.write(json.dumps({"done": True}) + "\n")
     finally:
         if loader is not None:  # run_epochs closes the loader it was given; this one only if it never ran
             loader.close()
         counter.close()
+
+
+def _set_limit(group, own: int, size: int, paths, evict: str, what: str) -> int:
+    """Set the group's limit to `own` + `size`, in whole pages (the kernel keeps whole pages), and
+    return it. The kernel refuses (EBUSY) a limit it cannot reclaim down to at once: the layout's
+    files are evicted and it is tried again, 10 times at most."""
+    limit = (own + size) // 4096 * 4096
+    for attempt in range(10):
+        try:
+            group.set_limit(limit)
+            return limit
+        except OSError as exc:
+            if attempt == 9:
+                raise LayoutbenchError(f"the capped {what} run could not set its cgroup's limit to {limit:,} B "
+                                       f"(own memory {own:,} + {size:,}): {exc.strerror}") from None
+            set_cache("cold", paths, evict)
+            time.sleep(0.1)
+    return limit
 
 
 def _delta(a: dict, b: dict, key: str) -> int | None:
