@@ -251,6 +251,30 @@ def block_device(path) -> BlockDevice | None:
     return BlockDevice(name, str(stat))
 
 
+def loop_backing(path) -> Path | None:
+    """The file behind the loop device that holds `path` (a filesystem image mounted with -o loop,
+    as Apptainer and SquashFS images are), or None when `path` is not on a loop device. The
+    image's own pages in the page cache serve the loop device's reads: evicting the corpus's
+    files alone does not make such a corpus cold."""
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return None
+    sys_dir = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    try:
+        real = sys_dir.resolve()
+    except OSError:
+        return None
+    for loop in (real / "loop", real.parent / "loop"):  # the device itself, or a partition of it
+        try:
+            backing = (loop / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if backing:
+            return Path(backing.removesuffix(" (deleted)"))
+    return None
+
+
 def mounts() -> list[tuple[str, str, str | None, str]]:
     """(mount point, fstype, source, super options) of every mount this process sees, from
     /proc/self/mountinfo (empty where it cannot be read)."""

@@ -128,6 +128,34 @@ class CacheState:
     after: float | None = None
 
 
+def cold_image(paths, method: str) -> float | bool | None:
+    """Where `paths` are on a loop-mounted image (probes.loop_backing), the image file's residency
+    after evicting it too (drop_caches has dropped its pages already; else fadvise): its pages serve
+    the loop device's reads, and mincore of the corpus's files cannot see them. None when not on
+    an image; False when the image cannot be opened here (cold cannot be made or checked)."""
+    first = next(iter(probes.expand(paths)), None)
+    backing = probes.loop_backing(first) if first is not None else None
+    if backing is None:
+        return None
+    try:
+        os.close(os.open(backing, os.O_RDONLY | os.O_NONBLOCK))  # gone, or not readable by this user
+        if method != "drop_caches":
+            probes.evict([backing], "fadvise")
+        return probes.residency([backing]).fraction
+    except OSError:
+        return False
+
+
+def cold_advice(corpus) -> str | None:
+    """What makes a corpus on a loop-mounted image cold where its cold runs were not (None: not on one)."""
+    backing = probes.loop_backing(corpus)
+    if backing is None:
+        return None
+    return (f"the corpus is on a loop-mounted image ({backing}), whose own pages serve its reads: a cold epoch "
+            f"needs them evicted too; run as root (--evict drop_caches), or make {backing} readable by this user "
+            f"so that --evict fadvise can evict it")
+
+
 def set_cache(cache: str, paths, evict_method: str) -> CacheState:
     """Put the files in the cache state asked for, with every handle already closed, and check it."""
     if cache == "cold":
@@ -139,6 +167,10 @@ def set_cache(cache: str, paths, evict_method: str) -> CacheState:
             time.sleep(0.05 * (attempt + 1))
         if method == "drop_caches":
             probes.evict(paths, method)  # the check itself looked every file up: forget those inodes again
+        image = cold_image(paths, method)
+        if image is False:  # on a loop image that cannot be evicted or checked from here: not cold
+            return CacheState(res, False, method)
+        res = max(res, image or 0.0)
         return CacheState(res, res <= COLD_MAX, method)
     if cache == "warm":
         res = probes.residency(paths).fraction

@@ -38,14 +38,32 @@ class Regime:
 
 
 class Cold(Regime):
-    """Evicted and checked before every epoch, every handle closed first."""
+    """Evicted and checked before every epoch, every handle closed first; and confirmed by what
+    the device read: an epoch whose device read less than DEVICE_MIN of its payload bytes was
+    served by a cache mincore does not see, and is marked not cold."""
 
     name = "cold"
     fresh_loader = True
+    DEVICE_MIN = 0.5  # of the payload bytes (raw payloads: the device reads at least them, cold)
+    DEVICE_CHECKED = 1 << 20  # payloads smaller than this are not checked (metadata and readahead weigh)
 
     def before(self, reader, files) -> CacheState:
         reader.close()  # an open handle or map keeps pages resident
         return super().before(reader, files)
+
+    def finish(self, record):
+        if not_read_from_the_device(record, self.DEVICE_MIN, self.DEVICE_CHECKED):
+            return replace(record, cache_ok=False)
+        return record
+
+
+def not_read_from_the_device(record, share: float, smallest: int) -> bool:
+    """Whether a cold epoch's device read less than `share` of its payload (one host's device
+    only: an epoch of ranks on several hosts is not checked, nor one without a device count)."""
+    hosts = {r.host for r in record.ranks}
+    if record.device_sectors_read is None or len(hosts) > 1 or record.payload_bytes < smallest:
+        return False
+    return record.device_sectors_read * 512 < share * record.payload_bytes
 
 
 class Warm(Regime):

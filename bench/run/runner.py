@@ -47,7 +47,7 @@ from .comm import Comm, SingleProcessComm
 from .config import PROBE_PREFIX, BenchConfig, check_config
 from .epochs import CHECKPOINT_PREFIX, Epochs, epoch_plan, run_epochs
 from .reading import open_loader, warm_up_code
-from .regime import regime_for
+from .regime import Cold, not_read_from_the_device, regime_for
 from .storage import storage_for
 from .torchrun import device_stage, open_torch_loader
 
@@ -331,6 +331,9 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                             dataloader=slot.get("dataloader"),
                             device=cfg.device if ctx.gpu is not None else None, storage=spec.storage))
     notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}") + lost
+    advice = ctx.storage("local").cold_advice()
+    if advice and any(r.cache == "cold" and not all(e.cache_ok for e in r.epochs) for r in out_runs):
+        notes.append(advice)
     if ctx.gpu_note:
         notes.append(ctx.gpu_note)
     corpus = {"path": str(Path(cfg.corpus).resolve()), "spec": manifest.spec.to_dict(),
@@ -352,6 +355,11 @@ def cache_notes(runs, corpus: str) -> list[str]:
         elif bad:
             if r.cache == "cold":
                 seen = f"residency up to {max(e.residency_before for e in bad):.1%} before the epoch"
+                unread = [e for e in bad if not_read_from_the_device(e, Cold.DEVICE_MIN, Cold.DEVICE_CHECKED)]
+                if unread:
+                    e = min(unread, key=lambda e: e.device_sectors_read)
+                    seen += (f"; the device read {e.device_sectors_read * 512:,} B of {e.payload_bytes:,} payload "
+                             f"bytes in {len(unread)} of them, so a cache mincore cannot see served the rest")
             else:
                 low = min(min(e.residency_before, 1.0 if e.residency_after is None else e.residency_after) for e in bad)
                 seen = f"residency down to {low:.1%} before or after the epoch"

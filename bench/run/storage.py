@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from bench.probe import probes
-from bench.probe.regimes import CacheState, set_cache
+from bench.probe.regimes import CacheState, cold_advice, set_cache
 
 
 class Storage(ABC):
@@ -42,9 +42,14 @@ class Storage(ABC):
     def residency(self, files) -> float:
         """The fraction of `files`' bytes in the page cache now."""
 
+    def cold_advice(self) -> str | None:
+        """What to do where cold runs were not cold for a reason of this storage's (None: no advice)."""
+        return None
+
 
 class LocalStorage(Storage):
-    """A corpus directory on a filesystem of this host; its page cache is this kernel's."""
+    """A corpus directory on a filesystem of this host; its page cache is this kernel's (on a
+    loop-mounted image, the image file's pages too: bench.probe.regimes.cold_image)."""
 
     name = "local"
     supports_eviction = True
@@ -62,6 +67,9 @@ class LocalStorage(Storage):
 
     def residency(self, files) -> float:
         return probes.residency(files).fraction
+
+    def cold_advice(self) -> str | None:
+        return cold_advice(self.corpus)
 
 
 STORAGE_CLASSES = {cls.name: cls for cls in (LocalStorage,)}
