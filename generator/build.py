@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import CorpusError, UsageError
+from .errors import (CorpusError, LayoutbenchError, ResourceError, UsageError, raise_if_out_of_handles,
+                     raise_if_out_of_memory)
 from .lifetime import die_with_parent
 from .layouts import disk_usage, get_layout, installed, layout_ids, layouts, writer_classes
 from .manifest import EXTENDS, MANIFEST, VERSION, Manifest, read_manifest, tmp_prefix, write_json_atomic, write_manifest
@@ -402,7 +403,15 @@ class Generation:
         """Every layout asked for is written: drop the in-progress marker."""
         (self.root / IN_PROGRESS).unlink(missing_ok=True)
 
-    def failed(self, exc: OSError) -> CorpusError:
+    def failed(self, exc: OSError) -> LayoutbenchError:
+        """The one-line error of a write that failed with `exc`: a limit of the process or machine
+        running out (open files, memory) named as such, never blamed on the corpus."""
+        try:
+            raise_if_out_of_handles(exc, exc.filename)
+            raise_if_out_of_memory(exc, exc.filename)
+        except ResourceError as limit:
+            return ResourceError(f"writing {self.current} in {self.root}: {limit}; the rerun of the same command "
+                                 f"resumes")
         if exc.errno == errno.ENOSPC:
             what = f"disk full while writing {self.current} in {self.root}; free space"
         else:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import LayoutbenchError
+from .errors import LayoutbenchError, UsageError, quote, raise_if_out_of_handles, raise_if_out_of_memory
+from .limits import raise_open_files
 from .lifetime import Terminated, sigterm_as_interrupt
 
 RESUME = "rerun the same command to resume"  # the generator's: it does resume
@@ -55,10 +56,30 @@ def positive_number(text: str) -> float:
 def run_main(prog: str, main, argv=None, interrupted=RESUME) -> int:
     """Run main(argv); turn our errors into one line on stderr and their exit code. Ctrl-C (exit
     130) and SIGTERM (exit 143) unwind alike (every cleanup runs) and end in one line that says
-    what to do: `interrupted`, a string or a function of argv giving the command's own advice."""
+    what to do: `interrupted`, a string or a function of argv giving the command's own advice.
+    First the soft limit of open files is raised to the hard limit (generator.limits); a limit
+    that runs out anyway (EMFILE, ENFILE, ENOMEM, MemoryError) is one line naming it (exit 1)."""
+    raise_open_files()
     try:
         with sigterm_as_interrupt():
-            return main(argv) or 0
+            try:
+                return main(argv) or 0
+            except (OSError, MemoryError) as exc:
+                raise_if_out_of_handles(exc, getattr(exc, "filename", None))
+                raise_if_out_of_memory(exc, getattr(exc, "filename", None))
+                raise
+            except ImportError as exc:  # a library's shared object the address space cannot map (`ulimit -v`)
+                if "failed to map segment" not in str(exc) and "Cannot allocate memory" not in str(exc):
+                    raise
+                raise_if_out_of_memory(MemoryError(), getattr(exc, "path", None) or getattr(exc, "name", None))
+                raise
+            except UnicodeEncodeError as exc:
+                if not _undecoded_name(exc):
+                    raise
+                raise UsageError(f"a file name here is not valid in this locale's encoding "
+                                 f"({sys.getfilesystemencoding()}), and a library needs it encoded: "
+                                 f"{quote(exc.object)}; run under a UTF-8 locale (LANG=C.UTF-8, or "
+                                 f"PYTHONUTF8=1), or rename it to UTF-8") from None
     except LayoutbenchError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -69,3 +90,10 @@ def run_main(prog: str, main, argv=None, interrupted=RESUME) -> int:
             return 143
         print(f"{prog}: interrupted; {what}", file=sys.stderr)
         return 130
+
+
+def _undecoded_name(exc: UnicodeEncodeError) -> bool:
+    """Whether exc is a library's failure to encode a name Python decoded with surrogateescape (the
+    bytes of a file name not valid in the locale's encoding), not a fault of ours."""
+    text = exc.object if isinstance(exc.object, str) else ""
+    return any("\udc80" <= c <= "\udcff" for c in text[exc.start:exc.end])

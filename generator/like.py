@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import codecs as formats
-from .errors import UsageError
+from .errors import UsageError, quote
 from .ingest import NotReadableHere, examine, folder_files, list_files
-from .sizes import MAX_LIST, SizeDist
+from .sizes import MAX_LIST, MAX_SIDE, SizeDist
 from .spec import Spec
 
 SAMPLE = 300  # files looked at, at most
@@ -134,6 +134,10 @@ def fit(src, count: int, seed: int = 0) -> Fit:
             bad += 1
             continue
         found.append((data, fmt, shape, dtype))
+        if max(shape[0], shape[1]) > MAX_SIDE:
+            raise UsageError(f"--like {quote(src)}: {quote(files[k][0])} is {shape[0]:,}x{shape[1]:,} pixels, a side "
+                             f"over the {MAX_SIDE:,} a synthetic corpus allows (WebP's largest); remove or downscale "
+                             f"such files, or ingest the folder as it is (python -m generator ingest)")
     if not found:
         raise UsageError(f"--like {src}: none of the {len(picks)} files looked at could be decoded; check them with "
                          f"python -m generator ingest {src} --out DIR")

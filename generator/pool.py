@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import errno
 import functools
 import itertools
 import zlib
@@ -11,7 +12,7 @@ from collections import deque
 import numpy as np
 
 from .codec import SMALL, Codec
-from .errors import CorpusError
+from .errors import CorpusError, os_reason
 from .spec import Spec
 from .synth import make_sample
 
@@ -109,8 +110,17 @@ def _produce_source(spec: Spec, indices):
         try:
             data = read_regular(e.path, MAX_SAMPLE_BYTES)
         except (FileRefused, OSError) as exc:
-            raise CorpusError(f"{e.path} cannot be read any more ({exc.strerror or exc}); it changed during the "
-                              f"ingest: rerun the ingest") from None
+            if isinstance(exc, FileRefused) or exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise CorpusError(f"{e.path} cannot be read any more ({exc.strerror or exc}); it changed during the "
+                                  f"ingest: rerun the ingest") from None
+            reason = os_reason(exc)  # a limit of this process (open files, memory) raises its own line
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise CorpusError(f"{e.path} cannot be read: permission denied ({reason}); make it readable by this "
+                                  f"user, then rerun the ingest") from None
+            if exc.errno == errno.ELOOP:
+                raise CorpusError(f"{e.path} cannot be read: a symbolic link loop (ELOOP); remove the link, then "
+                                  f"rerun the ingest") from None
+            raise CorpusError(f"{e.path} cannot be read ({reason}); fix that, then rerun the ingest") from None
         if len(data) != e.size or zlib.crc32(data) != e.crc:
             raise CorpusError(f"{e.path} changed while it was being ingested (its bytes differ from the scan's); "
                               f"rerun the ingest")

@@ -27,11 +27,12 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import UsageError
+from .errors import UsageError, quote
 from .hashing import mix64
 
 NORMAL_SPAN = 4.0  # the normal distribution's clamp: at most MEAN + 4 STD per side
 MAX_SIDE = 16383  # WebP's largest side; JPEG's is 65535: a size distribution never goes past it
+LIST_BYTES = 1 << 20  # bytes of a file: list read at most (MAX_LIST lines of HxW and comments)
 MAX_LIST = 4096  # lines of a file: list (a spec of at most ~50 KB: HDF5 attributes stop at 64 KiB)
 KINDS = ("fixed", "normal", "uniform", "file")
 
@@ -41,10 +42,10 @@ _HW = r"(\d+)\s*[xX]\s*(\d+)"
 def _hw(text: str, what: str, full: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*" + _HW + r"\s*", text)
     if not m:
-        raise UsageError(f"bad --size-dist {full!r}: {what} must be HxW, e.g. 224x224")
+        raise UsageError(f"bad --size-dist {quote(repr(full))}: {what} must be HxW, e.g. 224x224")
     h, w = int(m[1]), int(m[2])
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-        raise UsageError(f"bad --size-dist {full!r}: {what} sides must be in 1..{MAX_SIDE}")
+        raise UsageError(f"bad --size-dist {quote(repr(full))}: {what} sides must be in 1..{MAX_SIDE}")
     return h, w
 
 
@@ -106,35 +107,38 @@ def parse_size_dist(text: str | None, base: str | None = None) -> str | None:
     kind, sep, rest = text.partition(":")
     kind = kind.strip()
     if not sep or kind not in KINDS:
-        raise UsageError(f"bad --size-dist {text!r}: expected fixed, normal:MEAN_HxW,STD, uniform:MIN_HxW,MAX_HxW "
+        raise UsageError(f"bad --size-dist {quote(repr(text))}: expected fixed, normal:MEAN_HxW,STD, uniform:MIN_HxW,MAX_HxW "
                          f"or file:LIST")
     if kind == "file":
         path = os.path.join(base or ".", rest.strip())
         return SizeDist("list", tuple(read_shape_list(path))).text
     parts = rest.split(",")
     if len(parts) != 2:
-        raise UsageError(f"bad --size-dist {text!r}: {kind} takes two values separated by a comma")
+        raise UsageError(f"bad --size-dist {quote(repr(text))}: {kind} takes two values separated by a comma")
     if kind == "uniform":
         lo, hi = _hw(parts[0], "MIN", text), _hw(parts[1], "MAX", text)
         if lo[0] > hi[0] or lo[1] > hi[1]:
-            raise UsageError(f"bad --size-dist {text!r}: MIN must not exceed MAX on either side")
+            raise UsageError(f"bad --size-dist {quote(repr(text))}: MIN must not exceed MAX on either side")
         return SizeDist("uniform", lo, hi).text
     mean = _hw(parts[0], "MEAN", text)
     std_text = parts[1].strip()
     m = re.fullmatch(r"(\d+(?:\.\d+)?)(?:\s*[xX]\s*(\d+(?:\.\d+)?))?", std_text)
     if not m:
-        raise UsageError(f"bad --size-dist {text!r}: STD must be a number of pixels or HxW, e.g. 32 or 24x32")
+        raise UsageError(f"bad --size-dist {quote(repr(text))}: STD must be a number of pixels or HxW, e.g. 32 or 24x32")
     std = (float(m[1]), float(m[2] if m[2] is not None else m[1]))
     return SizeDist("normal", mean, std).text
 
 
 def read_shape_list(path: str) -> list[tuple[int, int]]:
     """The `HxW` lines of a file: list, or UsageError naming the file and line."""
+    from .safeio import FileRefused, read_regular
+
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read(1 << 22).splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--size-dist file:{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        lines = read_regular(path, LIST_BYTES).decode("utf-8").splitlines()  # a regular file, bounded
+    except (FileRefused, OSError, UnicodeDecodeError) as exc:
+        reason = quote(getattr(exc, "strerror", None) or exc)
+        raise UsageError(f"--size-dist file:{quote(path)}: cannot read it ({reason}); give a text file of HxW "
+                         f"lines") from None
     shapes = []
     for n, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
@@ -142,12 +146,13 @@ def read_shape_list(path: str) -> list[tuple[int, int]]:
             continue
         m = re.fullmatch(_HW, line)
         if not m or not (1 <= int(m[1]) <= MAX_SIDE and 1 <= int(m[2]) <= MAX_SIDE):
-            raise UsageError(f"--size-dist file:{path} line {n}: {line!r} is not HxW with sides in 1..{MAX_SIDE}")
+            raise UsageError(f"--size-dist file:{quote(path)} line {n}: {quote(repr(line))} is not HxW with sides in "
+                             f"1..{MAX_SIDE}")
         shapes.append((int(m[1]), int(m[2])))
     if not shapes:
-        raise UsageError(f"--size-dist file:{path} holds no HxW lines")
+        raise UsageError(f"--size-dist file:{quote(path)} holds no HxW lines")
     if len(shapes) > MAX_LIST:
-        raise UsageError(f"--size-dist file:{path} has {len(shapes):,} lines; at most {MAX_LIST:,} are supported")
+        raise UsageError(f"--size-dist file:{quote(path)} has {len(shapes):,} lines; at most {MAX_LIST:,} are supported")
     return shapes
 
 

@@ -20,6 +20,8 @@ corpus.arrow.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from generator.errors import CorpusError, LayoutbenchError, SampleError
@@ -123,7 +125,7 @@ class ArrowReader(MappedReader):
         import pyarrow as pa
 
         try:
-            with pa.memory_map(str(self.target), "r") as mm:
+            with pa.memory_map(os.fsencode(self.target), "r") as mm:
                 f = pa.ipc.open_file(mm)
                 self._check_schema(f.schema)
                 if f.num_record_batches > self.spec.count:

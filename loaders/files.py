@@ -4,7 +4,10 @@ the manifest's format version, and every version's are read: from version 4 each
 format's, from the manifest's samples.format; before it `.img`).
 
 Each sample is os.open + read + close, the open relative to a per-process handle on its label
-directory (one path component to look up, not the whole path). Reading size + 1 bytes tells a
+directory (one path component to look up, not the whole path); a corpus of more classes than the
+process may keep open (generator.limits.keep_open: an eighth of `ulimit -n`) keeps only that many
+directory handles, least recently used closed first (loaders.handles.HandleLRU), and a batch keeps
+at most that many of its files open at once. Reading size + 1 bytes tells a
 truncated file and an overlong one from a good one in the same single syscall. A batch is read
 in two passes (see _read_many), so that cold, all its reads are in flight at once. Large
 fixed-size samples are read with readv: header into a scratch buffer, pixels straight into the
@@ -19,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.errors import SampleError
+from generator.errors import SampleError, os_reason
 from generator.layouts.files import class_dir, index_width, sample_ext
+from generator.limits import keep_open
 
 from .base import Reader
+from .handles import HandleLRU
 from .plain import plain_decode
 
 SYMLINK = "a symbolic link, refused: a corpus is read only from regular files and directories inside it"
@@ -30,7 +35,9 @@ SYMLINK = "a symbolic link, refused: a corpus is read only from regular files an
 
 class FilesReader(Reader):
     layout = "files"
-    handles = ("_dirs",)  # per label: an O_DIRECTORY fd, or None when the directory is missing
+    # per label: an O_DIRECTORY fd, or None when the directory is missing; or, with more classes than
+    # keep_open() allows, a HandleLRU of them (_dircache, _dirs None); _pending: files a batch keeps open
+    handles = ("_dirs", "_dircache", "_pending")
     naive = "the plain decode of each file (tifffile.imread; PIL.Image.open for PNG/JPEG/WebP; numpy.fromfile for raw)"
     read_unit = ("each file's own metadata beside its data: its inode and directory blocks, read again from the "
                  "device once a cap smaller than the tree's metadata has evicted them")
@@ -56,6 +63,11 @@ class FilesReader(Reader):
         return str(i).zfill(self._width) + (self._ext if self._exts is None else self._exts[i])
 
     def _open(self, index: int) -> None:
+        keep = keep_open()
+        self._pending = keep
+        if len(self._prefix) > keep:  # more class directories than may stay open: the recently used ones
+            self._dircache = HandleLRU(keep, self._open_dir, _close_dir)
+            return
         dirs = []
         for prefix in self._prefix:
             try:
@@ -67,21 +79,45 @@ class FilesReader(Reader):
                 for d in dirs:
                     if d is not None:
                         os.close(d)
-                problem = (SYMLINK if os.path.islink(prefix[:-1]) else f"unreadable directory: {exc.strerror}")
+                problem = (SYMLINK if os.path.islink(prefix[:-1]) else f"unreadable directory: {os_reason(exc)}")
                 raise SampleError(self.layout, index, prefix, problem) from None
         self._dirs = dirs
+
+    def _open_dir(self, label: int) -> int | None:
+        """Label's class directory, O_NOFOLLOW; None when it is missing (its samples are then)."""
+        path = self._prefix[label][:-1]
+        try:
+            return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            if os.path.islink(path):  # named as a link (ELOOP), whatever the open said
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
+            raise
 
     def _close(self) -> None:
         for d in self._dirs or ():
             if d is not None:
                 os.close(d)
+        if self._dircache is not None:
+            self._dircache.close()
 
     def _open_sample(self, i: int) -> int:
-        d = self._dirs[self._labels[i]]
-        if d is None:
-            raise FileNotFoundError
         # A symlink fails (ELOOP); O_NONBLOCK (no effect on regular files) keeps a FIFO from blocking the open.
-        return os.open(self.name(i), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=d)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        if self._dirs is not None:
+            d = self._dirs[self._labels[i]]
+            if d is None:
+                raise FileNotFoundError
+            return os.open(self.name(i), flags, dir_fd=d)
+        label = self._labels[i]
+        d = self._dircache.acquire(label)
+        try:
+            if d is None:
+                raise FileNotFoundError
+            return os.open(self.name(i), flags, dir_fd=d)
+        finally:
+            self._dircache.release(label)
 
     def where(self, index: int) -> str:
         return self.path(index)
@@ -113,7 +149,7 @@ class FilesReader(Reader):
 
     def _fail_os(self, i: int, exc: OSError):
         problem = ("missing (no such file)" if isinstance(exc, FileNotFoundError) else
-                   SYMLINK if exc.errno == errno.ELOOP else f"unreadable: {exc.strerror}")
+                   SYMLINK if exc.errno == errno.ELOOP else f"unreadable: {os_reason(exc)}")
         raise SampleError(self.layout, i, self.path(i), problem) from None
 
     def _read_one(self, i: int) -> bytes:
@@ -142,6 +178,8 @@ class FilesReader(Reader):
         out, later = [], []  # later: (position, index, fd, buffer, bytes already in it)
         try:
             for k, i in enumerate(idx):
+                if len(later) >= self._pending:  # no more files open at once than the limit allows
+                    self._finish(later)
                 buf = bytearray(self._sizes[i] + 1)  # one byte more: an overlong file shows
                 try:
                     fd = self._open_sample(i)
@@ -158,20 +196,24 @@ class FilesReader(Reader):
                     os.close(fd)
                     del buf[got:]
                 out.append(buf)
-            while later:
-                k, i, fd, buf, have = later.pop()
-                try:
-                    while have < len(buf) - 1 and (got := os.preadv(fd, [memoryview(buf)[have:]], have)):
-                        have += got
-                except OSError as exc:
-                    self._fail_os(i, exc)
-                finally:
-                    os.close(fd)
-                del buf[have:]
+            self._finish(later)
         finally:  # an error: close what is still open
             for _, _, fd, _, _ in later:
                 os.close(fd)
         return out
+
+    def _finish(self, later: list) -> None:
+        """_read_many's second pass over `later` (emptied): each file read, waiting, and closed."""
+        while later:
+            k, i, fd, buf, have = later.pop()
+            try:
+                while have < len(buf) - 1 and (got := os.preadv(fd, [memoryview(buf)[have:]], have)):
+                    have += got
+            except OSError as exc:
+                self._fail_os(i, exc)
+            finally:
+                os.close(fd)
+            del buf[have:]
 
     def _read_into(self, idx: list[int], out: np.ndarray) -> None:
         if self.small:
@@ -195,6 +237,11 @@ class FilesReader(Reader):
                 self._place(i, self._read_one(i), flat, k, out)
                 continue
             self._check_read(i, head, row, got, k, out)
+
+
+def _close_dir(d: int | None) -> None:
+    if d is not None:
+        os.close(d)
 
 
 def _read_nowait(fd: int, buf: bytearray) -> int | None:

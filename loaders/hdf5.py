@@ -35,7 +35,7 @@ import os
 
 import numpy as np
 
-from generator.errors import CorpusError, LayoutbenchError, SampleError
+from generator.errors import CorpusError, LayoutbenchError, SampleError, os_reason
 from generator.manifest import stored_spec
 
 from .base import Reader
@@ -275,7 +275,7 @@ class HDF5Reader(Reader):
             try:
                 got = os.preadv(self._fd, [head, row], a)
             except OSError as exc:
-                raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+                raise SampleError(self.layout, i, self.where(i), f"unreadable: {os_reason(exc)}") from None
             self._check_read(i, head, row, got, k, out)
 
     def _resident(self, a: int, size: int) -> bool:

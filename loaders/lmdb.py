@@ -51,7 +51,7 @@ import threading
 
 import numpy as np
 
-from generator.errors import CorpusError, LayoutbenchError, SampleError
+from generator.errors import CorpusError, LayoutbenchError, SampleError, os_reason, raise_if_out_of_memory
 from generator.layouts.lmdb import key_of, missing_bytes
 from generator.manifest import stored_spec
 
@@ -78,7 +78,7 @@ def _acquire(path: str, readahead: bool = False):
                 del _SHARED[key]
         key = os.path.realpath(path)
         if key not in _SHARED:
-            env = lmdb.open(path, readonly=True, lock=False, readahead=readahead, max_readers=MAX_READERS,
+            env = lmdb.open(os.fsencode(path), readonly=True, lock=False, readahead=readahead, max_readers=MAX_READERS,
                             max_dbs=2, subdir=True)
             try:
                 short = missing_bytes(env, os.path.join(path, "data.mdb"))  # else SIGBUS, not an error
@@ -159,6 +159,8 @@ class LMDBReader(Reader):
         try:
             env, db = _acquire(str(self.target), readahead)
         except lmdb.Error as exc:
+            if isinstance(exc, lmdb.MemoryError):  # the map does not fit this process's address space
+                raise_if_out_of_memory(MemoryError(), data)
             if HELD not in str(exc):
                 raise SampleError(self.layout, index, self.where(index),
                                   f"cannot open the environment: {exc}") from None
@@ -226,7 +228,7 @@ class LMDBReader(Reader):
             try:
                 v = os.pread(fd, n, at)
             except OSError as exc:
-                raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+                raise SampleError(self.layout, i, self.where(i), f"unreadable: {os_reason(exc)}") from None
             if len(v) != n:
                 raise SampleError(self.layout, i, self.where(i), f"truncated: data.mdb ends {n - len(v):,} bytes "
                                                                  f"before the end of the value")
@@ -352,7 +354,7 @@ class LMDBReader(Reader):
                     try:
                         got = os.preadv(fd, [head, row], off)
                     except OSError as exc:
-                        raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+                        raise SampleError(self.layout, i, self.where(i), f"unreadable: {os_reason(exc)}") from None
                     self._check_read(i, head, row, got, k, out)
                     continue
                 if txn is None:

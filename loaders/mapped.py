@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from generator.errors import SampleError
+from generator.errors import SampleError, os_reason
 
 from .base import Reader
 from .pagecache import advise_random, memory_available, range_resident
@@ -87,7 +87,7 @@ class MappedReader(Reader):
         except FileNotFoundError:
             raise SampleError(self.layout, index, str(path), "missing (no such file)") from None
         except OSError as exc:
-            raise SampleError(self.layout, index, str(path), f"cannot open: {exc.strerror}") from None
+            raise SampleError(self.layout, index, str(path), f"cannot open: {os_reason(exc)}") from None
         try:
             size = os.fstat(fd).st_size
             if size == 0:
@@ -184,5 +184,5 @@ class MappedReader(Reader):
             try:
                 got = os.preadv(self._fd, [head, row] if h else [row], a)
             except OSError as exc:
-                raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+                raise SampleError(self.layout, i, self.where(i), f"unreadable: {os_reason(exc)}") from None
             self._check_read(i, head, row, got, k, out)

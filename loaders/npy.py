@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from generator.errors import CorpusError, SampleError
+from generator.errors import CorpusError, SampleError, os_reason
 from generator.layouts.npy import DATA, IMAGES, LABELS, OFFSETS, SPEC
 from generator.manifest import stored_spec
 
@@ -75,7 +75,7 @@ class NpyReader(MappedReader):
         except FileNotFoundError:
             raise SampleError(self.layout, index, str(path), "missing (no such file)") from None
         except OSError as exc:
-            raise SampleError(self.layout, index, str(path), f"unreadable: {exc.strerror}") from None
+            raise SampleError(self.layout, index, str(path), f"unreadable: {os_reason(exc)}") from None
         if len(raw) != 8 * want:
             problem = "truncated" if len(raw) < 8 * want else "too long"
             raise SampleError(self.layout, index, str(path), f"{problem}: {len(raw)} bytes of offsets where "
@@ -112,7 +112,7 @@ class NpyReader(MappedReader):
             with open(path, "rb") as f:
                 raw = f.read(_MAX_META + 1)
         except OSError as exc:
-            raise CorpusError(f"{path} cannot be read ({exc.strerror}); the npy layout is damaged: "
+            raise CorpusError(f"{path} cannot be read ({os_reason(exc)}); the npy layout is damaged: "
                               f"regenerate the corpus with --force") from None
         if len(raw) > _MAX_META:
             raise CorpusError(f"{path} is not a spec of ours (over {_MAX_META} bytes); regenerate with --force")
@@ -129,7 +129,7 @@ class NpyReader(MappedReader):
                 f.seek(start)
                 raw = f.read(2 * self.spec.count + 1)
         except OSError as exc:
-            raise SampleError(self.layout, -1, str(path), f"unreadable: {exc.strerror}") from None
+            raise SampleError(self.layout, -1, str(path), f"unreadable: {os_reason(exc)}") from None
         if len(raw) != 2 * self.spec.count:
             raise CorpusError(f"{path}: the labels are of the wrong length; regenerate with --force")
         return np.frombuffer(raw, "<u2").astype(np.int64)

@@ -18,6 +18,8 @@ errors on a damaged file are a SampleError naming the row group and sample.
 
 from __future__ import annotations
 
+import os
+
 import threading
 
 import numpy as np
@@ -30,6 +32,14 @@ from .pagecache import advise_random_fds, memory_available
 
 _SLACK = 1 << 20  # page headers and offsets beyond the payload bytes a row group decodes to
 
+
+
+def _source(path):
+    """The Parquet file opened by its bytes (pyarrow encodes a str name as UTF-8, which a name
+    the locale's encoding cannot hold is not): read with plain reads, no memory map."""
+    import pyarrow as pa
+
+    return pa.OSFile(os.fsencode(path))
 
 class ParquetReader(Reader):
     layout = "parquet"
@@ -67,7 +77,7 @@ class ParquetReader(Reader):
             import pyarrow.parquet as pq
 
             try:
-                f = pq.ParquetFile(str(self.target), memory_map=False, pre_buffer=False)
+                f = pq.ParquetFile(_source(self.target), pre_buffer=False)
                 self._check_schema(f.schema_arrow)
             except LayoutbenchError:
                 raise
@@ -188,7 +198,7 @@ class ParquetReader(Reader):
         import pyarrow.parquet as pq
 
         try:
-            f = pq.ParquetFile(str(self.target), memory_map=False)
+            f = pq.ParquetFile(_source(self.target))
             self._check_schema(f.schema_arrow)
             if f.metadata.num_rows != self.spec.count:
                 raise CorpusError(f"{self.target}: {f.metadata.num_rows} rows for {self.spec.count} samples; "

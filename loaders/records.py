@@ -16,23 +16,37 @@ When the shards together are larger than the memory this process may use (RAM, o
 limit: a capped run), each shard is advised random access, map and fd, as loaders/hdf5.py does:
 read-around of a fault (the device's window, 8 MiB here) would be evicted before it is used.
 Streaming readers (supports_streaming) give their shard boundaries to the `shards` sampler mode.
+
+Open files: a shard open in a process costs two descriptors (ours and the one Python's mmap keeps).
+A corpus of more shards than the process may keep open (generator.limits.keep_open: an eighth of
+`ulimit -n`, two descriptors a shard) keeps only that many, least recently used closed first; a
+shard in use by a thread is never closed under it (each read holds its shard, _held), and what a
+read returns is then a copy, not a view of a map that may be closed. A shard's parsed index and
+found positions are kept when it is closed, so reopening it reads no index again. Under the
+limit nothing changes: every shard stays open and reads are views.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from generator.errors import CorpusError, SampleError
+from generator.errors import CorpusError, SampleError, os_reason
 from generator.layouts.records import shard_name
+from generator.limits import keep_open
 
 from .base import Reader
 from .pagecache import advise_random, memory_available, range_resident
+
+
+MAX_OPEN_SHARDS = 16384  # maps at most, whatever `ulimit -n` allows: a quarter of Linux's default vm.max_map_count
 
 
 def _size(path: Path) -> int:
@@ -52,6 +66,7 @@ class Shard:
         self.addr = np.frombuffer(self.map, np.uint8).ctypes.data if size else 0
         self.at: list[int] = []  # per local sample: payload file offset once checked, else -1
         self.extra = None  # what the subclass read from the index
+        self.users = 0  # threads holding it (bounded readers: never closed while held)
 
     def close(self) -> None:
         self.view.release()
@@ -66,7 +81,8 @@ class Shard:
 class ShardedReader(Reader):
     supports_streaming = True
     reads_through_map = True
-    handles = ("_open_shards", "_random")
+    # _keep: shards kept open at most; _bounded: the corpus has more (then _held, _parsed are used)
+    handles = ("_open_shards", "_random", "_keep", "_bounded", "_holds", "_parsed")
     shard_ext: ClassVar[str]
     index_ext: ClassVar[str]
     max_index_bytes: ClassVar[int]  # per sample, an upper bound on the index file's size
@@ -113,6 +129,10 @@ class ShardedReader(Reader):
         if not self.target.is_dir():
             raise SampleError(self.layout, index, str(self.target), "missing (no such directory)")
         self._open_shards = {}
+        self._keep = min(MAX_OPEN_SHARDS, keep_open(per_handle=2))  # our fd and mmap's own
+        self._bounded = self.nshards > self._keep
+        self._holds = threading.local()  # per thread: the shards it holds ({k: shard}) inside _held
+        self._parsed = {}  # bounded: k -> (size, extra, at) of shards closed since
         # the shards together larger than this process's memory (a capped run): read only what is
         # asked for (see the module docstring)
         self._random = sum(_size(self.shard_path(k)) for k in range(self.nshards)) > memory_available()
@@ -122,6 +142,10 @@ class ShardedReader(Reader):
             shard.close()
 
     def _shard(self, k: int, i: int) -> Shard:
+        """Shard k, opened on first use. Bounded (more shards than may stay open): call inside
+        _held(), which keeps it open until the thread leaves it."""
+        if self._bounded:
+            return self._shard_bounded(k, i)
         shard = self._open_shards.get(k)
         if shard is None:
             with self._lock:  # threads of one process open a shard once
@@ -130,27 +154,80 @@ class ShardedReader(Reader):
                     shard = self._open_shards[k] = self._load(k, i)
         return shard
 
+    def _shard_bounded(self, k: int, i: int) -> Shard:
+        held = getattr(self._holds, "held", None)
+        if held is not None and k in held:
+            return held[k]
+        with self._lock:
+            shard = self._open_shards.pop(k, None)
+            if shard is None:
+                self._trim(room=1)
+                shard = self._load(k, i)
+            self._open_shards[k] = shard  # the most recently used last
+            if held is not None:
+                shard.users += 1
+                held[k] = shard
+        return shard
+
+    @contextlib.contextmanager
+    def _held(self):
+        """Bounded readers: every shard this thread takes inside stays open until it leaves."""
+        if not self._bounded or getattr(self._holds, "held", None) is not None:
+            yield
+            return
+        held = self._holds.held = {}
+        try:
+            yield
+        finally:
+            self._holds.held = None
+            with self._lock:
+                for shard in held.values():
+                    shard.users -= 1
+                self._trim()
+
+    def _trim(self, room: int = 0) -> None:
+        """Close shards no thread holds, least recently used first, until `room` more fit within
+        _keep (self._lock held); their parsed index is kept for a reopen."""
+        while len(self._open_shards) + room > self._keep:
+            for k, shard in self._open_shards.items():
+                if shard.users <= 0:
+                    break
+            else:
+                return
+            del self._open_shards[k]
+            self._parsed[k] = (shard.size, shard.extra, shard.at)
+            shard.close()
+
     def _load(self, k: int, i: int) -> Shard:
         path, ipath = self.shard_path(k), self.index_path(k)
         first, count = k * self.per_shard, min(self.per_shard, self.spec.count - k * self.per_shard)
-        raw = self._read_index_file(ipath, count, i)
+        parsed = self._parsed.pop(k, None) if self._bounded else None
+        raw = self._read_index_file(ipath, count, i) if parsed is None else None
         self.check_inside(path)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang us
         except FileNotFoundError:
             raise SampleError(self.layout, i, str(path), "missing (no such file)") from None
         except OSError as exc:
-            raise SampleError(self.layout, i, str(path), f"unreadable: {exc.strerror}") from None
+            raise SampleError(self.layout, i, str(path), f"unreadable: {os_reason(exc)}") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise SampleError(self.layout, i, str(path), "unreadable: not a regular file")
-            shard = Shard(path, fd, st.st_size)
+            try:
+                shard = Shard(path, fd, st.st_size)
+            except OSError as exc:  # mmap: its own descriptor, or the address space, ran out
+                raise SampleError(self.layout, i, str(path), f"cannot be mapped: {os_reason(exc)}") from None
             if self._random:
                 advise_random(fd, shard.addr, shard.size)
         except BaseException:
             os.close(fd)
             raise
+        if parsed is not None and parsed[0] == shard.size:  # reopened: its index as parsed before
+            _, shard.extra, shard.at = parsed
+            return shard
+        if raw is None:
+            raw = self._read_index_file(ipath, count, i)
         try:
             shard.extra = self._parse_index(raw, first, count, shard.size, ipath, i)
         except BaseException:
@@ -167,7 +244,7 @@ class ShardedReader(Reader):
         except FileNotFoundError:
             raise SampleError(self.layout, i, str(ipath), "missing: the shard's index file is missing") from None
         except OSError as exc:
-            raise SampleError(self.layout, i, str(ipath), f"unreadable index: {exc.strerror}") from None
+            raise SampleError(self.layout, i, str(ipath), f"unreadable index: {os_reason(exc)}") from None
         try:
             st = os.fstat(fd)
             limit = 64 + count * self.max_index_bytes
@@ -213,14 +290,15 @@ class ShardedReader(Reader):
         self._ensure_open(int(idx[0]))
         out = []
         for i in idx.tolist():
-            k = i // self.per_shard
-            shard, j = self._shard(k, i), i - k * self.per_shard
-            a = shard.at[j]
-            if a < 0:
-                a = self._indexed(shard, j, i)
-            if a is None:
-                a = self._position(i)[1]
-            out.append([(str(shard.path), a, self._sizes[i])])
+            with self._held():
+                k = i // self.per_shard
+                shard, j = self._shard(k, i), i - k * self.per_shard
+                a = shard.at[j]
+                if a < 0:
+                    a = self._indexed(shard, j, i)
+                if a is None:
+                    a = self._position(i)[1]
+                out.append([(str(shard.path), a, self._sizes[i])])
         return out
 
     # -- reading ---------------------------------------------------------------------------------
@@ -241,6 +319,12 @@ class ShardedReader(Reader):
         return shard, a
 
     def _slice(self, i: int):
+        """Sample i's payload: a view of its shard's map, or (bounded: the shard may be closed once
+        this returns) a copy."""
+        if self._bounded:
+            with self._held():
+                shard, a = self._position(i)
+                return bytes(shard.view[a:a + self._sizes[i]])
         shard, a = self._position(i)
         return shard.view[a:a + self._sizes[i]]
 
@@ -268,15 +352,16 @@ class ShardedReader(Reader):
         h, n, size = len(self.codec.header), self.spec.pixel_bytes, self.codec.fixed_size
         head = bytearray(h)
         for k, i in zip(order.tolist(), sorted_idx):
-            shard, a = self._position(i)
-            if self.verify or range_resident(shard.addr, a, size):
-                self._place(i, shard.view[a:a + size], flat, k, out)
-                continue
-            row = flat[k * n:(k + 1) * n]
-            try:
-                got = os.preadv(shard.fd, [head, row], a)
-            except OSError as exc:
-                raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+            with self._held():
+                shard, a = self._position(i)
+                if self.verify or range_resident(shard.addr, a, size):
+                    self._place(i, shard.view[a:a + size], flat, k, out)
+                    continue
+                row = flat[k * n:(k + 1) * n]
+                try:
+                    got = os.preadv(shard.fd, [head, row], a)
+                except OSError as exc:
+                    raise SampleError(self.layout, i, self.where(i), f"unreadable: {os_reason(exc)}") from None
             self._check_read(i, head, row, got, k, out)
 
     def fail_at(self, i: int, problem: str, where: str | None = None):
@@ -290,7 +375,8 @@ class ShardedReader(Reader):
             self._ensure_open(int(indices[0]))
             for i in indices:
                 try:
-                    self._position(int(i))
+                    with self._held():
+                        self._position(int(i))
                 except SampleError as exc:
                     found.append((exc.index, exc.where, exc.problem))
         finally:

@@ -2,7 +2,16 @@
 
 One connection per process, opened lazily in _open (never inherited over a fork: a forked child
 opens its own), as `file:corpus.sqlite?mode=ro&immutable=1`: read-only, no locks, no journal or
--wal lookups (nothing writes a finished corpus). Threads of a process share it (SQLite's
+-wal lookups (nothing of ours writes a finished corpus).
+
+What someone else's sqlite3 left beside the file is first settled as sqlite3 itself would settle it
+on open, so the reader sees exactly what a plain `sqlite3` connection sees (immutable=1 alone would
+not look): a `corpus.sqlite-journal` (a writer killed mid-transaction leaves a hot journal, and the
+pages it changed in the file) is rolled back, and a `corpus.sqlite-wal` holding committed changes
+is checkpointed into the file, each through one ordinary read-write sqlite3 connection (_settle).
+When that cannot be done (no write access, another process holds the database), the reader
+refuses in one line naming the journal or WAL and what to do, rather than read pages that are
+not the database's current state. Threads of a process share it (SQLite's
 serialized mode runs their statements one at a time on it). A batch is one query,
 `SELECT idx, payload FROM samples WHERE idx IN (?, ...)`, whose rows come back in B-tree order
 and are put back in the batch's order.
@@ -22,11 +31,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
-from generator.errors import CorpusError, SampleError
+from generator.errors import CorpusError, SampleError, os_reason
 from generator.layouts.sqlite import FORMAT
 from generator.manifest import stored_spec
 
@@ -35,6 +45,7 @@ from .pagecache import advise_random_fds, memory_available
 
 MAX_PARAMS = 999  # host parameters per statement (SQLite's historical limit; newer builds allow more)
 MAGIC = b"SQLite format 3\0"
+BUSY_TIMEOUT = 10.0  # seconds a settling connection waits for another process's lock
 
 
 _TABLES: dict[str, tuple] = {}  # realpath -> ((mtime_ns, size), (ranges, first) or None)
@@ -63,6 +74,25 @@ def _blob_table(reader: "SQLiteReader"):
     return got[1]
 
 
+def _nonempty(path: Path) -> bool:
+    """Whether a journal or WAL file is there with something in it (an empty one is what a
+    finished transaction or checkpoint leaves; sqlite3 ignores it)."""
+    try:
+        return path.lstat().st_size > 0
+    except OSError:
+        return False
+
+
+def _hot(journal: Path) -> bool:
+    """Whether a rollback journal still starts with its header's magic (a journal sqlite3 has
+    finished with is deleted, truncated or has its header zeroed)."""
+    try:
+        with open(journal, "rb") as f:
+            return f.read(8) == b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7"
+    except OSError:
+        return False
+
+
 def library_versions() -> dict[str, str]:
     return {"sqlite": sqlite3.sqlite_version}
 
@@ -80,8 +110,11 @@ class SQLiteReader(Reader):
     # -- opening -------------------------------------------------------------------------------
 
     def _open(self, index: int) -> None:
+        if self.target.exists():
+            self.check_inside(self.target)
+            self._settle()
         self._check_file(index)
-        uri = f"file:{quote(str(self.target.resolve()))}?mode=ro&immutable=1"
+        uri = f"file:{quote(os.fsencode(self.target.resolve()))}?mode=ro&immutable=1"
         try:
             conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -114,6 +147,48 @@ class SQLiteReader(Reader):
         # A lock only where the library could not share one connection between threads safely.
         self._serial = threading.Lock() if sqlite3.threadsafety < 3 else None
 
+    def _settle(self) -> None:
+        """Roll back a hot journal and checkpoint a WAL beside the file, through sqlite3 (see the
+        module docstring); nothing when neither holds anything. CorpusError, one line naming the
+        file and what to do, when sqlite3 cannot."""
+        journal, wal = Path(f"{self.target}-journal"), Path(f"{self.target}-wal")
+        pending = [p for p in (journal, wal) if _nonempty(p)]
+        if not pending:
+            return
+        names = " and ".join(p.name for p in pending)
+        what = ("a rollback journal (a writer killed mid-transaction leaves one: sqlite3 rolls it back on open)"
+                if journal in pending else "a write-ahead log holding changes sqlite3 reads as part of the database")
+        try:
+            conn = sqlite3.connect(f"file:{quote(os.fsencode(self.target.resolve()))}?mode=rw", uri=True,
+                                   timeout=BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._unsettled(names, what, exc) from None
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # a hot journal is rolled back here
+            if _nonempty(wal):
+                busy, log, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy or log != done:
+                    raise sqlite3.OperationalError(f"database is locked: {done} of the log's {log} frames could "
+                                                   f"be checkpointed")
+        except sqlite3.Error as exc:
+            raise self._unsettled(names, what, exc) from None
+        finally:
+            conn.close()
+        if _nonempty(journal) and _hot(journal):
+            raise self._unsettled(names, what, "database is locked: the journal's transaction is still open")
+
+    def _unsettled(self, names: str, what: str, exc) -> CorpusError:
+        text = " ".join(str(exc).split())
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            do = (f"open it once where it can be written (`sqlite3 {self.target} 'PRAGMA quick_check'` as its "
+                  f"owner settles it) and rerun")
+        elif "locked" in text or "busy" in text:
+            do = "another process has the database open for writing: let it finish or stop it, then rerun"
+        else:
+            do = "regenerate the corpus with --force"
+        return CorpusError(f"{self.target} has {names} beside it, {what}, and sqlite3 could not apply it ({text}); "
+                           f"its pages alone are not the database's current state: {do}")
+
     def _check_file(self, index: int) -> None:
         """The file exists, is ours to read, and is as long as its header says (else SQLite would
         read zeros past the end: a short read, or worse, rows that silently look absent)."""
@@ -125,7 +200,7 @@ class SQLiteReader(Reader):
                 head = f.read(100)
                 size = os.fstat(f.fileno()).st_size
         except OSError as exc:
-            raise SampleError(self.layout, index, str(self.target), f"unreadable: {exc.strerror}") from None
+            raise SampleError(self.layout, index, str(self.target), f"unreadable: {os_reason(exc)}") from None
         if len(head) < 100 or not head.startswith(MAGIC):
             raise SampleError(self.layout, index, str(self.target), "cannot open the database: not an SQLite file")
         page = int.from_bytes(head[16:18], "big")

@@ -113,11 +113,12 @@ class TarReader(ShardedReader):
         self._ensure_open(0)
         out = np.empty(self.spec.count, np.int64)
         for k in range(self.nshards):
-            first = k * self.per_shard
-            shard = self._shard(k, first)
-            for j, (_, _, c, m) in enumerate(shard.extra):
-                raw = bytes(shard.view[c:c + m]) if 0 < m <= 6 and c + m <= shard.size else b""
-                if not raw.isdigit():
-                    self.fail_at(first + j, f"damaged: the .cls member holds {raw[:8]!r}, not a decimal label")
-                out[first + j] = int(raw)
+            with self._held():
+                first = k * self.per_shard
+                shard = self._shard(k, first)
+                for j, (_, _, c, m) in enumerate(shard.extra):
+                    raw = bytes(shard.view[c:c + m]) if 0 < m <= 6 and c + m <= shard.size else b""
+                    if not raw.isdigit():
+                        self.fail_at(first + j, f"damaged: the .cls member holds {raw[:8]!r}, not a decimal label")
+                    out[first + j] = int(raw)
         return out

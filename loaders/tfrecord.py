@@ -134,8 +134,9 @@ class TFRecordReader(ShardedReader):
         self._ensure_open(0)
         out = np.empty(self.spec.count, np.int64)
         for k in range(self.nshards):
-            first = k * self.per_shard
-            shard = self._shard(k, first)
-            for j in range(len(shard.extra)):
-                out[first + j] = self._record(shard, j, first + j)[1]
+            with self._held():
+                first = k * self.per_shard
+                shard = self._shard(k, first)
+                for j in range(len(shard.extra)):
+                    out[first + j] = self._record(shard, j, first + j)[1]
         return out

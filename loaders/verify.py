@@ -15,6 +15,7 @@ file's. A file missing from SRC, or one the ingest did not take, is a mismatch n
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import zlib
@@ -24,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from generator.codec import Codec
-from generator.errors import CorpusError, LayoutbenchError, SampleError, UsageError
+from generator.errors import CorpusError, LayoutbenchError, ResourceError, SampleError, UsageError, os_reason
 from generator.layouts import installed
 from generator.manifest import MANIFEST, read_manifest
 from generator.pool import chunks
@@ -106,6 +107,21 @@ def verify(root, layouts=None, progress: bool | None = None, source=None) -> tup
     return names, found
 
 
+def listing_problem(exc: OSError) -> str:
+    """What a failed listing of a layout's files says: a permission or a symbolic-link loop named as
+    such (not "the corpus changed"), a directory that vanished meanwhile as the corpus changing;
+    a limit of the process (open files, memory) raises ResourceError instead."""
+    reason = os_reason(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"could not be listed: permission denied ({reason}); make it readable by this user "
+                f"(chmod, or run as its owner) and rerun")
+    if exc.errno == errno.ELOOP:
+        return "could not be listed: a symbolic link loop (ELOOP); remove the link, or regenerate the corpus with --force"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return f"could not be listed ({reason}): the corpus changed during verify; rerun"
+    return f"could not be listed: {reason}; fix that and rerun"
+
+
 def _reference(spec, codec, i):
     pixels, label = make_sample(spec, i)
     payload, pixels = codec.reference(pixels)  # lossy codecs: the pixels are decode(payload)
@@ -121,8 +137,19 @@ def _source_reference(manifest, codec, source, found):
     by_rel = {e.rel: e for e in entries}
     where = f"{source}"
     if digest(entries) != manifest.spec.source:
-        found.append(Mismatch("source", -1, where, "the source's files differ from those ingested (another set, or "
-                                                   "changed since); the samples that differ are listed"))
+        listed = set(manifest.sources)
+        added = [e for e in entries if e.rel not in listed]
+        what = (f"{len(added):,} file(s) in the source that the corpus does not hold are listed, and each sample "
+                f"whose file changed, vanished or was relabelled is too" if added else
+                "each sample whose file changed, vanished or was relabelled is listed")
+        found.append(Mismatch("source", -1, where, f"the source's files differ from those ingested (another set, or "
+                                                   f"changed since): {what}"))
+        for e in added[:SHOWN_EXTRA]:
+            found.append(Mismatch("source", -1, e.path, "in the source but not in the corpus (added since the "
+                                                        "ingest): remove it, or ingest the source again"))
+        if len(added) > SHOWN_EXTRA:
+            found.append(Mismatch("source", -1, where, f"and {len(added) - SHOWN_EXTRA:,} more files not in the "
+                                                       f"corpus"))
     placeholder = (np.zeros((0, 0, 1), np.uint8), -1, b"")
 
     def reference(i):
@@ -169,8 +196,12 @@ class _LayoutCheck:
         self.reader, self.found, self.labels, self.dead = reader, found, None, False
         try:
             self.labels = reader.stored_labels()
+        except ResourceError:  # a limit of this process (open files, memory): the command's one line
+            raise
         except CorpusError as exc:
             self.give_up(exc)
+        except SampleError as exc:  # its problem, not the advice to run verify: this is verify
+            found.append(Mismatch(reader.layout, -1, exc.where, f"labels unreadable: {exc.problem}"))
         except (LayoutbenchError, OSError, KeyError, ValueError) as exc:
             found.append(Mismatch(reader.layout, -1, str(reader.target), f"labels unreadable: {exc}"))
 
@@ -188,9 +219,15 @@ class _LayoutCheck:
             return
         try:
             extra = r.unexpected_entries()
-        except OSError as exc:  # a directory that vanished while it was listed: the corpus changed meanwhile
-            self.found.append(Mismatch(r.layout, -1, str(exc.filename or r.target),
-                                       f"could not be listed ({exc.strerror}): the corpus changed during verify; rerun"))
+        except ResourceError:
+            raise
+        except CorpusError as exc:
+            self.give_up(exc)
+            return
+        except SampleError:  # the layout cannot be opened: its samples' reads named why, one by one
+            return
+        except OSError as exc:
+            self.found.append(Mismatch(r.layout, -1, str(exc.filename or r.target), listing_problem(exc)))
             return
         for path in extra[:SHOWN_EXTRA]:
             self.found.append(Mismatch(r.layout, -1, path, f"not a sample of this corpus (the manifest lists "

@@ -11,6 +11,15 @@ readahead window beyond it. zarr-python's own read path (array.oindex of a sorte
 the naive baseline the bench measures beside it: it re-reads every touched shard's index on
 every call and goes through its asyncio machinery (the README has the figures).
 
+Chunks equal to the fill value are a legitimate state, not damage: zarr-python does not store an
+inner chunk that equals the array's fill value (zeros) even with write_empty_chunks (its
+sharding codec leaves the chunk's index entry empty), nor a shard file all of whose chunks do,
+and it reads such a chunk, or a shard file that does not exist, as the fill value. This reader
+does the same for a sample whose manifest crc32 is that of an all-zero image (the corpus's TIFF
+header then zeros): it reads zeros, and extents() lists no stored range for it. A chunk missing
+for a sample the manifest says is not all zeros stays a SampleError ("missing"): the manifest
+tells the legitimate state from damage.
+
 Every value taken from disk is checked before use: the metadata must describe this corpus's
 array exactly as the generator writes it (else CorpusError: not ours), an index must pass its
 crc32c and lie inside its shard, each chunk must have the size this sample's payload has. So a
@@ -36,8 +45,9 @@ import zlib
 
 import numpy as np
 
-from generator.errors import CorpusError, SampleError
+from generator.errors import CorpusError, SampleError, os_reason, raise_if_out_of_handles
 from generator.layouts import zarr as fmt
+from generator.limits import keep_open
 from generator.manifest import stored_spec
 
 from .base import Reader
@@ -45,7 +55,7 @@ from .pagecache import memory_available
 from .plain import plain_decode
 
 META_LIMIT = 1 << 20  # bytes of a zarr.json read at most
-MAX_FDS = 256  # shard files held open per process (all closed when it would be exceeded)
+MAX_FDS = 256  # shard files held open per process at most (fewer under a low `ulimit -n`: generator.limits)
 
 
 def library_versions() -> dict[str, str]:
@@ -58,7 +68,7 @@ class ZarrReader(Reader):
     layout = "zarr"
     stores_spec = True
     naive = "zarr-python: array.oindex[sorted batch] (variable-size payloads: then their plain decode, tifffile or PIL)"
-    handles = ("_fds", "_tables", "_per_shard", "_shard_lock", "_random")
+    handles = ("_fds", "_tables", "_per_shard", "_shard_lock", "_random", "_fill_crc", "_keep")
 
     def _init_process_state(self) -> None:
         super()._init_process_state()
@@ -95,6 +105,8 @@ class ZarrReader(Reader):
         self._per_shard = self._check_array(self._json(index, f"{self._name}/zarr.json"))
         self._fds, self._tables = {}, {}
         self._shard_lock = threading.Lock()
+        self._keep = min(MAX_FDS, keep_open())
+        self._fill_crc = _zeros_crc(self.codec.header, self.spec.pixel_bytes) if self._fixed else None
         self._random = sum(os.path.getsize(p) for p in self.paths() if p.exists()) > memory_available()
 
     def _json(self, index: int, rel: str) -> dict:
@@ -103,7 +115,7 @@ class ZarrReader(Reader):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
-            problem = "missing (no such file)" if exc.errno == errno.ENOENT else f"unreadable: {exc.strerror}"
+            problem = "missing (no such file)" if exc.errno == errno.ENOENT else f"unreadable: {os_reason(exc)}"
             raise SampleError(self.layout, index, str(path), problem) from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -159,20 +171,31 @@ class ZarrReader(Reader):
 
     # -- shards --------------------------------------------------------------------------------
 
+    def _is_fill(self, i: int) -> bool:
+        """Whether sample i is the fill value (an all-zero image, by the manifest's crc32): zarr
+        stores no chunk for it, and reads it as zeros."""
+        return self._fill_crc is not None and self._crc[i] == self._fill_crc
+
     def _shard(self, k: int, i: int):
         """(fd, index table, data end, owned) of shard k. The index is read and checked once per
-        process; the first MAX_FDS shards' files stay open, any beyond are opened for the call
-        (owned: the caller closes it), so no descriptor is ever closed while another thread uses it."""
+        process; the first _keep shards' files stay open (MAX_FDS, or fewer under a low `ulimit -n`),
+        any beyond are opened for the call
+        (owned: the caller closes it), so no descriptor is ever closed while another thread uses it.
+        A shard file zarr did not write because every image of it is the fill value gives fd None
+        and a table of empty entries (data end -1)."""
         fd = self._fds.get(k)
         got = self._tables.get(k)
-        if fd is not None and got is not None:
+        if got is not None and (fd is not None or got[1] < 0):
             return fd, *got, False
         fd = self._open_shard(k, i)
+        if fd is None:
+            got = self._tables[k] = (np.full((self._per_shard, 2), -1, np.int64), -1)
+            return None, *got, False
         try:
             if got is None:
                 got = self._tables[k] = self._read_index(k, i, fd)
             with self._shard_lock:
-                if k not in self._fds and len(self._fds) < MAX_FDS:
+                if k not in self._fds and len(self._fds) < self._keep:
                     self._fds[k] = fd
                     return fd, *got, False
         except BaseException:
@@ -180,13 +203,20 @@ class ZarrReader(Reader):
             raise
         return fd, *got, True
 
-    def _open_shard(self, k: int, i: int) -> int:
+    def _open_shard(self, k: int, i: int) -> int | None:
+        """Shard k's file open for reading; None when it does not exist and every sample of it is
+        the fill value (zarr writes no shard then); else a missing file is sample i's error."""
         try:
             fd = os.open(self.shard_path(k), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
+            first = k * self._per_shard
+            if exc.errno == errno.ENOENT and all(
+                    self._is_fill(j) for j in range(first, min(first + self._per_shard, self.spec.count))):
+                return None
+            raise_if_out_of_handles(exc)
             problem = ("missing: its shard file does not exist" if exc.errno == errno.ENOENT else
                        "refused: its shard file is a symbolic link" if exc.errno == errno.ELOOP else
-                       f"unreadable: {exc.strerror}")
+                       f"unreadable: {os_reason(exc)}")
             raise SampleError(self.layout, i, self.where(i), problem) from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -196,33 +226,43 @@ class ZarrReader(Reader):
         return fd
 
     def _read_index(self, k: int, i: int, fd: int):
-        """(table, data end) of shard k: at least as long as its samples' chunks and its index
-        need, the index passing its crc32c."""
+        """(table, data end) of shard k, the index passing its crc32c. An index that fails it is
+        'truncated' when the file is shorter than its samples' chunks and its index need (fill-value
+        chunks are not stored, so a whole shard may be shorter than that: the size alone proves
+        nothing), else 'damaged'."""
         size = os.fstat(fd).st_size
-        first = k * self._per_shard
-        sizes = self._size_arr[first:first + self._per_shard]
-        if self._fixed:
-            need = len(sizes) * self.spec.pixel_bytes
-        else:
-            need = int(sizes.sum()) + len(sizes) * fmt.VLEN_HEADER
-        need += fmt.index_bytes(self._per_shard)
-        if size < need:
-            raise SampleError(self.layout, i, self.where(i),
-                              f"truncated: its shard file has {size:,} bytes, a whole one at least {need:,}")
         try:
             return fmt.read_shard_index(fd, self._per_shard, size)
         except (OSError, ValueError) as exc:
+            first = k * self._per_shard
+            sizes = self._size_arr[first:first + self._per_shard]
+            if self._fixed:
+                need = len(sizes) * self.spec.pixel_bytes
+            else:
+                need = int(sizes.sum()) + len(sizes) * fmt.VLEN_HEADER
+            need += fmt.index_bytes(self._per_shard)
+            if size < need:
+                raise SampleError(self.layout, i, self.where(i),
+                                  f"truncated: its shard file has {size:,} bytes, a whole one at least {need:,}") from None
             raise SampleError(self.layout, i, self.where(i), f"damaged shard: {exc}") from None
 
     def _locate(self, i: int):
-        """(fd, offset, nbytes, owned) of sample i's inner chunk, checked against its index and size."""
+        """(fd, offset, nbytes, owned) of sample i's inner chunk, checked against its index and size;
+        fd None for a fill-value chunk zarr did not store (the sample is zeros, nbytes its size)."""
         k, j = divmod(i, self._per_shard)
         fd, table, end, owned = self._shard(k, i)
         a, n = int(table[j, 0]), int(table[j, 1])
         want = fmt.chunk_bytes(self.spec, self.codec, self._sizes[i])
         problem = None
+        if a < 0 and self._is_fill(i):
+            if owned:
+                os.close(fd)
+            return None, 0, want, False
         if a < 0:
             problem = "missing: the shard index lists no chunk for it"
+            if self._fixed:
+                problem += (" (zarr would read the fill value, zeros, but the manifest's crc32 says this image "
+                            "is not all zeros)")
         elif a + n > end:
             problem = (f"missing: the shard index places its {n:,} bytes at {a:,}, past the shard's data "
                        f"(which ends at {end:,})")
@@ -256,14 +296,14 @@ class ZarrReader(Reader):
             fd, a, n, owned = self._locate(i)
             if owned:
                 os.close(fd)
-            out.append([(str(self.shard_path(i // self._per_shard)), a, n)])
+            out.append([] if fd is None else [(str(self.shard_path(i // self._per_shard)), a, n)])
         return out
 
     def _pread_into(self, i: int, fd: int, a: int, buf: memoryview) -> None:
         try:
             got = os.preadv(fd, [buf], a)
         except OSError as exc:
-            raise SampleError(self.layout, i, self.where(i), f"unreadable: {exc.strerror}") from None
+            raise SampleError(self.layout, i, self.where(i), f"unreadable: {os_reason(exc)}") from None
         if got != len(buf):
             raise SampleError(self.layout, i, self.where(i), f"truncated: {got} of its {len(buf)} bytes could be read")
 
@@ -273,6 +313,11 @@ class ZarrReader(Reader):
         """Sample i's inner chunk, read into `into` (its exact size) or a new buffer with `skip`
         bytes before it."""
         fd, a, n, owned = self._locate(i)
+        if fd is None:  # a fill-value chunk: zeros, as zarr reads it
+            if into is None:
+                return bytearray(skip + n)
+            np.asarray(into).fill(0)
+            return into
         try:
             buf = into if into is not None else bytearray(skip + n)
             self._pread_into(i, fd, a, memoryview(buf)[skip:] if into is None else into)
@@ -360,14 +405,14 @@ class ZarrReader(Reader):
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             problem = ("missing: its chunk labels/c/0 does not exist" if exc.errno == errno.ENOENT else
-                       f"unreadable: {exc.strerror}")
+                       f"unreadable: {os_reason(exc)}")
             raise SampleError(self.layout, -1, where, problem) from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise SampleError(self.layout, -1, where, "unreadable: its chunk labels/c/0 is not a regular file")
             raw = os.pread(fd, 2 * n + 1, 0)
         except OSError as exc:
-            raise SampleError(self.layout, -1, where, f"unreadable: {exc.strerror}") from None
+            raise SampleError(self.layout, -1, where, f"unreadable: {os_reason(exc)}") from None
         finally:
             os.close(fd)
         if len(raw) != 2 * n:
@@ -375,6 +420,16 @@ class ZarrReader(Reader):
             raise SampleError(self.layout, -1, where, f"damaged: its chunk labels/c/0 has {has} bytes, not the "
                                                       f"{2 * n:,} of {n:,} uint16 labels")
         return np.frombuffer(raw, "<u2").astype(np.int64)
+
+
+def _zeros_crc(header: bytes, n: int) -> int:
+    """crc32 of the payload of an all-zero image: the corpus's TIFF header, then n zero bytes."""
+    crc, block = zlib.crc32(header), memoryview(bytes(min(n, 1 << 20)))
+    while n > 0:
+        take = min(n, len(block))
+        crc = zlib.crc32(block[:take], crc)
+        n -= take
+    return crc
 
 
 def _plain_labels(meta: dict, n: int) -> bool:

@@ -98,3 +98,45 @@ class TestFilesWriter(WriterSuite):
 
     def is_temporary(self, relpath):
         return TMP_MARK in relpath  # the rename fallback's name for a file being written
+
+
+# --- more classes than the process may keep open: a bounded cache of class directories ------------
+
+class TestFilesFewHandles(TestFiles):
+    """The whole reader suite with at most 2 class directories and 2 batch files open at once (what
+    a corpus of more classes than an eighth of `ulimit -n` gets: loaders.handles.HandleLRU)."""
+
+    @pytest.fixture(autouse=True)
+    def _few_handles(self, monkeypatch):
+        import loaders.files
+
+        monkeypatch.setattr(loaders.files, "keep_open", lambda per_handle=1: 2)
+
+
+def test_few_handles_name_a_missing_and_a_symlinked_class_directory(corpus_copy, monkeypatch):
+    import shutil
+
+    import numpy as np
+
+    import loaders.files
+    from conformance import reference
+
+    monkeypatch.setattr(loaders.files, "keep_open", lambda per_handle=1: 2)
+    root = corpus_copy("gray8")
+    pixels, labels, _ = reference(root)
+    r = open_corpus(root, "files")
+    order = np.random.default_rng(3).permutation(37)
+    assert np.array_equal(r.read_batch(order)[0], np.stack([pixels[i] for i in order]))
+    assert r._dirs is None and len(r._dircache) <= 2
+    victim = int(np.flatnonzero(labels == labels[0])[0])
+    cls = os.path.dirname(sample_path(root, victim))
+    shutil.move(cls, str(root / "elsewhere"))
+    r = open_corpus(root, "files")
+    with pytest.raises(SampleError, match="missing") as e:
+        r.read_many([victim])
+    assert e.value.index == victim
+    os.symlink(root / "elsewhere", cls)
+    r = open_corpus(root, "files")
+    with pytest.raises(SampleError, match="symbolic link") as e:
+        r.read_batch([victim])
+    assert e.value.index == victim

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
+import sys
 import zlib
 
 import lmdb
@@ -171,3 +175,92 @@ def test_a_reader_holds_its_environment_until_closed(corpus_copy):
         lmdb.open(str(root / "lmdb"), readonly=True)
     r.close()
     lmdb.open(str(root / "lmdb"), readonly=True).close()
+
+
+# --- LMDB's own states: stale reader slots, a writer killed mid-transaction ---------------------
+
+_STALE_READER = """
+import lmdb, os, signal, sys
+env = lmdb.open(sys.argv[1], max_dbs=2, subdir=True)  # locking, as a user's own program would
+txn = env.begin()
+print(os.getpid(), flush=True)
+if len(sys.argv) > 2:  # and a writer cut off inside its transaction
+    with env.begin(write=True, db=env.open_db(b"payload")) as w:
+        for k in range(5):
+            w.put(k.to_bytes(8, "big"), b"junk")
+        os.kill(os.getpid(), signal.SIGKILL)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@contextlib.contextmanager
+def _held(path):
+    """A live process holding the environment at `path` open (a user's long-running program): while
+    one does, LMDB keeps lock.mdb's reader table as it is (the first opener resets it)."""
+    script = "import lmdb, sys; env = lmdb.open(sys.argv[1], max_dbs=2, subdir=True); print(1, flush=True); sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"1\n"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _leave_stale_reader(path, also_writer=False):
+    """A process that dies inside a read transaction of the environment at `path` (and inside a write
+    transaction too); returns its pid, whose slot stays in lock.mdb's reader table while another
+    process holds the environment open."""
+    args = [sys.executable, "-c", _STALE_READER, str(path)] + (["write"] if also_writer else [])
+    done = subprocess.run(args, capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    return int(done.stdout.split()[0])
+
+
+def _reader_pids(path):
+    env = lmdb.open(str(path), max_dbs=2, subdir=True, readonly=True)
+    try:
+        return [int(line.split()[0]) for line in env.readers().splitlines()[1:] if line.split()]
+    finally:
+        env.close()
+
+
+def test_stale_readers_and_a_killed_writer_are_lmdbs_state_not_damage(corpus_copy):
+    """A dead reader's slot in lock.mdb and a writer killed before its commit: LMDB reads the last
+    commit, and so do the reader and verify."""
+    from loaders.verify import verify
+
+    root = corpus_copy("gray8")
+    with _held(root / "lmdb"):
+        pid = _leave_stale_reader(root / "lmdb", also_writer=True)
+        assert pid in _reader_pids(root / "lmdb"), "no stale reader slot: this test no longer builds the state"
+        assert verify(root, layouts=["lmdb"], progress=False)[1] == []
+        pixels, _, payloads = reference(root)
+        r = open_corpus(root, "lmdb", verify=True)
+        assert [bytes(p) for p in r.read_many(range(5))] == payloads[:5]
+        r.close()
+
+
+def test_a_resumed_lmdb_build_clears_the_stale_readers_of_dead_processes(tmp_path):
+    """LMDB's mdb_reader_check on resume: a dead process's slot would keep every page freed after
+    its snapshot from being reused for the rest of the build."""
+    from generator.codec import Codec
+    from generator.layouts.lmdb import LMDBWriter
+    from generator.pool import produce
+    from generator.spec import Spec
+
+    spec = Spec(height=4, width=4, channels=1, count=20, seed=1)
+    w = LMDBWriter(tmp_path, spec, Codec(spec))
+    assert w.begin() == 0
+    payloads, _, _, labels = produce(spec, range(10))
+    w.put_many(range(10), payloads, labels)
+    w.txn.commit()
+    w.env.close()
+    partial = tmp_path / "lmdb.partial"
+    with _held(partial):
+        pid = _leave_stale_reader(partial)
+        assert pid in _reader_pids(partial), "no stale reader slot: this test no longer builds the state"
+        w = LMDBWriter(tmp_path, spec, Codec(spec))
+        assert w.begin() == 10
+        w.abort()
+        assert pid not in _reader_pids(partial)

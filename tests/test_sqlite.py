@@ -319,3 +319,97 @@ def test_reads_while_another_process_holds_an_exclusive_lock(corpus_copy):
     finally:
         p.stdin.close()
         p.wait(30)
+
+
+# --- what someone else's sqlite3 left beside the file: read as sqlite3 reads it --------------------
+
+_KILLED_MID_TRANSACTION = """
+import os, signal, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=1")  # dirty pages spill into the file before the commit
+conn.execute("BEGIN")
+conn.execute("UPDATE samples SET payload = zeroblob(length(payload)) WHERE idx < 30")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+_WAL_WRITER_KILLED = """
+import os, signal, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+conn.execute("UPDATE samples SET label = label + 1 WHERE idx < 5")  # committed, in the WAL only
+os.kill(os.getpid(), signal.SIGKILL)  # no close: nothing checkpoints it
+"""
+
+
+def _immutable_rows(path, sql):
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _run_killed(script, path):
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+
+
+def test_a_hot_journal_is_rolled_back_as_sqlite3_does_not_read_as_damage(corpus_copy):
+    """A writer killed mid-transaction leaves corpus.sqlite-journal and pages it changed: sqlite3
+    rolls them back on open, so the reader and verify see the corpus whole."""
+    from loaders.verify import verify
+
+    root = corpus_copy("gray8")
+    db = root / "corpus.sqlite"
+    _run_killed(_KILLED_MID_TRANSACTION, db)
+    journal = root / "corpus.sqlite-journal"
+    assert journal.stat().st_size > 0
+    zeroed = _immutable_rows(db, "SELECT count(*) FROM samples WHERE payload = zeroblob(length(payload))")[0][0]
+    assert zeroed > 0, "the killed writer changed no page in the file: this test no longer builds the state"
+    assert verify(root, layouts=["sqlite"], progress=False)[1] == []
+    assert not journal.exists() or journal.stat().st_size == 0
+    pixels, _, _ = reference(root)
+    assert (open_corpus(root, "sqlite", verify=True).read_batch(list(range(37)))[0] == pixels).all()
+
+
+def test_a_wal_holding_committed_changes_is_read_as_sqlite3_reads_it(corpus_copy):
+    """The issue's case: a WAL with 5 changed labels; sqlite3 reads them, so verify must too."""
+    from loaders.verify import verify
+
+    root = corpus_copy("gray8")
+    db = root / "corpus.sqlite"
+    before = _immutable_rows(db, "SELECT label FROM samples WHERE idx < 5 ORDER BY idx")
+    _run_killed(_WAL_WRITER_KILLED, db)
+    assert (root / "corpus.sqlite-wal").stat().st_size > 0
+    assert _immutable_rows(db, "SELECT label FROM samples WHERE idx < 5 ORDER BY idx") == before  # the file alone
+    _, found = verify(root, layouts=["sqlite"], progress=False)
+    assert sorted(m.index for m in found) == [0, 1, 2, 3, 4]
+    assert all("stored label" in m.problem for m in found)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT label FROM samples WHERE idx < 5 ORDER BY idx").fetchall() == [
+            (label + 1,) for (label,) in before]
+    finally:
+        conn.close()
+
+
+def test_a_journal_another_process_holds_is_refused_in_one_line(corpus_copy, monkeypatch):
+    """A writer still inside its transaction: sqlite3 would wait for it; the reader says so in one
+    line naming the journal, never reads the half-written pages as samples."""
+    import loaders.sqlite as reader
+
+    monkeypatch.setattr(reader, "BUSY_TIMEOUT", 0.2)
+    root = corpus_copy("gray8")
+    script = _KILLED_MID_TRANSACTION.replace("os.kill(os.getpid(), signal.SIGKILL)",
+                                             "print('ready', flush=True); sys.stdin.read()")
+    writer = subprocess.Popen([sys.executable, "-c", script, str(root / "corpus.sqlite")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout.readline() == b"ready\n"
+        with pytest.raises(CorpusError) as e:
+            open_corpus(root, "sqlite").read(0)
+    finally:
+        writer.kill()
+        writer.wait()
+    text = str(e.value)
+    assert "corpus.sqlite-journal" in text and "another process" in text and "\n" not in text

@@ -429,3 +429,15 @@ def test_hand_edited_shard_facts_are_refused(corpus_copy):
         (root / "manifest.json").write_text(json.dumps(m))
         with pytest.raises(CorpusError, match="samples_per_shard"):
             open_corpus(root, "tar")
+
+
+class TestTarShardsClosedAfterEachRead(TestTar):
+    """The suite again with no shard kept open beyond the read that uses it (what a corpus of more
+    shards than an eighth of `ulimit -n` gets: loaders/records.py's bounded shards): every read
+    path reopens its shard, and its parsed index is reused."""
+
+    @pytest.fixture(autouse=True)
+    def _no_shard_kept(self, monkeypatch):
+        import loaders.records
+
+        monkeypatch.setattr(loaders.records, "keep_open", lambda per_handle=1: 0)

@@ -253,3 +253,15 @@ def test_records_written_another_way_are_parsed_in_full(corpus_copy):
 def test_stored_labels_come_from_the_records(corpus):
     root = corpus("rgba8")
     assert np.array_equal(open_corpus(root, "tfrecord").stored_labels(), reference(root)[1])
+
+
+class TestTFRecordShardsClosedAfterEachRead(TestTFRecord):
+    """The suite again with no shard kept open beyond the read that uses it (what a corpus of more
+    shards than an eighth of `ulimit -n` gets: loaders/records.py's bounded shards): every read
+    path reopens its shard, and its parsed index is reused."""
+
+    @pytest.fixture(autouse=True)
+    def _no_shard_kept(self, monkeypatch):
+        import loaders.records
+
+        monkeypatch.setattr(loaders.records, "keep_open", lambda per_handle=1: 0)

@@ -342,3 +342,103 @@ def test_labels_chunk_damage_is_named(corpus_copy):
     chunk.unlink()
     with pytest.raises(SampleError, match="missing"):
         open_corpus(root, "zarr").stored_labels()
+
+
+# --- fill-value chunks: zarr stores none for an all-zero image, and reads it as zeros --------------
+
+def _zero_some(monkeypatch, zeros):
+    """Make the generator's images of `zeros` all zero (the manifest's crc32 then says so), and the
+    references verify and these tests recompute alike."""
+    import conformance
+
+    import generator.pool as pool
+    import loaders.verify
+
+    real = pool.make_sample
+
+    def make(spec, index, out=None):
+        pixels, label = real(spec, index, out)
+        if index in zeros:
+            pixels[...] = 0
+        return pixels, label
+
+    for module in (pool, loaders.verify, conformance):
+        monkeypatch.setattr(module, "make_sample", make)
+
+
+def test_an_all_zero_image_is_read_as_zarr_reads_it_not_as_truncated(tmp_path):
+    """The issue's case: a 2x2x1 photo corpus holds an all-zero image, whose inner chunk zarr does not
+    store; every read path, verify and zarr-python give the same images."""
+    from loaders.verify import verify
+
+    spec = Spec(height=2, width=2, channels=1, count=300, seed=0, content="photo")
+    generate(tmp_path, spec, layouts=["zarr"], workers=1, progress=False)
+    pixels, _, payloads = reference(tmp_path)
+    zero = [i for i, p in enumerate(pixels) if not p.any()]
+    assert zero, "this spec's corpus no longer holds an all-zero image: pick another"
+    s = _per_shard(tmp_path, *_spec_codec(tmp_path))
+    raw = (tmp_path / fmt.DIRNAME / "images/c/0/0/0/0").read_bytes()
+    table = np.frombuffer(raw[-fmt.index_bytes(s):-fmt.CRC], "<u8").reshape(s, 2)
+    assert (table[zero[0]] == fmt.EMPTY).all(), "zarr stored the zero chunk: this test no longer builds the state"
+    assert verify(tmp_path, progress=False)[1] == []
+    r = open_corpus(tmp_path, "zarr", verify=True)
+    idx = [zero[0], zero[0] + 1]
+    assert np.array_equal(r.read_batch(idx)[0], np.stack([pixels[i] for i in idx]))
+    assert [bytes(p) for p in r.read_many(idx)] == [payloads[i] for i in idx]
+    assert r.extents([zero[0]]) == [[]]
+    with fmt.quiet():
+        assert np.array_equal(zarr.open_group(tmp_path / fmt.DIRNAME, mode="r")["images"][:], np.stack(pixels))
+
+
+def test_a_shard_zarr_did_not_write_because_all_its_images_are_zero_is_read_as_zeros(tmp_path, monkeypatch):
+    from loaders.verify import verify
+
+    monkeypatch.setattr(fmt, "MAX_SHARD", 8)
+    _zero_some(monkeypatch, set(range(8, 16)) | {20})
+    generate(tmp_path, SHARDED, layouts=["zarr"], workers=1, progress=False)
+    assert not (tmp_path / fmt.DIRNAME / "images/c/1/0/0/0").exists(), "zarr wrote the all-zero shard"
+    pixels, _, _ = reference(tmp_path)
+    r = open_corpus(tmp_path, "zarr", verify=True)
+    order = np.random.default_rng(1).permutation(37)
+    assert np.array_equal(r.read_batch(order)[0], np.stack([pixels[i] for i in order]))
+    assert not r.read_batch([9, 20])[0].any()
+    assert verify(tmp_path, progress=False)[1] == []
+
+
+def test_a_missing_chunk_of_an_image_that_is_not_zero_stays_missing(tmp_path, monkeypatch):
+    """The manifest tells the legitimate state from damage: an emptied entry, or a deleted shard,
+    of images that are not all zeros is named, not read as zeros."""
+    monkeypatch.setattr(fmt, "MAX_SHARD", 8)
+    _zero_some(monkeypatch, set(range(8, 15)))  # shard 1 all zero but sample 15
+    generate(tmp_path, SHARDED, layouts=["zarr"], workers=1, progress=False)
+    edit_index(tmp_path, 3, lambda e: (fmt.EMPTY, fmt.EMPTY))
+    r = open_corpus(tmp_path, "zarr")
+    with pytest.raises(SampleError, match="not all zeros") as e:
+        r.read(3)
+    assert e.value.index == 3
+    (tmp_path / fmt.DIRNAME / "images/c/1/0/0/0").unlink()
+    with pytest.raises(SampleError, match="shard file does not exist") as e:
+        r.read_batch([9])
+    assert e.value.index == 9
+
+
+def test_a_resumed_zarr_build_keeps_a_whole_shard_holding_a_zero_image(tmp_path, monkeypatch):
+    monkeypatch.setattr(fmt, "MAX_SHARD", 8)
+    _zero_some(monkeypatch, {2})
+    generate(tmp_path, SHARDED, layouts=["zarr"], workers=1, progress=False)
+    os.rename(tmp_path / fmt.DIRNAME, tmp_path / fmt.PARTIAL)
+    w = fmt.ZarrWriter(tmp_path, SHARDED, Codec(SHARDED))
+    assert w.begin() == 37  # every shard whole, the one with an empty entry too
+
+
+def test_shards_beyond_the_open_files_share_are_opened_per_read(sharded, monkeypatch):
+    """Under a low `ulimit -n` (keep_open: an eighth of it) only that many shard files stay open; the
+    rest are opened for the read and closed, the images the same."""
+    import loaders.zarr
+
+    monkeypatch.setattr(loaders.zarr, "keep_open", lambda per_handle=1: 1)
+    pixels, _, _ = reference(sharded)
+    r = open_corpus(sharded, "zarr", verify=True)
+    order = np.random.default_rng(5).permutation(37)
+    assert np.array_equal(r.read_batch(order)[0], np.stack([pixels[i] for i in order]))
+    assert len(r._fds) == 1 and len(r._tables) == 5

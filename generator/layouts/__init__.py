@@ -239,27 +239,27 @@ def payload_estimate(spec: Spec, codec: Codec) -> int:
 
 
 def disk_usage(path: Path) -> tuple[int, int]:
-    """(bytes allocated on disk, number of regular files) under path."""
+    """(bytes allocated on disk, number of regular files) under path. One directory open at a time
+    (a tree of 65,535 class directories must not need as many descriptors)."""
     if path.is_file():
         return path.stat().st_blocks * 512, 1
-    # Directory handles, so each stat looks up one name rather than walking the whole path.
+    # A directory handle, so each stat looks up one name rather than walking the whole path.
     if not path.is_dir():
         return 0, 0
     total = files = 0
-    stack = [os.open(path, os.O_RDONLY | os.O_DIRECTORY)]
-    try:
-        while stack:
-            fd = stack[-1]
+    todo = [os.fspath(path)]
+    while todo:
+        top = todo.pop()
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+        try:
             with os.scandir(fd) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
-                        stack.insert(0, os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd))
+                        todo.append(os.path.join(top, entry.name))
                     elif entry.is_file(follow_symlinks=False):
                         total += entry.stat(follow_symlinks=False).st_blocks * 512
                         files += 1
-            os.close(stack.pop())
-    finally:
-        for fd in stack:
+        finally:
             os.close(fd)
     return total, files
 

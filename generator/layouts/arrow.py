@@ -117,7 +117,7 @@ class ArrowWriter(BatchedWriter):
     def _start(self) -> None:
         import pyarrow as pa
 
-        self.sink = pa.OSFile(str(self.path), "wb")  # truncates what a killed run left
+        self.sink = pa.OSFile(os.fsencode(self.path), "wb")  # truncates what a killed run left
         self.schema = schema(self.spec)
         self.file = pa.ipc.new_file(self.sink, self.schema)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorpusError
+from ..limits import keep_open
 from ..manifest import MANIFEST, VERSION, read_manifest, records_formats
 from ..spec import Spec
 from . import LayoutWriter, payload_estimate
@@ -116,11 +117,12 @@ class DirWriter:
         self.check_existing = check_existing
         self.tmpfile = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
         self.fds: dict[str, int] = {}
+        self.keep = min(_MAX_DIR_FDS, keep_open())  # fewer under a low `ulimit -n` (generator.limits)
 
     def _dir_fd(self, reldir: str) -> int:
         fd = self.fds.get(reldir)
         if fd is None:
-            if len(self.fds) >= _MAX_DIR_FDS:
+            if len(self.fds) >= self.keep:
                 self.close()
             path = os.path.join(self.root, reldir)
             os.makedirs(path, exist_ok=True)

@@ -72,12 +72,16 @@ class LMDBWriter(LayoutWriter):
         self.path.mkdir(exist_ok=True)
         self.pending = self.pending_samples = 0
         try:
-            self.env = lmdb.open(str(self.path), map_size=map_size(self.spec, self.codec), max_dbs=2,
+            self.env = lmdb.open(os.fsencode(self.path), map_size=map_size(self.spec, self.codec), max_dbs=2,
                                  subdir=True, sync=False, metasync=False, readahead=False)
             if missing_bytes(self.env, self.path / "data.mdb"):  # damaged, not left by a kill: start over
                 self.env.close()
                 shutil.rmtree(self.path)
                 return self.begin()
+            # A process killed inside a read transaction leaves its slot in lock.mdb's reader table:
+            # LMDB's own state, not damage, but while it stays no page freed after its snapshot is
+            # reused. LMDB's mdb_reader_check clears the slots of dead processes.
+            self.env.reader_check()
             self.db = self.env.open_db(b"payload")
             self.meta = self.env.open_db(b"meta")
         except lmdb.Error as exc:
@@ -138,8 +142,11 @@ class LMDBWriter(LayoutWriter):
 
     def _as_oserror(self, exc) -> OSError:
         """lmdb.Error as the OSError the driver reports. LMDB turns a write cut short by a full
-        disk into EIO, so a nearly full disk is taken as the cause."""
-        code = getattr(exc, "errno", None) or errno.EIO
+        disk into EIO, so a nearly full disk is taken as the cause; its ENOMEM (a map the address
+        space cannot hold: `ulimit -v`) stays ENOMEM, which the driver names as such."""
+        import lmdb
+
+        code = getattr(exc, "errno", None) or (errno.ENOMEM if isinstance(exc, lmdb.MemoryError) else errno.EIO)
         if code == errno.EIO and shutil.disk_usage(self.root).free < max(self.pending, 1 << 20):
             code = errno.ENOSPC
         return OSError(code, f"{os.strerror(code)} ({exc})", str(self.path))
@@ -154,7 +161,7 @@ class LMDBWriter(LayoutWriter):
         import lmdb
 
         out = {}
-        env = lmdb.open(str(Path(root) / DIRNAME), readonly=True, lock=False, max_dbs=2, subdir=True)
+        env = lmdb.open(os.fsencode(Path(root) / DIRNAME), readonly=True, lock=False, max_dbs=2, subdir=True)
         try:
             for name in (b"payload", b"meta"):
                 db = env.open_db(name, create=False)

@@ -18,6 +18,8 @@ is only readable once its footer is written, so a kill restarts this layout from
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 from . import payload_estimate
@@ -47,7 +49,11 @@ class ParquetWriter(BatchedWriter):
         import pyarrow.parquet as pq
 
         self.schema = schema(self.spec)
-        self.file = pq.ParquetWriter(str(self.path), self.schema, compression=COMPRESSION, use_dictionary=False,
+        import pyarrow as pa
+
+        # the file opened by its bytes: any name the filesystem holds, whatever the locale's encoding
+        self.sink = pa.OSFile(os.fsencode(self.path), "wb")
+        self.file = pq.ParquetWriter(self.sink, self.schema, compression=COMPRESSION, use_dictionary=False,
                                      write_statistics=False, store_schema=True)
 
     def _write_batch(self, payloads, labels) -> None:
@@ -58,20 +64,23 @@ class ParquetWriter(BatchedWriter):
 
     def _finish(self) -> None:
         self.file.close()
+        self.sink.close()  # the writer closes only a file it opened itself
 
     def abort(self) -> None:
-        try:
-            self.file.close()
-        except Exception:
-            pass
+        for handle in (getattr(self, "file", None), getattr(self, "sink", None)):
+            try:
+                handle.close()
+            except Exception:
+                pass
 
     @classmethod
     def snapshot(cls, root) -> dict[str, bytes]:
         """The records and how they are stored, not the file's bytes: the footer names the writing
         library's version (created_by), which changes with every pyarrow release."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        f = pq.ParquetFile(str(Path(root) / FILENAME))
+        f = pq.ParquetFile(pa.OSFile(os.fsencode(Path(root) / FILENAME)))
         try:
             meta, out = f.metadata, {"schema": str(f.schema_arrow).encode()}
             out["metadata"] = repr(sorted((f.schema_arrow.metadata or {}).items())).encode()

@@ -23,6 +23,7 @@ import errno
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from ..manifest import fsync_dir
 from . import LayoutWriter, payload_estimate
@@ -82,7 +83,7 @@ class SQLiteWriter(LayoutWriter):
     def _connect(self):
         import sqlite3
 
-        conn = sqlite3.connect(self.path, isolation_level=None)  # transactions are ours (BEGIN/COMMIT)
+        conn = sqlite3.connect(os.fsencode(self.path), isolation_level=None)  # transactions are ours (BEGIN/COMMIT)
         conn.execute("PRAGMA journal_mode=DELETE")
         conn.execute("PRAGMA synchronous=OFF")
         return conn
@@ -170,7 +171,7 @@ class SQLiteWriter(LayoutWriter):
         differs there from an uninterrupted one)."""
         import sqlite3
 
-        conn = sqlite3.connect(f"file:{Path(root) / FILENAME}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{quote(os.fsencode(Path(root) / FILENAME))}?mode=ro", uri=True)
         try:
             out = {f"meta/{k}": str(v).encode() for k, v in conn.execute("SELECT key, value FROM meta")}
             for idx, label, payload in conn.execute("SELECT idx, label, payload FROM samples ORDER BY idx"):

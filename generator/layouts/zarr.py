@@ -141,7 +141,9 @@ class ZarrWriter(LayoutWriter):
             group.create_array(array_name(self.codec), shape=shape, chunks=chunk, shards=(s, *chunk[1:]),
                                dtype=spec.np_dtype if fixed else VariableLengthBytes(), compressors=None,
                                filters=None, fill_value=0 if fixed else b"",
-                               config={"write_empty_chunks": True})  # every image a chunk, zeros too
+                               config={"write_empty_chunks": True})
+        # even so, zarr's sharding codec stores no inner chunk equal to the fill value (an all-zero
+        # image), nor a shard of them only: loaders/zarr.py reads those as zeros, as zarr does
 
     def _resume_point(self) -> int | None:
         """Samples in the leading whole shards of an earlier run of this spec, or None."""
@@ -179,7 +181,9 @@ class ZarrWriter(LayoutWriter):
             os.close(fd)
         n = min(self.per_shard, self.spec.count - k * self.per_shard)
         used = table[:n]
-        return bool((used[:, 0] >= 0).all() and (used.sum(axis=1) <= end).all())
+        stored = used[:, 0] >= 0  # zarr leaves a fill-value (all-zero) image's entry empty: whole all the same
+        fill_ok = self.codec.fixed_size is not None  # a variable-length payload is never the fill value b""
+        return bool((stored | fill_ok).all() and (used[stored].sum(axis=1) <= end).all())
 
     def put_many(self, indices, payloads, labels) -> None:
         h = len(self.codec.header)
