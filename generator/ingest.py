@@ -69,7 +69,7 @@ import numpy as np
 
 from . import codecs as formats
 from .codec import TIFF_COMPRESSION
-from .errors import UsageError
+from .errors import UsageError, quote
 from .libraries import install_hint, present
 from .pool import bounded_map
 from .safeio import FileRefused, kind_of, read_regular
@@ -319,6 +319,7 @@ def scan(src, skip_bad: bool = False, workers: int = 1, allow_empty: bool = True
     else:
         raise UsageError(f"ingest source {src} is {kind_of(os.stat(src).st_mode)}: give a directory of class "
                          f"folders or a `path label` list file")
+    _refuse_undecodable(src, files, classes)
     empty = []
     if kind == "folder":
         present = {label for _, _, label in files}
@@ -351,6 +352,26 @@ def scan(src, skip_bad: bool = False, workers: int = 1, allow_empty: bool = True
                     "skipped": [list(b) for b in bad]}
     entries.ignored, entries.empty = ignored, empty
     return entries
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a name's bytes that are not UTF-8 (Python's surrogateescape)
+        return False
+
+
+def _refuse_undecodable(src: str, files: list, classes: list) -> None:
+    """UsageError, one line, when SRC, a class or a file name is not valid UTF-8: the manifest
+    lists each by name in UTF-8 JSON, and verify --source finds the files again by those names."""
+    names = [os.path.abspath(src)] + list(classes) + [rel for _, rel, _ in files]
+    bad = [n for n in names if not _utf8(n)]
+    if bad:
+        shown = os.fsencode(bad[0]).decode("utf-8", "backslashreplace")
+        raise UsageError(f"{len(bad):,} name(s) in ingest source {quote(src)} are not valid UTF-8, the first "
+                         f"{quote(shown)}: a corpus's manifest lists every class and file by its name in UTF-8; "
+                         f"rename them to UTF-8 (e.g. `convmv -f latin1 -t utf-8 -r --notest SRC`) and rerun")
 
 
 def _refuse_bad(src: str, kind: str, bad: list) -> None:
@@ -397,6 +418,20 @@ def source_spec(entries: Entries) -> Spec:
                 num_classes=max(1, len(entries.info["classes"])), source=digest(entries))
 
 
+def refuse_out_inside(src, out) -> None:
+    """UsageError when the corpus directory `out` is a folder source SRC or inside it: the corpus's
+    own files would become part of SRC (another class folder, to ImageFolder), so the rerun of the
+    ingest and verify --source would never see the source that was ingested."""
+    src, out = os.path.expanduser(os.fspath(src)), os.fspath(out)
+    if not os.path.isdir(src):
+        return
+    root, real = os.path.realpath(src), os.path.realpath(out)
+    if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+        raise UsageError(f"--out {quote(out)} is inside the ingest source {quote(src)}: the corpus's files would "
+                         f"become part of the source (a class folder to ImageFolder); choose an --out outside "
+                         f"{quote(src)}")
+
+
 def ingest(src, out, layouts=None, workers: int | None = None, force: bool = False, skip_bad: bool = False,
            progress: bool | None = None, allow_empty: bool = False):
     """Scan SRC and write its corpus in `out` (every layout by default). Returns (manifest, reports,
@@ -404,6 +439,7 @@ def ingest(src, out, layouts=None, workers: int | None = None, force: bool = Fal
     from .build import generate
     from .pool import SOURCES
 
+    refuse_out_inside(src, out)
     entries = scan(src, skip_bad, workers or os.cpu_count() or 1, allow_empty=allow_empty)
     spec = source_spec(entries)
     SOURCES[spec] = entries
@@ -435,6 +471,9 @@ def main(argv=None) -> int:
     from .build import format_table, left_out_lines, parse_layouts
 
     args = build_parser().parse_args(argv)
+    from .objectstore import refuse_remote_out
+
+    refuse_remote_out(args.out, "python -m generator ingest")
     chosen = parse_layouts(args.layouts) if args.layouts is not None else None
     manifest, reports, entries = ingest(args.src, args.out, chosen, args.workers, args.force, args.skip_bad,
                                         progress=False if args.quiet else None, allow_empty=args.allow_empty)
