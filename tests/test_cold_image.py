@@ -1,7 +1,6 @@
 """Cold is cold on a loop-mounted image (the image file's pages serve its reads), and a cold epoch
 whose device read far less than its payload is marked not cold."""
 
-import dataclasses
 import os
 import shutil
 import subprocess

@@ -16,6 +16,7 @@ from bench.goals import main as goals_main
 from bench.report import plots
 from bench.report.markdown import HEATMAP, write_report
 from bench.report.verdict import AVOID, cell_text, verdict, verdict_console
+from bench.results.outputs import REPORT_MARK
 from bench.results.result import EpochRecord, Floors, Results, Run, RunConfig, Split, StreamFloor
 from generator.errors import UsageError
 
@@ -195,7 +196,7 @@ def test_report_opens_with_the_verdict_and_embeds_the_heatmap(packed_wins, tmp_p
         paths.append(tmp_path / f"{i}.json")
     md = write_report(paths, tmp_path / "rep").read_text()
     first = md.splitlines()[:40]
-    assert first[2] == "## Verdict"
+    assert first[0] == REPORT_MARK and first[1] == "# layoutbench report" and first[3] == "## Verdict"
     assert "| corpus (sample size, codec) | cold | warm |" in first
     assert "| mnist-64 (784 B tiff) | hdf5, lmdb; loose files: 0.12x | lmdb; loose files: 0.33x |" in first
     for s in verdict(packed_wins).sentences:

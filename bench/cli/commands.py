@@ -94,6 +94,9 @@ def add_run(sub) -> None:
                                    "the same files; write versioned JSON.")
     p.add_argument("--corpus", type=Path, required=True, help="corpus directory (made by python -m generator)")
     p.add_argument("--output", type=Path, required=True, help="results JSON (never inside the corpus)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --output replace a file layoutbench did not write (by default only a results file "
+                        "of ours is replaced; a device, FIFO or link never is)")
     p.add_argument("--layouts", type=comma_list(layout_ids()), default=None,
                    help=f"comma list of {','.join(layout_ids())} (default: every layout the corpus has)")
     p.add_argument("--cache", type=comma_list(CACHES), default=("cold", "warm"),
@@ -195,10 +198,10 @@ def cmd_run(args) -> int:
                       checkpoint_dir=args.checkpoint_dir, evict=args.evict, memory_limit=args.memory_limit,
                       progress=not args.quiet and sys.stderr.isatty(), fio=args.fio,
                       loader=args.loader, pin_memory=args.pin_memory, device=args.device,
-                      decodes=(True, False) if decode == "both" else ())
+                      decodes=(True, False) if decode == "both" else (), overwrite=args.overwrite)
     results = run_bench(cfg, comm)
     if results is not None:
-        results.save(args.output)
+        results.save(args.output, overwrite=args.overwrite)
         print(summary_table([results]))
         for note in results.notes:
             print(f"note: {note}")
@@ -212,6 +215,9 @@ def add_report(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("results"), help="output directory (default results/)")
     p.add_argument("--verbose", action="store_true",
                    help="also print the summary table, the floors and the notes (all in report.md)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace report.md, results.csv or a PNG under --out that layoutbench did not write "
+                        "(by default such a file is never replaced)")
     p.set_defaults(func=cmd_report)
 
 
@@ -222,7 +228,7 @@ def cmd_report(args) -> int:
     from .suite import print_outcome
 
     results = [Results.load(f) for f in args.files]
-    md = write_report(args.files, args.out, results=results)
+    md = write_report(args.files, args.out, results=results, overwrite=args.overwrite)
     print_outcome(results, md, verbose=args.verbose)
     return 0
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.errors import UsageError
+from generator.errors import LayoutbenchError, UsageError
 
 from bench.results import au as au_model
+from bench.results.outputs import PNG, REPORT, REPORT_MARK, Kind, Staging, csv_kind
 from bench.results.result import SPLIT_RULE, Results
 from bench.run.config import check_writable, inside
 
@@ -300,18 +301,30 @@ def repeats_section(all_rows: list[dict]) -> list[str]:
 
 
 def write_markdown(text: str, path: Path) -> Path:
-    """report.md is written here, and only here."""
-    path.write_text(text)
+    """report.md is written here, and only here (in write_report's staging directory), its first
+    line the mark that tells a report of ours (bench.results.outputs.REPORT_MARK)."""
+    path.write_text(f"{REPORT_MARK}\n{text}")
     return path
+
+
+def output_kind(name: str) -> Kind:
+    """What each file write_report makes is, for the check before it replaces anything."""
+    if name == "report.md":
+        return REPORT
+    if name == "results.csv":
+        return csv_kind(",".join(CSV_FIELDS))
+    return PNG
 
 
 HEATMAP = "verdict.png"
 
 
-def write_report(files, out: Path, results: list[Results] | None = None) -> Path:
+def write_report(files, out: Path, results: list[Results] | None = None, overwrite: bool = False) -> Path:
     """report.md, results.csv and the PNGs under `out` from results `files` (`results`: those
     files already loaded, in the same order). Returns report.md's path; report.md opens with
-    bench.report.verdict.verdict(results)."""
+    bench.report.verdict.verdict(results). Everything is rendered into a staging directory first,
+    then published: a file in `out` that this tool did not write is never replaced (unless
+    `overwrite`), and a failure (a full disk) leaves `out` as it was (bench.results.outputs)."""
     results = [Results.load(f) for f in files] if results is None else list(results)
     out = Path(out)
     for res in results:
@@ -320,6 +333,18 @@ def write_report(files, out: Path, results: list[Results] | None = None) -> Path
             raise UsageError(f"--out {out} is inside the corpus directory {corpus}: results are never written "
                              f"onto the directory under test; choose another")
     check_writable("--out", out)  # made if missing; a file there, or no permission, is one line
+    with Staging(out, output_kind, overwrite) as stage:
+        try:
+            _render(files, stage.dir, results)
+        except OSError as exc:  # a full disk while rendering: nothing of this report is left, out is as it was
+            raise LayoutbenchError(f"cannot write the report under {out} ({exc.strerror}); nothing was replaced: "
+                                   f"free space or choose another --out, and rerun") from None
+        stage.publish()
+    return out / "report.md"
+
+
+def _render(files, out: Path, results: list[Results]) -> Path:
+    """Every file of the report, written under `out`."""
     all_rows = rows(results)
     v = verdict(results)
     heatmap = plot_verdict(v, out / HEATMAP)

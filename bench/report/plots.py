@@ -12,6 +12,7 @@ import numpy as np
 
 from bench.results import au as au_model
 from bench.results import stats
+from bench.results.outputs import PNG_SOFTWARE
 from bench.results.result import steady_epochs
 
 from .analysis import REGIMES, best_runs, fmt
@@ -27,8 +28,9 @@ def _plt():
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Every PNG of the report is written here, and only here: the figure saved to `path`, closed."""
-    fig.savefig(path, dpi=110)
+    """Every PNG of the report is written here, and only here: the figure saved to `path` (in
+    write_report's staging directory: bench.results.outputs), marked as ours, and closed."""
+    fig.savefig(path, dpi=110, format="png", metadata={"Software": PNG_SOFTWARE})
     _plt().close(fig)
     return path
 

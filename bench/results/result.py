@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass
@@ -50,10 +49,10 @@ from generator.errors import LayoutbenchError, UsageError
 from loaders.pipeline import WORKER_KINDS
 from loaders.sampler import MODES as SAMPLER_MODES
 from loaders.stages import BOUND_RATIO, bound_by
-from generator.lifetime import owned_name
 from generator.safeio import FileRefused, read_regular
 
 from . import stats
+from .outputs import RESULTS, write_output
 from .spec import LOADER_KINDS, REGIMES, STORAGES, RunSpec
 
 FORMAT = "layoutbench-results"
@@ -411,25 +410,18 @@ class Results:
                 "runs": [summarize(r, self.floors, self.corpus) | _dump(r) for r in self.runs],
                 "notes": list(self.notes)}
 
-    def save(self, path) -> None:
+    def save(self, path, overwrite: bool = False) -> None:
+        """Write the results to `path`, atomically; a file there that is not a results file of ours
+        is never replaced unless `overwrite` (bench.results.outputs)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(owned_name(f".{path.name}.tmp-"))  # a killed run's is swept by the next
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
         try:  # never write a file that report, compare and plan would refuse: whatever a run accepts loads
             Results.from_dict(json.loads(text), str(path))
         except ResultsError as exc:
             raise LayoutbenchError(f"the results of this run would not load back ({exc}); nothing was written: "
                                    f"report this as a bug") from None
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        except BaseException as exc:  # Ctrl-C, SIGTERM; a disk that filled up since the check
-            tmp.unlink(missing_ok=True)
-            if not isinstance(exc, OSError):
-                raise
-            raise LayoutbenchError(f"cannot write the results to {path} ({exc.strerror}); free space or choose "
-                                   f"another --output and rerun") from None
+        write_output(path, text, RESULTS, overwrite)
 
     @classmethod
     def from_dict(cls, data, where: str = "results") -> "Results":

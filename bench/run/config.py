@@ -11,6 +11,7 @@ from pathlib import Path
 from generator.errors import UsageError
 from generator.lifetime import owned_name, sweep_dead
 
+from bench.results.outputs import RESULTS, check_output
 from bench.results.result import RUN_CACHES, ResultsError, RunConfig, _dump, _load
 
 CACHES = RUN_CACHES  # cold, warm, asis, capped (bench.results.result checks results against the same list)
@@ -40,6 +41,7 @@ class BenchConfig:
     device: str | None = None  # cuda or cuda:N: copy each batch to that GPU (skipped, with a note, without CUDA)
     # --decode both: (True, False), every loader run decoded and as payload bytes only; () = run.decode alone
     decodes: tuple[bool, ...] = ()
+    overwrite: bool = False  # --overwrite: --output may replace a file layoutbench did not write
 
     @property
     def decode_modes(self) -> tuple[bool, ...]:
@@ -54,6 +56,13 @@ def inside(path: Path, root: Path) -> bool:
 
 def check_config(cfg: BenchConfig, manifest) -> None:
     """Refuse what would make the numbers untrue or damage the corpus, before any reading."""
+    for what, path in (("--corpus", cfg.corpus), ("--output", cfg.output), ("--checkpoint-dir", cfg.checkpoint_dir)):
+        if path is not None and not Path(path).is_absolute():
+            try:
+                os.getcwd()
+            except FileNotFoundError:
+                raise UsageError(f"{what} {path}: the working directory no longer exists; cd to a directory that "
+                                 f"does, or give an absolute path") from None
     for what, path in (("--output", cfg.output), ("--checkpoint-dir", cfg.checkpoint_dir)):
         if path is not None and inside(path, cfg.corpus):
             raise UsageError(f"{what} {path} is inside the corpus directory {cfg.corpus}: results and "
@@ -94,6 +103,7 @@ def check_config(cfg: BenchConfig, manifest) -> None:
     check_round_trip(cfg)
     if Path(cfg.output).is_dir():
         raise UsageError(f"--output {cfg.output} is a directory; give a file name, e.g. {Path(cfg.output) / 'results.json'}")
+    check_output(cfg.output, RESULTS, cfg.overwrite, "--output")  # never replaces what someone else wrote
     # Last: these make the directories if missing (as saving would), so only for a run that will go ahead.
     check_writable("--output", Path(cfg.output).parent)
     if cfg.checkpoint_mb > 0:
