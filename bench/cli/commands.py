@@ -25,6 +25,23 @@ from bench.results.result import SHUFFLES  # the values a results file may hold
 from bench.run.torchrun import LOADER_OPTIONS
 
 PROG = "python -m bench"
+# emulated compute per batch (or per sample) above a minute is no training step: such a run would go
+# on for hours (1e6 ms x 2 epochs of 300 batches is a week) and 1e13 overflowed the timing
+COMPUTE_MS_MAX = 60_000.0
+
+
+def number_in(low: float, high: float):
+    """An argparse type: a finite number in [low, high], else a one-line error naming the bounds."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (low <= value <= high):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{text} is outside [{low:g}, {high:,.0f}] (more than a minute of "
+                                             f"compute per batch is no training step)")
+        return value
+    return parse
 
 
 def comma_list(allowed=None, kind=str):
@@ -63,16 +80,6 @@ def positive_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     if value > MAX_CHECKPOINT_MB:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_CHECKPOINT_MB:g}, got {text}")
-    return value
-
-
-def nonneg_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 
@@ -139,11 +146,11 @@ def add_run(sub) -> None:
                    help="under MPI: rank r reads shard (r + epoch*S) %% ranks (default 0)")
     p.add_argument("--comm", choices=("auto", "single", "mpi"), default="auto",
                    help="auto (default): MPI when started by mpirun, else one process")
-    p.add_argument("--compute-ms", type=nonneg_number, default=0.0,
+    p.add_argument("--compute-ms", type=number_in(0.0, COMPUTE_MS_MAX), default=0.0,
                    help="emulated compute per batch, ms, spent by the consumer while the loader prefetches; "
-                        "each epoch records AU (default 0: none)")
-    p.add_argument("--compute-ms-per-sample", type=nonneg_number, default=0.0,
-                   help="emulated compute per sample of each batch, ms (added to --compute-ms)")
+                        "each epoch records AU (default 0: none; at most 60,000: a minute per batch)")
+    p.add_argument("--compute-ms-per-sample", type=number_in(0.0, COMPUTE_MS_MAX), default=0.0,
+                   help="emulated compute per sample of each batch, ms (added to --compute-ms; at most 60,000)")
     p.add_argument("--compute-busy", action="store_true",
                    help="busy-wait the compute instead of sleeping (finer below 1 ms; holds a core and the GIL)")
     p.add_argument("--warmup", type=nonneg_int, default=0,

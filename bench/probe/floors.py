@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generator.errors import LayoutbenchError
+from generator.errors import CorpusError, LayoutbenchError
 
 from bench.results.result import Floors, MemcpyFloor, PreadFloor, SeqFloor, StreamFloor
 
@@ -637,9 +637,13 @@ def layout_paths(cfg, layout: str) -> list:
 
     reader = open_corpus(cfg.corpus, layout)
     try:
-        return probes.expand(reader.paths())
+        files = probes.expand(reader.paths())
     finally:
         reader.close()
+    if not files:
+        raise CorpusError(f"the {layout} layout of {cfg.corpus} has no files (missing or emptied since it was "
+                          f"written): run `python -m loaders verify {cfg.corpus}`, or regenerate it with --force")
+    return files
 
 
 @names_corpus_files("measuring the floors")

@@ -60,6 +60,7 @@ def _on_term(signum, frame):
 
 
 CACHE_SLACK = 1.1  # an epoch whose layout has more than 1.1 x SIZE resident is marked not capped
+CACHE_LOW = 0.5  # ... or less than half of SIZE, before a steady epoch or after any (the cache was not the run's)
 
 
 def run_capped(ctx, spec: RunSpec, repeat: int) -> tuple[Epochs, dict]:
@@ -233,7 +234,11 @@ class Capped(Regime):
         s0, s1 = self.s0, self.s1
         # capped means capped: the layout's pages in the cache stay within SIZE (10 % slack for
         # the loader's own memory shrinking below what was measured, which the page cache may take)
-        ok = (self.res1.resident_bytes <= CACHE_SLACK * self.size and (s1["peak"] or 0) <= self.limit
+        # ... and hold at least CACHE_LOW of it (of the files, if smaller) before a steady epoch and after
+        # every one: less means another process dropped the cache, or the loader's memory took its room
+        low = CACHE_LOW * min(self.size, self.res1.total_bytes)
+        held = self.res1.resident_bytes >= low and (not self.epochs or self.res0.resident_bytes >= low)
+        ok = (held and self.res1.resident_bytes <= CACHE_SLACK * self.size and (s1["peak"] or 0) <= self.limit
               and self.group.limit() == self.limit
               and not ((s1["oom_kills"] or 0) - (s0["oom_kills"] or 0))
               and (self.epochs or self.res0.fraction <= COLD_MAX))
@@ -340,7 +345,11 @@ def capped_notes(run, corpus: str) -> list[str]:
     bad = [e.capped for e in run.epochs if not e.cache_ok and e.capped is not None]
     if bad:
         worst = max(bad, key=lambda c: c.resident_bytes_after)
-        notes.append(f"{what}: {len(bad)} of {len(run.epochs)} epochs were not capped (cap {cap.get('limit', 0):,} B; "
-                     f"the layout's resident bytes reached {worst.resident_bytes_after:,}, the group's peak "
-                     f"{worst.cgroup_peak_bytes or 0:,} B); the run is marked not ok")
+        least = min(min(c.resident_bytes_before, c.resident_bytes_after) for c in bad)
+        size = cap.get("size") or 0
+        notes.append(f"{what}: {len(bad)} of {len(run.epochs)} epochs were not capped (cap {cap.get('limit', 0):,} B "
+                     f"with {size:,} B of page cache; the layout's resident bytes went from {least:,} to "
+                     f"{worst.resident_bytes_after:,}, held within {CACHE_LOW:g}-{CACHE_SLACK:g}x of it; the group's "
+                     f"peak {worst.cgroup_peak_bytes or 0:,} B; below, another process may have dropped the cache); "
+                     f"the run is marked not ok")
     return notes

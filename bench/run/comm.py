@@ -51,11 +51,15 @@ def get_comm(kind: str = "auto") -> Comm:
     """'single'; 'mpi' (bench/run/mpi.py's MPIComm, needs mpi4py); 'auto' = mpi under an MPI launcher."""
     if kind not in ("auto", "single", "mpi"):
         raise UsageError(f"unknown --comm {kind!r}; choose auto, single or mpi")
-    if kind == "single" or (kind == "auto" and not any(v in os.environ for v in LAUNCHER_ENV)):
+    found = [v for v in LAUNCHER_ENV if v in os.environ]
+    if kind == "single" or (kind == "auto" and not found):
         return SingleProcessComm()
+    from .mpi import MPIComm
+
     try:
-        from .mpi import MPIComm  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise UsageError(f"MPI runs need bench/run/mpi.py and mpi4py ({exc}); install the [mpi] extra "
-                         f"or use --comm single") from None
-    return MPIComm()
+        return MPIComm()
+    except UsageError as exc:
+        if kind == "auto":  # an MPI launcher's variable, perhaps left in the environment: say how to run single
+            raise UsageError(f"{exc}; this looks like a run started by an MPI launcher ({', '.join(found)} "
+                             f"set): to run in one process, unset {' '.join(found)} or give --comm single") from None
+        raise
