@@ -23,7 +23,7 @@ from generator.errors import UsageError
 from . import sampler
 from .base import Reader
 from .stages import Batch, batch_plan, epoch_indices, fetch, fetch_kind, make_batch
-from .workers import WORKER_KINDS, BatchRing, ProcessPool, ThreadPool, WorkerError
+from .workers import STALL_SECONDS, WORKER_KINDS, BatchRing, ProcessPool, ThreadPool, WorkerError
 
 # Upper bounds of the settings (a batch is at most a whole corpus; a results file holds int64)
 LIMITS = {"batch_size": 1 << 25, "workers": 256, "prefetch": 1024, "seed": 2**63 - 1}
@@ -36,10 +36,15 @@ class Loader:
     def __init__(self, reader: Reader, batch_size: int = 32, workers: int = 0, worker_kind: str = "thread",
                  shuffle: str = "shuffle", seed: int = 0, prefetch: int = 2, decode: bool = True,
                  drop_last: bool = False, rank: int = 0, world: int = 1, timing: bool = False,
-                 naive: bool = False, **order_opts):
+                 naive: bool = False, stall_s: float = STALL_SECONDS, **order_opts):
         """`decode` False: payload bytes only; `timing`: per-sample timing (one sample at a time,
         each sample's time split into read and decode: Batch.sample_split, loaders.stages);
-        `naive`: the reader's naive baseline (Reader.naive_batch) in the calling thread."""
+        `naive`: the reader's naive baseline (Reader.naive_batch) in the calling thread;
+        `stall_s`: a process worker that delivers no batch for this long ends the epoch with a
+        WorkerError naming it, its batch and its state (stopped, stuck in I/O), never a silent hang."""
+        if not (isinstance(stall_s, (int, float)) and 0 < stall_s < float("inf")):
+            raise UsageError(f"stall_s must be a positive number of seconds, got {stall_s!r}")
+        self.stall_s = float(stall_s)
         for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 0), ("prefetch", prefetch, 1),
                                  ("seed", seed, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= LIMITS[name]:

@@ -26,6 +26,7 @@ import os
 import select
 import struct
 import sys
+import time
 import traceback
 from collections import deque
 from multiprocessing import reduction
@@ -43,6 +44,9 @@ from .stages import fetch, make_batch
 # spawn; "process" is another name for fork (as in `bench run --worker-kind`).
 WORKER_KINDS = ("thread", "process", "fork", "spawn")
 POLL_SECONDS = 1.0  # how often a waiting parent checks that its workers are alive
+STALL_SECONDS = 300.0  # default: a worker that delivers no batch for this long is a named error, not a hang
+PROC_STATES = {"T": "stopped (SIGSTOP or a debugger): kill -CONT it, or end it", "t": "stopped by a tracer",
+               "D": "waiting on I/O it cannot leave (a hung mount or device?)"}
 
 
 class WorkerError(LayoutbenchError):
@@ -161,6 +165,15 @@ class _Slots:
         os.close(self.fd)
 
 
+def _proc_state(pid: int) -> str:
+    """The one-letter state of process `pid` in /proc (R, S, D, T...; "?" when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
 def _worker_main(conn, parent: int, inherited, how: str):
     """A process worker: its reader (and its slots' memfd), then tasks in, (seq, nbytes, split,
     error) out, until b"". It dies with `parent`, and first closes `inherited`: the parent's pipe
@@ -262,6 +275,7 @@ class ProcessPool:
         """Wait until the result of batch `want` has arrived from its worker (want % workers),
         checking every POLL_SECONDS that the worker lives."""
         w = want % len(self.conns)
+        since = time.monotonic()
         while want not in self.results:
             if self.pollers[w].poll(POLL_SECONDS * 1000):
                 if not self._drain(w) and want not in self.results:
@@ -270,6 +284,22 @@ class ProcessPool:
                 self._drain(w)  # what it sent before dying still counts
                 if want not in self.results:
                     self._died(w)
+            elif time.monotonic() - since > self.loader.stall_s:
+                self._stalled(w, want, time.monotonic() - since)
+
+    def _stalled(self, w: int, want: int, waited: float):
+        """WorkerError naming the worker that has not delivered batch `want` for `waited` seconds,
+        what it is doing (its /proc state), and what to do; the pool is then stopped (SIGKILL
+        reaches a stopped process too)."""
+        p = self.procs[w]
+        state = _proc_state(p.pid)
+        self.broken = True
+        for q in self.procs:
+            if q.is_alive():
+                q.kill()
+        raise WorkerError(f"{self.loader.worker_kind} worker {w} (pid {p.pid}) delivered no batch for {waited:,.0f} s "
+                          f"(batch {want} of this epoch, {self.loader.reader.layout}; the stall limit is "
+                          f"{self.loader.stall_s:g} s): it is {PROC_STATES.get(state, f'in state {state}')}")
 
     def _died(self, w: int):
         p = self.procs[w]
