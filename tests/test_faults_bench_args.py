@@ -49,3 +49,17 @@ def test_a_leftover_mpi_variable_says_how_to_run_single(tmp_path):
     ok = bench("run", "--corpus", str(root), "--output", str(tmp_path / "r.json"), "--cache", "warm", "--epochs", "1",
                "--quiet", "--comm", "single", env={"PMI_SIZE": "2"})
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("code, words", [
+    (13, ("cannot be read", "read access", "chmod")),  # EACCES: the corpus did not change
+    (40, ("symbolic link loop", "replace the link")),  # ELOOP
+    (2, ("vanished", "the corpus changed during the run")),  # ENOENT: it did
+])
+def test_a_corpus_file_that_cannot_be_read_is_named_for_what_it_is(code, words):
+    from bench.probe.probes import CorpusChanged, corpus_changed
+
+    err = corpus_changed(OSError(code, os.strerror(code), "/c/npy/data.bin"), "measuring the floors")
+    text = str(err)
+    assert text.startswith("/c/npy/data.bin ") and all(w in text for w in words), text
+    assert isinstance(err, CorpusChanged) == (code == 2)

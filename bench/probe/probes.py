@@ -33,9 +33,23 @@ class CorpusChanged(CorpusError):
     """A corpus file vanished or became unreadable while the bench was using it."""
 
 
-def corpus_changed(exc: OSError, what: str) -> CorpusChanged:
-    happened = "vanished" if exc.errno == errno.ENOENT else f"could not be read ({exc.strerror or exc})"
-    return CorpusChanged(f"{exc.filename or 'a corpus file'} {happened} while {what}: the corpus changed during "
+def corpus_changed(exc: OSError, what: str) -> CorpusError:
+    """The error for `exc` met on a corpus file while `what`: a permission or a link loop is named as
+    what it is (the corpus did not change: its files cannot be read as they are); a file gone or
+    failing otherwise, as the corpus changing during the run. Limits (EMFILE, ENOMEM) are named as
+    limits (generator.errors.os_reason)."""
+    from generator.errors import os_reason
+
+    name = exc.filename or "a corpus file"
+    reason = os_reason(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return CorpusError(f"{name} cannot be read ({reason}) while {what}: give this user read access to the "
+                           f"corpus's files (e.g. chmod -R a+rX on the corpus) and rerun")
+    if exc.errno == errno.ELOOP:
+        return CorpusError(f"{name} is a symbolic link loop ({reason}) while {what}: the corpus's files must be "
+                           f"files; replace the link, check with python -m loaders verify, and rerun")
+    happened = "vanished" if exc.errno == errno.ENOENT else f"could not be read ({reason})"
+    return CorpusChanged(f"{name} {happened} while {what}: the corpus changed during "
                          f"the run (a file moved or deleted, or the corpus regenerated); leave it alone while it is "
                          f"benchmarked, check it with python -m loaders verify, and rerun")
 
