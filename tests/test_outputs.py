@@ -137,3 +137,17 @@ def test_a_relative_output_from_a_deleted_working_directory_is_one_line(corpus, 
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert "working directory no longer exists" in p.stderr
+
+
+def test_a_run_of_one_epoch_is_not_called_steady_state(corpus, tmp_path, capsys):
+    one = tmp_path / "one.json"
+    assert bench(capsys, "run", "--corpus", str(corpus), "--output", str(one), "--cache", "warm", "--epochs", "1",
+                 "--no-sample-latency", "--quiet", "--no-naive")[0] == 0
+    assert bench(capsys, "report", str(one), "--out", str(tmp_path / "rep"))[0] == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Not steady state: " in md and " npy warm w0 had no epoch after their loader's first" in md
+    two = tmp_path / "two.json"
+    assert bench(capsys, "run", "--corpus", str(corpus), "--output", str(two), "--cache", "warm", "--epochs", "2",
+                 "--no-sample-latency", "--quiet", "--no-naive")[0] == 0
+    assert bench(capsys, "report", str(two), "--out", str(tmp_path / "rep2"))[0] == 0
+    assert "Not steady state" not in (tmp_path / "rep2" / "report.md").read_text()

@@ -56,7 +56,7 @@ def rows(results: list[Results]) -> list[dict]:
                 "corpus": corpus_name(res), "preset": spec.get("preset"), "count": spec.get("count"),
                 "sample_bytes": round(sample_bytes), "layout": run.layout, "kind": run.kind, "cache": run.cache,
                 "workers": c.workers, "worker_kind": c.worker_kind, "batch_size": c.batch_size, "decode": s["decoded"],
-                "epochs": c.epochs, "repeats": c.repeats, "ranks": c.world,
+                "epochs": c.epochs, "repeats": c.repeats, "ranks": c.world, "steady_state": s["steady_state"],
                 "samples_per_s": s["samples_per_s"], "samples_per_s_min": s["samples_per_s_spread"]["min"],
                 "samples_per_s_max": s["samples_per_s_spread"]["max"], "mb_per_s": s["mb_per_s"],
                 "floor_mb_per_s": s["floor_mb_per_s"], "floor_ratio": s["floor_ratio"], "memcpy_ratio": s["memcpy_ratio"],

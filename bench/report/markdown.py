@@ -307,6 +307,17 @@ def write_markdown(text: str, path: Path) -> Path:
     return path
 
 
+def first_epoch_only(all_rows: list[dict]) -> list[str]:
+    """A line naming the runs whose figures are their loader's first epochs (no epoch after it, as
+    with --epochs 1): start-up included, not steady state; none when every run had one."""
+    runs = [f"{r['corpus']} {run_label(r)} {r['cache']} w{r['workers']}" for r in all_rows
+            if not r["steady_state"] and r["cache"] != "cold" and r["kind"] != "naive"]  # those are said above
+    if not runs:
+        return []
+    return [f"Not steady state: {', '.join(runs)} had no epoch after their loader's first (e.g. --epochs 1), so "
+            f"their figures are first-epoch medians, worker start-up included.", ""]
+
+
 def output_kind(name: str) -> Kind:
     """What each file write_report makes is, for the check before it replaces anything."""
     if name == "report.md":
@@ -378,6 +389,7 @@ def _render(files, out: Path, results: list[Results]) -> Path:
           "the timing epoch. resident = page-cache residency just before the epochs (cold: the highest, "
           "warm: the lowest, before or after). x memcpy = MB/s over one numpy copy's bandwidth; x pread = "
           "samples/s over single-threaded preads of one sample at random offsets, same cache state.", "",
+          *first_epoch_only(all_rows),
           "## Throughput", "",
           table(MAIN_HEADER, [main_row(r) for r in all_rows], markdown=True), ""]
     if order := order_lines(all_rows):  # runs that did not fully shuffle: how random their order was
