@@ -96,7 +96,7 @@ def test_report_begins_with_the_answer_and_flags_floors_too_low(fixture, tmp_pat
     path = tmp_path / "r.json"
     res.save(path)
     md = write_report([path], tmp_path / "rep").read_text()
-    assert md.splitlines()[2] == "## Verdict"  # the verdict first (tests/test_verdict.py), then the Answer
+    assert md.splitlines()[3] == "## Verdict"  # after our mark and the title: the verdict first (test_verdict.py)
     assert md.index("## Verdict") < md.index("## Answer") < md.index("## Throughput") < md.index("## Floors (same run")
     assert "1.50 floor too low" in md and "largest x floor: 1.50" in md and "FLOOR TOO LOW" in md
     assert "FLOOR TOO LOW: mnist-640 files cold w2 at 1.50x" in summary_table([res])
