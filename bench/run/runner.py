@@ -45,6 +45,7 @@ from bench.results.spec import RunSpec, loaders_for
 from . import capped
 from .comm import Comm, SingleProcessComm
 from .config import PROBE_PREFIX, BenchConfig, check_config
+from .ecosystem import leave_out, open_source
 from .epochs import CHECKPOINT_PREFIX, Epochs, epoch_plan, run_epochs
 from .reading import open_loader, warm_up_code
 from .regime import Cold, not_read_from_the_device, regime_for
@@ -90,6 +91,15 @@ def run_one(ctx: "Context", spec: RunSpec, repeat: int) -> Epochs:
     elif spec.kind in ("loader", "naive"):
         def opener(rank, timing):
             return open_loader(reader, rc, spec.workers, rank, timing, spec.naive)
+    elif spec.kind == "ecosystem":  # the layout's own library's loader (bench.run.ecosystem), made once a repeat
+        try:
+            source = open_source(reader, rc, ctx.cfg.pin_memory)
+        except BaseException:
+            reader.close()
+            raise
+
+        def opener(rank, timing):
+            return source.loader(spec.workers, rank)
     else:
         reader.close()
         raise UsageError(f"no loader of kind {spec.kind!r} can open {spec.name}")
@@ -266,7 +276,9 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         get_layout(layout).preload()
     if cfg.loader != "ours":  # torch's libraries too (hundreds of MB: never counted as a cold epoch's reads)
         importlib.import_module("loaders.torch")
-    runs = plan_runs(cfg, manifest)
+    # the ecosystem's libraries imported too; a layout whose contender cannot run here: one line, left out
+    absent = leave_out(cfg, sys.stderr if comm.rank == 0 else None)
+    runs = [s for s in plan_runs(cfg, manifest) if not (s.kind == "ecosystem" and s.layout in absent)]
     rc = cfg.run
     total = (rc.repeats + rc.warmup) * sum(len(epoch_plan(spec, rc)) for spec in runs)
     floor_steps = len(cfg.layouts) * 2 + 3

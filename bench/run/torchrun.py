@@ -24,7 +24,10 @@ INSTALL = "make install-torch (or pip install -e '.[torch]')"
 
 
 def check_torch(loader: str, worker_kind: str, workers) -> None:
-    """Refuse, before reading anything, what a DataLoader run cannot do."""
+    """Refuse, before reading anything, what a DataLoader run cannot do: torch's DataLoader runs
+    (torch, both) and the ecosystem's loaders (ecosystem, all: each runs in a DataLoader) need
+    torch, and their workers are processes. Which layouts' ecosystem loaders can run here is
+    checked per layout once the layouts are known (bench.run.ecosystem.leave_out)."""
     if loader not in LOADER_OPTIONS:
         raise UsageError(f"unknown loader {loader!r}; choose from {', '.join(LOADER_OPTIONS)}")
     if loader == "ours":
@@ -32,7 +35,8 @@ def check_torch(loader: str, worker_kind: str, workers) -> None:
     if (why := missing(f"--loader {loader}", ("torch",))) is not None:
         raise UsageError(why)
     if worker_kind == "thread" and any(workers):
-        raise UsageError("--loader torch: DataLoader workers are processes; give --worker-kind process, fork or spawn")
+        raise UsageError(f"--loader {loader}: DataLoader workers are processes; give --worker-kind process, fork "
+                         f"or spawn")
 
 
 def default_worker_kind(loader: str, workers) -> str:
