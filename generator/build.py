@@ -244,11 +244,21 @@ def _check_space(root: Path, spec: Spec, layouts: list[str]) -> None:
         cls = get_layout(name).writer_class()
         have = sum(disk_usage(p)[0] for p in cls(root, spec, codec).paths() if p.exists())
         need += max(0, cls.estimate_bytes(spec, codec) - have)
-    free = shutil.disk_usage(root).free
-    if need > free:
+    usage = shutil.disk_usage(root)
+    if usage.total == 0:  # ramfs and the like keep no count of their space: there is nothing to check against
+        return
+    if need > usage.free:
         raise UsageError(f"not enough disk space in {root}: the layouts {','.join(layouts)} need about "
-                         f"{need / 1e9:.2f} GB and {free / 1e9:.2f} GB is free; free space, use fewer "
+                         f"{_human(need)} and {_human(usage.free)} is free; free space, use fewer "
                          f"--layouts or a smaller --count, or another --out")
+
+
+def _human(nbytes: int) -> str:
+    """Bytes for a message, in the largest unit that keeps it at 1 or more (kB, MB, GB, TB)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= size:
+            return f"{nbytes / size:,.2f} {unit}"
+    return f"{nbytes:,} B"
 
 
 def make_out_dir(out) -> Path:

@@ -147,7 +147,7 @@ def test_too_small_a_disk_is_refused_before_writing(cli, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=100_000))
     one_line_error(cli(*tiny(tmp_path / "c")), "not enough disk space in", f"{','.join(INSTALLED)} need about",
-                   "GB is free", "--layouts", "--count")
+                   "and 100.00 kB is free", "--layouts", "--count")
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".lock"]  # nothing written
     # The estimate counts what a layout already has, so a finished layout needs nothing more.
     monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=10**12))
@@ -155,6 +155,13 @@ def test_too_small_a_disk_is_refused_before_writing(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=60_000))
     one_line_error(cli(*tiny(tmp_path / "c")), f"the layouts {','.join(n for n in INSTALLED if n != 'files')} need about")
     monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=3_000_000))
+    assert cli(*tiny(tmp_path / "c")).code == 0
+
+
+def test_a_filesystem_that_keeps_no_count_of_space_is_not_refused(cli, tmp_path, monkeypatch):
+    """ramfs reports 0 bytes in all and 0 free: it has no limit to check against (before: "need
+    0.00 GB, 0.00 GB free")."""
+    monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(0, 0, 0))
     assert cli(*tiny(tmp_path / "c")).code == 0
 
 
