@@ -15,7 +15,7 @@ from bench.cli.commands import main as bench_main
 from bench.goals import main as goals_main
 from bench.report import plots
 from bench.report.markdown import HEATMAP, write_report
-from bench.report.verdict import AVOID, cell_text, verdict, verdict_console
+from bench.report.verdict import AVOID, cell_text, ecosystem_text, verdict, verdict_console, verdict_markdown
 from bench.results.outputs import REPORT_MARK
 from bench.results.result import EpochRecord, Floors, Results, Run, RunConfig, Split, StreamFloor
 from generator.errors import UsageError
@@ -275,3 +275,108 @@ def test_a_layout_best_in_its_own_shard_order_is_named_with_it():
     v = verdict([mnist([run("hdf5", "cold", 100, 784), run("tar", "cold", 40, 784), shards])])
     cold = v.rows[0].cells["cold"]
     assert cold.recommended == ("tar",) and cell_text(cold) == "tar (shards order)"
+
+
+def eco(layout, cache, mb, sample=784, ok=True, library=None):
+    """An ecosystem run: `layout` read by its own library (kind and loader "ecosystem")."""
+    r = run(f"ecosystem-{layout}", cache, mb, sample, kind="ecosystem", reads=layout, ok=ok)
+    return dataclasses.replace(r, loader="ecosystem", dataloader={"library": library or f"{layout}-lib"})
+
+
+def loader_dominates():
+    """MNIST warm: ours 300-900 MB/s, each layout's own library 30-50 (10-22x slower), layouts 3x and 1.7x apart."""
+    return [mnist([run("hdf5", "warm", 900, 784), run("lmdb", "warm", 850, 784), run("files", "warm", 300, 784),
+                   eco("hdf5", "warm", 40), eco("lmdb", "warm", 50), eco("files", "warm", 30)])]
+
+
+def layout_dominates():
+    """MNIST warm: hdf5 9x loose files with ours and 12x with their libraries; ours 1.5x and 2x theirs."""
+    return [mnist([run("hdf5", "warm", 900, 784), run("files", "warm", 100, 784),
+                   eco("hdf5", "warm", 600), eco("files", "warm", 50)])]
+
+
+def test_the_two_effects_where_the_loader_sets_the_number():
+    v = verdict(loader_dominates())
+    e = v.rows[0].cells["warm"].ecosystem
+    assert list(e.ratios) == ["lmdb", "hdf5", "files"] and e.ratios["files"] == pytest.approx(0.6)  # (a)
+    assert list(v.rows[0].cells["warm"].ratios) == ["hdf5", "lmdb", "files"]  # (b): ours, unchanged
+    assert e.loader_gain == pytest.approx({"hdf5": 22.5, "lmdb": 17.0, "files": 10.0})  # (c)
+    assert e.layout_gain_ours == pytest.approx(3.0) and e.layout_gain_theirs == pytest.approx(50 / 30)
+    assert e.effect == "loader"
+    sentence = ("On mnist-64 warm, the loader, not the layout, sets most of the number: changing the loader gives 10x "
+                "to 22x (ours over each layout's own library), changing the layout 3.0x with ours and 1.7x with the "
+                "libraries users use (best layout over worst).")
+    assert sentence in v.sentences
+    assert not any("Only this project's loader" in s for s in v.sentences)  # ecosystem runs were measured
+    console = verdict_console(v)
+    assert console[3:5] == ["    warm:            hdf5; loose files: 0.33x",
+                            "      own libraries: lmdb 1.00 > hdf5 0.80 > files 0.60"]  # (b), then (a)
+    assert len(console) <= 60
+
+
+def test_the_two_effects_where_the_layout_sets_the_number():
+    v = verdict(layout_dominates())
+    e = v.rows[0].cells["warm"].ecosystem
+    assert e.effect == "layout" and e.layout_gain_ours == pytest.approx(9.0)
+    assert e.layout_gain_theirs == pytest.approx(12.0)
+    (sentence,) = [s for s in v.sentences if s.startswith("On mnist-64 warm")]
+    assert sentence == ("On mnist-64 warm, the layout, not the loader, sets most of the number: changing the loader "
+                        "gives 1.5x to 2.0x (ours over each layout's own library), changing the layout 9.0x with ours "
+                        "and 12x with the libraries users use (best layout over worst).")
+    # one layout read by both: the loader's gain alone, its library named, the layout's not compared
+    one = verdict([mnist([run("hdf5", "warm", 900, 784), run("files", "warm", 100, 784),
+                          eco("hdf5", "warm", 300, library="h5py")])])
+    assert one.rows[0].cells["warm"].ecosystem.effect is None
+    assert ("On mnist-64 warm, changing the loader gives 3.0x (ours over hdf5's own library, h5py); hdf5 is the "
+            "one layout both read ok, so the layout's gain is not compared there.") in one.sentences
+
+
+def test_without_ecosystem_runs_nothing_is_said_of_them(packed_wins):
+    v = verdict(packed_wins)
+    assert all(c.ecosystem is None for c in v.cells())
+    assert not any("own librar" in s or "changing the" in s for s in v.sentences)
+    assert not any("own libraries" in l for l in verdict_console(v))
+    assert not any("ecosystem" in l for l in verdict_markdown(v))
+
+
+def test_an_ecosystem_run_not_ok_is_left_out_and_named(tmp_path, capsys):
+    res = mnist([*loader_dominates()[0].runs, eco("npy", "warm", 5000, ok=False)])  # fastest, but not held
+    v = verdict([res])
+    e = v.rows[0].cells["warm"].ecosystem
+    assert "npy" not in e.ratios and "npy" not in e.loader_gain and e.excluded == ("npy",)
+    assert e.loader_gain == pytest.approx({"hdf5": 22.5, "lmdb": 17.0, "files": 10.0})  # as without it
+    assert v.not_ok == ("not ok: mnist-64 ecosystem-npy warm w2: cache not held (down to 50% resident; warm needs "
+                        "99%); left out of the verdict",)
+    assert ecosystem_text(e) == "lmdb 1.00 > hdf5 0.80 > files 0.60; not ok: npy"
+    res.save(tmp_path / "0.json")
+    assert bench_main(["report", str(tmp_path / "0.json"), "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert v.not_ok[0] in out and len(out) <= 60
+    assert [l for l in out if "changing the loader" in l]
+    first = (tmp_path / "rep" / "report.md").read_text().splitlines()[:40]
+    assert "| mnist-64 (784 B tiff) | not measured | lmdb 1.00 > hdf5 0.80 > files 0.60; not ok: npy |" in first
+    assert "| mnist-64 (784 B tiff) | not measured | hdf5; loose files: 0.33x |" in first
+    for s in v.sentences:
+        assert s in first
+    assert f"- {v.not_ok[0]}" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_regimes_that_agree_share_a_sentence_with_their_range():
+    """Cold and warm both loader-bound by the same measure: one sentence over both, the figures' ranges;
+    a regime where the layout sets the number: its own sentence."""
+    warm = loader_dominates()[0].runs
+    cold = [dataclasses.replace(r, cache="cold") for r in (run("hdf5", "cold", 90, 784), run("lmdb", "cold", 80, 784),
+                                                          run("files", "cold", 40, 784), eco("hdf5", "cold", 4),
+                                                          eco("lmdb", "cold", 4), eco("files", "cold", 2))]
+    v = verdict([mnist([*cold, *warm])])
+    assert [c.ecosystem.effect for c in v.rows[0].cells.values()] == ["loader", "loader"]
+    (sentence,) = [s for s in v.sentences if s.startswith("On mnist-64")]
+    assert sentence == ("On mnist-64 cold and warm, the loader, not the layout, sets most of the number: changing the "
+                        "loader gives 10x to 22x (ours over each layout's own library), changing the layout 2.2x to "
+                        "3.0x with ours and 1.7x to 2.0x with the libraries users use (best layout over worst).")
+    capped = [run("hdf5", "capped", 90, 784), run("files", "capped", 10, 784), eco("hdf5", "capped", 45),
+              eco("files", "capped", 5)]
+    v = verdict([mnist([*cold, *capped, *warm])])
+    assert [s.split(",")[0] for s in v.sentences if s.startswith("On mnist-64")] == ["On mnist-64 cold and warm",
+                                                                                    "On mnist-64 larger than memory"]
+    assert "the layout, not the loader, sets most of the number: changing the loader gives 2.0x" in v.sentences[4]

@@ -1,6 +1,8 @@
 """The report's judgements: the verdict (verdict(): per corpus, by sample size and codec, and per
 regime, the layouts within noise of the best, loose files' ratio to it and what bounded the best
-run, with sentences generated from those figures and the runs not ok named), the Answer (layouts
+run; where ecosystem runs were measured, the layouts ranked as their own libraries read them and
+the gain from changing the loader beside the gain from changing the layout; with sentences
+generated from those figures and the runs not ok named), the Answer (layouts
 ranked per corpus and regime, within noise, the compute each needs for AU >= 90 %), what bounded
 each corpus's runs (read or decode: bench.results.result.SPLIT_RULE), and fio beside our floors.
 """
@@ -221,6 +223,7 @@ class Cell:
     bytes_only: bool  # ranked on payload-bytes runs: the cell had no decoded run
     top: dict | None  # the best run's row
     orders: dict | None = None  # layout -> its best run's epoch order, where not a full shuffle
+    ecosystem: "Ecosystem | None" = None  # the same cell read by each layout's own library (None: no such run)
 
     @property
     def files_ratio(self) -> float | None:
@@ -229,6 +232,38 @@ class Cell:
     @property
     def measured(self) -> bool:
         return bool(self.ratios or self.excluded)
+
+
+@dataclass(frozen=True)
+class Ecosystem:
+    """One corpus in one regime as each layout's own library reads it (ecosystem runs, kind
+    "ecosystem"): each layout's best ok run as a ratio to the best (MB/s), best first, those within
+    noise of the best, the layouts whose ecosystem runs were not ok (left out); and the two effects
+    beside our loader's decoded runs of the same cell: per layout, ours MB/s over its library's (the
+    loader's effect), and within each loader kind, the best layout's MB/s over the worst's among
+    the layouts both read ok (the layout's effect; None with fewer than two)."""
+
+    ratios: dict  # layout (the one it reads) -> MB/s over the best ecosystem run's, best first
+    recommended: tuple[str, ...]
+    excluded: tuple[str, ...]
+    libraries: dict  # layout -> the library that read it, as its run recorded it
+    loader_gain: dict  # layout -> our loader's MB/s over its own library's (both ok), largest first
+    layout_gain_ours: float | None  # best over worst of loader_gain's layouts, with our loader
+    layout_gain_theirs: float | None  # the same layouts, each with its own library
+
+    @property
+    def effect(self) -> str | None:
+        """Which change sets most of the number: "loader" where every layout's loader gain exceeds
+        both layout gains, "layout" where both layout gains exceed every loader gain, "neither"
+        between; None where the layout's gain is not measured."""
+        if self.layout_gain_ours is None or not self.loader_gain:
+            return None
+        layout = (self.layout_gain_ours, self.layout_gain_theirs)
+        if min(self.loader_gain.values()) > max(layout):
+            return "loader"
+        if max(self.loader_gain.values()) < min(layout):
+            return "layout"
+        return "neither"
 
 
 @dataclass(frozen=True)
@@ -264,31 +299,65 @@ def _bound(top: dict) -> str | None:
     return top["bound_by"]
 
 
+def _best_ok(view: list[dict], key) -> dict[str, dict]:
+    """Per key (a layout), the ok run with the highest MB/s."""
+    best: dict[str, dict] = {}
+    for r in view:
+        k = key(r)
+        if run_ok(r) and r["mb_per_s"] and (k not in best or r["mb_per_s"] > best[k]["mb_per_s"]):
+            best[k] = r
+    return best
+
+
+def _ecosystem(cell_rows: list[dict], ours: dict[str, dict]) -> Ecosystem | None:
+    """The cell's ecosystem runs (each named by the layout it reads) beside `ours` (layout -> our
+    loader's best decoded ok run; empty where the cell has none): see Ecosystem."""
+    eco = [r for r in cell_rows if r["kind"] == "ecosystem"]
+    if not eco:
+        return None
+    best = _best_ok(eco, lambda r: r["_run"].reads)
+    excluded = tuple(x for x in dict.fromkeys(r["_run"].reads for r in eco if not run_ok(r)) if x not in best)
+    ranked = sorted(best.items(), key=lambda kv: -kv[1]["mb_per_s"])
+    ratios, recommended = {}, ()
+    if ranked:
+        top = ranked[0][1]
+        lo_top = noise_range(top)[0]
+        ratios = {l: r["mb_per_s"] / top["mb_per_s"] for l, r in ranked}
+        recommended = tuple(l for l, r in ranked if r is top or noise_range(r)[1] >= lo_top)
+    libraries = {l: (r["_run"].dataloader or {}).get("library") or f"ecosystem-{l}" for l, r in ranked}
+    both = [l for l, _ in ranked if l in ours]
+    gain = dict(sorted(((l, ours[l]["mb_per_s"] / best[l]["mb_per_s"]) for l in both), key=lambda kv: -kv[1]))
+    layout_ours = layout_theirs = None
+    if len(both) > 1:
+        mine, theirs = [ours[l]["mb_per_s"] for l in both], [best[l]["mb_per_s"] for l in both]
+        layout_ours, layout_theirs = max(mine) / min(mine), max(theirs) / min(theirs)
+    return Ecosystem(ratios, recommended, excluded, libraries, gain, layout_ours, layout_theirs)
+
+
 def _cell(corpus: str, regime: str, cell_rows: list[dict]) -> Cell:
     loaders = [r for r in cell_rows if r["kind"] == "loader"]
     decoded = [r for r in loaders if r["decode"]]
     view = decoded or loaders
     excluded = tuple(dict.fromkeys(r["layout"] for r in view if not run_ok(r)))
-    best: dict[str, dict] = {}
-    for r in view:
-        if run_ok(r) and r["mb_per_s"] and (r["layout"] not in best or r["mb_per_s"] > best[r["layout"]]["mb_per_s"]):
-            best[r["layout"]] = r
+    best = _best_ok(view, lambda r: r["layout"])
+    # the loader's effect only against decoded runs of ours: an ecosystem run always decodes
+    eco = _ecosystem(cell_rows, {r["_run"].reads: r for r in best.values()} if decoded else {})
     ranked = sorted(best.values(), key=lambda r: -r["mb_per_s"])
     if not ranked:
-        return Cell(corpus, regime, {}, (), None, excluded, bool(view) and not decoded, None)
+        return Cell(corpus, regime, {}, (), None, excluded, bool(view) and not decoded, None, ecosystem=eco)
     top = ranked[0]
     lo_top = noise_range(top)[0]
     recommended = tuple(r["layout"] for r in ranked if r is top or noise_range(r)[1] >= lo_top)
     ratios = {r["layout"]: r["mb_per_s"] / top["mb_per_s"] for r in ranked}
     excluded = tuple(x for x in excluded if x not in best)  # a layout ok at another worker setting is ranked
     orders = {r["layout"]: r["shuffle"] for r in ranked if r["shuffle"] != "shuffle"}
-    return Cell(corpus, regime, ratios, recommended, _bound(top), excluded, not decoded, top, orders)
+    return Cell(corpus, regime, ratios, recommended, _bound(top), excluded, not decoded, top, orders, eco)
 
 
 def verdict(results: list[Results]) -> Verdict:
     """The verdict of some results: per corpus (ordered by sample size) and regime, a Cell of our
-    loader's runs; the sentences (verdict_sentences); one line per run not ok (any kind), each left
-    out of the cells."""
+    loader's runs (with its Ecosystem where ecosystem runs were measured); the sentences
+    (verdict_sentences); one line per run not ok (any kind), each left out of the cells."""
     all_rows = rows(results)
     present = {r["cache"] for r in all_rows}
     regimes = tuple(c for c in REGIMES if c in ("cold", "warm") or c in present)
@@ -324,6 +393,66 @@ def cell_text(cell: Cell) -> str:
     if cell.excluded:
         parts.append("not ok: " + ", ".join(cell.excluded))
     return "; ".join(parts)
+
+
+def ecosystem_text(eco: Ecosystem | None) -> str:
+    """A cell as each layout's own library reads it, in one line: the layouts ranked by MB/s, each
+    as a ratio to the best ("within noise" where its range overlaps the best's); left out."""
+    if eco is None:
+        return "not measured"
+    parts = [" > ".join(f"{l} {ratio:.2f}" + (" within noise" if i and l in eco.recommended else "")
+                        for i, (l, ratio) in enumerate(eco.ratios.items())) or "no run ok"]
+    if eco.excluded:
+        parts.append("not ok: " + ", ".join(eco.excluded))
+    return "; ".join(parts)
+
+
+def _x(v: float) -> str:
+    """A factor: 24x, 8.0x, 0.80x."""
+    return f"{v:,.0f}x" if v >= 9.95 else f"{v:.1f}x" if v >= 1 else f"{v:.2f}x"
+
+
+def _xspan(values) -> str:
+    lo, hi = _x(min(values)), _x(max(values))
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+EFFECT_LEAD = {"loader": "the loader, not the layout, sets most of the number",
+               "layout": "the layout, not the loader, sets most of the number",
+               "neither": "neither the loader nor the layout dominates"}
+
+
+def _effects_sentences(v: Verdict) -> list[str]:
+    """Where a layout was read ok by ours and by its own library: per corpus, one sentence for the
+    regimes that agree on which change sets most of the number (Ecosystem.effect), with the gain
+    from changing the loader (ours over each layout's own library, same layout) beside the gain from
+    changing the layout (best over worst, with ours and with their libraries): the figures of its
+    one regime, or their range over its regimes. A regime where one layout alone was read by both:
+    the loader's gain alone."""
+    out = []
+    for row in v.rows:
+        groups: dict[str | None, list[Cell]] = {}
+        for c in v.regimes:
+            cell = row.cells[c]
+            if cell.ecosystem is not None and cell.ecosystem.loader_gain:
+                groups.setdefault(cell.ecosystem.effect, []).append(cell)
+        for effect, cells in groups.items():
+            if effect is None:
+                for cell in cells:
+                    ((layout, gain),) = cell.ecosystem.loader_gain.items()
+                    out.append(f"On {_where(cell)}, changing the loader gives {_x(gain)} (ours over {layout}'s own "
+                               f"library, {cell.ecosystem.libraries[layout]}); {layout} is the one layout both read "
+                               f"ok, so the layout's gain is not compared there.")
+                continue
+            names = [VERDICT_REGIMES[c.regime] for c in cells]
+            where = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+            es = [c.ecosystem for c in cells]
+            out.append(f"On {row.corpus} {where}, {EFFECT_LEAD[effect]}: changing the loader gives "
+                       f"{_xspan([g for e in es for g in e.loader_gain.values()])} (ours over each layout's own "
+                       f"library), changing the layout {_xspan([e.layout_gain_ours for e in es])} with ours and "
+                       f"{_xspan([e.layout_gain_theirs for e in es])} with the libraries users use (best layout "
+                       f"over worst).")
+    return out
 
 
 def _s(items) -> str:
@@ -444,7 +573,7 @@ def _loader_sentences(v: Verdict, all_rows: list[dict]) -> list[str]:
             text += (f": the loader moved throughput by up to {loader_gap:.1f}x, the layout by up to {layout_gap:.1f}x"
                      + (", so choose the loader first" if loader_gap > layout_gap else ""))
         out.append(text + ".")
-    if not out:
+    if not out and not any(r["kind"] == "ecosystem" for r in all_rows):  # else the two effects' sentences
         out.append("Only this project's loader was measured; `bench run --loader both` measures PyTorch's "
                    "DataLoader on the same files, which is what your training stack would change.")
     return out
@@ -470,26 +599,38 @@ def _scope_sentence(results: list[Results], all_rows: list[dict]) -> str:
 
 
 def verdict_sentences(v: Verdict, all_rows: list[dict], results: list[Results]) -> list[str]:
-    """Three to six sentences, each generated from the cells and runs: where packed layouts win
+    """Three to six sentences (more with ecosystem runs: one per corpus and agreeing regimes), each
+    generated from the cells and runs: where packed layouts win
     and by how much; where decoding bounds the run (the layout matters little); which layouts to
-    avoid at which size; what the loader changes (torch and naive runs beside ours, where measured);
-    what the numbers do not cover (this machine)."""
+    avoid at which size; where ecosystem runs were measured, per corpus and regime, the gain from
+    changing the loader against the gain from changing the layout; what the loader changes (torch
+    and naive runs beside ours, where measured); what the numbers do not cover (this machine)."""
     if not v.cells() or not any(c.ratios for c in v.cells()):
         return ["No run of our loader was measured ok: there is nothing to recommend; see the runs not ok below.",
                 _scope_sentence(results, all_rows)]
-    return [_packed_sentence(v), _decode_sentence(v), _avoid_sentence(v),
+    return [_packed_sentence(v), _decode_sentence(v), _avoid_sentence(v), *_effects_sentences(v),
             *_loader_sentences(v, all_rows), _scope_sentence(results, all_rows)]
 
 
 def verdict_markdown(v: Verdict, heatmap: str | None = None) -> list[str]:
-    """report.md's opening: the table, the sentences, the heatmap, the runs not ok."""
+    """report.md's opening: the table (our loader: what each layout allows), where ecosystem runs
+    were measured a table of the layouts as their own libraries read them (what a user gets today),
+    the sentences, the heatmap, the runs not ok."""
     head = ["corpus (sample size, codec)"] + [VERDICT_REGIMES[c] for c in v.regimes]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join([row.label] + [cell_text(row.cells[c]) for c in v.regimes]) + " |" for row in v.rows]
     out = ["Each cell: the layouts within noise of the best (best first); loose files' MB/s as a ratio to the "
            f"best; what bounded the best run (decode-bound: its decode over {BOUND_RATIO:g}x its read; else "
            f"I/O-bound at {NEAR_FLOOR:g}x its floor or more, loader-bound below). Rows by sample size; runs not ok "
-           "are left out of the cells and listed under them.", ""] + lines + [""] + list(v.sentences) + [""]
+           "are left out of the cells and listed under them.", ""] + lines + [""]
+    eco_rows = [row for row in v.rows if any(row.cells[c].ecosystem for c in v.regimes)]
+    if eco_rows:  # what a user gets today, beside what the layout allows (the table above: our loader)
+        out += ["The table above reads every layout with layoutbench's loader: what the layout allows. With each "
+                "layout's own library (ecosystem runs: what a user gets today), the layouts ranked by MB/s, each "
+                "as a ratio to the best:", "", "| " + " | ".join(head) + " |", lines[1]]
+        out += ["| " + " | ".join([row.label] + [ecosystem_text(row.cells[c].ecosystem) for c in v.regimes]) + " |"
+                for row in eco_rows] + [""]
+    out += list(v.sentences) + [""]
     if heatmap:
         out += [f"![each layout's MB/s over the best, per corpus and regime]({heatmap})", ""]
     if v.not_ok:
@@ -498,15 +639,21 @@ def verdict_markdown(v: Verdict, heatmap: str | None = None) -> list[str]:
 
 
 def verdict_console(v: Verdict, width: int = 100) -> list[str]:
-    """The console's verdict: per corpus, a line, then a line per regime; the sentences wrapped to
+    """The console's verdict: per corpus, a line, then a line per regime (under it, where ecosystem
+    runs were measured, the layouts as their own libraries read them); the sentences wrapped to
     `width`; the runs not ok, one line each."""
     import textwrap
 
     out = ["Verdict (layouts within noise of the best; loose files' ratio to it; what bounded it):"]
-    label = max(len(VERDICT_REGIMES[c]) for c in v.regimes) + 1
+    own = "own libraries:"  # under a regime: its ecosystem runs ranked (ecosystem_text)
+    eco = any(row.cells[c].ecosystem for row in v.rows for c in v.regimes)
+    label = max([len(VERDICT_REGIMES[c]) + 1 for c in v.regimes] + ([len(own) + 2] if eco else []))
     for row in v.rows:
         out.append(f"  {row.label}")
-        out += [f"    {VERDICT_REGIMES[c] + ':':{label}} {cell_text(row.cells[c])}" for c in v.regimes]
+        for c in v.regimes:
+            out.append(f"    {VERDICT_REGIMES[c] + ':':{label}} {cell_text(row.cells[c])}")
+            if row.cells[c].ecosystem is not None:
+                out.append(f"      {own:{label - 2}} {ecosystem_text(row.cells[c].ecosystem)}")
     for s in v.sentences:
         out += textwrap.wrap(s, width, initial_indent="", subsequent_indent="  ")
     return out + list(v.not_ok)
