@@ -1,4 +1,4 @@
-"""python -m loaders verify DIR: check every sample of every layout against the reference."""
+"""python -m loaders verify DIR|s3://BUCKET/PREFIX: check every sample of every layout against the reference."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def build_parser() -> Parser:
                                    "Exit 0 when all match, 1 when any sample or layout does not match (listed), "
                                    "2 for bad arguments, 3 when the corpus as a whole cannot be checked (no "
                                    "manifest, a damaged or foreign one, an empty directory).")
-    v.add_argument("dir", metavar="DIR", help="corpus directory (holding manifest.json)")
+    v.add_argument("dir", metavar="DIR", help="corpus directory (holding manifest.json), or s3://BUCKET/PREFIX where "
+                                              "one was uploaded (its files, tar and npy layouts, read over S3)")
     v.add_argument("--layouts", help="comma list (default: every complete layout of the corpus)")
     v.add_argument("--source", metavar="SRC", default=None,
                    help="an ingested corpus's source (the ImageFolder tree or list it was made from): every sample "
@@ -44,11 +45,17 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if not os.path.isdir(args.dir):
+    s3 = args.dir.lower().startswith("s3:")
+    if not s3 and not os.path.isdir(args.dir):
         raise UsageError(f"{args.dir}: no such corpus directory (make one with python -m generator)")
     layouts = parse_layouts(args.layouts) if args.layouts is not None else None
     try:
-        count = read_manifest(args.dir).spec.count
+        if s3:  # a corpus under an S3 prefix (loaders.s3)
+            from .s3 import read_s3_manifest
+
+            count = read_s3_manifest(args.dir).spec.count
+        else:
+            count = read_manifest(args.dir).spec.count
     except CorpusError as exc:  # the manifest itself: nothing can be compared with it
         raise UncheckableCorpus(str(exc)) from None
     names, found = verify(args.dir, layouts, progress=False if args.quiet else None, source=args.source)

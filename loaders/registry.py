@@ -17,12 +17,17 @@ def readers() -> dict[str, type[Reader]]:
 
 
 def open_corpus(root: str | os.PathLike, layout: str, *, verify: bool = False) -> Reader:
-    """A reader of `layout` in the corpus at `root`. Cheap: handles open on first read.
+    """A reader of `layout` in the corpus at `root` (a directory, or an s3:// URL: loaders.s3). Cheap:
+    handles open on first read.
 
     Refuses (UsageError) a layout whose libraries do not import here, naming what installs them;
     refuses (CorpusError) a directory without a complete manifest, a manifest of another
     version, or a layout the manifest does not list as complete.
     """
+    if isinstance(root, str) and root.lower().startswith("s3:"):  # a corpus under an S3 prefix: loaders.s3
+        from .s3 import open_s3_corpus
+
+        return open_s3_corpus(root, layout, verify=verify)
     known = readers()
     if layout not in known:
         raise UsageError(f"unknown layout {layout!r}; choose from: {', '.join(known)}")

@@ -70,8 +70,19 @@ def verify(root, layouts=None, progress: bool | None = None, source=None) -> tup
     """(layouts checked, every mismatch found). An empty list means every sample matched.
     `source`: the directory or list an ingested corpus was made from (required for one, refused
     for a synthetic corpus)."""
-    manifest = read_manifest(root)
+    s3 = isinstance(root, str) and root.lower().startswith("s3:")
+    if s3:  # a corpus under an S3 prefix (loaders.s3): its layouts read over S3
+        from .s3 import read_s3_manifest, refusal
+
+        manifest = read_s3_manifest(root)
+        for name in layouts or ():
+            if name in readers() and (why := refusal(name, root)) is not None:
+                raise UsageError(why)
+    else:
+        manifest = read_manifest(root)
     names = choose_layouts(manifest, layouts)
+    if s3 and not layouts:
+        names = s3_layouts(root, names)
     spec, codec = manifest.spec, Codec(manifest.spec)
     found: list[Mismatch] = []
     reference = lambda i: _reference(spec, codec, i)  # noqa: E731
@@ -105,6 +116,20 @@ def verify(root, layouts=None, progress: bool | None = None, source=None) -> tup
         for check in checkers:
             check.reader.close()
     return names, found
+
+
+def s3_layouts(root, names) -> list[str]:
+    """Of `names`, those read over S3; each other one left out with a line on stderr."""
+    from .s3 import refusal, supported_layouts
+
+    keep = [n for n in names if refusal(n, root) is None]
+    for n in names:
+        if n not in keep:
+            print(f"note: {refusal(n, root)}; not checked", file=sys.stderr)
+    if not keep:
+        raise UsageError(f"no layout of {root} ({', '.join(names) or 'none'}) is read over S3: layoutbench reads "
+                         f"{', '.join(supported_layouts())} there")
+    return keep
 
 
 def listing_problem(exc: OSError) -> str:

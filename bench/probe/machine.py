@@ -26,10 +26,7 @@ def metadata(cfg, comm) -> dict:
                 if line.startswith("model name")), platform.processor())
     ram = next((int(line.split()[1]) * 1024 for line in _read_lines("/proc/meminfo")
                 if line.startswith("MemTotal:")), None)
-    dev = probes.block_device(cfg.corpus)
-    fs = probes.filesystem(cfg.corpus) | {"device": dev.name if dev else None}
-    window = readahead_window(cfg.corpus, default=None)
-    fs["read_ahead_kb"] = None if window is None else window >> 10
+    fs = storage_facts(cfg)
     return {
         "host": {"name": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "ram_bytes": ram,
                  "kernel": platform.release(), "platform": platform.platform(), "root": os.geteuid() == 0},
@@ -44,6 +41,27 @@ def metadata(cfg, comm) -> dict:
                    "evict": cfg.evict, "run": asdict(cfg.run)},
         "ranks": comm.size,
     }
+
+
+def storage_facts(cfg) -> dict:
+    """The filesystem and device of the corpus: a directory's; for a corpus in S3 the store's
+    endpoint, and where the bundled server on this host keeps its files, theirs (None: remote)."""
+    where = cfg.corpus
+    facts = {}
+    if isinstance(cfg.corpus, str) and cfg.corpus.lower().startswith("s3:"):
+        from generator.objectstore.store import S3Config
+        from loaders.s3.server import bundled_data_dir
+
+        config = S3Config.from_env()
+        where = getattr(cfg, "s3_data_dir", None) or bundled_data_dir(config.endpoint)
+        facts = {"storage": "s3", "endpoint": config.where, "server_dir": None if where is None else str(where)}
+        if where is None:
+            return facts | {"device": None, "read_ahead_kb": None}
+    dev = probes.block_device(where)
+    fs = probes.filesystem(where) | {"device": dev.name if dev else None} | facts
+    window = readahead_window(where, default=None)
+    fs["read_ahead_kb"] = None if window is None else window >> 10
+    return fs
 
 
 def _read_lines(path: str) -> list[str]:

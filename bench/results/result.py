@@ -33,6 +33,8 @@ version would have written it, or refuses it naming what it lacks):
   counters), `h2d` (DeviceCopy: the GPU copy stage), `split` (Split: a timing epoch's read/decode
   split) and `order` (Order: the order's randomness); Run.storage. Migration from 2: the flat
   fields of each part move into it (a part none of whose fields was set is None), values unchanged.
+  Later, within version 3: the optional part `s3` (S3Epoch: an S3 run's requests); files
+  without it load with None.
 """
 
 from __future__ import annotations
@@ -159,6 +161,21 @@ class Order:
 
 
 @dataclass(frozen=True)
+class S3Epoch:
+    """An S3 run's requests during one epoch (bench.run.s3storage), every rank's summed: the store
+    client's own counters (generator.objectstore.store.RequestStats)."""
+
+    gets: int
+    get_bytes: int  # bytes the GETs returned (payloads, and what the layout reads beside them)
+    retries: int  # requests retried (throttling, dropped connections): an epoch that needed them
+    heads: int = 0
+    lists: int = 0
+    ttfb_p50_s: float | None = None  # time to first byte of the GETs
+    ttfb_p99_s: float | None = None
+    inflight: int = 0  # requests in flight at most per process (the reader's pool)
+
+
+@dataclass(frozen=True)
 class EpochRecord:
     """One epoch, as rank 0 aggregates it: the slowest rank's time, every rank's bytes."""
 
@@ -189,6 +206,7 @@ class EpochRecord:
     h2d: DeviceCopy | None = None  # --device: the GPU copy stage (None: no copy stage)
     split: Split | None = None  # timing epochs: each sample's read and decode (None: not measured)
     order: Order | None = None  # how random the order was (None: not measured)
+    s3: S3Epoch | None = None  # S3 runs: the store's requests (None: not an S3 run)
 
     @property
     def samples_per_s(self) -> float:
@@ -742,7 +760,7 @@ def floor_summary(floors: Floors) -> dict:
 
 # ---------------------------------------------------------------- (de)serialisation
 
-_RECORDS = {c.__name__: c for c in (RunConfig, RankRecord, CappedEpoch, DeviceCopy, Split, Order, EpochRecord,
+_RECORDS = {c.__name__: c for c in (RunConfig, RankRecord, CappedEpoch, DeviceCopy, Split, Order, S3Epoch, EpochRecord,
                                     Checkpoint, Run, SeqFloor,
                                     PreadFloor, StreamFloor, MemcpyFloor, FioFloor, Floors, Results)}
 

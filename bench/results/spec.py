@@ -22,7 +22,7 @@ LOADER_OPTIONS = {"ours": ("ours",), "torch": ("torch-sample", "torch-batch"),
                   "both": ("ours", "torch-sample", "torch-batch"), "ecosystem": ("ecosystem",),
                   "all": ("ours", "torch-sample", "torch-batch", "ecosystem")}
 TORCH_DATASETS = ("sample", "batch")
-STORAGES = ("local",)  # where a corpus's bytes are (bench.run.storage)
+STORAGES = ("local", "s3")  # where a corpus's bytes are (bench.run.storage)
 REGIMES = ("cold", "warm", "asis", "capped")  # the cache settings `bench run --cache` takes
 
 

@@ -22,7 +22,7 @@ PROBE_PREFIX = ".layoutbench-probe-"  # + host-pid: check_writable's probe file
 class BenchConfig:
     """One `python -m bench run` command."""
 
-    corpus: Path
+    corpus: Path | str  # a directory, or an s3://bucket/prefix URL (a str: bench.run.s3storage)
     output: Path
     layouts: tuple[str, ...] | None = None  # None: every layout the corpus has
     caches: tuple[str, ...] = ("cold", "warm")
@@ -42,6 +42,7 @@ class BenchConfig:
     # --decode both: (True, False), every loader run decoded and as payload bytes only; () = run.decode alone
     decodes: tuple[bool, ...] = ()
     overwrite: bool = False  # --overwrite: --output may replace a file layoutbench did not write
+    s3_data_dir: Path | None = None  # an S3 corpus: the bundled server's data directory (None: found from the endpoint)
 
     @property
     def decode_modes(self) -> tuple[bool, ...]:
@@ -56,7 +57,13 @@ def inside(path: Path, root: Path) -> bool:
 
 def check_config(cfg: BenchConfig, manifest) -> None:
     """Refuse what would make the numbers untrue or damage the corpus, before any reading."""
-    for what, path in (("--corpus", cfg.corpus), ("--output", cfg.output), ("--checkpoint-dir", cfg.checkpoint_dir)):
+    s3 = isinstance(cfg.corpus, str) and cfg.corpus.lower().startswith("s3:")
+    if s3:
+        check_s3(cfg)
+    elif cfg.s3_data_dir is not None:
+        raise UsageError(f"--s3-data-dir is for a corpus in S3 (--corpus s3://...); --corpus {cfg.corpus} is a directory")
+    for what, path in (("--corpus", None if s3 else cfg.corpus), ("--output", cfg.output),
+                       ("--checkpoint-dir", cfg.checkpoint_dir)):
         if path is not None and not Path(path).is_absolute():
             try:
                 os.getcwd()
@@ -64,7 +71,7 @@ def check_config(cfg: BenchConfig, manifest) -> None:
                 raise UsageError(f"{what} {path}: the working directory no longer exists; cd to a directory that "
                                  f"does, or give an absolute path") from None
     for what, path in (("--output", cfg.output), ("--checkpoint-dir", cfg.checkpoint_dir)):
-        if path is not None and inside(path, cfg.corpus):
+        if path is not None and not s3 and inside(path, cfg.corpus):
             raise UsageError(f"{what} {path} is inside the corpus directory {cfg.corpus}: results and "
                              f"checkpoints are never written onto the directory under test; choose another")
     from generator.layouts import get_layout
@@ -113,6 +120,33 @@ def check_config(cfg: BenchConfig, manifest) -> None:
         if cfg.checkpoint_mb * 1e6 > free:
             raise UsageError(f"--checkpoint-mb {cfg.checkpoint_mb:g} does not fit in {ckdir} ({free / 1e6:,.0f} MB "
                              f"free); give a smaller size or --checkpoint-dir on a larger disk")
+
+
+def check_s3(cfg: BenchConfig) -> None:
+    """What a run of a corpus in S3 cannot do, each one line: layouts not read over S3, other loaders
+    than ours, process workers (the store's request counts are this process's), the capped regime,
+    fio, and cold runs where the store's cache cannot be evicted from this host."""
+    from generator.objectstore.store import S3Config, parse_url
+    from loaders.s3 import refusal
+
+    from .s3storage import bundled_data_dir, cold_refusal
+
+    parse_url(cfg.corpus)
+    for name in cfg.layouts or ():
+        if (why := refusal(name, cfg.corpus)) is not None:
+            raise UsageError(why)
+    if cfg.loader != "ours":
+        raise UsageError(f"--loader {cfg.loader} with --corpus {cfg.corpus}: over S3 only our loader runs (--loader ours)")
+    if cfg.run.worker_kind != "thread":
+        raise UsageError(f"--worker-kind {cfg.run.worker_kind} with --corpus {cfg.corpus}: over S3 the workers are "
+                         f"threads (the store's requests are counted in this process); use --worker-kind thread")
+    if "capped" in cfg.caches:
+        raise UsageError(f"--cache capped with --corpus {cfg.corpus}: the capped regime caps this host's page cache "
+                         f"under local files; over S3 use --cache cold, warm or asis")
+    if cfg.fio:
+        raise UsageError(f"--fio with --corpus {cfg.corpus}: fio reads local files; drop --fio")
+    if "cold" in cfg.caches and cfg.s3_data_dir is None and bundled_data_dir(S3Config.from_env().endpoint) is None:
+        raise UsageError(cold_refusal(cfg.corpus, S3Config.from_env().where))
 
 
 def check_reads_something(cfg: BenchConfig, manifest) -> None:

@@ -27,7 +27,6 @@ import numpy as np
 from generator.errors import LayoutbenchError, UsageError
 from generator.lifetime import owned_name, pid_alive, sweep_dead
 from generator.layouts import get_layout, installed, layout_ids
-from generator.manifest import read_manifest
 from loaders.registry import readers
 from loaders.sampler import order_randomness
 from loaders.stages import split_overhead
@@ -49,7 +48,8 @@ from .ecosystem import leave_out, open_source
 from .epochs import CHECKPOINT_PREFIX, Epochs, epoch_plan, run_epochs
 from .reading import open_loader, warm_up_code
 from .regime import Cold, not_read_from_the_device, regime_for
-from .storage import storage_for
+from .s3storage import retry_notes, s3_layouts, s3_message, s3_part
+from .storages import corpus_manifest, storage_for, storage_name
 from .torchrun import device_stage, open_torch_loader
 
 
@@ -132,13 +132,17 @@ class Context:
 
     def __init__(self, cfg: BenchConfig, comm: Comm, bar=None):
         self.cfg, self.comm, self.bar = cfg, comm, bar
-        self.device = probes.block_device(cfg.corpus)
+        self._storages: dict[str, object] = {}
+        if storage_name(cfg.corpus) == "s3":  # the device under the bundled server's files (None: a remote store)
+            data_dir = self.storage("s3").data_dir
+            self.device = probes.block_device(data_dir) if data_dir is not None else None
+        else:
+            self.device = probes.block_device(cfg.corpus)
         self.host = socket.gethostname()
         ckdir = Path(cfg.checkpoint_dir or Path(cfg.output).parent)
         # host and pid in the name: a later run removes what a killed one left (sweep_leftovers)
         self.checkpoint_path = ckdir / f"{owned_name(CHECKPOINT_PREFIX)}.bin"
         self.caps: dict[tuple, dict] = {}  # (RunSpec, repeat) -> a capped run's cap facts
-        self._storages: dict[str, object] = {}
         self.floor_paths: dict[str, list] = {}  # layout -> its files, listed once for all its floors
         self.gpu, self.gpu_note = device_stage(cfg.device)  # --device: the copy stage, or why it is skipped
         self.floor_plan = None  # what capped runs' floors read with (floors.floor_plan), set by run_bench
@@ -146,7 +150,8 @@ class Context:
     def storage(self, name: str):
         """The command's Storage `name` over its corpus (bench.run.storage), made once."""
         if name not in self._storages:
-            self._storages[name] = storage_for(name, self.cfg.corpus, self.cfg.evict)
+            options = {"data_dir": self.cfg.s3_data_dir} if name == "s3" else {}
+            self._storages[name] = storage_for(name, self.cfg.corpus, self.cfg.evict, **options)
         return self._storages[name]
 
     def decoding(self, decode: bool) -> "Context":
@@ -167,7 +172,8 @@ class Context:
                     "sample_ns": mine.sample_ns, "indices": mine.indices, "residency": state.residency,
                     "residency_after": state.after, "compute_s": mine.compute_s, "au_span_s": mine.au_span_s,
                     "cache_ok": state.ok, "read_ns": mine.read_ns, "decode_ns": mine.decode_ns,
-                    "read_cpu_s": mine.read_cpu_s, "decode_cpu_s": mine.decode_cpu_s, **io}
+                    "read_cpu_s": mine.read_cpu_s, "decode_cpu_s": mine.decode_cpu_s,
+                    "s3": s3_message(self._storages.get("s3")), **io}
         got = self.comm.gather(mine_msg)
         if got is None:
             return None
@@ -193,7 +199,8 @@ class Context:
                                    int(g["bytes"])) for g in got) if len(got) > 1 else (),
             compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got),
             h2d=device_copy(got), split=split_part(got),
-            order=Order(**randomness) if any(v is not None for v in randomness.values()) else None)
+            order=Order(**randomness) if any(v is not None for v in randomness.values()) else None,
+            s3=s3_part(got))
 
     def tick_floor(self, what: str):
         if self.bar is not None:
@@ -233,17 +240,17 @@ def plan_runs(cfg: BenchConfig, manifest) -> list[RunSpec]:
     layouts are compared over the same minutes of a noisy machine; with --decode both, the decoded
     runs of a setting, then its payload-bytes runs. Naive baselines and DataLoader runs always
     decode: they run once per setting, with the decoded ones."""
-    out = []
+    out, storage = [], storage_name(cfg.corpus)
     for cache in cfg.caches:
         for workers in cfg.workers:
             # capped runs are our loader's: a DataLoader's workers are not started inside the cgroup
             option = "ours" if cache == "capped" else cfg.loader
             for decode in cfg.decode_modes:
-                out.extend(RunSpec(layout, loader, "local", cache, workers, decode) for layout in cfg.layouts
+                out.extend(RunSpec(layout, loader, storage, cache, workers, decode) for layout in cfg.layouts
                            for loader in loaders_for(option) if decode or loader == "ours")
         # naive baselines read in the bench process (not capped), and stack one shape: a corpus whose
         # samples have shapes of their own (manifest.shapes) has none
-        if cfg.naive and cache != "capped" and manifest.shapes is None:
+        if cfg.naive and cache != "capped" and manifest.shapes is None and storage == "local":
             out.extend(RunSpec(layout, "naive", "local", cache, 0, True) for layout in cfg.layouts
                        if readers()[layout].naive)
     return out
@@ -256,11 +263,13 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
 
     comm = comm or SingleProcessComm()
     cfg = replace(cfg, run=replace(cfg.run, world=comm.size))
-    manifest = read_manifest(cfg.corpus)
+    manifest = corpus_manifest(cfg.corpus)
     check_config(cfg, manifest)
     sweep_leftovers(cfg)
     if cfg.layouts is None:
         names = installed([n for n in layout_ids() if n in manifest.layouts], explicit=False, prog="python -m bench run")
+        if storage_name(cfg.corpus) == "s3":  # those read over S3; the others left out in one line each
+            names = s3_layouts(cfg.corpus, names, sys.stderr if comm.rank == 0 else None)
         if manifest.layouts and not names:
             raise UsageError(f"no layout of the corpus {cfg.corpus} ({', '.join(manifest.layouts)}) can be read "
                              f"here: install what the lines above name")
@@ -342,13 +351,15 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                             loader={"torch": "torch", "ecosystem": "ecosystem"}.get(spec.kind, "ours"),
                             dataloader=slot.get("dataloader"),
                             device=cfg.device if ctx.gpu is not None else None, storage=spec.storage))
-    notes = cache_notes(out_runs, f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}") + lost
-    advice = ctx.storage("local").cold_advice()
+    name = f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}"
+    notes = cache_notes(out_runs, name) + retry_notes(out_runs, name) + lost
+    advice = ctx.storage(storage_name(cfg.corpus)).cold_advice()
     if advice and any(r.cache == "cold" and not all(e.cache_ok for e in r.epochs) for r in out_runs):
         notes.append(advice)
     if ctx.gpu_note:
         notes.append(ctx.gpu_note)
-    corpus = {"path": str(Path(cfg.corpus).resolve()), "spec": manifest.spec.to_dict(),
+    corpus = {"path": cfg.corpus if storage_name(cfg.corpus) == "s3" else str(Path(cfg.corpus).resolve()),
+              "spec": manifest.spec.to_dict(),
               "payload_bytes": int(sum(manifest.sizes)),
               "layouts": {k: v for k, v in manifest.layouts.items() if k in cfg.layouts}}
     return Results(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), metadata(cfg, comm), corpus, floors,

@@ -1,9 +1,11 @@
 """Where a corpus's bytes are, seen from a run: how a reader opens them, which files hold them, and
 how a cache state is made and checked on them. The regimes (bench.run.regime) and the epoch loop
-(bench.run.epochs) go through a Storage only, so a second kind (object storage) is one class here.
+(bench.run.epochs) go through a Storage only: LocalStorage here, S3Storage (a corpus under an S3
+prefix) in bench.run.s3storage; bench.run.storages registers them by name.
 
     Storage.open(layout)           -> a loaders Reader over that layout's bytes
-    Storage.files(reader)          -> the files a cache state is made and checked on
+    Storage.files(reader)          -> the files a cache state is made and checked on (any object
+                                      settle and residency understand: they alone use it)
     Storage.settle(regime, files)  -> CacheState: evicted (cold), resident (warm) or left (asis), checked
     Storage.residency(files)       -> the fraction of those bytes in the page cache now
 """
@@ -70,11 +72,3 @@ class LocalStorage(Storage):
 
     def cold_advice(self) -> str | None:
         return cold_advice(self.corpus)
-
-
-STORAGE_CLASSES = {cls.name: cls for cls in (LocalStorage,)}
-
-
-def storage_for(name: str, corpus: Path, evict: str) -> Storage:
-    """The Storage `name` (a RunSpec.storage) over `corpus`."""
-    return STORAGE_CLASSES[name](corpus, evict)
