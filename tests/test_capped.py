@@ -125,50 +125,6 @@ def test_residency_stays_under_the_cap_measured(results, corpus):
     assert considered >= 3 and capped >= considered - 1, "more than one layout was not held under its cap"
 
 
-def test_a_cache_dropped_by_someone_else_during_a_capped_run_is_marked(corpus, tmp_path, monkeypatch):
-    """Another process drops the page cache between the capped run's epochs: its layout holds far
-    less than SIZE before the next epoch, which is marked not capped, and a note says so."""
-    from bench.probe import probes
-    from bench.run.capped import Capped
-
-    real, calls = Capped.before, []
-
-    def dropped_before_the_second(self, reader, files):
-        calls.append(1)
-        if len(calls) == 2:  # in the capped child, between its first and second epochs: another user's drop
-            probes.evict(probes.expand(files), "fadvise")
-        return real(self, reader, files)
-
-    monkeypatch.setattr(Capped, "before", dropped_before_the_second)
-    cfg = BenchConfig(corpus=corpus, output=tmp_path / "r.json", caches=("capped",), workers=(0,), naive=False,
-                      layouts=("npy",), memory_limit=SIZE, run=RunConfig(epochs=3, batch_size=8, sample_latency=False))
-    res = run_bench(cfg)
-    (run,) = res.runs
-    first, second, _ = run.epochs
-    assert first.cache_ok and not second.cache_ok
-    assert second.capped.resident_bytes_before < 0.5 * SIZE
-    assert any("not capped" in n and "dropped the cache" in n for n in res.notes), res.notes
-
-
-def test_every_capped_run_has_its_floor_measured_under_its_cap(results):
-    """Each capped run's floors were measured in its own group, after its epochs, at its
-    concurrency: the same files read sequentially and in random sample-sized pieces, the ones
-    the cap keeps out coming from the device. The run is compared with the fastest of them."""
-    for run in capped_runs(results):
-        mine = [f for f in results.floors.at if f.cache == "capped" and f.layout == run.reads]
-        assert {f.way for f in mine} >= {"seq-read", "rand", "rand-advise"}, run.layout
-        assert {f.streams for f in mine} == {max(1, run.config.workers)}
-        assert all(f.bytes > 0 and f.seconds > 0 for f in mine)
-        s = summarize(run, results.floors, results.corpus)
-        best = max(mine, key=lambda f: f.mb_per_s)
-        assert s["floor_mb_per_s"] == pytest.approx(best.mb_per_s)
-        assert s["floor_way"].startswith(best.way) and s["floor_ratio"] is not None
-        # the floor bounds the run: a loader does not beat the same reads done raw (the report
-        # flags past 1.05; the margin here allows a noisy shared machine's pass-to-pass spread)
-        assert s["floor_ratio"] <= 1.3, (run.layout, s["floor_ratio"], s["floor_way"])
-    assert "floors" not in (capped_runs(results)[0].cap or {})  # floors are floors, not cap facts
-
-
 def test_hit_ratio_and_amplification_add_up_against_the_device_counters(results, corpus):
     for run in results.runs:
         if run.cache == "cold":  # cold: everything from the device, once (plus opening the files)

@@ -133,11 +133,6 @@ class Group:
             except OSError:
                 pass
 
-    def unlimit(self) -> None:
-        """No limit (v2 "max", v1 -1), until the next set_limit."""
-        (self.path / ("memory.max" if self.version == 2 else "memory.limit_in_bytes")).write_text(
-            "max" if self.version == 2 else "-1")
-
     def limit(self) -> int | None:
         return self._int("memory.max" if self.version == 2 else "memory.limit_in_bytes")
 

@@ -346,47 +346,58 @@ _RESULT = struct.Struct("<ddqq")  # start, end (perf_counter: CLOCK_MONOTONIC, o
 
 def _stream_child(items, depth: int, block: int, into: int, mapped: bool, ready_w: int, go_r: int, out_w: int,
                   advise: int = 0):
-    """One stream in a forked child: buffers (and maps) made once, then a pass for every b"g" the
-    parent writes to go_r, until anything else (or EOF): `depth` threads over items[t::depth]
-    (`advise`: one thread, `advise` items advised then read at a time: _read_advised), started
-    together; each pass writes _RESULT (or b'E' + message, and the child ends) to out_w."""
+    """One stream in a forked child: buffers (and maps) and `depth` threads over items[t::depth]
+    made once (`advise`: one thread, `advise` items advised then read at a time: _read_advised),
+    then a pass for every b"g" the parent writes to go_r, until anything else (or EOF), the
+    threads started together; each pass writes _RESULT (or b'E' + message, and the child ends) to
+    out_w. Everything a pass uses exists before the parent hears b"r", so the memory it measures
+    then (a capped floor's limit) is what the passes use."""
     try:
         per = max(min(block, max((i[2] for i in items), default=1)), into // max(1, depth), 1)
         dests = [memoryview(np.ones(per, np.uint8)) for _ in range(depth)]  # pre-faulted, one per thread
         maps = _premap(items) if mapped else None
-    except BaseException as exc:
-        os.write(ready_w, b"r")
-        os.write(out_w, _error(exc))
-        return
-    os.write(ready_w, b"r")
-    while os.read(go_r, 1) == b"g":
-        try:
-            results: list = [None] * depth
-            start = threading.Event()
+        results: list = [None] * depth
+        go, done = threading.Barrier(depth + 1), threading.Barrier(depth + 1)
+        stop = []
 
-            def work(t):
-                start.wait()
+        def work(t):
+            while True:
+                go.wait()
+                if stop:
+                    return
                 try:
                     results[t] = (_read_advised(items, dests[t], block, advise) if advise else
                                   _read_items(items[t::depth], dests[t], block, mapped, maps))
                 except BaseException as exc:  # reported through the pipe below
                     results[t] = exc
+                done.wait()
 
-            threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(depth)]
-            for th in threads:
-                th.start()
+        threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(depth)]
+        for th in threads:
+            th.start()
+    except BaseException as exc:
+        os.write(ready_w, b"r")
+        os.write(out_w, _error(exc))
+        return
+    os.write(ready_w, b"r")
+    try:
+        while os.read(go_r, 1) == b"g":
             t0 = time.perf_counter()
-            start.set()
-            for th in threads:
-                th.join()
+            go.wait()  # every thread starts its reads now
+            done.wait()
             t1 = time.perf_counter()
             bad = next((r for r in results if isinstance(r, BaseException)), None)
             if bad is not None:
                 raise bad
             os.write(out_w, _RESULT.pack(t0, t1, sum(r[0] for r in results), sum(r[1] for r in results)))
-        except BaseException as exc:
-            os.write(out_w, _error(exc))
-            return
+    except BaseException as exc:
+        os.write(out_w, _error(exc))
+    finally:
+        stop.append(True)
+        try:
+            go.wait(timeout=1)  # the threads see `stop` and end (daemons: the child's exit ends them anyway)
+        except threading.BrokenBarrierError:
+            pass
 
 
 def _error(exc: BaseException) -> bytes:
@@ -500,7 +511,7 @@ def memcpy_threads(threads: int, nbytes: int = 64 << 20, repeats: int = 5) -> tu
 
 
 def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, sample_bytes: int, samples: int,
-                  into: int, evict: str, seed: int = 0, ready=None) -> list[StreamFloor]:
+                  into: int, evict: str, seed: int = 0) -> list[StreamFloor]:
     """The floors of one layout's files at one concurrency and cache state: sequential reads at
     `streams` streams, and every sample-sized piece once in a random order at `streams` x `depth`
     reads in flight, one read of the sample size each. The best of the passes of each (at least
@@ -508,14 +519,13 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     evicted before every pass, and COLD_MEASURE_S, COLD_PASSES_MAX instead); warm, also copying
     out of a map (big files, faulted in before the clock, as a loader's map is after its first
     epoch) and the random reads with one thread per stream (no GIL shared by `depth` threads:
-    warm, a read never waits for the disk). `ready()`, if given, is called once each way's stream
-    processes are up, with their buffers, before its first pass."""
+    warm, a read never waits for the disk)."""
     seq_plans, rand_plans = seq_plan(paths, streams), rand_plan(paths, sample_bytes, samples, streams, seed)
     # (way, plans, threads per stream, mapped, read size, advised group): random reads are one
     # read of a sample each; cold, also `depth` of them advised WILLNEED at once in one thread
     ways = [("seq-read", seq_plans, 1, False, READ_BLOCK, 0),
             ("rand", rand_plans, depth, False, max(1, sample_bytes), 0)]
-    if cache in ("cold", "capped"):
+    if cache == "cold":
         ways += [("rand-advise", rand_plans, depth, False, max(1, sample_bytes), depth)]
     else:
         big = sum(os.path.getsize(p) for p in paths) / max(1, len(paths)) >= READ_BLOCK // 4
@@ -525,11 +535,8 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
     state = settle(cache, paths, evict) if cache != "cold" else None  # warm stays warm: the floors read it
     for way, plans, d, mapped, block, advise in ways:
         best, spent, passes = None, 0.0, 0
-        # capped: reads from the device as cold ones are (the cap keeps all but SIZE of the files out)
-        most, enough = (COLD_PASSES_MAX, COLD_MEASURE_S) if cache in ("cold", "capped") else (PASSES_MAX, MEASURE_S)
+        most, enough = (COLD_PASSES_MAX, COLD_MEASURE_S) if cache == "cold" else (PASSES_MAX, MEASURE_S)
         with Streams(plans, d, block, into, mapped, advise) as pool:
-            if ready is not None:
-                ready()
             while passes < PASSES_MIN or (spent < enough and passes < most):
                 passes += 1
                 if cache == "cold":
@@ -540,19 +547,6 @@ def stream_floors(layout: str, paths, cache: str, streams: int, depth: int, samp
                     best = (nbytes, seconds, reads, state.residency)
         out.append(StreamFloor(layout, cache, way, streams, d, best[0], best[2], best[1], best[3], sample_bytes))
     return out
-
-
-def capped_floors(layout: str, paths, workers: int, plan: "FloorPlan", evict: str, seed: int,
-                  hold) -> list[StreamFloor]:
-    """The floors of a capped run, measured inside its memory cgroup with the run's loader closed,
-    after its epochs: the same files at the run's concurrency (its workers, a batch's reads in
-    flight each), sequential and in random sample-sized pieces (one read each, or advised
-    WILLNEED `depth` at a time), with nothing evicted. `hold()` is called once each way's stream
-    processes and buffers are up: it sets the group's limit to their own memory plus the run's
-    SIZE, so the page cache is held at SIZE and the pieces that miss it come from the device, as
-    the run's own misses do."""
-    return stream_floors(layout, probes.expand(paths), "capped", max(1, workers), plan.depth, plan.sample,
-                         plan.count, plan.into, evict, seed, ready=hold)
 
 
 def floor_streams(cfg, ranks_here: int, layout: str | None = None) -> list[int]:
@@ -588,23 +582,6 @@ def _layout_floors(cfg, layout: str, paths, cache: str, ranks_here: int, depth: 
             fio_floors.append(fio_floor(layout, paths, cache, streams, min(cfg.run.batch_size, DEPTH_MAX),  # iodepth =
                                         sample, count, cfg.evict))                                          # the batch
     return seq, at, fio_floors
-
-
-@dataclasses.dataclass(frozen=True)
-class FloorPlan:
-    """What a corpus's floors read with: reads in flight per stream, the mean sample's bytes, the
-    samples, and the bytes of the destination (one batch)."""
-
-    depth: int
-    sample: int
-    count: int
-    into: int
-
-
-def floor_plan(ctx, manifest) -> FloorPlan:
-    """The FloorPlan of the command's floors (a collective: every rank calls it)."""
-    _, _, depth, sample, into = _floor_plan(ctx, manifest)
-    return FloorPlan(depth, sample, manifest.spec.count, into)
 
 
 def _floor_plan(ctx, manifest) -> tuple:

@@ -32,8 +32,7 @@ from generator.errors import LayoutbenchError
 from bench.probe import cgroups, probes
 from bench.probe.hits import HitCounter, ProbedReader
 from bench.probe.regimes import COLD_MAX, CacheState, set_cache
-from bench.probe.floors import capped_floors
-from bench.results.result import CappedEpoch, EpochRecord, StreamFloor, _dump, _load
+from bench.results.result import CappedEpoch, EpochRecord, _dump, _load
 from bench.results.spec import RunSpec
 
 from .epochs import Epochs, run_epochs
@@ -60,13 +59,10 @@ def _on_term(signum, frame):
 
 
 CACHE_SLACK = 1.1  # an epoch whose layout has more than 1.1 x SIZE resident is marked not capped
-CACHE_LOW = 0.5  # ... or less than half of SIZE, before a steady epoch or after any (the cache was not the run's)
 
 
 def run_capped(ctx, spec: RunSpec, repeat: int) -> tuple[Epochs, dict]:
-    """(what the epochs measured, the cap's facts) of one repeat of a capped run; the facts'
-    "floors" (StreamFloors, cache "capped") are the run's floors, measured in its group after its
-    epochs where ctx.floor_plan is set."""
+    """(what the epochs measured, the cap's facts) of one repeat of a capped run."""
     size = ctx.cfg.memory_limit
     group = cgroups.create()
     r, w = os.pipe()
@@ -105,8 +101,6 @@ def run_capped(ctx, spec: RunSpec, repeat: int) -> tuple[Epochs, dict]:
                     rec = _load(EpochRecord, msg["epoch"], "capped epoch")
                     records.append(rec)
                     ctx.tick(spec, rec)
-                elif "floors" in msg:
-                    cap["floors"] = [_load(StreamFloor, f, "capped floor") for f in msg["floors"]]
                 elif "error" in msg:
                     error = msg["error"]
         _, status = os.waitpid(pid, 0)
@@ -234,11 +228,7 @@ class Capped(Regime):
         s0, s1 = self.s0, self.s1
         # capped means capped: the layout's pages in the cache stay within SIZE (10 % slack for
         # the loader's own memory shrinking below what was measured, which the page cache may take)
-        # ... and hold at least CACHE_LOW of it (of the files, if smaller) before a steady epoch and after
-        # every one: less means another process dropped the cache, or the loader's memory took its room
-        low = CACHE_LOW * min(self.size, self.res1.total_bytes)
-        held = self.res1.resident_bytes >= low and (not self.epochs or self.res0.resident_bytes >= low)
-        ok = (held and self.res1.resident_bytes <= CACHE_SLACK * self.size and (s1["peak"] or 0) <= self.limit
+        ok = (self.res1.resident_bytes <= CACHE_SLACK * self.size and (s1["peak"] or 0) <= self.limit
               and self.group.limit() == self.limit
               and not ((s1["oom_kills"] or 0) - (s0["oom_kills"] or 0))
               and (self.epochs or self.res0.fraction <= COLD_MAX))
@@ -294,16 +284,6 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
 
         loader, started = None, loader
         run_epochs(ctx, spec, reader, regime, repeat, opener, emit=emit, loader=started)
-        if ctx.floor_plan is not None:  # the run's floor, in the same group, under the same page-cache cap
-            # no limit while the floor's stream processes fork and make their buffers (a forked
-            # interpreter's copied pages are charged to the group); hold() sets it once they are up
-            group.unlimit()
-
-            def hold():
-                _set_limit(group, _anon(group), size, paths, ctx.cfg.evict, f"{spec.name} floor")
-
-            floors = capped_floors(spec.layout, paths, spec.workers, ctx.floor_plan, ctx.cfg.evict, rc.seed, hold)
-            out.write(json.dumps({"floors": [_dump(f) for f in floors]}) + "\n")
         out.write(json.dumps({"done": True}) + "\n")
     finally:
         if loader is not None:  # run_epochs closes the loader it was given; this one only if it never ran
@@ -345,11 +325,7 @@ def capped_notes(run, corpus: str) -> list[str]:
     bad = [e.capped for e in run.epochs if not e.cache_ok and e.capped is not None]
     if bad:
         worst = max(bad, key=lambda c: c.resident_bytes_after)
-        least = min(min(c.resident_bytes_before, c.resident_bytes_after) for c in bad)
-        size = cap.get("size") or 0
-        notes.append(f"{what}: {len(bad)} of {len(run.epochs)} epochs were not capped (cap {cap.get('limit', 0):,} B "
-                     f"with {size:,} B of page cache; the layout's resident bytes went from {least:,} to "
-                     f"{worst.resident_bytes_after:,}, held within {CACHE_LOW:g}-{CACHE_SLACK:g}x of it; the group's "
-                     f"peak {worst.cgroup_peak_bytes or 0:,} B; below, another process may have dropped the cache); "
-                     f"the run is marked not ok")
+        notes.append(f"{what}: {len(bad)} of {len(run.epochs)} epochs were not capped (cap {cap.get('limit', 0):,} B; "
+                     f"the layout's resident bytes reached {worst.resident_bytes_after:,}, the group's peak "
+                     f"{worst.cgroup_peak_bytes or 0:,} B); the run is marked not ok")
     return notes

@@ -32,12 +32,12 @@ from loaders.sampler import order_randomness
 from loaders.stages import split_overhead
 
 from bench.probe import probes
-from bench.probe.floors import cold_floors, cold_next_to_runs, floor_plan, measure_floors
+from bench.probe.floors import cold_floors, cold_next_to_runs, measure_floors
 from bench.probe.machine import metadata
 from bench.probe.measure import RankEpoch, check_indices
 from bench.probe.regimes import CacheState, host_ram
 from bench.results.au import au
-from bench.results.result import DeviceCopy, EpochRecord, Floors, Order, RankRecord, Results, Run, Split
+from bench.results.result import DeviceCopy, EpochRecord, Order, RankRecord, Results, Run, Split
 
 from bench.results.spec import RunSpec, loaders_for
 
@@ -107,20 +107,6 @@ def run_one(ctx: "Context", spec: RunSpec, repeat: int) -> Epochs:
                       emit=lambda record: ctx.tick(spec, record))
 
 
-def capped_floor_of(floors: Floors, cap: dict) -> Floors:
-    """`floors` with a capped run's own floors (popped from its cap facts) added, unless that
-    layout's capped floor at that concurrency is there already (from another repeat, or the same
-    run measured decoded and as bytes): the best the machine did at it is kept."""
-    new = cap.pop("floors", None) or []
-    have = {(f.layout, f.way, f.streams, f.depth): f for f in floors.at if f.cache == "capped"}
-    keep = [f for f in floors.at if f.cache != "capped"]
-    for f in new:
-        key = (f.layout, f.way, f.streams, f.depth)
-        if key not in have or f.mb_per_s > have[key].mb_per_s:
-            have[key] = f
-    return replace(floors, at=(*keep, *have.values())) if new else floors
-
-
 def epoch_au(got: list[dict]) -> float | None:
     """AU of one epoch over the ranks: their compute over (ranks x the slowest rank's running
     time), None without emulated compute (see bench/results/au.py)."""
@@ -145,7 +131,6 @@ class Context:
         self.caps: dict[tuple, dict] = {}  # (RunSpec, repeat) -> a capped run's cap facts
         self.floor_paths: dict[str, list] = {}  # layout -> its files, listed once for all its floors
         self.gpu, self.gpu_note = device_stage(cfg.device)  # --device: the copy stage, or why it is skipped
-        self.floor_plan = None  # what capped runs' floors read with (floors.floor_plan), set by run_bench
 
     def storage(self, name: str):
         """The command's Storage `name` over its corpus (bench.run.storage), made once."""
@@ -305,7 +290,6 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         if rc.sample_latency:  # what the per-sample timing itself costs, beside the figures it gives
             over = split_overhead()
             floors = replace(floors, **{f"split_{k}": v for k, v in over.items()})
-        ctx.floor_plan = floor_plan(ctx, manifest)
         comm.barrier()
         gathered: dict[RunSpec, dict] = {}
         cold_measured: set[str] = set()
@@ -316,8 +300,6 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                     cold_measured.add(spec.layout)
                     comm.barrier()  # no other rank evicts or reads while rank 0 measures
                 got = run_one(ctx, spec, repeat)
-                if spec.regime == "capped":
-                    floors = capped_floor_of(floors, ctx.caps.get((spec, repeat)) or {})
                 if repeat < 0:
                     continue
                 slot = gathered.setdefault(spec, {"epochs": [], "checkpoints": [], "method": None})
