@@ -26,9 +26,8 @@ generate: $(STAMP)
 # and under a memory cap, next to the machine's floors; writes results/ (report.md, results.csv,
 # PNGs) and prints progress, then the verdict, the runs not ok and where the report is (the summary
 # table: python -m bench suite --verbose; the project's speed goals: python -m bench.goals
-# results/, which this target does not run). 8 min 18 s on this 2-core VM from a fresh
-# clone, corpora included (six layouts; 12 min 56 s with all ten after `make install-extras`).
-# QUICK=1: smaller corpora.
+# results/, which this target does not run). How long it takes from a fresh clone, measured:
+# docs/lab/2026-12-02-make-bench-fresh-clone.md. QUICK=1: smaller corpora.
 bench: $(STAMP)
 	$(BIN)/python -m bench suite $(if $(QUICK),--quick)
 

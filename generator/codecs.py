@@ -18,7 +18,7 @@ libpng's default. JPEG and WebP are encoded by Pillow (libjpeg-turbo, libwebp).
 
 Decoders: Pillow by default; with the `codecs` extra installed (pip install -e '.[codecs]'),
 simplejpeg for JPEG and pyspng for PNG, measured faster by bench/speed/codec.py (the figures
-are in README). Either gives identical pixels (tests/test_codecs.py checks it), so which one
+are in docs/lab/2026-12-01-codecs-and-photo-content.md). Either gives identical pixels (tests/test_codecs.py checks it), so which one
 ran never changes a decoded image, only the time. Pillow cannot hold 16-bit colour: such PNGs
 need pyspng or imagecodecs, and are refused in one line without them.
 """

@@ -31,7 +31,7 @@ EXTRAS = {
     "mpi4py": "mpi",
     "obstore": "s3",
 }
-# the make target that installs an extra on the README's path (into .venv)
+# the make target that installs an extra on the README's quick-start path (into .venv)
 TARGETS = {"arrow": "install-extras", "zarr": "install-extras", "records": "install-extras",
            "codecs": "install-extras", "layouts": "install-extras", "torch": "install-torch", "mpi": "install-mpi",
            "s3": "install-s3"}

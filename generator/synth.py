@@ -10,7 +10,7 @@ spec, each a 1/f-spectrum luminance texture over occluding regions of their own 
 with correlated colour channels and a little sensor noise; a sample is a crop of one scene at a
 hashed offset, maybe mirrored, through a hashed brightness/contrast lookup table: one numpy pass
 per sample (np.take), so generation stays at memory speed while JPEG and PNG see realistic
-content (README: bits per pixel and MB/s).
+content (docs/lab/2026-12-01-codecs-and-photo-content.md: bits per pixel and MB/s).
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ class FilesReader(Reader):
         """The batch's payloads, in two passes. First each file is opened and read with RWF_NOWAIT:
         one in the page cache is read there and then; for one that is not, the attempt starts the
         kernel's readahead and fails, and the file is read, waiting, in the second pass. Cold, the
-        batch's reads are then all in flight together instead of one after another (the README
+        batch's reads are then all in flight together instead of one after another (docs/lab/2026-11-26-loader-speed-mnist.md
         has the figures, cold and warm)."""
         out, later = [], []  # later: (position, index, fd, buffer, bytes already in it)
         try:

@@ -9,7 +9,7 @@ the page cache (mincore): a user-space copy into the batch beats read()'s kernel
 otherwise it is read with preadv straight into the batch, where the kernel's readahead streams
 it (faults on a map wait for one readahead window at a time). A file larger than the memory this
 process may use (RAM, or its cgroup's limit) is advised random access, map and fd alike: read
-around a miss would be evicted before use. The README has the figures.
+around a miss would be evicted before use. docs/lab/2026-12-01-capped.md has the figures.
 Fallback (chunked `payload` of compressed corpora, filtered `images`): h5py slicing, with the
 dataset's chunk cache sized to one chunk.
 

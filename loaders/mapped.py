@@ -19,7 +19,7 @@ truncated file is a SampleError naming the sample, never a page touched past the
 Index entries that are out of range, backwards, or of another length than the manifest's are
 the sample's named error. The table is `spec.count` entries long whatever the file claims, so
 hostile metadata cannot make it allocate more. (A file truncated *while* it is mapped is still a
-SIGBUS: the README's "Not covered".)
+SIGBUS: docs/reliability.md, "Not covered".)
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Contracts:
   batch_loader builds) a smaller batch of stored 8-bit pixels is read, with its targets and
   indices, into one bytearray that travels in the worker's pipe and is unpickled in the main
   process straight into the tensors (views of it); other small batches travel as numpy arrays
-  and become tensors by torch.from_numpy there (README: the figures).
+  and become tensors by torch.from_numpy there (docs/lab/2026-12-01-pytorch-dataloader.md: the figures).
 - Grouped items (batch_loader's `group`, default "auto"): with workers, small packable batches
   go K to a DataLoader item (an EpochBatchSampler(group=K) yields BatchGroups of K consecutive
   batches; each batch still one read_batch, into one shared bytearray), and BatchLoader yields
@@ -36,7 +36,7 @@ Contracts:
   indices and payload bytes. Why: every DataLoader item costs the same (an index put through a
   feeder thread, a result get and unpickle, a `record_function`, the worker's queue round trip),
   and with 25 KB MNIST batches those costs were the whole epoch (bench/speed/dataloader.py:
-  main-process CPU per batch fell from 190-255 to 70-86 us with K=5, README: the figures).
+  main-process CPU per batch fell from 190-255 to 70-86 us with K=5, docs/lab/2026-12-01-pytorch-dataloader.md).
   prefetch_factor then counts items: K x prefetch_factor batches in flight per worker.
 - Errors are the reader's: a SampleError names the layout, the sample and its path or key.
 """
@@ -101,7 +101,7 @@ def to_tensor(pixels: np.ndarray, output: str = "stored", channels_first: bool =
 def tiff_loader(path) -> torch.Tensor:
     """One image file as an H x W x C tensor, bit-exact (tifffile): the `loader=` to give
     torchvision's ImageFolder for 16-bit or RGBA images, whose default PIL loader converts to
-    8-bit RGB (README). 16-bit comes out as int32 (same values), 8-bit as uint8."""
+    8-bit RGB (docs/lab/2026-12-01-pytorch-dataloader.md). 16-bit comes out as int32 (same values), 8-bit as uint8."""
     import tifffile
 
     a = tifffile.imread(path)

@@ -9,7 +9,7 @@ so threads read in parallel. Shards larger together than the memory this process
 capped run) are advised random access: a chunk's pread then reads the chunk, not the device's
 readahead window beyond it. zarr-python's own read path (array.oindex of a sorted batch) is
 the naive baseline the bench measures beside it: it re-reads every touched shard's index on
-every call and goes through its asyncio machinery (the README has the figures).
+every call and goes through its asyncio machinery (docs/lab/2026-12-01-sqlite-zarr-crossover.md has the figures).
 
 Chunks equal to the fill value are a legitimate state, not damage: zarr-python does not store an
 inner chunk that equals the array's fill value (zeros) even with write_empty_chunks (its

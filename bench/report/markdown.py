@@ -155,7 +155,7 @@ def capped_section(all_rows: list[dict]) -> list[str]:
         forced = [r for r in capped if (r["_summary"]["read_amplification_pages"] or 0) > 1.2]
         for r in forced:
             out.append(f"- {r['corpus']} {r['layout']}: read {r['_summary']['read_amplification_pages']:.2f}x the pages it "
-                       f"needed per steady epoch (over 1.2): see the README, Under a memory cap")
+                       f"needed per steady epoch (over 1.2): see docs/methodology.md, Cache regimes")
         if forced:
             out.append("")
     small = [r for r in all_rows if r["_summary"].get("measures_page_cache")]

@@ -108,7 +108,7 @@ class DirWriter:
 
     A file is written unnamed (O_TMPFILE) and linked into place: one directory insert per file,
     where a temporary name + rename is an insert, a lookup, a delete and another insert (the
-    README's generator section has the figures). `check_existing=False` (a tree this run created)
+    docs/lab/2026-11-26-generator-speed.md has the figures). `check_existing=False` (a tree this run created)
     skips the stat of each name.
     """
 

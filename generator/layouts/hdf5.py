@@ -5,7 +5,7 @@
   payload[offsets[i]:offsets[i+1]]. Contiguous when payloads have a fixed size, so a reader can
   pread (or mmap) it directly; chunked and extendable when they are compressed. (Not an HDF5
   variable-length dataset: that goes through HDF5's global heap, several times slower to write
-  and read; the README has the figures.)
+  and read; docs/lab/ has the figures.)
 - raw payloads: `images`, count x H x W x C, one chunk per image.
 - `labels`: uint16 per sample. The spec is in the root attribute `layoutbench_spec` (JSON).
 

@@ -5,7 +5,7 @@
   appended in index order); the payload bytes stored verbatim.
 - table `meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)`: `spec` = the spec as JSON, `format` = 1.
   No pickle anywhere.
-- page size: page_size(spec) (the README has the measurements behind it). The journal mode
+- page size: page_size(spec) (docs/lab/2026-12-01-sqlite-zarr-crossover.md has the measurements behind it). The journal mode
   in the finished file is the default rollback journal (DELETE): the file is self-contained, with
   no -wal or -shm beside it, so readers open it read-only and `immutable=1`.
 

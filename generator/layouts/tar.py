@@ -23,7 +23,7 @@ shard list (`"__kind__": "wids-shard-index-v1"`: url, nsamples and filesize per 
 
 Headers are built for a whole shard at once with numpy rather than one TarInfo.tobuf call per
 member (bench/speed/tar_write.py measures the writer against tarfile.addfile and webdataset's
-ShardWriter; the README has the figures); tests check them byte for byte against tarfile's and
+ShardWriter; docs/lab/2026-12-01-record-shards.md has the figures); tests check them byte for byte against tarfile's and
 webdataset's own output.
 """
 
