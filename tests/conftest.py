@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -13,6 +14,14 @@ import pytest
 from generator.build import generate
 from generator.codecs import codec_id, codec_info
 from generator.spec import Spec
+
+# The Ctrl-C tests send SIGINT to the commands they start. A shell that starts a background job
+# without job control (`(make test &)`, nohup wrappers) starts it with SIGINT ignored, and an
+# ignored signal stays ignored across exec: every command started here would then ignore Ctrl-C
+# and those tests would measure the shell, not the commands. Set as Python's own default, it is
+# reset to the default action in each command started (a handler does not survive exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Small corpora covering what the readers must get bit-exact. 37 samples: batches do not divide it.
 KINDS = {
