@@ -294,18 +294,20 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
 def _set_limit(group, own: int, size: int, paths, evict: str, what: str) -> int:
     """Set the group's limit to `own` + `size`, in whole pages (the kernel keeps whole pages), and
     return it. The kernel refuses (EBUSY) a limit it cannot reclaim down to at once: the layout's
-    files are evicted and it is tried again, 10 times at most."""
+    files are evicted and it is tried again, for about 12 s at most (a make bench run of the
+    previous code gave up after 1 s, ending the suite)."""
     limit = (own + size) // 4096 * 4096
-    for attempt in range(10):
+    tries = 30
+    for attempt in range(tries):
         try:
             group.set_limit(limit)
             return limit
         except OSError as exc:
-            if attempt == 9:
+            if attempt == tries - 1:
                 raise LayoutbenchError(f"the capped {what} run could not set its cgroup's limit to {limit:,} B "
                                        f"(own memory {own:,} + {size:,}): {exc.strerror}") from None
             set_cache("cold", paths, evict)
-            time.sleep(0.1)
+            time.sleep(min(0.5, 0.05 * (attempt + 1)))
     return limit
 
 
