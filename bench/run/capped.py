@@ -294,8 +294,7 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
 def _set_limit(group, own: int, size: int, paths, evict: str, what: str) -> int:
     """Set the group's limit to `own` + `size`, in whole pages (the kernel keeps whole pages), and
     return it. The kernel refuses (EBUSY) a limit it cannot reclaim down to at once: the layout's
-    files are evicted and it is tried again, for about 12 s at most (a make bench run of the
-    previous code gave up after 1 s, ending the suite)."""
+    files are evicted and it is tried again, for about 12 s at most."""
     limit = (own + size) // 4096 * 4096
     tries = 30
     for attempt in range(tries):
