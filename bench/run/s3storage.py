@@ -31,6 +31,7 @@ from loaders.s3.server import bundled_data_dir, server_files
 
 from .storage import Storage
 
+
 def is_s3(corpus) -> bool:
     return isinstance(corpus, str) and corpus.lower().startswith("s3:")
 
