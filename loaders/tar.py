@@ -30,6 +30,40 @@ def header_checksum_ok(head: bytes) -> bool:
     return stored is not None and stored == sum(head[:148]) + 256 + sum(head[156:])
 
 
+
+def parse_index(raw: bytes, first: int, count: int) -> list | str:
+    """The entries (payload offset, size, .cls offset, size) of a shard's index file listing
+    samples first.. (count), or what is wrong with it (the local and the S3 reader both read it)."""
+    if len(raw) != INDEX_HEADER + count * INDEX_ENTRY or raw[:8] != INDEX_MAGIC:
+        return (f"{len(raw)} bytes where {count} entries take {INDEX_HEADER + count * INDEX_ENTRY}"
+                if raw[:8] == INDEX_MAGIC else "not a layoutbench tar index (bad magic)")
+    got_first, got_count = np.frombuffer(raw, "<u8", 2, 8).tolist()
+    if (got_first, got_count) != (first, count):
+        return f"it lists samples {got_first}.. ({got_count}) where the shard holds {first}.. ({count})"
+    entries = np.frombuffer(raw, "<u8", count * 4, INDEX_HEADER).reshape(count, 4).astype(np.int64)
+    if (entries < 0).any():  # a u64 above 2^63
+        return "an offset or size beyond 2^63"
+    return entries.tolist()
+
+
+def member_problem(head, member: str, at: int, size: int, verify: bool) -> str | None:
+    """What is wrong with the 512-byte tar header `head` found at byte `at` for the member named
+    `member` of `size` payload bytes (None: nothing): its name, ustar magic, size and (`verify`)
+    checksum."""
+    name = f"{member}\0".encode()
+    if head[:len(name)] != name:
+        got = bytes(head[:100]).split(b"\0", 1)[0]
+        return (f"missing: no member {member} at byte {at:,} of the shard "
+                f"(found {got[:40].decode(errors='replace')!r})")
+    if head[257:263] != b"ustar\0":
+        return "damaged: the member's header is not a ustar header"
+    got_size = _octal(bytes(head[124:136]))
+    if got_size is None or (verify and not header_checksum_ok(bytes(head))):
+        return "damaged: the member's tar header fails its checksum"
+    if got_size != size:
+        return f"damaged: the tar header says {got_size} bytes, the index {size}"
+    return None
+
 class TarReader(ShardedReader):
     layout = "tar"
     shard_ext = "tar"
@@ -54,19 +88,10 @@ class TarReader(ShardedReader):
         return f"{self.shard_path(index // self.per_shard)} member {self.member(index)}"
 
     def _parse_index(self, raw, first, count, size, ipath, i):
-        def bad(problem):
-            self.fail_at(i, f"damaged index: {problem}", str(ipath))
-
-        if len(raw) != INDEX_HEADER + count * INDEX_ENTRY or raw[:8] != INDEX_MAGIC:
-            bad(f"{len(raw)} bytes where {count} entries take {INDEX_HEADER + count * INDEX_ENTRY}"
-                if raw[:8] == INDEX_MAGIC else "not a layoutbench tar index (bad magic)")
-        got_first, got_count = np.frombuffer(raw, "<u8", 2, 8).tolist()
-        if (got_first, got_count) != (first, count):
-            bad(f"it lists samples {got_first}.. ({got_count}) where the shard holds {first}.. ({count})")
-        entries = np.frombuffer(raw, "<u8", count * 4, INDEX_HEADER).reshape(count, 4).astype(np.int64)
-        if (entries < 0).any():  # a u64 above 2^63
-            bad("an offset or size beyond 2^63")
-        return entries.tolist()
+        entries = parse_index(raw, first, count)
+        if isinstance(entries, str):
+            self.fail_at(i, f"damaged index: {entries}", str(ipath))
+        return entries
 
     def _locate(self, shard: Shard, j: int, i: int) -> int:
         a, n, _, _ = shard.extra[j]
@@ -74,19 +99,9 @@ class TarReader(ShardedReader):
             self.fail_at(i, f"damaged index: payload offset {a} is not just after a tar header")
         if a > shard.size:
             self.fail_at(i, f"truncated: the shard ends at byte {shard.size:,}, before the member at {a:,}")
-        head = shard.view[a - BLOCK:a]
-        name = f"{self.member(i)}\0".encode()
-        if head[:len(name)] != name:
-            got = bytes(head[:100]).split(b"\0", 1)[0]
-            self.fail_at(i, f"missing: no member {name[:-1].decode()} at byte {a - BLOCK:,} of the shard "
-                            f"(found {got[:40].decode(errors='replace')!r})")
-        if head[257:263] != b"ustar\0":
-            self.fail_at(i, "damaged: the member's header is not a ustar header")
-        size = _octal(bytes(head[124:136]))
-        if size is None or (self.verify and not header_checksum_ok(bytes(head))):
-            self.fail_at(i, "damaged: the member's tar header fails its checksum")
-        if size != n:
-            self.fail_at(i, f"damaged: the tar header says {size} bytes, the index {n}")
+        problem = member_problem(shard.view[a - BLOCK:a], self.member(i), a - BLOCK, n, self.verify)
+        if problem is not None:
+            self.fail_at(i, problem)
         if n != self._sizes[i]:
             self.fail_size(i, n)
         if a + n > shard.size:

@@ -12,9 +12,9 @@ import numpy as np
 
 from generator.errors import CorpusError, SampleError
 from generator.layouts.records import shard_name
-from generator.layouts.tar import BLOCK, INDEX_ENTRY, INDEX_HEADER, INDEX_MAGIC, key_of, member_ext
+from generator.layouts.tar import BLOCK, key_of, member_ext
 
-from ..tar import _octal, header_checksum_ok
+from ..tar import member_problem, parse_index
 from .base import S3Reader
 
 
@@ -75,18 +75,10 @@ class S3TarReader(S3Reader):
         name = self.index_name(k)
         raw = self.fetch(i, name)
 
-        def bad(problem):
-            raise SampleError(self.layout, i, self.object_url(name), f"damaged index: {problem}")
-
-        if len(raw) != INDEX_HEADER + count * INDEX_ENTRY or raw[:8] != INDEX_MAGIC:
-            bad(f"{len(raw)} bytes where {count} entries take {INDEX_HEADER + count * INDEX_ENTRY}"
-                if raw[:8] == INDEX_MAGIC else "not a layoutbench tar index (bad magic)")
-        if np.frombuffer(raw, "<u8", 2, 8).tolist() != [first, count]:
-            bad(f"it does not list samples {first}.. ({count}) of shard {k}")
-        entries = np.frombuffer(raw, "<u8", count * 4, INDEX_HEADER).reshape(count, 4).astype(np.int64)
-        if (entries < 0).any():
-            bad("an offset or size beyond 2^63")
-        return entries.tolist()
+        entries = parse_index(raw, first, count)
+        if isinstance(entries, str):
+            raise SampleError(self.layout, i, self.object_url(name), f"damaged index: {entries}")
+        return entries
 
     def _range(self, i: int) -> tuple[str, int, int, int]:
         """(shard object, the member header's offset, payload offset, payload size) of sample i."""
@@ -103,19 +95,9 @@ class S3TarReader(S3Reader):
     def _read_one(self, i: int):
         name, h, a, n = self._range(i)
         data = self.fetch(i, name, h, BLOCK + n)
-        head = data[:BLOCK]
-        want = f"{self.member(i)}\0".encode()
-        if head[:len(want)] != want:
-            got = bytes(head[:100]).split(b"\0", 1)[0]
-            raise SampleError(self.layout, i, self.where(i), f"missing: no member {want[:-1].decode()} at byte {h:,} "
-                                                             f"of the shard (found {got[:40].decode(errors='replace')!r})")
-        if head[257:263] != b"ustar\0":
-            raise SampleError(self.layout, i, self.where(i), "damaged: the member's header is not a ustar header")
-        size = _octal(bytes(head[124:136]))
-        if size is None or (self.verify and not header_checksum_ok(bytes(head))):
-            raise SampleError(self.layout, i, self.where(i), "damaged: the member's tar header fails its checksum")
-        if size != n:
-            raise SampleError(self.layout, i, self.where(i), f"damaged: the tar header says {size} bytes, the index {n}")
+        problem = member_problem(data[:BLOCK], self.member(i), h, n, self.verify)
+        if problem is not None:
+            raise SampleError(self.layout, i, self.where(i), problem)
         return memoryview(data)[BLOCK:]
 
     def _read_many(self, idx: list[int]) -> list:
