@@ -6,6 +6,7 @@ import os
 import sys
 
 from generator.build import parse_layouts
+from generator.objectstore.store import is_s3_url
 from generator.cli import Parser, run_main
 from generator.errors import CorpusError, UsageError
 from generator.manifest import read_manifest
@@ -45,7 +46,7 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    s3 = args.dir.lower().startswith("s3:")
+    s3 = is_s3_url(args.dir)
     if not s3 and not os.path.isdir(args.dir):
         raise UsageError(f"{args.dir}: no such corpus directory (make one with python -m generator)")
     layouts = parse_layouts(args.layouts) if args.layouts is not None else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from generator.errors import CorpusError, UsageError
+from generator.objectstore.store import is_s3_url
 from generator.layouts import get_layout, layouts
 from generator.manifest import read_manifest
 
@@ -24,7 +25,7 @@ def open_corpus(root: str | os.PathLike, layout: str, *, verify: bool = False) -
     refuses (CorpusError) a directory without a complete manifest, a manifest of another
     version, or a layout the manifest does not list as complete.
     """
-    if isinstance(root, str) and root.lower().startswith("s3:"):  # a corpus under an S3 prefix: loaders.s3
+    if is_s3_url(root):  # a corpus under an S3 prefix: loaders.s3
         from .s3 import open_s3_corpus
 
         return open_s3_corpus(root, layout, verify=verify)

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from generator.codec import Codec
+from generator.objectstore.store import is_s3_url
 from generator.errors import CorpusError, LayoutbenchError, ResourceError, SampleError, UsageError, os_reason
 from generator.layouts import installed
 from generator.manifest import MANIFEST, read_manifest
@@ -70,7 +71,7 @@ def verify(root, layouts=None, progress: bool | None = None, source=None) -> tup
     """(layouts checked, every mismatch found). An empty list means every sample matched.
     `source`: the directory or list an ingested corpus was made from (required for one, refused
     for a synthetic corpus)."""
-    s3 = isinstance(root, str) and root.lower().startswith("s3:")
+    s3 = is_s3_url(root)
     if s3:  # a corpus under an S3 prefix (loaders.s3): its layouts read over S3
         from .s3 import read_s3_manifest, refusal
 

@@ -135,8 +135,8 @@ def test_bench_run_of_a_corpus_in_s3_end_to_end(s3env, tmp_path, cache):
     for run in res.runs:
         assert run.storage == "s3" and run.cache == cache
         for e in run.epochs:
-            assert e.indices_ok and e.samples == 37 and e.payload_bytes == payload, (run.name, e)
-            assert e.cache_ok, (run.name, cache, e.residency_before)
+            assert e.indices_ok and e.samples == 37 and e.payload_bytes == payload, (run.layout, e)
+            assert e.cache_ok, (run.layout, cache, e.residency_before)
             if cache == "cold":
                 assert e.residency_before <= 0.01  # the server's files evicted, and checked
             else:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from generator.cli import Parser, int_in, nonneg_int
+from generator.objectstore.store import is_s3_url
 from generator.errors import UsageError
 from generator.layouts import layout_ids
 from loaders.pipeline import WORKER_KINDS
@@ -177,7 +178,7 @@ def add_run(sub) -> None:
 
 def corpus_arg(text: str):
     """--corpus: an s3:// URL as it is (a str), anything else a directory (a Path)."""
-    return text if text.lower().startswith("s3:") else Path(text)
+    return text if is_s3_url(text) else Path(text)
 
 
 def cmd_run(args) -> int:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from generator.errors import CorpusError, LayoutbenchError
+from generator.objectstore.store import is_s3_url
 
 from bench.results.result import Floors, MemcpyFloor, PreadFloor, SeqFloor, StreamFloor
 
@@ -634,7 +635,7 @@ def measure_floors(ctx, manifest) -> Floors:
     cfg, ranks_here, depth, sample, into = _floor_plan(ctx, manifest)
     if ctx.comm.rank != 0:
         return Floors()
-    if is_s3(cfg.corpus):
+    if is_s3_url(cfg.corpus):
         return s3_floors(ctx, manifest, cfg, ranks_here)
     streams_set = floor_streams(cfg, ranks_here)  # the memory-copy floors: every concurrency of any run
     seq, at, fio_floors = [], [], []
@@ -689,7 +690,7 @@ def cold_floors(ctx, manifest, floors: Floors, layout: str) -> Floors:
     cfg, ranks_here, depth, sample, into = _floor_plan(ctx, manifest)
     if ctx.comm.rank != 0:
         return floors
-    if is_s3(cfg.corpus):
+    if is_s3_url(cfg.corpus):
         more = s3_layout_floors(ctx, cfg, layout, "cold", ranks_here)
         ctx.tick_floor(f"cold {layout}")
         return dataclasses.replace(floors, at=(*floors.at, *more))
@@ -716,9 +717,6 @@ S3_PASSES = 2  # the fastest in-flight counts passed again
 S3_DEPTHS = (1, 2, 4, 8, 16, 32, 64)  # requests in flight tried, up to the run's own
 S3_FLOOR_GETS = 1000  # GETs a pass at most: a random share of the samples (each pass the same)
 
-
-def is_s3(corpus) -> bool:
-    return isinstance(corpus, str) and corpus.lower().startswith("s3:")
 
 
 def s3_floors(ctx, manifest, cfg, ranks_here: int) -> Floors:

@@ -3,6 +3,7 @@ filesystem and device of the corpus (with its read-ahead), library versions, the
 
 from __future__ import annotations
 
+from generator.objectstore.store import is_s3_url
 import importlib
 import os
 import platform
@@ -48,7 +49,7 @@ def storage_facts(cfg) -> dict:
     endpoint, and where the bundled server on this host keeps its files, theirs (None: remote)."""
     where = cfg.corpus
     facts = {}
-    if isinstance(cfg.corpus, str) and cfg.corpus.lower().startswith("s3:"):
+    if is_s3_url(cfg.corpus):
         from generator.objectstore.store import S3Config
         from loaders.s3.server import bundled_data_dir
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import UsageError
+from generator.objectstore.store import is_s3_url
 from generator.lifetime import owned_name, sweep_dead
 
 from bench.results.outputs import RESULTS, check_output
@@ -57,7 +58,7 @@ def inside(path: Path, root: Path) -> bool:
 
 def check_config(cfg: BenchConfig, manifest) -> None:
     """Refuse what would make the numbers untrue or damage the corpus, before any reading."""
-    s3 = isinstance(cfg.corpus, str) and cfg.corpus.lower().startswith("s3:")
+    s3 = is_s3_url(cfg.corpus)
     if s3:
         check_s3(cfg)
     elif cfg.s3_data_dir is not None:

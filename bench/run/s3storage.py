@@ -32,10 +32,6 @@ from loaders.s3.server import bundled_data_dir, server_files
 from .storage import Storage
 
 
-def is_s3(corpus) -> bool:
-    return isinstance(corpus, str) and corpus.lower().startswith("s3:")
-
-
 @dataclass(frozen=True)
 class S3Files:
     """What a cache state is made and checked on: the server's files (None: a remote store), and

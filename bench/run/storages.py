@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from generator.manifest import read_manifest
+from generator.objectstore.store import is_s3_url
 from loaders.s3 import read_s3_manifest
 
 from .s3storage import S3Storage
@@ -20,7 +21,7 @@ def storage_for(name: str, corpus, evict: str, **options) -> Storage:
 
 def storage_name(corpus) -> str:
     """Which storage a --corpus names: an s3:// URL is "s3", a directory "local"."""
-    return "s3" if isinstance(corpus, str) and corpus.lower().startswith("s3:") else "local"
+    return "s3" if is_s3_url(corpus) else "local"
 
 
 def corpus_manifest(corpus):
