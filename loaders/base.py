@@ -35,7 +35,7 @@ from typing import ClassVar
 import numpy as np
 
 from generator.codec import Codec
-from generator.errors import CorpusError, SampleError, UsageError
+from generator.errors import CorpusError, SampleError, UsageError, os_reason
 from generator.manifest import Manifest
 
 # Handles inherited over a fork are parked here rather than closed: closing an h5py handle in the
@@ -174,6 +174,10 @@ class Reader:
         """Shard boundaries of a streaming reader: n_shards + 1 increasing indices from 0 to len;
         shard k holds samples [b[k], b[k+1]) in stream order."""
         raise UsageError(f"the {self.layout} layout is not a stream of shards (supports_streaming is False)")
+
+    def read_as_stream(self, on: bool) -> None:
+        """Read whole shards as streams (on: the `shards` order, set by Loader) where this reader can
+        and that is how the layout's users read it (tar over S3: loaders.s3.tar); else nothing."""
 
     def check_integrity(self, indices) -> list[tuple[int, str, str]]:
         """(index, where, problem) for samples whose container fails its own checks beyond the
@@ -419,6 +423,28 @@ class Reader:
     def small(self) -> bool:
         """Payloads small enough that batching the Python work beats copying each one once."""
         return self.codec.fixed_size is not None and self.codec.fixed_size <= self.small_bytes
+
+    def _pread_advised(self, idx: list[int], spans) -> list[bytes]:
+        """The payloads of `idx`, each read with one pread of its span (`spans`: (fd, offset, size)
+        per sample, in `idx`'s order) after every span of the batch was advised WILLNEED. For data
+        advised random access (larger than the memory the process may use: a capped run): the
+        batch's misses are in flight at the device together and each is fetched in requests of
+        its size, where copying out of a map advised random faults its pages in one 4 KiB read
+        at a time, one after another. A span the file cannot give whole is the sample's error."""
+        for fd, at, n in spans:
+            if n:
+                os.posix_fadvise(fd, at, n, os.POSIX_FADV_WILLNEED)
+        out = []
+        for i, (fd, at, n) in zip(idx, spans):
+            try:
+                v = os.pread(fd, n, at)
+            except OSError as exc:
+                raise SampleError(self.layout, i, self.where(i), f"unreadable: {os_reason(exc)}") from None
+            if len(v) != n:
+                raise SampleError(self.layout, i, self.where(i), f"truncated: the file ends {n - len(v):,} bytes "
+                                                                 f"before the sample's end")
+            out.append(v)
+        return out
 
     # -- what each layout provides -----------------------------------------------------------------
 

@@ -1,16 +1,19 @@
 """`hdf5` reader: corpus.h5 (see generator.layouts.hdf5 for the format).
 
 Fast path: h5py is used only to find where each sample's bytes lie in the file (the contiguous
-`payload` dataset's file offset plus `offsets`, or the chunk addresses of an unfiltered `images`
-dataset); then the h5py file is closed and samples are read straight from corpus.h5. No HDF5
+`payload` dataset's file offset plus `offsets`; the chunk addresses of an unfiltered chunked
+`payload`, encoded payloads of varying size, plus `offsets`; or the chunk addresses of an
+unfiltered `images` dataset); then the h5py file is closed and samples are read straight from corpus.h5. No HDF5
 call per sample, no HDF5 global lock, so threads read in parallel. Small samples are copied out
 of a read-only mmap of the file. A large one is copied out of the map when all its pages are in
 the page cache (mincore): a user-space copy into the batch beats read()'s kernel copy there;
 otherwise it is read with preadv straight into the batch, where the kernel's readahead streams
 it (faults on a map wait for one readahead window at a time). A file larger than the memory this
 process may use (RAM, or its cgroup's limit) is advised random access, map and fd alike: read
-around a miss would be evicted before use. docs/lab/2026-12-01-capped.md has the figures.
-Fallback (chunked `payload` of compressed corpora, filtered `images`): h5py slicing, with the
+around a miss would be evicted before use; its samples' bytes are then read with one pread each,
+a batch's advised WILLNEED together (Reader._pread_advised), not faulted in one page at a time.
+docs/lab/2026-12-01-capped.md has the figures.
+Fallback (a filtered `payload` or `images`, from other writers): h5py slicing, with the
 dataset's chunk cache sized to one chunk.
 
 Other handles on corpus.h5. In this process, HDF5 shares one open file among every h5py.File of
@@ -91,8 +94,8 @@ class HDF5Reader(Reader):
     stores_spec = True
     naive = "h5py indexing of each sorted batch (images[sorted], or a payload slice per sample + its plain decode: tifffile, PIL)"
     # per-process state (dropped on pickling, rebuilt on open)
-    handles = ("_file", "_dset", "_map", "_view", "_addr", "_fd", "_starts", "_ok", "_table", "_file_size",
-               "_fallback_offsets")
+    handles = ("_file", "_dset", "_map", "_view", "_addr", "_fd", "_starts", "_ok", "_table", "_file_size", "_advised",
+               "_fallback_offsets", "_split")
 
     def where(self, index: int) -> str:
         if self.spec.payload == "raw":
@@ -109,6 +112,7 @@ class HDF5Reader(Reader):
             if name not in f:
                 raise SampleError(self.layout, index, str(self.target), f"missing: the file has no /{name} dataset")
             self._check_local(f, (name, "offsets"))
+            self._split = {}
             table = self._images_table(f[name]) if name == "images" else self._payload_table(f, f[name])
             if table is not None:
                 self._map_file(index, *table)
@@ -125,7 +129,7 @@ class HDF5Reader(Reader):
             f.close()
             raise
 
-    no_extents = ("a chunked or filtered dataset (compressed corpora) is read through h5py, which keeps "
+    no_extents = ("a filtered dataset (compressed by another writer) is read through h5py, which keeps "
                   "where its chunks lie to itself")
 
     def extents(self, indices):
@@ -137,8 +141,9 @@ class HDF5Reader(Reader):
         self._ensure_open(int(idx[0]))
         if self._map is None:  # chunked through h5py: not contiguous in the file
             return None
-        target, starts, sizes = str(self.target), self._starts, self._sizes
-        return [[(target, starts[i], sizes[i])] for i in idx.tolist()]
+        target, starts, sizes, split = str(self.target), self._starts, self._sizes, self._split
+        return [[(target, a, n) for a, n in split[i]] if i in split else [(target, starts[i], sizes[i])]
+                for i in idx.tolist()]
 
     def _check_local(self, f, names) -> None:
         """Refuse datasets whose bytes live elsewhere (external link, external raw storage, virtual
@@ -169,12 +174,60 @@ class HDF5Reader(Reader):
             self._fallback_offsets = None
             return None
         self._fallback_offsets = offsets.tolist()
-        base = dset.id.get_offset()
-        if dset.chunks is not None or base is None:
-            return None
         starts, ends = offsets[:-1], offsets[1:]
         inside = (starts >= 0) & (starts <= ends) & (ends <= dset.size)
+        if dset.chunks is not None:
+            return self._chunked_table(dset, starts, ends, inside)
+        base = dset.id.get_offset()
+        if base is None:
+            return None
         return base + starts, ends - starts, inside
+
+    def _chunked_table(self, dset, starts, ends, inside):
+        """The chunked, unfiltered payload dataset of encoded payloads (the generator writes it in
+        1 MiB chunks, extendable) read in place: each chunk's file address from the chunk index,
+        a sample's file offset from the chunk its first byte lies in. A sample whose bytes run
+        on into a chunk that is not the next one in the file (a break where HDF5 put its index
+        between them) is read in pieces, one per chunk (`_split`). None (h5py reads) when the
+        dataset is filtered or a chunk is filtered."""
+        step = dset.chunks[0]
+        if len(dset.chunks) != 1 or dset.dtype.itemsize != 1 or dset.id.get_create_plist().get_nfilters():
+            return None
+        nchunks = -(-dset.size // step) if dset.size else 0
+        addr = np.full(nchunks + 1, -1, np.int64)  # + 1: a sentinel past the last chunk
+        filtered = []
+
+        def visit(info):
+            k = info.chunk_offset[0] // step
+            if info.filter_mask:
+                filtered.append(k)
+            elif k < nchunks and info.size == step:
+                addr[k] = info.byte_offset
+
+        dset.id.chunk_iter(visit)
+        if filtered:
+            return None
+        last = np.maximum(ends - 1, starts)
+        first_chunk, last_chunk = starts // step, last // step
+        ok = inside & (first_chunk < nchunks) & (last_chunk < nchunks)
+        first_chunk, last_chunk = np.where(ok, first_chunk, 0), np.where(ok, last_chunk, 0)
+        # chunks stored, and each followed in the file by the next one (cumulative count of breaks)
+        follows = np.append((addr[1:-1] == addr[:-2] + step) & (addr[:-2] >= 0), False)
+        breaks = np.concatenate(([0], np.cumsum(~follows)))
+        stored = np.concatenate(([0], np.cumsum(addr[:-1] < 0)))
+        ok &= stored[last_chunk + 1] - stored[first_chunk] == 0
+        whole = ok & (breaks[last_chunk] - breaks[first_chunk] == 0)
+        file_starts = np.where(ok, addr[first_chunk] + starts - first_chunk * step, -1)
+        self._split = {}
+        for i in np.flatnonzero(ok & ~whole).tolist():
+            pieces, at, end = [], int(starts[i]), int(ends[i])
+            while at < end:
+                k = at // step
+                n = min(end, (k + 1) * step) - at
+                pieces.append((int(addr[k]) + at - k * step, n))
+                at += n
+            self._split[i] = pieces
+        return file_starts, ends - starts, ok
 
     def _images_table(self, dset):
         """Unfiltered one-image chunks: their file addresses from the chunk index."""
@@ -199,8 +252,9 @@ class HDF5Reader(Reader):
         except BaseException:
             os.close(fd)
             raise
-        if size > memory_available():  # larger than this process's memory (a capped run): read what is
-            self._map.madvise(mmap.MADV_RANDOM)  # asked for only; read-around would be evicted unused
+        self._advised = size > memory_available()  # larger than this process's memory (a capped run):
+        if self._advised:  # read what is asked for only; read-around would be evicted unused
+            self._map.madvise(mmap.MADV_RANDOM)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         self._fd = fd  # large samples not in the page cache are read with preadv
         self._addr = np.frombuffer(self._map, np.uint8).ctypes.data if size else 0  # for mincore
@@ -208,6 +262,8 @@ class HDF5Reader(Reader):
         self._file_size = size
         self._table = (starts, lens, inside)
         self._ok = inside & (starts + lens <= size) & (lens == self._size_arr)
+        for i, pieces in self._split.items():  # in pieces: each piece inside the file
+            self._ok[i] = inside[i] and lens[i] == self._size_arr[i] and all(a + n <= size for a, n in pieces)
         self._starts = starts.tolist()
 
     def _close(self) -> None:
@@ -246,6 +302,8 @@ class HDF5Reader(Reader):
             return self._read_fallback(i)
         if not self._ok[i]:
             self._fail_table(i)
+        if self._advised or i in self._split:
+            return self._read_many([i])[0]
         a = self._starts[i]
         return self._map[a:a + self._sizes[i]]
 
@@ -253,8 +311,18 @@ class HDF5Reader(Reader):
         if self._map is None:
             return [self._read_fallback(i) for i in idx]
         self._check_batch(idx)
-        m, starts, sizes = self._map, self._starts, self._sizes
+        m, starts, sizes, split = self._map, self._starts, self._sizes, self._split
+        if split and not split.keys().isdisjoint(idx):  # samples in pieces: each joined
+            return [self._joined(i) if i in split else self._read_many([i])[0] for i in idx]
+        if self._advised:  # see the module docstring
+            fd = self._fd
+            return self._pread_advised(idx, [(fd, starts[i], sizes[i]) for i in idx])
         return [m[starts[i]:starts[i] + sizes[i]] for i in idx]
+
+    def _joined(self, i: int) -> bytes:
+        """A sample stored in pieces (_chunked_table), read piece by piece and joined."""
+        pieces = self._split[i]
+        return b"".join(self._pread_advised([i] * len(pieces), [(self._fd, a, n) for a, n in pieces]))
 
     def _read_into(self, idx: list[int], out: np.ndarray) -> None:
         if self._map is None:

@@ -20,7 +20,12 @@ Small values live inside their leaf pages, so reading one is a fault on its leaf
 the map (read-around of the device's window) is on when data.mdb fits in the memory this
 process may use (RAM, or its memory cgroup's limit): the neighbours dragged in will be read in
 the same epoch and stay, so a cold epoch streams; off when it does not (a capped run): pages
-read around a miss would be evicted before they are used, for several times the bytes.
+read around a miss would be evicted before they are used, for several times the bytes. Then the
+other values (those not read by preadv into a batch as above: values of varying size, and small
+ones) are not read through py-lmdb either, whose get() would fault a value's pages in one 4 KiB
+read at a time: every value's place comes from one walk of the tree (as extents() uses), and a
+batch's values are advised WILLNEED together and each read with one pread
+(Reader._pread_advised), as for a program's own Environment (below).
 
 py-lmdb refuses to open one environment twice in a process, so the readers of a process share
 one Environment per directory (counted; closed with the last reader). A forked child inherits
@@ -167,6 +172,10 @@ class LMDBReader(Reader):
             stored = self._open_pages(data)  # the program's own Environment: read through it
         else:
             self._env, self._db = env, db
+            if not large and not readahead:  # larger than memory: see the module docstring
+                table = _value_table(data, self.spec.count)
+                if table is not None:
+                    self._pages = (os.open(data, os.O_RDONLY), *table)
             if large:
                 try:
                     self._loc = Locator(data, b"payload")
@@ -218,22 +227,15 @@ class LMDBReader(Reader):
             meta.close()
 
     def _paged(self, idx: list[int]) -> list:
-        """Each value of `idx` by pread, at the place the tree walk found it (_open_pages)."""
+        """Each value of `idx` by pread, at the place the tree walk found it (`_pages`), a batch
+        advised WILLNEED together (Reader._pread_advised)."""
         fd, offsets, sizes = self._pages
-        out = []
+        spans = []
         for i in idx:
-            at, n = int(offsets[i]), int(sizes[i])
-            if at < 0:
+            if offsets[i] < 0:
                 self._missing(i)
-            try:
-                v = os.pread(fd, n, at)
-            except OSError as exc:
-                raise SampleError(self.layout, i, self.where(i), f"unreadable: {os_reason(exc)}") from None
-            if len(v) != n:
-                raise SampleError(self.layout, i, self.where(i), f"truncated: data.mdb ends {n - len(v):,} bytes "
-                                                                 f"before the end of the value")
-            out.append(v)
-        return out
+            spans.append((fd, int(offsets[i]), int(sizes[i])))
+        return self._pread_advised(idx, spans)
 
     def _close(self) -> None:
         if self._pages is not None:
@@ -322,7 +324,7 @@ class LMDBReader(Reader):
         return w
 
     def _read_into(self, idx: list[int], out: np.ndarray) -> None:
-        if self._pages is not None:  # read through a user's own Environment: _read_many preads each value
+        if self._pages is not None:  # read by pread (a user's own Environment, or larger than memory): _read_many
             return super()._read_into(idx, out)
         if self._loc is not None:
             return self._read_located(idx, out)
@@ -377,7 +379,7 @@ class LMDBReader(Reader):
 
     def stored_labels(self) -> np.ndarray:
         self._ensure_open(0)
-        if self._pages is not None:
+        if self._env is None:  # a program's own Environment: read without py-lmdb
             try:
                 raw = self._meta_value(str(self.target / "data.mdb"), b"labels")
             except (LocateError, OSError, struct.error) as exc:

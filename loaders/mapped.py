@@ -12,7 +12,9 @@ maps the file and reads samples from that table with no library call per sample:
 
 A data file larger than the memory this process may use (RAM, or its cgroup's limit: a capped
 run) is advised random access, map and fd alike, as loaders/hdf5.py does: the device's
-read-around of a fault would be evicted before it is used.
+read-around of a fault would be evicted before it is used. Its payloads are then not copied out
+of the map, whose faults would fetch them one 4 KiB page at a time, one after another: a batch's
+are advised WILLNEED together and each is read with one pread (Reader._pread_advised).
 
 Safety: every sample's range is checked against the file's size when the file is opened, so a
 truncated file is a SampleError naming the sample, never a page touched past the end (SIGBUS).
@@ -48,7 +50,7 @@ class Table:
 
 class MappedReader(Reader):
     reads_through_map = True
-    handles = ("_view", "_addr", "_fd", "_starts", "_ok", "_table", "_file_size", "_unmap")
+    handles = ("_view", "_addr", "_fd", "_starts", "_ok", "_table", "_file_size", "_unmap", "_advised")
 
     # -- what a layout provides --------------------------------------------------------------------
 
@@ -97,8 +99,9 @@ class MappedReader(Reader):
             os.close(fd)
             raise
         self._fd, self._file_size = fd, size
-        if size > memory_available():  # larger than this process's memory (a capped run): read what is
-            advise_random(fd, self._addr, size)  # asked for only; read-around would be evicted unused
+        self._advised = size > memory_available()  # larger than this process's memory (a capped run):
+        if self._advised:  # read what is asked for only; read-around would be evicted unused
+            advise_random(fd, self._addr, size)
         try:
             table = self._locate(index)
         except BaseException:
@@ -159,12 +162,18 @@ class MappedReader(Reader):
     def _read_one(self, i: int):
         if not self._ok[i]:
             self._fail_table(i)
+        if self._advised:
+            return self._read_many([i])[0]
         a = self._starts[i]
         return self._view[a:a + self._sizes[i]].tobytes()
 
     def _read_many(self, idx: list[int]) -> list:
         self._check_batch(idx)
-        view, starts, sizes = self._view, self._starts, self._sizes
+        starts, sizes = self._starts, self._sizes
+        if self._advised:  # see the module docstring
+            fd = self._fd
+            return self._pread_advised(idx, [(fd, starts[i], sizes[i]) for i in idx])
+        view = self._view
         return [view[starts[i]:starts[i] + sizes[i]].tobytes() for i in idx]
 
     def _read_into(self, idx: list[int], out: np.ndarray) -> None:

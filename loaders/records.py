@@ -14,7 +14,9 @@ order asked. Large payloads (over 64 KiB) are copied out of the map when residen
 read with preadv straight into the batch, as the HDF5 reader does (see its module docstring).
 When the shards together are larger than the memory this process may use (RAM, or its cgroup's
 limit: a capped run), each shard is advised random access, map and fd, as loaders/hdf5.py does:
-read-around of a fault (the device's window, 8 MiB here) would be evicted before it is used.
+read-around of a fault (the device's window, 8 MiB here) would be evicted before it is used,
+and read_many then reads each payload with one pread, a batch's advised WILLNEED together,
+instead of faulting its pages in one at a time (Reader._pread_advised).
 Streaming readers (supports_streaming) give their shard boundaries to the `shards` sampler mode.
 
 Open files: a shard open in a process costs two descriptors (ours and the one Python's mmap keeps).
@@ -324,16 +326,29 @@ class ShardedReader(Reader):
         if self._bounded:
             with self._held():
                 shard, a = self._position(i)
+                if self._random:
+                    return self._pread_advised([i], [(shard.fd, a, self._sizes[i])])[0]
                 return bytes(shard.view[a:a + self._sizes[i]])
         shard, a = self._position(i)
         return shard.view[a:a + self._sizes[i]]
 
     def _read_one(self, i: int):
+        if self._random and not self._bounded:
+            return self._read_many([i])[0]
         return bytes(self._slice(i))
 
     def _read_many(self, idx: list[int]) -> list:
         out = [None] * len(idx)
-        for k in np.argsort(idx, kind="stable").tolist():  # file order
+        order = np.argsort(idx, kind="stable").tolist()  # file order
+        if self._random and not self._bounded:  # see the module docstring
+            spans = []
+            for k in order:
+                shard, a = self._position(idx[k])
+                spans.append((shard.fd, a, self._sizes[idx[k]]))
+            for k, payload in zip(order, self._pread_advised([idx[k] for k in order], spans)):
+                out[k] = payload
+            return out
+        for k in order:
             out[k] = bytes(self._slice(idx[k]))
         return out
 

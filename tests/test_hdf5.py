@@ -45,16 +45,66 @@ class TestHDF5(ReaderSuite):
             os.close(fd)
 
 
-@pytest.mark.parametrize("kind, mapped", [("gray8", True), ("big", True), ("raw16", True), ("deflate", False)])
+def _filter_payload(root, chunk: int = 4096):
+    """corpus.h5's payload dataset rewritten with HDF5's gzip filter, as another writer might store it."""
+    with h5py.File(root / "corpus.h5", "r+") as f:
+        data = f["payload"][()]
+        del f["payload"]
+        f.create_dataset("payload", data=data, chunks=(chunk,), compression="gzip")
+
+
+def _scatter_chunks(root, chunk: int = 64):
+    """corpus.h5's payload rewritten in small unfiltered chunks stored last to first, so that no
+    chunk is followed in the file by the next one: every sample that spans two chunks lies in
+    pieces."""
+    with h5py.File(root / "corpus.h5", "r+") as f:
+        data = f["payload"][()]
+        del f["payload"]
+        d = f.create_dataset("payload", (len(data),), dtype=np.uint8, chunks=(chunk,))
+        for at in reversed(range(0, len(data), chunk)):
+            piece = np.zeros(chunk, np.uint8)
+            piece[:len(data) - at] = data[at:at + chunk]
+            d.id.write_direct_chunk((at,), piece.tobytes())
+
+
+@pytest.mark.parametrize("kind, mapped", [("gray8", True), ("big", True), ("raw16", True), ("deflate", True)])
 def test_read_path(corpus, kind, mapped):
-    """Contiguous payload and unfiltered raw chunks are read from the map; chunked payload via h5py."""
+    """Contiguous payload, unfiltered chunked payload (encoded payloads of varying size) and
+    unfiltered raw chunks are read in place from the map."""
     r = open_corpus(corpus(kind), "hdf5")
     r.read(0)
     assert (r._map is not None) == mapped and (r._dset is None) == mapped
 
 
-def test_chunk_cache_holds_a_chunk(corpus):
-    r = open_corpus(corpus("deflate"), "hdf5")
+def test_a_filtered_payload_is_read_through_h5py(corpus_copy):
+    root = corpus_copy("deflate")
+    _filter_payload(root)
+    r = open_corpus(root, "hdf5")
+    r.read(0)
+    assert r._map is None and r._dset is not None and r.extents([0]) is None
+    r.close()
+    _reads_every_sample(root)
+
+
+def test_chunks_out_of_file_order_are_read_in_pieces(corpus_copy):
+    root = corpus_copy("deflate")
+    _scatter_chunks(root)
+    pixels, labels, payloads = reference(root)
+    r = open_corpus(root, "hdf5", verify=True)
+    n = len(r)
+    assert [bytes(p) for p in r.read_many(list(range(n)))] == payloads
+    assert r._map is not None and r._split, "some samples span two chunks"
+    for i, spans in zip(range(n), r.extents(list(range(n)))):
+        with open(root / "corpus.h5", "rb") as f:
+            assert b"".join(os.pread(f.fileno(), size, at) for _, at, size in spans) == payloads[i]
+    r.close()
+    _reads_every_sample(root)
+
+
+def test_chunk_cache_holds_a_chunk(corpus_copy):
+    root = corpus_copy("deflate")
+    _filter_payload(root)
+    r = open_corpus(root, "hdf5")
     r.read(0)
     nslots, nbytes, w0 = r._dset.id.get_access_plist().get_chunk_cache()
     assert nbytes >= np.prod(r._dset.chunks) * r._dset.dtype.itemsize
@@ -91,8 +141,11 @@ def test_missing_raw_chunk_is_named(corpus_copy):
     assert e.value.index == 3
 
 
-def test_deflate_payload_damage_via_h5py(corpus_copy):
+@pytest.mark.parametrize("filtered", [False, True])  # the chunks read in place, and through h5py
+def test_deflate_payload_damage(corpus_copy, filtered):
     root = corpus_copy("deflate")
+    if filtered:
+        _filter_payload(root)
     TestHDF5().make_truncated(root, 6)
     r = open_corpus(root, "hdf5")
     with pytest.raises(SampleError, match="truncated") as e:
@@ -140,12 +193,14 @@ def _holder(path, swmr: bool = False):
     return p
 
 
-@pytest.mark.parametrize("kind", ["gray8", "deflate"])  # the mapped path and the h5py one
+@pytest.mark.parametrize("kind", ["gray8", "deflate", "filtered"])  # contiguous, chunks in place, h5py
 @pytest.mark.parametrize("mode, kw", [("r", {}), ("a", {}), ("r+", {}), ("a", dict(libver="latest")),
                                       ("r", dict(swmr=True)), ("r", dict(driver="core"))])
 def test_reads_through_the_programs_own_file(corpus_copy, kind, mode, kw):
     """HDF5 shares one open file among this process's h5py.Files, whatever their modes."""
-    root = corpus_copy(kind)
+    root = corpus_copy("deflate" if kind == "filtered" else kind)
+    if kind == "filtered":
+        _filter_payload(root)
     f = h5py.File(root / "corpus.h5", mode, **kw)
     try:
         labels = f["labels"]  # a dataset the program holds while the reader opens and closes the file

@@ -1,0 +1,94 @@
+"""Readers of data larger than the memory they may use (a capped run): each payload is read with
+one pread of its size, a batch's spans advised WILLNEED first, never faulted in one page at a
+time out of a map advised random access (Reader._pread_advised)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conformance import reference
+
+from generator.errors import SampleError
+from loaders import open_corpus
+
+LAYOUTS = ["npy", "tar", "hdf5", "lmdb"]
+MODULES = ["loaders.mapped", "loaders.records", "loaders.hdf5", "loaders.lmdb"]
+
+
+@pytest.fixture
+def small_memory(monkeypatch):
+    """Every reader believes its files are larger than the memory it may use."""
+    import importlib
+
+    for name in MODULES:
+        monkeypatch.setattr(importlib.import_module(name), "memory_available", lambda: 1)
+
+
+@pytest.fixture
+def syscalls(monkeypatch):
+    """Every pread (fd, size, offset) and WILLNEED advice (fd, offset, size), in the order made."""
+    calls = []
+    pread, fadvise = os.pread, os.posix_fadvise
+
+    def counted_pread(fd, n, at):
+        calls.append(("pread", fd, n, at))
+        return pread(fd, n, at)
+
+    def counted_fadvise(fd, at, n, advice):
+        if advice == os.POSIX_FADV_WILLNEED:
+            calls.append(("willneed", fd, n, at))
+        return fadvise(fd, at, n, advice)
+
+    monkeypatch.setattr(os, "pread", counted_pread)
+    monkeypatch.setattr(os, "posix_fadvise", counted_fadvise)
+    return calls
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kind", ["varjpeg", "jpeg", "deflate"])
+def test_a_batch_is_advised_then_read_one_pread_a_sample(corpus, small_memory, syscalls, layout, kind):
+    root = corpus(kind)
+    _, _, payloads = reference(root)
+    r = open_corpus(root, layout)
+    if layout not in r.manifest.layouts:
+        pytest.skip(f"{layout} not installed")
+    r.read_many(list(range(len(r))))  # opened: indexes and tables are read once, outside the batch counted
+    idx = np.random.default_rng(1).permutation(len(r))[:16].tolist()
+    del syscalls[:]
+    got = r.read_many(idx)
+    assert [bytes(p) for p in got] == [payloads[i] for i in idx]
+    reads = [c for c in syscalls if c[0] == "pread"]
+    advised = [c for c in syscalls if c[0] == "willneed"]
+    assert sorted(n for _, _, n, _ in reads) == sorted(len(payloads[i]) for i in idx), "one pread of its size a sample"
+    assert sorted(c[1:] for c in advised) == sorted(c[1:] for c in reads), "each span advised"
+    first_read = next(k for k, c in enumerate(syscalls) if c[0] == "pread")
+    assert all(c[0] == "willneed" for c in syscalls[:first_read]) and first_read == len(idx), \
+        "the whole batch is advised before its first read"
+    r.close()
+
+
+@pytest.mark.parametrize("layout", ["npy", "hdf5", "lmdb"])
+def test_decoded_batches_are_bit_exact(corpus, small_memory, layout):
+    root = corpus("varjpeg")
+    pixels, _, _ = reference(root)
+    r = open_corpus(root, layout)
+    images, _ = r.read_batch(list(range(len(r))))
+    assert all(np.array_equal(images[i], pixels[i]) for i in range(len(r)))
+    r.close()
+
+
+@pytest.mark.parametrize("layout, data", [("npy", None), ("hdf5", "corpus.h5")])
+def test_a_file_truncated_while_open_is_the_samples_error(corpus_copy, small_memory, layout, data):
+    """Read by pread, a sample past a file cut short under the reader is its named error, not the
+    SIGBUS a copy out of the map would raise."""
+    root = corpus_copy("varjpeg")
+    r = open_corpus(root, layout)
+    r.read_many([0])
+    path = root / data if data else next(p for p in (root / "npy").iterdir() if p.stat().st_size > 1000)
+    os.truncate(path, 64)
+    with pytest.raises(SampleError, match="truncated|unreadable") as e:
+        r.read_many([len(r) - 1])
+    assert e.value.index == len(r) - 1
+    r.close()
