@@ -54,6 +54,8 @@ class Reader:
     - stores_spec: the layout keeps its own copy of the spec, checked against the manifest;
     - supports_streaming: the layout is a stream of shards (shards() gives their boundaries) that
       the `shards` sampler mode reads as its own loaders do (shard order, then a shuffle buffer).
+    - fork_safe: its library works in a child forked after the parent used it. False (pylance,
+      whose forked children crash): process workers of a fork are spawned instead (process_kind).
     A reader may also offer a naive baseline, what plain library calls give (`naive`, a one-line
     description, and `naive_batch`), which the bench measures beside it.
     """
@@ -64,6 +66,7 @@ class Reader:
     reads_through_map: ClassVar[bool] = False
     stores_spec: ClassVar[bool] = False
     supports_streaming: ClassVar[bool] = False
+    fork_safe: ClassVar[bool] = True
     naive: ClassVar[str | None] = None  # e.g. "tifffile.imread per file"
     extents_cover: ClassVar[str] = "payload"  # what extents() ranges hold: "payload" or "chunk"
     # why extents() returns None (always, or in the cases it names); None when it never does
@@ -136,6 +139,11 @@ class Reader:
                     setattr(self, name, None)
             self._open(index)
             self._pid = os.getpid()
+
+    def process_kind(self, kind: str) -> str:
+        """The start method its process workers get when `kind` is asked: "spawn" for "fork" when
+        the reader is not fork_safe, else `kind`."""
+        return "spawn" if kind == "fork" and not self.fork_safe else kind
 
     def close(self) -> None:
         """Close every handle this process opened (needed before evicting the page cache)."""
@@ -424,6 +432,14 @@ class Reader:
         """Payloads small enough that batching the Python work beats copying each one once."""
         return self.codec.fixed_size is not None and self.codec.fixed_size <= self.small_bytes
 
+    @staticmethod
+    def _advise(spans) -> None:
+        """WILLNEED for each (fd, offset, size) of `spans`: the kernel starts reading every one of them
+        that is not in the page cache at once, and a read of any then waits for its own pages only."""
+        for fd, at, n in spans:
+            if n:
+                os.posix_fadvise(fd, at, n, os.POSIX_FADV_WILLNEED)
+
     def _pread_advised(self, idx: list[int], spans) -> list[bytes]:
         """The payloads of `idx`, each read with one pread of its span (`spans`: (fd, offset, size)
         per sample, in `idx`'s order) after every span of the batch was advised WILLNEED. For data
@@ -431,9 +447,7 @@ class Reader:
         batch's misses are in flight at the device together and each is fetched in requests of
         its size, where copying out of a map advised random faults its pages in one 4 KiB read
         at a time, one after another. A span the file cannot give whole is the sample's error."""
-        for fd, at, n in spans:
-            if n:
-                os.posix_fadvise(fd, at, n, os.POSIX_FADV_WILLNEED)
+        self._advise(spans)
         out = []
         for i, (fd, at, n) in zip(idx, spans):
             try:

@@ -331,6 +331,8 @@ class HDF5Reader(Reader):
         view, starts, size = self._view, self._starts, self.codec.fixed_size
         if self.small:
             return self._assemble(idx, [view[starts[i]:starts[i] + size] for i in idx], out)
+        if self._advised:  # the batch's misses in flight together (Reader._advise)
+            self._advise([(self._fd, starts[i], size) for i in idx])
         flat = memoryview(out).cast("B")
         h, n = len(self.codec.header), self.spec.pixel_bytes
         head = bytearray(h)

@@ -143,7 +143,7 @@ class LMDBReader(Reader):
     layout = "lmdb"
     reads_through_map = True
     stores_spec = True
-    handles = ("_env", "_db", "_loc", "_where", "_pages")
+    handles = ("_env", "_db", "_loc", "_where", "_pages", "_advised")
 
     def where(self, index: int) -> str:
         return f"{self.target} key {key_of(index).hex()}"
@@ -180,7 +180,8 @@ class LMDBReader(Reader):
                 try:
                     self._loc = Locator(data, b"payload")
                     self._where = {}
-                    if os.path.getsize(data) > memory_available():  # larger than memory: read exactly the value
+                    self._advised = os.path.getsize(data) > memory_available()
+                    if self._advised:  # larger than memory: read exactly the value
                         os.posix_fadvise(self._loc.fd, 0, 0, os.POSIX_FADV_RANDOM)
                 except (LocateError, OSError):
                     self._loc = None  # not the format we know: py-lmdb's get() reads every value
@@ -343,6 +344,8 @@ class LMDBReader(Reader):
         h, n, fd = len(self.codec.header), self.spec.pixel_bytes, self._loc.fd
         head = bytearray(h)
         txn = None
+        if self._advised:  # the batch's misses in flight together (Reader._advise)
+            self._advise([(fd, *w) for w in map(self._locate, idx) if w is not None])
         try:
             for k, i in enumerate(idx):
                 w = self._locate(i)

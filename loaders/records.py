@@ -366,6 +366,8 @@ class ShardedReader(Reader):
         flat = memoryview(out).cast("B")
         h, n, size = len(self.codec.header), self.spec.pixel_bytes, self.codec.fixed_size
         head = bytearray(h)
+        if self._random and not self._bounded and not self.verify:  # the batch's misses in flight together
+            self._advise([(shard.fd, a, size) for shard, a in map(self._position, sorted_idx)])
         for k, i in zip(order.tolist(), sorted_idx):
             with self._held():
                 shard, a = self._position(i)

@@ -260,3 +260,18 @@ def test_an_unwritable_cgroup_tree_is_one_line_naming_what_is_needed(monkeypatch
     monkeypatch.setattr(cgroups.os, "access", lambda path, mode, **kw: False)  # as for a user without delegation
     with pytest.raises(cgroups.CgroupUnavailable, match="needs a memory cgroup .*not writable"):
         cgroups.find_parent()
+
+
+def test_every_capped_run_has_a_floor_measured_under_its_own_cap(results, corpus):
+    """The capped floor (bench/probe/cappedfloor.py), measured in each run's cgroup after its
+    epochs: at the run's concurrency and batch, every sample's bytes once a pass, and the floor
+    the run's x floor divides by."""
+    floors = {f.layout: f for f in results.floors.at if f.cache == "capped"}
+    for run in capped_runs(results):
+        f = floors.get(run.reads)
+        assert f is not None, run.layout
+        assert (f.way, f.streams, f.depth) == ("extents-advise", 1, 8)
+        assert f.bytes >= SPEC.count * 196_800 and f.reads >= SPEC.count and f.seconds > 0
+        s = summarize(run, results.floors, results.corpus)
+        assert s["floor_way"] == "extents-advise 1x8" and s["floor_mb_per_s"] == pytest.approx(f.mb_per_s)
+        assert s["floor_ratio"] is not None

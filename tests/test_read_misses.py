@@ -92,3 +92,20 @@ def test_a_file_truncated_while_open_is_the_samples_error(corpus_copy, small_mem
         r.read_many([len(r) - 1])
     assert e.value.index == len(r) - 1
     r.close()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_large_fixed_size_samples_of_a_batch_are_advised_together(corpus, small_memory, syscalls, layout):
+    """Payloads over 64 KiB are read into the batch one by one (preadv, or a copy when resident):
+    the batch's spans are all advised first, so its misses are in flight at once."""
+    root = corpus("big")
+    pixels, _, payloads = reference(root)
+    r = open_corpus(root, layout)
+    r.read_many([0])
+    idx = [4, 1, 5, 0]
+    del syscalls[:]
+    images, _ = r.read_batch(idx)
+    assert all(np.array_equal(images[k], pixels[i]) for k, i in enumerate(idx))
+    advised = [c for c in syscalls if c[0] == "willneed"]
+    assert sorted(n for _, _, n, _ in advised) == sorted(len(payloads[i]) for i in idx)
+    r.close()

@@ -578,9 +578,9 @@ def steady_epochs(run: Run) -> tuple[list[EpochRecord], bool]:
 
 
 def floor_cache(run: Run) -> str | None:
-    """Which floor a run compares with: its cache setting, or for asis what it measured (capped
-    runs have none: see docs/methodology.md)."""
-    if run.cache in ("cold", "warm"):
+    """Which floor a run compares with: its cache setting (capped: the floor measured under its
+    cap, bench/probe/cappedfloor.py), or for asis what it measured."""
+    if run.cache in ("cold", "warm", "capped"):
         return run.cache
     res = [e.residency_before for e in run.epochs]
     if res and max(res) <= 0.01:

@@ -8,8 +8,10 @@ cgroup, through the one epoch loop (bench.run.epochs.run_epochs) with the Capped
                                              once; own = usage - what of the files is still
                                              resident + what the epoch held beyond (_own_memory);
                                              limit = own + SIZE; then the epochs back to back,
-                                             each with residency, cgroup and hit counters
-    read JSON lines from the pipe  ◄──────── {"cap": ...}, {"epoch": ...}..., {"done": true}
+                                             each with residency, cgroup and hit counters; then
+                                             the floor under the same cap (cappedfloor.py)
+    read JSON lines from the pipe  ◄──────── {"cap": ...}, {"epoch": ...}..., {"floor": ...},
+                                             {"done": true}
     remove the group (killing anything left in it), in a finally
 
 A child killed by the group's OOM killer (or a worker of it) ends the run with one note naming
@@ -30,9 +32,10 @@ from dataclasses import replace
 from generator.errors import LayoutbenchError
 
 from bench.probe import cgroups, probes
+from bench.probe.cappedfloor import capped_floor
 from bench.probe.hits import HitCounter, ProbedReader
 from bench.probe.regimes import COLD_MAX, CacheState, set_cache
-from bench.results.result import CappedEpoch, EpochRecord, _dump, _load
+from bench.results.result import CappedEpoch, EpochRecord, StreamFloor, _dump, _load
 from bench.results.spec import RunSpec
 
 from .epochs import Epochs, run_epochs
@@ -101,6 +104,8 @@ def run_capped(ctx, spec: RunSpec, repeat: int) -> tuple[Epochs, dict]:
                     rec = _load(EpochRecord, msg["epoch"], "capped epoch")
                     records.append(rec)
                     ctx.tick(spec, rec)
+                elif "floor" in msg:
+                    ctx.capped_floors.append(_load(StreamFloor, msg["floor"], "capped floor"))
                 elif "error" in msg:
                     error = msg["error"]
         _, status = os.waitpid(pid, 0)
@@ -285,6 +290,10 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
         loader, started = None, loader
         run_epochs(ctx, spec, reader, regime, repeat, opener, emit=emit, loader=started)
         out.write(json.dumps({"done": True}) + "\n")
+        # the floor under the same cap, from the state the epochs left (bench/probe/cappedfloor.py)
+        floor = capped_floor(reader, paths, spec.layout, spec.workers, rc.batch_size, rc.seed + repeat)
+        if floor is not None:
+            out.write(json.dumps({"floor": _dump(floor)}) + "\n")
     finally:
         if loader is not None:  # run_epochs closes the loader it was given; this one only if it never ran
             loader.close()

@@ -129,6 +129,7 @@ class Context:
         # host and pid in the name: a later run removes what a killed one left (sweep_leftovers)
         self.checkpoint_path = ckdir / f"{owned_name(CHECKPOINT_PREFIX)}.bin"
         self.caps: dict[tuple, dict] = {}  # (RunSpec, repeat) -> a capped run's cap facts
+        self.capped_floors: list = []  # the floors the capped runs measured under their caps
         self.floor_paths: dict[str, list] = {}  # layout -> its files, listed once for all its floors
         self.gpu, self.gpu_note = device_stage(cfg.device)  # --device: the copy stage, or why it is skipped
 
@@ -319,6 +320,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         if spec.kind != "loader":  # no timing epoch (epoch_plan): none claimed
             config = replace(config, sample_latency=False)
         cap = ctx.caps.get((spec, 0)) if spec.regime == "capped" else None
+    floors = replace(floors, at=floors.at + tuple(ctx.capped_floors))
         if cap is not None:  # a failure in any repeat marks the run
             cap = {**cap, "failure": "; ".join(c["failure"] for (s, _), c in ctx.caps.items()
                                                if s == spec and c.get("failure")) or None}
