@@ -38,6 +38,8 @@ from generator.codec import Codec
 from generator.errors import CorpusError, SampleError, UsageError, os_reason
 from generator.manifest import Manifest
 
+from .pagecache import advised_ahead
+
 # Handles inherited over a fork are parked here rather than closed: closing an h5py handle in the
 # child would call into a library whose state belongs to the parent. (LMDB is the exception the
 # child must close; loaders/lmdb.py does that, and says why it is safe.)
@@ -432,24 +434,15 @@ class Reader:
         """Payloads small enough that batching the Python work beats copying each one once."""
         return self.codec.fixed_size is not None and self.codec.fixed_size <= self.small_bytes
 
-    @staticmethod
-    def _advise(spans) -> None:
-        """WILLNEED for each (fd, offset, size) of `spans`: the kernel starts reading every one of them
-        that is not in the page cache at once, and a read of any then waits for its own pages only."""
-        for fd, at, n in spans:
-            if n:
-                os.posix_fadvise(fd, at, n, os.POSIX_FADV_WILLNEED)
-
     def _pread_advised(self, idx: list[int], spans) -> list[bytes]:
         """The payloads of `idx`, each read with one pread of its span (`spans`: (fd, offset, size)
-        per sample, in `idx`'s order) after every span of the batch was advised WILLNEED. For data
-        advised random access (larger than the memory the process may use: a capped run): the
-        batch's misses are in flight at the device together and each is fetched in requests of
+        per sample, in `idx`'s order), the spans ahead of it advised WILLNEED (pagecache.advised_ahead).
+        For data advised random access (larger than the memory the process may use: a capped run):
+        the batch's misses are in flight at the device together and each is fetched in requests of
         its size, where copying out of a map advised random faults its pages in one 4 KiB read
         at a time, one after another. A span the file cannot give whole is the sample's error."""
-        self._advise(spans)
         out = []
-        for i, (fd, at, n) in zip(idx, spans):
+        for i, (fd, at, n) in zip(idx, advised_ahead(spans)):
             try:
                 v = os.pread(fd, n, at)
             except OSError as exc:

@@ -11,7 +11,7 @@ otherwise it is read with preadv straight into the batch, where the kernel's rea
 it (faults on a map wait for one readahead window at a time). A file larger than the memory this
 process may use (RAM, or its cgroup's limit) is advised random access, map and fd alike: read
 around a miss would be evicted before use; its samples' bytes are then read with one pread each,
-a batch's advised WILLNEED together (Reader._pread_advised), not faulted in one page at a time.
+the next ones advised WILLNEED meanwhile (Reader._pread_advised), not faulted in one page at a time.
 docs/lab/2026-12-01-capped.md has the figures.
 Fallback (a filtered `payload` or `images`, from other writers): h5py slicing, with the
 dataset's chunk cache sized to one chunk.
@@ -43,7 +43,7 @@ from generator.manifest import stored_spec
 
 from .base import Reader
 from .plain import plain_decode
-from .pagecache import memory_available, range_resident
+from .pagecache import advised_ahead, memory_available, range_resident
 
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)  # h5py's, on a damaged file
 MARKED = "already open for write"  # HDF5: the superblock's flags say a writer has it (module docstring)
@@ -331,12 +331,13 @@ class HDF5Reader(Reader):
         view, starts, size = self._view, self._starts, self.codec.fixed_size
         if self.small:
             return self._assemble(idx, [view[starts[i]:starts[i] + size] for i in idx], out)
-        if self._advised:  # the batch's misses in flight together (Reader._advise)
-            self._advise([(self._fd, starts[i], size) for i in idx])
+        ahead = advised_ahead([(self._fd, starts[i], size) for i in idx]) if self._advised else None
         flat = memoryview(out).cast("B")
         h, n = len(self.codec.header), self.spec.pixel_bytes
         head = bytearray(h)
         for k, i in enumerate(idx):
+            if ahead is not None:  # the misses ahead in flight meanwhile
+                next(ahead)
             a = starts[i]
             if self._resident(a, size):  # see the module docstring
                 self._place(i, view[a:a + size], flat, k, out)

@@ -24,7 +24,7 @@ read around a miss would be evicted before they are used, for several times the 
 other values (those not read by preadv into a batch as above: values of varying size, and small
 ones) are not read through py-lmdb either, whose get() would fault a value's pages in one 4 KiB
 read at a time: every value's place comes from one walk of the tree (as extents() uses), and a
-batch's values are advised WILLNEED together and each read with one pread
+batch's values are each read with one pread, the next ones advised WILLNEED meanwhile
 (Reader._pread_advised), as for a program's own Environment (below).
 
 py-lmdb refuses to open one environment twice in a process, so the readers of a process share
@@ -62,7 +62,7 @@ from generator.manifest import stored_spec
 
 from .base import Reader
 from .lmdbpages import LocateError, Locator
-from .pagecache import cached_pages, memory_available
+from .pagecache import advised_ahead, cached_pages, memory_available
 
 MAX_READERS = 1024
 HELD = "already open in this process"  # py-lmdb's refusal of a second Environment (module docstring)
@@ -228,8 +228,8 @@ class LMDBReader(Reader):
             meta.close()
 
     def _paged(self, idx: list[int]) -> list:
-        """Each value of `idx` by pread, at the place the tree walk found it (`_pages`), a batch
-        advised WILLNEED together (Reader._pread_advised)."""
+        """Each value of `idx` by pread, at the place the tree walk found it (`_pages`),
+        the next ones advised WILLNEED meanwhile (Reader._pread_advised)."""
         fd, offsets, sizes = self._pages
         spans = []
         for i in idx:
@@ -344,10 +344,13 @@ class LMDBReader(Reader):
         h, n, fd = len(self.codec.header), self.spec.pixel_bytes, self._loc.fd
         head = bytearray(h)
         txn = None
-        if self._advised:  # the batch's misses in flight together (Reader._advise)
-            self._advise([(fd, *w) for w in map(self._locate, idx) if w is not None])
+        ahead = None
+        if self._advised:  # the misses ahead in flight meanwhile (pagecache.advised_ahead)
+            ahead = advised_ahead([(fd, *w) if w is not None else (fd, 0, 0) for w in map(self._locate, idx)])
         try:
             for k, i in enumerate(idx):
+                if ahead is not None:
+                    next(ahead)
                 w = self._locate(i)
                 if w is not None:
                     off, size = w

@@ -14,7 +14,7 @@ A data file larger than the memory this process may use (RAM, or its cgroup's li
 run) is advised random access, map and fd alike, as loaders/hdf5.py does: the device's
 read-around of a fault would be evicted before it is used. Its payloads are then not copied out
 of the map, whose faults would fetch them one 4 KiB page at a time, one after another: a batch's
-are advised WILLNEED together and each is read with one pread (Reader._pread_advised).
+are each read with one pread, the next ones advised WILLNEED meanwhile (Reader._pread_advised).
 
 Safety: every sample's range is checked against the file's size when the file is opened, so a
 truncated file is a SampleError naming the sample, never a page touched past the end (SIGBUS).
@@ -34,7 +34,7 @@ import numpy as np
 from generator.errors import SampleError, os_reason
 
 from .base import Reader
-from .pagecache import advise_random, memory_available, range_resident
+from .pagecache import advise_random, advised_ahead, memory_available, range_resident
 
 
 class Table:
@@ -181,12 +181,13 @@ class MappedReader(Reader):
         view, starts, size = self._view, self._starts, self.codec.fixed_size
         if self.small:
             return self._assemble(idx, [view[starts[i]:starts[i] + size] for i in idx], out)
-        if self._advised:  # the batch's misses in flight together (Reader._advise)
-            self._advise([(self._fd, starts[i], size) for i in idx])
+        ahead = advised_ahead([(self._fd, starts[i], size) for i in idx]) if self._advised else None
         flat = memoryview(out).cast("B")
         h, n = len(self.codec.header), self.spec.pixel_bytes
         head = bytearray(h)
         for k, i in enumerate(idx):
+            if ahead is not None:  # the misses ahead in flight meanwhile
+                next(ahead)
             a = starts[i]
             if range_resident(self._addr, a, size):  # see the module docstring
                 self._place(i, view[a:a + size], flat, k, out)

@@ -15,7 +15,7 @@ read with preadv straight into the batch, as the HDF5 reader does (see its modul
 When the shards together are larger than the memory this process may use (RAM, or its cgroup's
 limit: a capped run), each shard is advised random access, map and fd, as loaders/hdf5.py does:
 read-around of a fault (the device's window, 8 MiB here) would be evicted before it is used,
-and read_many then reads each payload with one pread, a batch's advised WILLNEED together,
+and read_many then reads each payload with one pread, the next ones advised WILLNEED meanwhile,
 instead of faulting its pages in one at a time (Reader._pread_advised).
 Streaming readers (supports_streaming) give their shard boundaries to the `shards` sampler mode.
 
@@ -45,7 +45,7 @@ from generator.layouts.records import shard_name
 from generator.limits import keep_open
 
 from .base import Reader
-from .pagecache import advise_random, memory_available, range_resident
+from .pagecache import advise_random, advised_ahead, memory_available, range_resident
 
 
 MAX_OPEN_SHARDS = 16384  # maps at most, whatever `ulimit -n` allows: a quarter of Linux's default vm.max_map_count
@@ -366,9 +366,12 @@ class ShardedReader(Reader):
         flat = memoryview(out).cast("B")
         h, n, size = len(self.codec.header), self.spec.pixel_bytes, self.codec.fixed_size
         head = bytearray(h)
-        if self._random and not self._bounded and not self.verify:  # the batch's misses in flight together
-            self._advise([(shard.fd, a, size) for shard, a in map(self._position, sorted_idx)])
+        ahead = None
+        if self._random and not self._bounded and not self.verify:  # the misses ahead in flight meanwhile
+            ahead = advised_ahead([(shard.fd, a, size) for shard, a in map(self._position, sorted_idx)])
         for k, i in zip(order.tolist(), sorted_idx):
+            if ahead is not None:
+                next(ahead)
             with self._held():
                 shard, a = self._position(i)
                 if self.verify or range_resident(shard.addr, a, size):

@@ -109,3 +109,19 @@ def test_large_fixed_size_samples_of_a_batch_are_advised_together(corpus, small_
     advised = [c for c in syscalls if c[0] == "willneed"]
     assert sorted(n for _, _, n, _ in advised) == sorted(len(payloads[i]) for i in idx)
     r.close()
+
+
+def test_advice_runs_a_bounded_distance_ahead_of_the_reads(monkeypatch):
+    """advised_ahead keeps at most `limit` bytes advised and not yet read (at least the read in
+    progress): under a cap, pages advised further ahead would be evicted before they are read."""
+    from loaders.pagecache import advised_ahead
+
+    calls = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, at, n, advice: calls.append(f"a{at // 100}"))
+    for _, at, _ in advised_ahead([(0, k * 100, 100) for k in range(6)], limit=250):
+        calls.append(f"r{at // 100}")
+    assert calls == ["a0", "a1", "r0", "a2", "r1", "a3", "r2", "a4", "r3", "a5", "r4", "r5"]
+    calls.clear()
+    for _ in advised_ahead([(0, 0, 1000), (0, 1000, 1000)], limit=250):  # larger than the limit: one at a time
+        calls.append("r")
+    assert calls == ["a0", "r", "a10", "r"]

@@ -4,10 +4,10 @@ Measured in the capped run's child, inside its memory cgroup and after its epoch
 same limit, over the same files and from the page-cache state the epochs left: each pass reads
 every sample's stored bytes once, where the layout's own index says they lie (reader.extents),
 in a fresh shuffled order cut into the run's batches. The run's W workers are W threads here,
-each taking every W-th batch, advising its ranges WILLNEED together and then reading each with
-one preadv into one reused buffer (bench.probe.floors' advised reads, a batch at a time): what
-the fastest reader can do with the same requests in flight, with no decode, no copy out and no
-Python work per sample beyond finding its ranges. The memory it adds is one buffer of the
+each taking every W-th batch and reading each range with one preadv into one reused buffer,
+the ranges ahead advised WILLNEED meanwhile as the readers do (loaders.pagecache.advised_ahead):
+what the fastest reader can do with the same requests in flight, with no decode, no copy out
+and no Python work per sample beyond finding its ranges. The memory it adds is one buffer of the
 largest range per thread, and a batch's ranges: a floor that needs more than the run's own
 memory would be stopped by the cap it measures under (a floor of 2 x 64 threads and 8 MiB
 buffers was, at a 10 MiB cap).
@@ -19,6 +19,7 @@ how the layouts compare (the floors differ by layout, as their reads do).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -26,8 +27,10 @@ import numpy as np
 
 from bench.results.result import StreamFloor
 
+from loaders.pagecache import advised_ahead
+
 from . import probes
-from .floors import _read_advised
+from .floors import _preadv_pieces
 
 WAY = "extents-advise"
 PASSES = 2
@@ -80,9 +83,18 @@ def _pass(reader, order: np.ndarray, streams: int, batch: int) -> tuple[int, int
                 need = max(n for _, _, n in items)
                 if dest is None or need > block:
                     block = max(block, need)
-                    dest = memoryview(np.ones(2 * block, np.uint8))
-                got, n = _read_advised(items, dest, block, len(items))
-                total, reads = total + got, reads + n
+                    dest, pos = memoryview(np.ones(2 * block, np.uint8)), 0
+                fds = {}
+                try:
+                    for path, _, _ in items:
+                        if path not in fds:
+                            fds[path] = os.open(path, os.O_RDONLY)
+                    for fd, at, length in advised_ahead([(fds[p], at, n) for p, at, n in items]):
+                        got, n, pos = _preadv_pieces(fd, dest, pos, at, length, block)
+                        total, reads = total + got, reads + n
+                finally:
+                    for fd in fds.values():
+                        os.close(fd)
             results[s] = (total, reads)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(exc)
