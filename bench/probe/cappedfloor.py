@@ -33,7 +33,7 @@ from . import probes
 from .floors import _preadv_pieces
 
 WAY = "extents-advise"
-PASSES = 2
+PASSES = 3
 
 
 def capped_floor(reader, paths, layout: str, streams: int, batch: int, seed: int = 0,

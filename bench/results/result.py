@@ -128,6 +128,14 @@ class CappedEpoch:
     read_amplification: float | None = None  # read_bytes / (payload_bytes - hit_bytes)
     read_amplification_pages: float | None = None  # read_bytes / miss_page_bytes (page granularity)
 
+    # the loader's own memory through the epoch: the group's usage less the page cache of files,
+    # sampled every 10 ms (bench.run.capped.OwnSampler): least, median, most (None: older files)
+    own_min_bytes: int | None = None
+    own_median_bytes: int | None = None
+    own_max_bytes: int | None = None
+    # the page cache the epoch could have: SIZE, plus what of the own memory its limit was set for
+    # the loader left unused at its median (an epoch past 1.1 x this is not capped; None: older files)
+    room_bytes: int | None = None
 
 @dataclass(frozen=True)
 class DeviceCopy:

@@ -26,6 +26,7 @@ import ctypes
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import replace
 
@@ -61,7 +62,7 @@ def _on_term(signum, frame):
     raise SystemExit(128 + signum)  # unwinds through the finally that removes the group
 
 
-CACHE_SLACK = 1.1  # an epoch whose layout has more than 1.1 x SIZE resident is marked not capped
+CACHE_SLACK = 1.1  # an epoch whose layout has more than 1.1 x its room resident (Capped.room) is marked not capped
 
 
 def run_capped(ctx, spec: RunSpec, repeat: int) -> tuple[Epochs, dict]:
@@ -204,41 +205,89 @@ def _own_memory(group, epoch_anon: int, paths) -> int:
     return max(0, usage - probes.residency(paths).resident_bytes) + max(0, epoch_anon - _anon(group))
 
 
+class OwnSampler:
+    """The group's memory less the page cache of files (_anon), sampled every `period` seconds by
+    a thread between start() and stop(): the loader's own memory through an epoch, which one
+    reading between epochs misses (batches in flight, buffers allocated and freed)."""
+
+    def __init__(self, group, period: float = 0.01):
+        self.group, self.period = group, period
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self) -> None:
+        self.samples = [_anon(self.group)]
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="capped-own-memory", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.samples.append(_anon(self.group))
+
+    def stop(self) -> tuple[int, int, int]:
+        """(least, median, most) of the samples since start()."""
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(_anon(self.group))
+        ordered = sorted(self.samples)
+        return ordered[0], ordered[len(ordered) // 2], ordered[-1]
+
+
 class Capped(Regime):
     """The capped regime inside the child, once the limit is set: nothing is evicted between
     epochs (the cap keeps the layout's pages within SIZE); around each epoch it reads the layout's
     resident bytes, the group's counters and the hit probe's, marks an epoch not capped where the
-    layout's pages went past CACHE_SLACK x SIZE, the group's peak past the limit, the limit changed,
+    layout's pages went past CACHE_SLACK x its room (SIZE, and the own memory the loader left
+    unused), the group's peak past the limit, the limit changed,
     the OOM killer struck, or (the run's first epoch) the cache was not cold; and adds those
-    counters to the record. Checkpoints are not written inside it: their dirty pages would be
-    charged to the group, against the page cache's cap."""
+    counters to the record. After each epoch, the limit is set again for the own memory that epoch
+    used (`relimit`: _own_for_limit), sampled through it: the own memory measured before the
+    first epoch, with the reader closed and an epoch a few batches in, is an estimate (the
+    loaders held 1-1.5 MB more through steady epochs than it at an 8 MiB cap, and a timing epoch
+    less). Checkpoints are not written
+    inside it: their dirty pages would be charged to the group, against the page cache's cap."""
 
     name = "capped"
     checkpoints = False
 
-    def __init__(self, storage, group, counter, size: int, limit: int, method: str | None):
+    def __init__(self, storage, group, counter, size: int, limit: int, method: str | None, relimit=None):
         super().__init__(storage)
         self.group, self.counter, self.size, self.limit, self.method = group, counter, size, limit, method
+        self.relimit = relimit  # called with an epoch's own memory (least, median, most): the next limit
+        self.sampler = OwnSampler(group)
         self.epochs = 0
 
     def before(self, reader, files) -> CacheState:
         self.res0 = probes.residency(files)
         self.group.reset_peak()
         self.s0, self.h0 = self.group.stats(), self.counter.totals()
+        self.sampler.start()
         return CacheState(self.res0.fraction, True, self.method)
 
     def after(self, files, state: CacheState) -> CacheState:
+        self.own = self.sampler.stop()
         self.s1, self.h1 = self.group.stats(), self.counter.totals()
         self.res1 = probes.residency(files)
         s0, s1 = self.s0, self.s1
-        # capped means capped: the layout's pages in the cache stay within SIZE (10 % slack for
-        # the loader's own memory shrinking below what was measured, which the page cache may take)
-        ok = (self.res1.resident_bytes <= CACHE_SLACK * self.size and (s1["peak"] or 0) <= self.limit
+        # capped means capped: the layout's pages in the cache stay within SIZE and what of the own
+        # memory the limit was set for the loader left unused at its median through the epoch
+        # (a timing epoch, one batch out at a time, holds less), with 10 % slack
+        self.epoch_room = self.room()
+        ok = (self.res1.resident_bytes <= CACHE_SLACK * self.epoch_room and (s1["peak"] or 0) <= self.limit
               and self.group.limit() == self.limit
               and not ((s1["oom_kills"] or 0) - (s0["oom_kills"] or 0))
               and (self.epochs or self.res0.fraction <= COLD_MAX))
         self.epochs += 1
+        if self.relimit is not None:  # the next epoch's limit, for the own memory this one used
+            self.limit = self.relimit(*self.own)
         return CacheState(self.res0.fraction, ok, self.method, self.res1.fraction)
+
+    def room(self) -> int:
+        """The page cache the epoch could have: SIZE, plus the limit's own memory that the loader's
+        median through the epoch left unused."""
+        return self.size + max(0, self.limit - self.size - self.own[1])
 
     def finish(self, record):
         s0, s1, before, after = self.s0, self.s1, self.res0, self.res1
@@ -256,7 +305,9 @@ class Capped(Regime):
             hit_ratio=hit / payload if known else None,
             expected_hit_ratio=before.resident_bytes / total if total else None,
             read_amplification=record.read_bytes / fetched if known and fetched > 0 else None,
-            read_amplification_pages=record.read_bytes / miss_pages if known and miss_pages > 0 else None))
+            read_amplification_pages=record.read_bytes / miss_pages if known and miss_pages > 0 else None,
+            own_min_bytes=self.own[0], own_median_bytes=self.own[1], own_max_bytes=self.own[2],
+            room_bytes=self.epoch_room))
 
 
 def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
@@ -279,7 +330,14 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
         own = _own_memory(group, epoch_anon, paths)
         limit = _set_limit(group, own, size, paths, ctx.cfg.evict, spec.name)
         out.write(json.dumps({"cap": {"own_bytes": own, "limit": limit, "evict_method": state.method}}) + "\n")
-        regime = Capped(storage, group, counter, size, limit, state.method)
+        def relimit(least: int, median: int, most: int) -> int:
+            # own memory as the epoch just ended used it (_own_for_limit), for the next one
+            now = _own_for_limit(median, most, size)
+            new = _set_limit(group, now, size, paths, ctx.cfg.evict, spec.name)
+            out.write(json.dumps({"cap": {"own_bytes": now, "limit": new, "own_prime_bytes": own}}) + "\n")
+            return new
+
+        regime = Capped(storage, group, counter, size, limit, state.method, relimit)
 
         def opener(rank, timing):
             return open_loader(probed, rc, spec.workers, rank, timing)
@@ -289,15 +347,24 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
 
         loader, started = None, loader
         run_epochs(ctx, spec, reader, regime, repeat, opener, emit=emit, loader=started)
-        out.write(json.dumps({"done": True}) + "\n")
         # the floor under the same cap, from the state the epochs left (bench/probe/cappedfloor.py)
         floor = capped_floor(reader, paths, spec.layout, spec.workers, rc.batch_size, rc.seed + repeat)
         if floor is not None:
             out.write(json.dumps({"floor": _dump(floor)}) + "\n")
+        out.write(json.dumps({"done": True}) + "\n")
     finally:
         if loader is not None:  # run_epochs closes the loader it was given; this one only if it never ran
             loader.close()
         counter.close()
+
+
+def _own_for_limit(median: int, most: int, size: int) -> int:
+    """The loader's own memory the next epoch's limit is set for, from an epoch's samples: their
+    median, so that the page cache has SIZE when the loader holds its usual memory (less while
+    it holds more, more while it holds less: Capped.room allows for that); raised to the peak
+    less SIZE / 2 where the epoch swung further, so that a swing like that epoch's never leaves
+    the page cache under half of SIZE, nor the loader to the OOM killer."""
+    return max(median, most - size // 2)
 
 
 def _set_limit(group, own: int, size: int, paths, evict: str, what: str) -> int:
