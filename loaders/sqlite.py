@@ -23,7 +23,11 @@ above the largest payload the manifest lists, so a damaged record claiming a hug
 error ("string or blob too big"), never a huge allocation. A database larger than the memory
 the process may use (a capped run) has SQLite's own descriptors advised random access
 (pagecache.advise_random_fds): the kernel's readahead, whose window grows along a blob's
-overflow chain, read 6-7x the blobs under a cap.
+overflow chain, read 6-7x the blobs under a cap. SQLite's pager then reads a blob's pages one
+after another, one read each, so a batch is queried in parts of about ADVISE_AHEAD bytes, each
+part's database pages (its rows' leaf pages and overflow chains, where loaders/sqlitepages.py
+finds them) advised WILLNEED just before its query: the part's misses are in flight together,
+as the other readers' are (pagecache.advised_ahead), and SQLite's reads find them in the cache.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from generator.layouts.sqlite import FORMAT
 from generator.manifest import stored_spec
 
 from .base import Reader
-from .pagecache import advise_random_fds, memory_available
+from .pagecache import ADVISE_AHEAD, advise_random_fds, memory_available
 
 MAX_PARAMS = 999  # host parameters per statement (SQLite's historical limit; newer builds allow more)
 MAGIC = b"SQLite format 3\0"
@@ -100,7 +104,7 @@ def library_versions() -> dict[str, str]:
 class SQLiteReader(Reader):
     layout = "sqlite"
     stores_spec = True
-    handles = ("_conn", "_serial")
+    handles = ("_conn", "_serial", "_advise_fd", "_page")
     read_unit = ("whole database pages (PRAGMA page_size: 64 KiB for large payloads) holding the row: its leaf "
                  "page, shared with its neighbours, and each page of its overflow chain, read one page at a time")
 
@@ -144,6 +148,8 @@ class SQLiteReader(Reader):
         self._conn = conn
         if os.path.getsize(self.target) > memory_available():
             advise_random_fds(self.target)  # sqlite3 does not hand out its descriptors
+            (self._page,), = self._query("PRAGMA page_size", ())
+            self._advise_fd = os.open(self.target, os.O_RDONLY)  # ours, for WILLNEED (see the module docstring)
         # A lock only where the library could not share one connection between threads safely.
         self._serial = threading.Lock() if sqlite3.threadsafety < 3 else None
 
@@ -217,6 +223,8 @@ class SQLiteReader(Reader):
     def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+        if self._advise_fd is not None:
+            os.close(self._advise_fd)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -235,10 +243,37 @@ class SQLiteReader(Reader):
             raise SampleError(self.layout, i, self.where(i), "missing: no such row")
         return rows[0][0]
 
+    def _parts(self, idx: list[int]):
+        """`idx` in parts of at most MAX_PARAMS rows; a database larger than memory, in parts of
+        about ADVISE_AHEAD bytes of database pages, each advised WILLNEED as it is handed out (see
+        the module docstring)."""
+        table = _blob_table(self) if self._advise_fd is not None else None
+        if table is None:
+            yield from (idx[a:a + MAX_PARAMS] for a in range(0, len(idx), MAX_PARAMS))
+            return
+        ranges, first = table
+        page, part, spans, size = self._page, [], [], 0
+        for i in idx:
+            pieces = [(o - o % page, -(-(o + n) // page) * page - (o - o % page))
+                      for o, n in ranges[first[i]:first[i + 1]].tolist()]
+            n = sum(length for _, length in pieces)
+            if part and (size + n > ADVISE_AHEAD or len(part) == MAX_PARAMS):
+                yield self._advised(part, spans)
+                part, spans, size = [], [], 0
+            part.append(i)
+            spans += pieces
+            size += n
+        if part:
+            yield self._advised(part, spans)
+
+    def _advised(self, part: list[int], spans) -> list[int]:
+        for at, length in spans:
+            os.posix_fadvise(self._advise_fd, at, length, os.POSIX_FADV_WILLNEED)
+        return part
+
     def _read_many(self, idx: list[int]) -> list:
         got = {}
-        for a in range(0, len(idx), MAX_PARAMS):
-            part = idx[a:a + MAX_PARAMS]
+        for part in self._parts(idx):
             sql = f"SELECT idx, payload FROM samples WHERE idx IN ({','.join('?' * len(part))})"
             try:
                 got.update(self._query(sql, part))

@@ -14,7 +14,7 @@ from generator.errors import SampleError
 from loaders import open_corpus
 
 LAYOUTS = ["npy", "tar", "hdf5", "lmdb"]
-MODULES = ["loaders.mapped", "loaders.records", "loaders.hdf5", "loaders.lmdb"]
+MODULES = ["loaders.mapped", "loaders.records", "loaders.hdf5", "loaders.lmdb", "loaders.sqlite"]
 
 
 @pytest.fixture
@@ -125,3 +125,27 @@ def test_advice_runs_a_bounded_distance_ahead_of_the_reads(monkeypatch):
     for _ in advised_ahead([(0, 0, 1000), (0, 1000, 1000)], limit=250):  # larger than the limit: one at a time
         calls.append("r")
     assert calls == ["a0", "r", "a10", "r"]
+
+
+@pytest.mark.parametrize("kind", ["varjpeg", "big"])
+def test_sqlite_advises_each_part_of_a_batch_before_querying_it(corpus, small_memory, syscalls, monkeypatch, kind):
+    """SQLite's pager reads a blob's pages one at a time: the reader advises the database pages of
+    each part of a batch (at most ADVISE_AHEAD bytes of them, here made small) before its query."""
+    import loaders.sqlite as sq
+
+    monkeypatch.setattr(sq, "ADVISE_AHEAD", 3 * 65536)
+    root = corpus(kind)
+    _, _, payloads = reference(root)
+    r = open_corpus(root, "sqlite")
+    r.read_many([0])
+    idx = list(range(len(r)))[::-1]
+    spans = r.extents(idx)
+    page = r._page
+    del syscalls[:]
+    assert [bytes(p) for p in r.read_many(idx)] == [payloads[i] for i in idx]
+    advised = [(at, at + n) for _, _, n, at in syscalls]
+    for sample in spans:  # every page of every sample's bytes was advised
+        for _, at, n in sample:
+            assert any(a <= at - at % page and at + n <= b for a, b in advised), (at, n)
+    assert all((b - a) % page == 0 and a % page == 0 for a, b in advised), "whole database pages"
+    r.close()
