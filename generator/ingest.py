@@ -32,7 +32,8 @@ Every file's bytes are the sample's payload, unchanged; its format (TIFF, PNG, J
 told from its bytes, not its name, and its shape, dtype, size and crc32 go into the manifest
 (each sample its own: a folder of mixed modes or bit depths is held, each sample decoding to its
 own (H, W, C) and dtype). Every file is decoded once during the scan, so a corrupt one is named
-before anything is written.
+before anything is written; one whose header says it decodes to more than MAX_SAMPLE_BYTES (1 GiB)
+is a bad file refused from its header, never decoded.
 
 Refused by name (exit 2): an empty SRC; a symbolic link that resolves outside SRC; a taken FIFO,
 device or socket; unreadable, corrupt or unheld images (each listed with why) unless
@@ -259,10 +260,27 @@ def readable_here(data: bytes, fmt: str, shape: tuple, dtype: str) -> str | None
     return None
 
 
+class TooLarge(ValueError):
+    """An image whose header says it decodes to more than MAX_SAMPLE_BYTES: refused from the
+    header, never decoded (a few MB of PNG can hold gigabytes of pixels)."""
+
+
+def too_large(shape: tuple, dtype: str) -> TooLarge | None:
+    """TooLarge (its message one line: the shape, the bytes it decodes to and the limit) for a
+    header's `shape` and `dtype` past MAX_SAMPLE_BYTES; None within it."""
+    decoded = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    if decoded <= MAX_SAMPLE_BYTES:
+        return None
+    h, w, c = shape
+    return TooLarge(f"{h:,}x{w:,}x{c} {dtype} pixels decode to {decoded:,} bytes, over the {MAX_SAMPLE_BYTES:,} "
+                    f"(1 GiB) a sample may take (refused from its header, not decoded): downscale or crop it")
+
+
 def examine(path: str) -> tuple[bytes, str, tuple, str]:
     """(bytes, format, shape, dtype) of one source file, decoded once to prove it whole; ValueError
-    (why, one line) for a file that cannot be a sample, NotReadableHere (not decoded) for one this
-    install cannot decode."""
+    (why, one line) for a file that cannot be a sample, TooLarge (a ValueError; not decoded) for
+    one whose header says it decodes past MAX_SAMPLE_BYTES, NotReadableHere (not decoded) for one
+    this install cannot decode."""
     try:
         data = read_regular(path, MAX_SAMPLE_BYTES)
     except FileNotFoundError:
@@ -272,6 +290,8 @@ def examine(path: str) -> tuple[bytes, str, tuple, str]:
     if not data:
         raise ValueError("empty file")
     fmt, shape, dtype = formats.probe(data)
+    if (big := too_large(shape, dtype)) is not None:
+        raise big
     if (why := readable_here(data, fmt, shape, dtype)) is not None:
         raise NotReadableHere(why, (data, fmt, shape, dtype))
     img = formats.decode_image(data, shape[2], np.dtype(dtype))

@@ -3,7 +3,8 @@
 `fit(src, count, seed)` looks at up to SAMPLE of SRC's files (an ImageFolder tree or a `path
 label` list, as generator.ingest reads them; chosen evenly over SRC's order, so every class is
 seen), decodes each once (bad ones are counted and left out; one this install cannot decode, a
-16-bit RGB PNG without pyspng or imagecodecs, is fitted from its header), and fits:
+16-bit RGB PNG without pyspng or imagecodecs, is fitted from its header; one whose header says it
+decodes past 1 GiB is refused by name, never decoded), and fits:
 
 - the codec: the most common format among them; for JPEG its quality, estimated from the
   quantization tables (Pillow's `im.quantization`) as the IJG quality whose luminance and
@@ -41,7 +42,7 @@ import numpy as np
 
 from . import codecs as formats
 from .errors import UsageError, quote
-from .ingest import NotReadableHere, examine, folder_files, list_files
+from .ingest import NotReadableHere, TooLarge, examine, folder_files, list_files
 from .sizes import MAX_LIST, MAX_SIDE, SizeDist
 from .spec import Spec
 
@@ -130,6 +131,9 @@ def fit(src, count: int, seed: int = 0) -> Fit:
             data, fmt, shape, dtype = examine(files[k][0])
         except NotReadableHere as exc:  # whole, as far as its header says; its statistics count
             data, fmt, shape, dtype = exc.facts
+        except TooLarge as exc:  # a synthetic corpus of its shape could not be made either: named, not counted bad
+            raise UsageError(f"--like {quote(src)}: {quote(files[k][0])}: {exc}; remove such files from the "
+                             f"folder") from None
         except ValueError:
             bad += 1
             continue

@@ -55,13 +55,8 @@ class ParquetReader(Reader):
         return f"{self.target} (payload row {index})"
 
     def _open(self, index: int) -> None:
-        import os
-
-        self.check_inside(self.target)
-        if not self.target.exists():
-            raise SampleError(self.layout, index, str(self.target), "missing (no such file)")
         self._local, self._opened = threading.local(), []
-        self._file_size = os.stat(self.target).st_size
+        self._file_size = self._data_size(index)
         meta = self._file(index).metadata
         rows = np.array([meta.row_group(g).num_rows for g in range(min(meta.num_row_groups, self.spec.count + 1))],
                         np.int64)
@@ -70,6 +65,17 @@ class ParquetReader(Reader):
                               f"{self.spec.count} samples: it is not this corpus's; regenerate with --force")
         self._group_starts = np.concatenate([[0], np.cumsum(rows)])
 
+    def _data_size(self, index: int) -> int:
+        """corpus.parquet's size in bytes (SampleError when it is missing)."""
+        self.check_inside(self.target)
+        if not self.target.exists():
+            raise SampleError(self.layout, index, str(self.target), "missing (no such file)")
+        return os.stat(self.target).st_size
+
+    def _source_file(self, index: int):
+        """A new pyarrow source over corpus.parquet for one thread's ParquetFile."""
+        return _source(self.target)
+
     def _file(self, index: int):
         """This thread's ParquetFile, opened (and its schema checked) on first use."""
         f = getattr(self._local, "file", None)
@@ -77,7 +83,7 @@ class ParquetReader(Reader):
             import pyarrow.parquet as pq
 
             try:
-                f = pq.ParquetFile(_source(self.target), pre_buffer=False)
+                f = pq.ParquetFile(self._source_file(index), pre_buffer=False)
                 self._check_schema(f.schema_arrow)
             except LayoutbenchError:
                 raise
@@ -85,9 +91,12 @@ class ParquetReader(Reader):
                 raise SampleError(self.layout, index, str(self.target), f"cannot open the Parquet file: {exc}") from None
             self._local.file = f
             self._opened.append(f)
-            if self._file_size > memory_available():  # a capped run: read the chunk, not 8 MiB around it
-                advise_random_fds(self.target)
+            self._advise()
         return f
+
+    def _advise(self) -> None:
+        if self._file_size > memory_available():  # a capped run: read the chunk, not 8 MiB around it
+            advise_random_fds(self.target)
 
     def extents(self, indices):
         """Each sample's row group's payload column chunk in corpus.parquet (from the footer's
@@ -198,7 +207,8 @@ class ParquetReader(Reader):
         import pyarrow.parquet as pq
 
         try:
-            f = pq.ParquetFile(_source(self.target))
+            self._ensure_open(0)
+            f = pq.ParquetFile(self._source_file(-1))
             self._check_schema(f.schema_arrow)
             if f.metadata.num_rows != self.spec.count:
                 raise CorpusError(f"{self.target}: {f.metadata.num_rows} rows for {self.spec.count} samples; "

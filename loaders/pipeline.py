@@ -40,8 +40,10 @@ class Loader:
         """`decode` False: payload bytes only; `timing`: per-sample timing (one sample at a time,
         each sample's time split into read and decode: Batch.sample_split, loaders.stages);
         `naive`: the reader's naive baseline (Reader.naive_batch) in the calling thread;
-        `stall_s`: a process worker that delivers no batch for this long ends the epoch with a
-        WorkerError naming it, its batch and its state (stopped, stuck in I/O), never a silent hang."""
+        `stall_s`: a worker that delivers no batch for this long ends the epoch with a WorkerError
+        naming it, its batch and its state (a process: stopped, stuck in I/O; a thread: the call and
+        file it is blocked in, loaders.stuck), never a silent hang. A stuck thread cannot be stopped:
+        its pool is abandoned (daemon threads, which never keep the process from exiting)."""
         if not (isinstance(stall_s, (int, float)) and 0 < stall_s < float("inf")):
             raise UsageError(f"stall_s must be a positive number of seconds, got {stall_s!r}")
         self.stall_s = float(stall_s)
@@ -57,9 +59,11 @@ class Loader:
                 raise UsageError(f"the shards order needs a streaming layout; the {reader.layout} reader "
                                  f"is not one (supports_streaming is False)")
             order_opts = {"shards": reader.shards(), **order_opts}
+        reader.read_as_stream(shuffle == "shards")
         sampler.epoch_order(len(reader) if shuffle == "shards" else 0, seed, 0, shuffle,
                             **order_opts)  # validates the mode and its options
-        worker_kind = "fork" if worker_kind == "process" else worker_kind
+        # processes are forked, or spawned for a reader whose library a fork breaks (Reader.process_kind)
+        worker_kind = reader.process_kind("fork" if worker_kind == "process" else worker_kind)
         self.reader, self.batch_size, self.workers, self.worker_kind = reader, batch_size, workers, worker_kind
         self.shuffle, self.seed, self.prefetch, self.decode = shuffle, seed, prefetch, decode
         self.drop_last, self.rank, self.world, self.timing = drop_last, rank, world, timing

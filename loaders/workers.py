@@ -23,9 +23,11 @@ import concurrent.futures as cf
 import mmap
 import multiprocessing
 import os
+import queue
 import select
 import struct
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -63,6 +65,7 @@ class PoolOwner(Protocol):
     prefetch: int
     decode: bool
     fetch: str
+    stall_s: float
     _pool: object
 
     def _batch_ring(self, keep: int) -> BatchRing | None: ...
@@ -103,35 +106,146 @@ class BatchRing:
         return block[:n * self.item_bytes].view(self.dtype).reshape(n, *self.shape)
 
 
+class _Threads:
+    """`n` daemon threads running (future, fn, args) tasks from one queue, in order, each keeping
+    in its slot the batch it is on (seq, indices, since) for a stall message. Daemon threads, not
+    ThreadPoolExecutor's: a thread stuck in a read that never returns (a hung mount) cannot be
+    stopped by anyone, and the executor's threads are joined at interpreter exit, so one stuck
+    thread would keep the process alive for ever after its error was said."""
+
+    def __init__(self, n: int, prefix: str):
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.slots: list = [None] * n
+        self.threads = [threading.Thread(target=self._loop, args=(k,), name=f"{prefix}_{k}", daemon=True)
+                        for k in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, seq: int, idx, fn, *args) -> cf.Future:
+        future: cf.Future = cf.Future()
+        self.tasks.put((future, seq, idx, fn, args))
+        return future
+
+    def _loop(self, k: int) -> None:
+        while (task := self.tasks.get()) is not None:
+            future, seq, idx, fn, args = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            self.slots[k] = (seq, idx, time.monotonic())
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer through the future
+                future.set_exception(exc)
+            finally:
+                self.slots[k] = None
+            del task, future, args  # the batch array is not kept alive by an idle thread
+
+    def running(self, seq: int) -> int | None:
+        """The thread on batch `seq` (None: none is)."""
+        return next((k for k, s in enumerate(self.slots) if s is not None and s[0] == seq), None)
+
+    def stop(self, wait: bool) -> None:
+        """Tasks not started are cancelled; each thread ends after its task; `wait`: until they
+        have (never for a stalled pool)."""
+        while True:
+            try:
+                task = self.tasks.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                task[0].cancel()
+        for _ in self.threads:
+            self.tasks.put(None)
+        if wait:
+            for t in self.threads:
+                t.join()
+
+
 class ThreadPool:
+    """Thread workers: batch k is fetched by the next free thread, with at most workers x prefetch
+    in flight. A batch the consumer waits for longer than the loader's stall_s ends the epoch with
+    a WorkerError naming the thread, the batch, how long, and what it is blocked on (loaders.stuck:
+    the file and sample where the kernel says); the stuck thread cannot be stopped, so the pool is
+    abandoned (its daemon threads end after their tasks, or with the process)."""
+
     def __init__(self, loader: PoolOwner):
         self.loader = loader
-        self.executor = cf.ThreadPoolExecutor(loader.workers, thread_name_prefix="loader")
+        self.threads = _Threads(loader.workers, "loader")
+        self.broken = False
 
     def run(self, plan):
         ld = self.loader
         window = ld.workers * ld.prefetch
         ring = ld._batch_ring(window + 3)  # in flight, held by the caller, in hand here, one spare
-        pending: deque = deque()  # (indices, future), oldest first
+        pending: deque = deque()  # (seq, indices, future), oldest first
         nxt = 0
         try:
             while nxt < len(plan) or pending:
                 while nxt < len(plan) and len(pending) < window:
                     out = ring and ring.get(len(plan[nxt]))
-                    pending.append((plan[nxt], self.executor.submit(fetch, ld.reader, plan[nxt], ld.fetch, out)))
+                    pending.append((nxt, plan[nxt], self.threads.submit(nxt, plan[nxt], fetch, ld.reader, plan[nxt],
+                                                                         ld.fetch, out)))
                     del out
                     nxt += 1
-                idx, future = pending[0]
+                seq, idx, future = pending[0]
+                self._wait(future, seq, idx)
                 images, idx, nbytes, split = future.result()
                 pending.popleft()
                 yield make_batch(images, ld.reader.labels(idx), idx, nbytes, split)
-        finally:  # an error or an abandoned epoch: let in-flight batches finish, drop them
-            for _, f in pending:
+        finally:  # an error or an abandoned epoch: let in-flight batches finish (up to stall_s), drop them
+            for _, _, f in pending:
                 f.cancel()
-            cf.wait([f for _, f in pending])
+            if not self.broken:
+                _, late = cf.wait([f for _, _, f in pending], timeout=ld.stall_s)
+                if late:  # stuck: nothing can stop them; the pool is given up
+                    self._abandon()
+
+    def _wait(self, future: cf.Future, seq: int, idx) -> None:
+        """Until batch `seq` (`idx`) is done, checking every POLL_SECONDS against the stall limit."""
+        since = time.monotonic()
+        while True:
+            try:  # exception(), not result(): a fetch that raised TimeoutError is not a timeout here
+                future.exception(timeout=POLL_SECONDS)
+                return
+            except cf.TimeoutError:
+                waited = time.monotonic() - since
+                if waited > self.loader.stall_s:
+                    self._stalled(seq, idx, waited)
+
+    def _stalled(self, seq: int, idx, waited: float):
+        """WorkerError naming the thread on batch `seq` (`idx`), silent for `waited` seconds, what it
+        is blocked on, and what to do; the pool is abandoned first."""
+        from .stuck import doing
+
+        ld = self.loader
+        k = self.threads.running(seq)
+        if k is None:  # taken by no thread (it would be the next one a free thread takes)
+            who, what = f"none of the {ld.workers} thread workers", "not started: every thread is on another batch"
+        else:
+            t = self.threads.threads[k]
+            who, what = f"thread worker {t.name} (thread id {t.native_id})", doing(t, ld.reader, idx)
+        self._abandon()
+        raise WorkerError(f"{who} delivered no batch for {waited:,.0f} s (batch {seq} of this epoch, "
+                          f"{ld.reader.layout} {_samples(idx)}; the stall limit is {ld.stall_s:g} s): it is {what}; "
+                          f"a thread cannot be stopped, so the run ends here: check that the storage answers (on a "
+                          f"hung network mount, ls of the corpus hangs too), then rerun")
+
+    def _abandon(self) -> None:
+        """Give the pool up without waiting for its threads: the loader starts a fresh one if used again."""
+        self.broken = True
+        if self.loader._pool is self:
+            self.loader._pool = None
+        self.threads.stop(wait=False)
 
     def close(self):
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.threads.stop(wait=not self.broken)
+
+
+def _samples(idx) -> str:
+    """`samples 4, 9, 17` (at most 8 named, then a count)."""
+    idx = [int(i) for i in idx]
+    shown = ", ".join(map(str, idx[:8])) + (f" and {len(idx) - 8:,} more" if len(idx) > 8 else "")
+    return f"sample{'s' if len(idx) != 1 else ''} {shown}" if idx else "samples unknown"
 
 
 _TASK = struct.Struct("<qq")  # a task: seq, slot, then the batch's indices as int64 bytes; b"" stops

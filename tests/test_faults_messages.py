@@ -2,7 +2,8 @@
 line naming the file and what to do.
 
 Names that are not UTF-8, a non-ASCII corpus path under the C locale, a size list that is a device,
-a --like source with a side past the limit, an ingest whose --out is inside its source, files added
+a --like source with a side past the limit, an image whose header says it decodes past 1 GiB
+(ingest and --like), an ingest whose --out is inside its source, files added
 to an ingested source, a database verify cannot open, permissions and link loops, memory.
 """
 
@@ -109,6 +110,89 @@ def test_like_names_the_file_whose_side_is_past_the_limit(tmp_path):
     _png(src / "a" / "wide.png", (1, 20_000))
     line = one_line(run("-m", "generator", "--like", str(src), "--count", "10", "--out", str(tmp_path / "o")), 2)
     assert "wide.png" in line and "1x20,000" in line and "16,383" in line
+
+
+def _huge_png(path, h, w, channels=3, depth=8, rows=2):
+    """A PNG whose header says h x w x channels but which holds `rows` rows of zeros: a few hundred
+    bytes that would decode (or fail to) only after allocating the whole image."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, depth, {1: 0, 2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
+    rows_data = zlib.compress((b"\0" + bytes(w * channels * depth // 8)) * rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows_data) + chunk(b"IEND", b""))
+
+
+def _huge_jpeg(path, h, w):
+    """A small JPEG whose frame header is rewritten to say h x w."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = h.to_bytes(2, "big") + w.to_bytes(2, "big")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+
+
+def test_an_image_that_decodes_past_1_gib_is_refused_from_its_header_never_decoded(tmp_path, monkeypatch):
+    """A PNG of 40,000x40,000 (4.8 GB of pixels in a few hundred bytes) and a JPEG whose header says
+    60,000x60,000: each named with the bytes it would decode to and the limit, before any decode
+    (once decoded in full, then refused naming no file), and --skip-bad leaves them out by name."""
+    from generator import codecs as formats
+    from generator.errors import UsageError
+    from generator.ingest import scan
+
+    src = tmp_path / "src"
+    _png(src / "a" / "fine.png")
+    _huge_png(src / "a" / "huge.png", 40_000, 40_000)
+    _huge_jpeg(src / "b" / "huge.jpg", 60_000, 60_000)
+    _png(src / "b" / "fine.png")
+
+    def never(*args, **kw):
+        raise AssertionError("decoded an image its header already refuses")
+
+    real = formats.decode_image
+    monkeypatch.setattr(formats, "decode_image", lambda data, c, dt: never() if len(data) < 2000 and (
+        formats.probe(data)[1][0] > 10_000) else real(data, c, dt))
+    with pytest.raises(UsageError) as err:
+        scan(src, workers=2)
+    assert "2 source image(s)" in str(err.value) and "--skip-bad" in str(err.value)
+    entries = scan(src, skip_bad=True, workers=2)
+    assert [e.rel for e in entries] == ["a/fine.png", "b/fine.png"]
+    skipped = dict(entries.info["skipped"])
+    assert skipped["a/huge.png"].startswith("40,000x40,000x3 uint8 pixels decode to 4,800,000,000 bytes, over the "
+                                            "1,073,741,824 (1 GiB) a sample may take (refused from its header")
+    assert skipped["b/huge.jpg"].startswith("60,000x60,000x3 uint8 pixels decode to 10,800,000,000 bytes")
+    monkeypatch.undo()
+    # the command: one line naming the file, its size and the limit; --skip-bad lists it and goes on
+    done = run("-m", "generator", "ingest", str(src), "--out", str(tmp_path / "o"), "--layouts", "files")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert "a/huge.png: 40,000x40,000x3 uint8 pixels decode to 4,800,000,000 bytes, over the 1,073,741,824" in error
+    assert any(str(src / "b" / "huge.jpg") in line for line in done.stderr.splitlines())
+    assert not (tmp_path / "o").exists()
+    done = run("-m", "generator", "ingest", str(src), "--out", str(tmp_path / "o"), "--layouts", "files", "--skip-bad")
+    assert done.returncode == 0, done.stderr
+    assert "skipped a/huge.png: 40,000x40,000x3" in done.stdout and "skipped b/huge.jpg: 60,000x60,000x3" in done.stdout
+    done = run("-m", "loaders", "verify", str(tmp_path / "o"), "--source", str(src))  # the skipped stay skipped
+    assert done.returncode == 0 and "source: all 2 samples match" in done.stdout, done.stdout + done.stderr
+
+
+def test_like_names_the_file_that_decodes_past_1_gib(tmp_path):
+    """--like: a 16-bit RGB PNG of 16,000x12,000 (sides within the 16,383 limit, 1.15 GB of pixels):
+    refused by name with its size and the limit, not decoded, not counted as one more bad file."""
+    src = tmp_path / "src"
+    _png(src / "a" / "small.png", (5, 5))
+    _huge_png(src / "a" / "deep.png", 16_000, 12_000, depth=16)
+    line = one_line(run("-m", "generator", "--like", str(src), "--count", "10", "--out", str(tmp_path / "o")), 2)
+    assert "deep.png" in line and "16,000x12,000x3 uint16 pixels decode to 1,152,000,000 bytes" in line
+    assert "1,073,741,824 (1 GiB)" in line and "remove such files" in line
 
 
 def test_ingest_refuses_an_out_inside_its_source(tmp_path):

@@ -741,20 +741,35 @@ def s3_floors(ctx, manifest, cfg, ranks_here: int) -> Floors:
 
 def s3_layout_floors(ctx, cfg, layout: str, cache: str, ranks_here: int) -> list[StreamFloor]:
     """`layout`'s s3-get floors at `cache`, one per concurrency its runs read at: the fastest pass
-    at any count of requests in flight up to the run's (S3_DEPTHS, the fastest passed again)."""
+    at any count of requests in flight up to the run's (S3_DEPTHS, the fastest passed again), of
+    the GETs its reader makes (each batch's neighbouring ranges merged; whole shards in the
+    `shards` order). None for a layout staged to a local copy (its epochs read no GETs)."""
     from loaders.s3.base import INFLIGHT
 
     storage = ctx.storage("s3")
     reader = storage.open(layout)
+    if reader.staged:  # read from a local copy staged before the run: no GET bounds its epochs
+        reader.close()
+        return []
+    streamed = cfg.run.shuffle == "shards" and getattr(reader, "supports_streaming", False)
     try:
         reader._ensure_open(0)
-        ranges = reader.s3_ranges(range(len(reader)))  # the layout's own index read here, before the clock
+        if streamed:  # the shards order streams whole shards: one GET each
+            ranges = reader.stream_gets()
+        else:
+            ranges = reader.s3_ranges(range(len(reader)))  # the layout's own index read here, before the clock
         files = storage.files(reader)
     finally:
         reader.close()
-    order = np.random.default_rng(cfg.run.seed).permutation(len(ranges))[:S3_FLOOR_GETS]
-    ranges = [(k, *ranges[k]) for k in order.tolist()]
-    sample = int(np.mean([n for _, _, _, n in ranges]))
+    if streamed:
+        sample = int(sum(reader.manifest.sizes) // max(1, len(reader)))
+    else:
+        order = np.random.default_rng(cfg.run.seed).permutation(len(ranges))[:S3_FLOOR_GETS].tolist()
+        sample = int(np.mean([ranges[k][2] for k in order]))
+        # the GETs the reader makes: each batch's ranges, neighbours in one object merged (fetch_ranges)
+        ranges = [(run[0], run[1], run[2], run[3] - run[2]) if run[2] is not None else tuple(run[:4])
+                  for b in range(0, len(order), cfg.run.batch_size)
+                  for run in _batch_gets(reader, [(k, *ranges[k]) for k in order[b:b + cfg.run.batch_size]])]
     out = []
     for streams in floor_streams(dataclasses.replace(cfg, naive=False), ranks_here, layout):
         most = max(1, min(INFLIGHT, streams * cfg.run.batch_size))  # what the run's reader keeps in flight at most
@@ -774,6 +789,13 @@ def s3_layout_floors(ctx, cfg, layout: str, cache: str, ranks_here: int) -> list
         out.append(StreamFloor(layout, cache, "s3-get", streams, -(-inflight // streams), nbytes, len(ranges),
                                seconds, residency, sample))
     return out
+
+
+def _batch_gets(reader, items: list) -> list:
+    """The GETs of one batch's (sample, object, start, length) items: whole objects (start None)
+    one each, ranges merged as the reader merges them (S3Reader.merged_runs)."""
+    whole = [[i, name, None, n, []] for i, name, start, n in items if start is None]
+    return whole + reader.merged_runs([it for it in items if it[2] is not None])
 
 
 def s3_fetch(reader, ranges, inflight: int) -> tuple[int, float]:

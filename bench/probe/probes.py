@@ -25,6 +25,8 @@ from generator.errors import CorpusError
 from generator.safeio import kind_of
 from loaders.pagecache import file_residency
 
+from .drops import own_drop
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # ---------------------------------------------------------------- corpus files that change under us
@@ -123,13 +125,15 @@ def residency(paths) -> Residency:
 
 def _drop_caches() -> bool:
     """Drop clean page cache, dentries and inodes (3, not 1: a cold loose-file read must also
-    look its directory entries and inodes up on disk). Root only; False if not allowed."""
+    look its directory entries and inodes up on disk). Root only; False if not allowed. Counted as
+    this process's own drop (bench.probe.drops), so that it is not taken for another's."""
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3\n")
-        return True
     except OSError:
         return False
+    own_drop()
+    return True
 
 
 def _fadvise_dontneed(files) -> None:

@@ -188,6 +188,9 @@ def not_ok_reason(r: dict) -> str:
         return "an index was not read exactly once"
     epochs = [e for e in r["_run"].epochs if not e.timing]
     lost = sum(not e.cache_ok for e in epochs)
+    dropped = sum(bool(e.cache_drops) and not e.cache_ok for e in epochs)
+    if dropped:  # bench.probe.drops: the kernel counted another process's drop of the page cache
+        return f"cache dropped by another process during {dropped} of {len(epochs)} epochs"
     if r["cache"] == "capped":
         return f"the cap did not hold in {lost} of {len(epochs)} epochs (see the report's Notes)"
     if r["cache"] == "cold" and r["residency_max"] is not None:

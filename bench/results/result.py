@@ -33,8 +33,9 @@ version would have written it, or refuses it naming what it lacks):
   counters), `h2d` (DeviceCopy: the GPU copy stage), `split` (Split: a timing epoch's read/decode
   split) and `order` (Order: the order's randomness); Run.storage. Migration from 2: the flat
   fields of each part move into it (a part none of whose fields was set is None), values unchanged.
-  Later, within version 3: the optional part `s3` (S3Epoch: an S3 run's requests); files
-  without it load with None.
+  Later, within version 3: the optional part `s3` (S3Epoch: an S3 run's requests), and
+  EpochRecord.cache_drops (page-cache drops by other processes during the epoch); files
+  without them load with None.
 """
 
 from __future__ import annotations
@@ -127,7 +128,6 @@ class CappedEpoch:
     expected_hit_ratio: float | None = None  # resident before the epoch / the files: what the cache could serve at most
     read_amplification: float | None = None  # read_bytes / (payload_bytes - hit_bytes)
     read_amplification_pages: float | None = None  # read_bytes / miss_page_bytes (page granularity)
-
     # the loader's own memory through the epoch: the group's usage less the page cache of files,
     # sampled every 10 ms (bench.run.capped.OwnSampler): least, median, most (None: older files)
     own_min_bytes: int | None = None
@@ -136,6 +136,7 @@ class CappedEpoch:
     # the page cache the epoch could have: SIZE, plus what of the own memory its limit was set for
     # the loader left unused at its median (an epoch past 1.1 x this is not capped; None: older files)
     room_bytes: int | None = None
+
 
 @dataclass(frozen=True)
 class DeviceCopy:
@@ -181,6 +182,10 @@ class S3Epoch:
     ttfb_p50_s: float | None = None  # time to first byte of the GETs
     ttfb_p99_s: float | None = None
     inflight: int = 0  # requests in flight at most per process (the reader's pool)
+    # layouts staged to a local copy before the run (lmdb, sqlite: loaders.s3.staged): what the
+    # staging fetched and took, the same in each epoch of the run (its reads are then local)
+    staged_bytes: int = 0
+    staged_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,9 @@ class EpochRecord:
     split: Split | None = None  # timing epochs: each sample's read and decode (None: not measured)
     order: Order | None = None  # how random the order was (None: not measured)
     s3: S3Epoch | None = None  # S3 runs: the store's requests (None: not an S3 run)
+    # drops of the page cache by other processes during the epoch, as the kernel counts them
+    # (bench.probe.drops; the most any rank's host saw); None: not counted (no counter here, older files)
+    cache_drops: int | None = None
 
     @property
     def samples_per_s(self) -> float:

@@ -251,6 +251,7 @@ class Capped(Regime):
 
     name = "capped"
     checkpoints = False
+    keeps_pages = True
 
     def __init__(self, storage, group, counter, size: int, limit: int, method: str | None, relimit=None):
         super().__init__(storage)
@@ -399,7 +400,7 @@ def capped_notes(run, corpus: str) -> list[str]:
     cap = run.cap or {}
     if cap.get("failure"):
         notes.append(f"{what}: {cap['failure']}; the run is marked not ok")
-    bad = [e.capped for e in run.epochs if not e.cache_ok and e.capped is not None]
+    bad = [e.capped for e in run.epochs if not e.cache_ok and e.capped is not None and not e.cache_drops]
     if bad:
         worst = max(bad, key=lambda c: c.resident_bytes_after)
         notes.append(f"{what}: {len(bad)} of {len(run.epochs)} epochs were not capped (cap {cap.get('limit', 0):,} B; "

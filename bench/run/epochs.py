@@ -7,8 +7,10 @@ record goes (`emit`).
 Per epoch, in order: the loader closed if the regime or the epoch wants a fresh one; the cache
 made and checked (regime.before); the loader opened if closed; a barrier; counters started; the
 epoch timed batch by batch (with the run's emulated compute, and each batch copied to the GPU
-under --device); counters stopped; the cache checked again (regime.after); the ranks' epochs
-gathered into one record on rank 0 (regime.finish adds the regime's parts); a checkpoint written
+under --device); counters stopped (with the kernel's count of page-cache drops other processes
+made meanwhile: bench.probe.drops); the cache checked again (regime.after); the ranks' epochs
+gathered into one record on rank 0 (regime.finish adds the regime's parts; regime.dropped marks
+an epoch of a regime that keeps pages whose cache another process dropped); a checkpoint written
 every N epochs where the regime allows it; a barrier.
 """
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from generator.errors import LayoutbenchError
 
+from bench.probe.drops import DropWatch
 from bench.probe.measure import Compute, Counters, time_batches
 from bench.results.result import Checkpoint, RunConfig
 from bench.results.spec import RunSpec
@@ -81,6 +84,7 @@ def run_epochs(ctx, spec: RunSpec, reader, regime, repeat: int, open_loader, emi
                 loader = open_loader(rank, timing)
                 first = True
             comm.barrier()
+            drops = DropWatch()  # page-cache drops by other processes from here to the epoch's end
             counters.start(loader.worker_pids)  # none yet for a fresh pool: its workers count from zero
             t0 = time.perf_counter()  # before epoch(), which starts a fresh loader's workers: in ttfb and wall
             batches = loader.epoch(epoch)
@@ -88,7 +92,7 @@ def run_epochs(ctx, spec: RunSpec, reader, regime, repeat: int, open_loader, emi
                 ctx.gpu.reset()
                 batches = ctx.gpu.wrap(batches)
             mine = time_batches(batches, timing, t0, None if timing else Compute.of(rc))
-            io = counters.stop(loader.worker_pids)
+            io = {**counters.stop(loader.worker_pids), "cache_drops": drops.foreign()}
             state = regime.after(files, state)
             if ctx.gpu is not None:
                 io = {**io, "h2d_bytes": ctx.gpu.bytes, "h2d_transfers": ctx.gpu.transfers, "h2d_s": ctx.gpu.copy_s,
@@ -96,7 +100,7 @@ def run_epochs(ctx, spec: RunSpec, reader, regime, repeat: int, open_loader, emi
             record = ctx.aggregate(epoch, repeat, first, timing, mine, io, state, len(reader), bounds)
             first = False
             if record is not None:
-                record = regime.finish(record)
+                record = regime.dropped(regime.finish(record))
                 records.append(record)
                 if emit is not None:
                     emit(record)

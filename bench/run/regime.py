@@ -7,7 +7,10 @@
 
 `fresh_loader`: a new loader (its reader's handles and maps closed) before every epoch, since an
 open handle or map keeps pages resident. `checkpoints`: whether the run's checkpoint writes happen
-inside it. The capped regime's object lives in its child process (bench.run.capped.Capped).
+inside it. `keeps_pages`: whether the regime needs the pages in the cache kept through the epoch
+(warm, capped): an epoch under which another process dropped the page cache is then marked not ok
+(`dropped`, from the kernel's count: bench.probe.drops). The capped regime's object lives in its
+child process (bench.run.capped.Capped).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Regime:
     name = "asis"
     fresh_loader = False
     checkpoints = True
+    keeps_pages = False
 
     def __init__(self, storage):
         self.storage = storage
@@ -34,6 +38,14 @@ class Regime:
         return state
 
     def finish(self, record):
+        return record
+
+    def dropped(self, record):
+        """The record marked not ok where this regime keeps pages and another process dropped the
+        page cache during the epoch (record.cache_drops), on a storage whose cache is this host's
+        (supports_eviction: not a remote S3 store, whose cache a local drop does not touch)."""
+        if self.keeps_pages and self.storage.supports_eviction and record.cache_drops:
+            return replace(record, cache_ok=False)
         return record
 
 
@@ -71,6 +83,7 @@ class Warm(Regime):
     cache meanwhile, and such an epoch is marked."""
 
     name = "warm"
+    keeps_pages = True
 
     def after(self, files, state: CacheState) -> CacheState:
         left = self.storage.residency(files)

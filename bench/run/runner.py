@@ -31,7 +31,7 @@ from loaders.registry import readers
 from loaders.sampler import order_randomness
 from loaders.stages import split_overhead
 
-from bench.probe import probes
+from bench.probe import drops, probes
 from bench.probe.floors import cold_floors, cold_next_to_runs, measure_floors
 from bench.probe.machine import metadata
 from bench.probe.measure import RankEpoch, check_indices
@@ -47,8 +47,8 @@ from .config import PROBE_PREFIX, BenchConfig, check_config
 from .ecosystem import leave_out, open_source
 from .epochs import CHECKPOINT_PREFIX, Epochs, epoch_plan, run_epochs
 from .reading import open_loader, warm_up_code
-from .regime import Cold, not_read_from_the_device, regime_for
-from .s3storage import retry_notes, s3_layouts, s3_message, s3_part
+from .regime import REGIME_CLASSES, Cold, not_read_from_the_device, regime_for
+from .s3storage import retry_notes, s3_layouts, s3_message, s3_part, staging_notes
 from .storages import corpus_manifest, storage_for, storage_name
 from .torchrun import device_stage, open_torch_loader
 
@@ -186,7 +186,7 @@ class Context:
             compute_s=sum(float(g["compute_s"]) for g in got), au=epoch_au(got),
             h2d=device_copy(got), split=split_part(got),
             order=Order(**randomness) if any(v is not None for v in randomness.values()) else None,
-            s3=s3_part(got))
+            s3=s3_part(got), cache_drops=most_drops(got))
 
     def tick_floor(self, what: str):
         if self.bar is not None:
@@ -198,6 +198,13 @@ class Context:
             self.bar.set_postfix_str(f"{spec.name} {spec.regime} w{spec.workers}: {record.samples_per_s:,.0f} samples/s",
                                      refresh=False)
             self.bar.update(1)
+
+
+def most_drops(got: list[dict]) -> int | None:
+    """The page-cache drops by other processes during an epoch: the most any rank counted (ranks on
+    one host count the same drops); None when no rank's kernel counts them."""
+    counts = [int(g["cache_drops"]) for g in got if g.get("cache_drops") is not None]
+    return max(counts) if counts else None
 
 
 def split_part(got: list[dict]) -> Split | None:
@@ -313,6 +320,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
             bar.close()
     if comm.rank != 0:
         return None
+    floors = replace(floors, at=floors.at + tuple(ctx.capped_floors))
     out_runs, lost = [], []
     for spec, slot in gathered.items():
         config = replace(rc, workers=spec.workers, decode=spec.decode,
@@ -320,7 +328,6 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
         if spec.kind != "loader":  # no timing epoch (epoch_plan): none claimed
             config = replace(config, sample_latency=False)
         cap = ctx.caps.get((spec, 0)) if spec.regime == "capped" else None
-    floors = replace(floors, at=floors.at + tuple(ctx.capped_floors))
         if cap is not None:  # a failure in any repeat marks the run
             cap = {**cap, "failure": "; ".join(c["failure"] for (s, _), c in ctx.caps.items()
                                                if s == spec and c.get("failure")) or None}
@@ -336,7 +343,7 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
                             dataloader=slot.get("dataloader"),
                             device=cfg.device if ctx.gpu is not None else None, storage=spec.storage))
     name = f"{manifest.spec.preset or 'custom'}-{manifest.spec.count}"
-    notes = cache_notes(out_runs, name) + retry_notes(out_runs, name) + lost
+    notes = cache_notes(out_runs, name) + retry_notes(out_runs, name) + staging_notes(out_runs, name) + lost
     advice = ctx.storage(storage_name(cfg.corpus)).cold_advice()
     if advice and any(r.cache == "cold" and not all(e.cache_ok for e in r.epochs) for r in out_runs):
         notes.append(advice)
@@ -351,12 +358,22 @@ def run_bench(cfg: BenchConfig, comm: Comm | None = None) -> Results | None:
 
 
 def cache_notes(runs, corpus: str) -> list[str]:
-    """Say, never hide, when a cache setting did not hold."""
-    notes = []
+    """Say, never hide, when a cache setting did not hold; and, once, where this kernel keeps no
+    count of page-cache drops (bench.probe.drops) for the regimes that keep pages."""
+    notes, uncounted = [], False
+    keeps = {cls.name for cls in (*REGIME_CLASSES.values(), capped.Capped) if cls.keeps_pages}
     for r in runs:
         bytes_only = "" if r.config.decode or r.kind == "naive" else " (bytes only)"
         what = f"{corpus} {r.layout}{bytes_only} {r.cache} w{r.config.workers}"
-        bad = [e for e in r.epochs if not e.cache_ok]
+        dropped = [e for e in r.epochs if e.cache_drops and not e.cache_ok] if r.cache in keeps else []
+        uncounted = uncounted or (r.cache in keeps and any(e.cache_drops is None for e in r.epochs))
+        if dropped:
+            which = ", ".join(f"epoch {e.epoch} ({'timing, ' if e.timing else ''}repeat {e.repeat})" for e in dropped)
+            notes.append(f"{what}: {which}: {drops.REASON} ({sum(e.cache_drops for e in dropped)} drop(s) of the "
+                         f"page cache counted by the kernel, drop_pagecache in /proc/vmstat, none of them this run's); "
+                         f"{len(dropped)} of {len(r.epochs)} epochs did not measure {r.cache} and the run is marked "
+                         f"cache_ok=false")
+        bad = [e for e in r.epochs if not e.cache_ok and e not in dropped]
         if r.cache == "capped":
             notes += capped.capped_notes(r, corpus)
         elif bad:
@@ -375,4 +392,6 @@ def cache_notes(runs, corpus: str) -> list[str]:
         if any(e.lost_processes for e in r.epochs):
             notes.append(f"{what}: a worker exited before its I/O counters were read; rchar/read_bytes/cpu of "
                          f"those epochs are incomplete")
+    if uncounted:
+        notes.append(drops.ABSENT)
     return notes

@@ -59,6 +59,7 @@ class S3Storage(Storage):
             raise UsageError(f"--s3-data-dir {data_dir}: no such directory (the bundled server's --dir)")
         self.supports_eviction = self.data_dir is not None
         self._mark = None
+        self._reader = None  # the reader of the epoch being measured (its staging, if any)
         self._primed: set[str] = set()
 
     def open(self, layout: str):
@@ -80,6 +81,7 @@ class S3Storage(Storage):
                 self._primed.add(files.reader.layout)
             state = CacheState(self.residency(files), True, None)
         self._mark = self.store.stats()  # the epoch's requests count from here
+        self._reader = files.reader
         return state
 
     def residency(self, files: S3Files) -> float:
@@ -133,7 +135,9 @@ def s3_part(got: list[dict]):
     return S3Epoch(gets=sum(p["gets"] for p in parts), get_bytes=sum(p["get_bytes"] for p in parts),
                    retries=sum(p["retries"] for p in parts), heads=sum(p["heads"] for p in parts),
                    lists=sum(p["lists"] for p in parts), ttfb_p50_s=q(0.5), ttfb_p99_s=q(0.99),
-                   inflight=max(p["inflight"] for p in parts))
+                   inflight=max(p["inflight"] for p in parts),
+                   staged_bytes=sum(p.get("staged_bytes", 0) for p in parts),
+                   staged_s=max((p["staged_s"] for p in parts if p.get("staged_s") is not None), default=None))
 
 
 def s3_message(storage) -> dict | None:
@@ -145,8 +149,10 @@ def s3_message(storage) -> dict | None:
         return None
     from loaders.s3.base import INFLIGHT
 
+    staging = getattr(storage._reader, "staging", None)  # a staged layout (loaders.s3.staged)
     return {"gets": stats.gets, "get_bytes": stats.get_bytes, "retries": stats.retries, "heads": stats.heads,
-            "lists": stats.lists, "ttfb": list(stats.ttfb), "inflight": INFLIGHT}
+            "lists": stats.lists, "ttfb": list(stats.ttfb), "inflight": INFLIGHT,
+            "staged_bytes": staging["bytes"] if staging else 0, "staged_s": staging["seconds"] if staging else None}
 
 
 def s3_layouts(corpus, names, out=None) -> list[str]:
@@ -164,6 +170,19 @@ def s3_layouts(corpus, names, out=None) -> list[str]:
         raise UsageError(f"no layout of the corpus {corpus} ({', '.join(names) or 'none'}) is read over S3: "
                          f"layoutbench reads {', '.join(supported_layouts())}")
     return keep
+
+
+def staging_notes(runs, corpus: str) -> list[str]:
+    """A note for each S3 run of a staged layout (lmdb, sqlite: downloaded, then read locally):
+    its figures are local reads, the staging's cost is said beside them."""
+    notes = []
+    for r in runs:
+        staged = [e.s3 for e in r.epochs if e.s3 is not None and e.s3.staged_s is not None]
+        if staged:
+            notes.append(f"{corpus} {r.layout} {r.cache} w{r.config.workers}: staged (its library needs a local "
+                         f"file): {staged[0].staged_bytes:,} bytes downloaded in {staged[0].staged_s:.2f} s before "
+                         f"the run, then read locally; its samples/s do not include the staging")
+    return notes
 
 
 def retry_notes(runs, corpus: str) -> list[str]:

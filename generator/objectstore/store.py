@@ -2,6 +2,7 @@
 
     store = Store("s3://bucket/corpora/mnist")          # endpoint and credentials as boto3 finds them
     store.get("manifest.json"); store.get_range("tar/shard-00000.tar", 512, 1024)
+    for chunk in store.get_stream("tar/shard-00000.tar"): ...   # one GET, bytes as they arrive
     store.stats()                                        # RequestStats: GETs, bytes, TTFB, retries
 
 The client is obstore (Rust's object_store): 3-4x boto3's GETs per second against the local weed
@@ -267,6 +268,40 @@ class Store:
             raise StoreError(f"{self.url.of(name)}: truncated object: bytes {start:,}..{start + length:,} asked for, "
                              f"the object has {size if size is not None else 'fewer'} bytes (at {self.config.where})")
         return data
+
+    def get_stream(self, name: str, chunk_bytes: int = 1 << 20):
+        """The whole object `name` as an iterator of chunks (bytes-like, about `chunk_bytes` each but
+        the last) as they arrive: one GET, counted once with its time to first byte; its bytes are
+        counted as they arrive. Failures before the first byte are retried as get()'s are; a
+        connection lost after it, or an object that ends before its advertised size, is a
+        StoreError naming the object ("truncated object" for the latter)."""
+        import obstore
+
+        key = self.url.key(name)
+
+        def start():
+            t0 = time.perf_counter()
+            result = obstore.get(self._store, key)
+            return result, int(result.meta["size"]), time.perf_counter() - t0
+
+        result, size, ttfb = self._call("GET", name, start)
+        with self._n.lock:
+            self._n.n["gets"] += 1
+            self._n.ttfb.append(ttfb)
+        got = 0
+        try:
+            for buf in result.stream(min_chunk_size=chunk_bytes):
+                got += len(buf)
+                self._n.add(get_bytes=len(buf))
+                yield buf
+        except (KeyboardInterrupt, GeneratorExit, StoreError):
+            raise
+        except Exception as exc:
+            status, code, kind = _status(exc)
+            raise self._error("GET", name, exc, status, code, kind, 0) from None
+        if got != size:
+            raise StoreError(f"{self.url.of(name)}: truncated object: {got:,} bytes where {size:,} were expected "
+                             f"(at {self.config.where}); upload it again")
 
     def put(self, name: str, data) -> None:
         """Store `data` (bytes, or a Path whose file is uploaded) as object `name`, atomically."""

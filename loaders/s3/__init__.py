@@ -4,15 +4,13 @@ retried, one-line errors).
 
     reader = open_s3_corpus("s3://bucket/corpora/mnist", "tar")   # or loaders.open_corpus(url, ...)
 
-Which layouts read over S3 and how (one reader class each, loaders/s3/<id>.py):
-- files: one GET per sample (the loose-object case);
-- tar:   each shard's .idx once per process, then one ranged GET per sample (its 512-byte member
-         header and payload, the header checked as the local reader checks it);
-- npy:   offsets.npy (or images.npy's header) once per process, then one ranged GET per sample
-         of data.bin (images.npy).
-A batch's requests are in flight together (loaders.s3.base.INFLIGHT threads per process). Any other
-layout is refused in one line naming these; LMDB and SQLite need a local file: `python -m
-generator.objectstore download URL DIR` stages the corpus, which is then read locally.
+Which layouts read over S3 and how (one reader class each, loaders/s3/<id>.py; docs/usage.md
+has the table): files one GET per sample; tar, tfrecord, npy, arrow, hdf5 their index or
+metadata once per process, then one ranged GET per sample (tar in the `shards` order: one
+streaming GET per shard instead, tarstream.py); parquet one ranged GET per row group; lmdb and
+sqlite staged (downloaded to a temporary directory, then read locally: staged.py). A batch's
+samples that lie back to back in an object come in one GET, and a batch's requests are in
+flight together (loaders.s3.base.INFLIGHT threads per process). zarr is refused in one line.
 """
 
 from __future__ import annotations
@@ -23,8 +21,10 @@ from generator.errors import CorpusError, UsageError
 from generator.manifest import MANIFEST, MANIFEST_MAX_BYTES, Manifest
 
 SUPPORTED = {"files": "loaders.s3.files:S3FilesReader", "tar": "loaders.s3.tar:S3TarReader",
-             "npy": "loaders.s3.npy:S3NpyReader"}
-NEEDS_LOCAL_FILE = ("lmdb", "sqlite")
+             "npy": "loaders.s3.npy:S3NpyReader", "tfrecord": "loaders.s3.tfrecord:S3TFRecordReader",
+             "parquet": "loaders.s3.parquet:S3ParquetReader", "arrow": "loaders.s3.arrow:S3ArrowReader",
+             "hdf5": "loaders.s3.hdf5:S3HDF5Reader",
+             "lmdb": "loaders.s3.staged:S3StagedLMDB", "sqlite": "loaders.s3.staged:S3StagedSQLite"}
 
 
 def supported_layouts() -> tuple[str, ...]:
@@ -35,9 +35,8 @@ def refusal(layout: str, url) -> str | None:
     """One line saying why `layout` cannot be read at `url` over S3 (None: it can)."""
     if layout in SUPPORTED:
         return None
-    why = (f"the {layout} layout needs a local file (its library opens a path): stage the corpus with "
-           f"`python -m generator.objectstore download {url} DIR` and read DIR" if layout in NEEDS_LOCAL_FILE else
-           f"the {layout} layout is not read over S3 yet")
+    why = (f"the {layout} layout is not read over S3 yet: copy the corpus here with "
+           f"`python -m generator.objectstore download {url} DIR` and read DIR")
     return f"{url}: {why}; over S3 layoutbench reads {', '.join(SUPPORTED)}"
 
 

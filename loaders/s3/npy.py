@@ -1,7 +1,8 @@
 """`npy` over S3: npy/data.bin (npy/images.npy for raw payloads) read with one ranged GET per
 sample, at the offsets of offsets.npy (fetched once per process, its header and length checked as
 loaders/npy.py checks them; for images.npy, its header: samples at fixed strides). spec.json is
-checked against the manifest once per process too."""
+checked against the manifest once per process too. A batch's samples that lie back to back in
+the object (a sequential order) are fetched by one GET (S3Reader.fetch_ranges)."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ class S3NpyReader(S3Reader):
         return self.fetch(i, self.data_name(), self._start(i), self._sizes[i])
 
     def _read_many(self, idx: list[int]) -> list:
-        return self.in_flight(self._read_one, idx)
+        name = self.data_name()
+        return self.fetch_ranges([(i, name, self._start(i), self._sizes[i]) for i in idx])
 
     def s3_ranges(self, indices):
         return [(self.data_name(), self._start(i), self._sizes[i]) for i in indices]

@@ -1,8 +1,20 @@
-"""`tar` over S3: WebDataset shards as objects, read through their offset index (shard-K.idx, one
-GET per shard per process, checked as the local reader checks it), then one ranged GET per
-sample: its 512-byte member header and payload together, the header checked (member name, ustar
-magic, size; with verify=True its checksum too) as loaders/tar.py checks it. A batch's GETs are
-in flight together. stored_labels() reads each `.cls` member with a ranged GET."""
+"""`tar` over S3: WebDataset shards as objects, read two ways.
+
+- Ranged (any order): each shard's offset index (shard-K.idx, one GET per shard per process,
+  checked as the local reader checks it), then one ranged GET per sample: its 512-byte member
+  header and payload together, the header checked (member name, ustar magic, size; with
+  verify=True its checksum too) as loaders/tar.py checks it. A batch's samples that lie next to
+  each other in a shard (only their `.cls` member and padding between) are fetched by one GET;
+  the GETs are in flight together.
+- Streamed (the `shards` order, as WebDataset's users read: shards in a shuffled order, each
+  front to back, through a shuffle buffer; Loader turns it on through read_as_stream): one GET
+  per shard, its members parsed as the bytes arrive (loaders.s3.tarstream), no index read. A
+  batch waits only for the bytes of its own samples; a shard's bytes are dropped once each of
+  its samples has been handed out (a shard read again later is fetched again). Thread workers
+  share one reader, so one GET per shard per epoch; process workers each stream the shards
+  their batches touch.
+
+stored_labels() reads each `.cls` member with a ranged GET."""
 
 from __future__ import annotations
 
@@ -16,12 +28,21 @@ from generator.layouts.tar import BLOCK, key_of, member_ext
 
 from ..tar import member_problem, parse_index
 from .base import S3Reader
+from .tarstream import ShardStreams
 
 
 class S3TarReader(S3Reader):
     layout = "tar"
     supports_streaming = True
-    handles = ("_pool", "_index", "_index_lock")
+    handles = ("_pool", "_index", "_index_lock", "_streams")
+    merge_gap = 3 * BLOCK - 1  # a payload's padding, then the .cls member's header and block
+    streaming = False  # read_as_stream(True): whole-shard GETs (the module docstring)
+
+    def read_as_stream(self, on: bool) -> None:
+        """Whole-shard streaming GETs (True: the `shards` order) or a ranged GET per sample."""
+        if bool(on) != self.streaming:
+            self.close()
+            self.streaming = bool(on)
 
     def __init__(self, store, manifest, *, verify: bool = False):
         super().__init__(store, manifest, verify=verify)
@@ -38,6 +59,12 @@ class S3TarReader(S3Reader):
         super()._open(index)
         self._index = {}  # shard -> its (count, 4) entries: payload offset, size, label offset, size
         self._index_lock = threading.Lock()
+        self._streams = ShardStreams(self) if self.streaming else None
+
+    def _close(self) -> None:
+        if self._streams is not None:
+            self._streams.close()
+        super()._close()
 
     def shards(self) -> np.ndarray:
         return np.minimum(np.arange(self.nshards + 1, dtype=np.int64) * self.per_shard, self.spec.count)
@@ -93,6 +120,8 @@ class S3TarReader(S3Reader):
 
     # -- reading
     def _read_one(self, i: int):
+        if self._streams is not None:
+            return self._streams.read([i])[0]
         name, h, a, n = self._range(i)
         data = self.fetch(i, name, h, BLOCK + n)
         problem = member_problem(data[:BLOCK], self.member(i), h, n, self.verify)
@@ -101,7 +130,24 @@ class S3TarReader(S3Reader):
         return memoryview(data)[BLOCK:]
 
     def _read_many(self, idx: list[int]) -> list:
-        return self.in_flight(self._read_one, idx)
+        if self._streams is not None:
+            return self._streams.read(idx)
+        ranges = [self._range(i) for i in idx]
+        got = self.fetch_ranges([(i, name, h, BLOCK + n) for i, (name, h, _, n) in zip(idx, ranges)])
+        out = []
+        for i, (_, h, _, n), data in zip(idx, ranges, got):
+            problem = member_problem(data[:BLOCK], self.member(i), h, n, self.verify)
+            if problem is not None:
+                raise SampleError(self.layout, i, self.where(i), problem)
+            out.append(data[BLOCK:])
+        return out
+
+    def stream_gets(self) -> list[tuple[int, str, None, int]]:
+        """(first sample, shard object, None, its size) of every shard: the GETs an epoch in the
+        `shards` order makes, one whole shard each (what its floor fetches raw)."""
+        first = self.shards()
+        return [(int(first[k]), self.shard_name(k), None, self.store.head(self.shard_name(k)))
+                for k in range(self.nshards)]
 
     def s3_ranges(self, indices):
         out = []
