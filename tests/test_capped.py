@@ -275,3 +275,22 @@ def test_every_capped_run_has_a_floor_measured_under_its_own_cap(results, corpus
         s = summarize(run, results.floors, results.corpus)
         assert s["floor_way"] == "extents-advise 1x8" and s["floor_mb_per_s"] == pytest.approx(f.mb_per_s)
         assert s["floor_ratio"] is not None
+
+
+def test_a_layout_whose_library_breaks_in_a_fork_is_refused_and_left_out(corpus, tmp_path, monkeypatch, capsys):
+    """The capped regime forks its child inside the cgroup: a reader that is not fork_safe (pylance's)
+    is refused by bench run in one line and left out of the suite's capped job with a note."""
+    from bench.cli.suite import fit_cap
+    from bench.probe.regimes import check_capped
+    from generator.errors import UsageError
+    from generator.manifest import read_manifest
+    from loaders.npy import NpyReader
+
+    monkeypatch.setattr(NpyReader, "fork_safe", False)
+    cfg = BenchConfig(corpus=corpus, output=tmp_path / "r.json", caches=("capped",), memory_limit=SIZE,
+                      layouts=("files", "npy"), run=RunConfig(batch_size=8))
+    with pytest.raises(UsageError, match="the npy layout cannot be read under --cache capped"):
+        check_capped(cfg, read_manifest(corpus))
+    fitted = fit_cap(BenchConfig(corpus=corpus, output=tmp_path / "r.json", caches=("capped",), memory_limit=SIZE))
+    assert "npy" not in fitted.layouts and "files" in fitted.layouts
+    assert "npy left out: its library breaks in the forked child" in capsys.readouterr().out

@@ -147,12 +147,12 @@ def capped_jobs(plan: SuitePlan, data: Path, out: Path, progress: bool) -> list[
 def fit_cap(cfg: BenchConfig) -> BenchConfig:
     """The capped job without the layouts whose design reads a unit larger than the cap for one
     sample (Parquet's row group: every batch would read whole groups again; `bench run` refuses
-    them), each left out with one line."""
+    them), nor those whose library breaks in a forked child (pylance), each left out with one line."""
     from dataclasses import replace
 
     from generator.layouts import get_layout, layout_ids
 
-    from bench.probe.regimes import oversized_units
+    from bench.probe.regimes import not_fork_safe, oversized_units
 
     manifest = read_manifest(cfg.corpus)
     names = [n for n in layout_ids() if n in manifest.layouts and get_layout(n).missing() is None]
@@ -160,6 +160,10 @@ def fit_cap(cfg: BenchConfig) -> BenchConfig:
     for name, unit in dropped.items():
         print(f"note: {cfg.corpus.name} capped: {name} left out: it reads {unit / 2**20:,.1f} MiB to give one "
               f"sample, more than the {cfg.memory_limit / 2**20:,.1f} MiB cap", flush=True)
+    for name in not_fork_safe(names):
+        dropped[name] = 0
+        print(f"note: {cfg.corpus.name} capped: {name} left out: its library breaks in the forked child the capped "
+              f"regime runs in", flush=True)
     return replace(cfg, layouts=tuple(n for n in names if n not in dropped))
 
 

@@ -81,6 +81,14 @@ def oversized_units(corpus, layouts, size: int) -> list[tuple[str, int]]:
             if (unit := read_unit_bytes(corpus, name)) is not None and unit > size]
 
 
+def not_fork_safe(layouts) -> list[str]:
+    """Those of `layouts` whose reader's library breaks in a forked child (Reader.fork_safe False:
+    pylance): the capped regime runs each layout in a child forked inside its cgroup."""
+    from generator.layouts import get_layout
+
+    return [name for name in layouts if not get_layout(name).reader_class().fork_safe]
+
+
 def check_capped(cfg, manifest, world: int = 1) -> None:
     """The capped regime's bad inputs, each one line (UsageError, exit 2), before anything is measured."""
     from generator.errors import UsageError
@@ -112,6 +120,10 @@ def check_capped(cfg, manifest, world: int = 1) -> None:
             raise UsageError(f"the {name} layout ({on_disk:,} B) already fits in --memory-limit {size:,} B: a capped "
                              f"run would measure the page cache, not storage (the 5x rule: the corpus should be at "
                              f"least 5x the memory, {5 * size:,} B); give a smaller limit or a larger corpus")
+    if unsafe := not_fork_safe(cfg.layouts or manifest.layouts):
+        raise UsageError(f"the {unsafe[0]} layout cannot be read under --cache capped: the capped regime runs the "
+                         f"loader in a child forked inside its memory cgroup, and {unsafe[0]}'s library breaks in a "
+                         f"forked child; leave {unsafe[0]} out of --layouts for the capped runs")
     if oversized := oversized_units(cfg.corpus, cfg.layouts or manifest.layouts, size):
         name, unit = oversized[0]
         raise UsageError(f"the {name} layout reads {unit:,} B to give one sample (its design's read unit) and "
