@@ -329,8 +329,9 @@ class HDF5Reader(Reader):
             return super()._read_into(idx, out)
         self._check_batch(idx)
         view, starts, size = self._view, self._starts, self.codec.fixed_size
-        if self.small:
-            return self._assemble(idx, [view[starts[i]:starts[i] + size] for i in idx], out)
+        if self.small:  # advised random (a capped run): each read by pread, not faulted in (_read_many)
+            payloads = self._read_many(idx) if self._advised else [view[starts[i]:starts[i] + size] for i in idx]
+            return self._assemble(idx, payloads, out)
         ahead = advised_ahead([(self._fd, starts[i], size) for i in idx]) if self._advised else None
         flat = memoryview(out).cast("B")
         h, n = len(self.codec.header), self.spec.pixel_bytes

@@ -143,15 +143,32 @@ def advise_random(fd: int, addr: int = 0, size: int = 0) -> None:
         _libc.madvise(addr - addr % PAGE, size + addr % PAGE, mmap.MADV_RANDOM)
 
 
-ADVISE_AHEAD = 1 << 20  # bytes advised WILLNEED beyond the read in progress (advised_ahead)
+ADVISE_AHEAD = 1 << 20  # bytes advised WILLNEED beyond the read in progress (advised_ahead), at most
+_window = ADVISE_AHEAD
 
 
-def advised_ahead(spans, limit: int = ADVISE_AHEAD):
+def limit_advice(nbytes: int) -> None:
+    """Advise at most `nbytes` ahead in this process (and those it forks) from now on: a run under
+    a page-cache cap of SIZE sets SIZE / 8 (bench.run.capped). Pages being read are locked and
+    cannot be reclaimed, so advice of a large share of a small cap in flight leaves the cgroup
+    nothing to reclaim, and its OOM killer stops the loader (MNIST under 2.5 MiB with 1 MiB ahead
+    per worker)."""
+    global _window
+    _window = max(PAGE, min(ADVISE_AHEAD, int(nbytes)))
+
+
+def advice_window() -> int:
+    """Bytes advised ahead of the reads in this process (ADVISE_AHEAD, or what limit_advice set)."""
+    return _window
+
+
+def advised_ahead(spans, limit: int | None = None):
     """Each (fd, offset, size) of `spans` in turn, once it and the spans after it, up to `limit`
-    bytes beyond it, are advised WILLNEED: the kernel has that many bytes of misses in flight
-    while each is read, instead of one read at a time. Bounded, not a whole batch at once: under
-    a memory cap, pages read far ahead are evicted before they are used and read again (a batch
-    of 32 150 KB images from each of 2 workers is the whole of a 10 MiB cap)."""
+    bytes (default advice_window()) beyond it, are advised WILLNEED: the kernel has that many bytes
+    of misses in flight while each is read, instead of one read at a time. Bounded, not a whole
+    batch at once: under a memory cap, pages read far ahead are evicted before they are used and
+    read again (a batch of 32 150 KB images from each of 2 workers is the whole of a 10 MiB cap)."""
+    limit = _window if limit is None else limit
     j = ahead = 0
     for k, (fd, at, n) in enumerate(spans):
         while j < len(spans) and (j <= k or ahead + spans[j][2] <= limit):

@@ -51,6 +51,25 @@ from .pagecache import advise_random, advised_ahead, memory_available, range_res
 MAX_OPEN_SHARDS = 16384  # maps at most, whatever `ulimit -n` allows: a quarter of Linux's default vm.max_map_count
 
 
+def open_regular(layout: str, path: Path, i: int) -> tuple[int, int]:
+    """(fd, size) of the regular file `path` that holds sample `i` of `layout`, opened read-only
+    without following a link or waiting on a FIFO; anything else is that sample's SampleError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang us
+    except FileNotFoundError:
+        raise SampleError(layout, i, str(path), "missing (no such file)") from None
+    except OSError as exc:
+        raise SampleError(layout, i, str(path), f"unreadable: {os_reason(exc)}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SampleError(layout, i, str(path), "unreadable: not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
 def _size(path: Path) -> int:
     try:
         return os.stat(path).st_size
@@ -206,18 +225,10 @@ class ShardedReader(Reader):
         parsed = self._parsed.pop(k, None) if self._bounded else None
         raw = self._read_index_file(ipath, count, i) if parsed is None else None
         self.check_inside(path)
+        fd, size = open_regular(self.layout, path, i)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang us
-        except FileNotFoundError:
-            raise SampleError(self.layout, i, str(path), "missing (no such file)") from None
-        except OSError as exc:
-            raise SampleError(self.layout, i, str(path), f"unreadable: {os_reason(exc)}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise SampleError(self.layout, i, str(path), "unreadable: not a regular file")
             try:
-                shard = Shard(path, fd, st.st_size)
+                shard = Shard(path, fd, size)
             except OSError as exc:  # mmap: its own descriptor, or the address space, ran out
                 raise SampleError(self.layout, i, str(path), f"cannot be mapped: {os_reason(exc)}") from None
             if self._random:
@@ -320,6 +331,15 @@ class ShardedReader(Reader):
                 shard.at[j] = a
         return shard, a
 
+    def _head(self, shard: Shard, a: int, n: int):
+        """Bytes [a, a + n) of `shard` where a container's header is checked: read with pread when the
+        shards are advised random (a capped run), a view of the map otherwise. Faulted through the
+        map, each such page stays mapped, and under a small cap the cgroup's reclaim of mapped pages
+        fell behind: the OOM killer stopped an MNIST tar run in its first epoch."""
+        if self._random:
+            return os.pread(shard.fd, n, a)
+        return shard.view[a:a + n]
+
     def _slice(self, i: int):
         """Sample i's payload: a view of its shard's map, or (bounded: the shard may be closed once
         this returns) a copy."""
@@ -356,6 +376,8 @@ class ShardedReader(Reader):
         order = np.argsort(idx, kind="stable")
         sorted_idx = [idx[k] for k in order.tolist()]
         if self.small:
+            if self._random and not self._bounded:  # each read by pread, not faulted in (_read_many)
+                return self._assemble(idx, self._read_many(idx), out)
             views = [self._slice(i) for i in sorted_idx]  # pages touched front to back
             if (order == np.arange(len(idx))).all():
                 return self._assemble(sorted_idx, views, out)

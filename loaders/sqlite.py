@@ -24,7 +24,7 @@ error ("string or blob too big"), never a huge allocation. A database larger tha
 the process may use (a capped run) has SQLite's own descriptors advised random access
 (pagecache.advise_random_fds): the kernel's readahead, whose window grows along a blob's
 overflow chain, read 6-7x the blobs under a cap. SQLite's pager then reads a blob's pages one
-after another, one read each, so a batch is queried in parts of about ADVISE_AHEAD bytes, each
+after another, one read each, so a batch is queried in parts of about pagecache.advice_window() bytes, each
 part's database pages (its rows' leaf pages and overflow chains, where loaders/sqlitepages.py
 finds them) advised WILLNEED just before its query: the part's misses are in flight together,
 as the other readers' are (pagecache.advised_ahead), and SQLite's reads find them in the cache.
@@ -45,7 +45,7 @@ from generator.layouts.sqlite import FORMAT
 from generator.manifest import stored_spec
 
 from .base import Reader
-from .pagecache import ADVISE_AHEAD, advise_random_fds, memory_available
+from .pagecache import advice_window, advise_random_fds, memory_available
 
 MAX_PARAMS = 999  # host parameters per statement (SQLite's historical limit; newer builds allow more)
 MAGIC = b"SQLite format 3\0"
@@ -245,19 +245,19 @@ class SQLiteReader(Reader):
 
     def _parts(self, idx: list[int]):
         """`idx` in parts of at most MAX_PARAMS rows; a database larger than memory, in parts of
-        about ADVISE_AHEAD bytes of database pages, each advised WILLNEED as it is handed out (see
+        about advice_window() bytes of database pages, each advised WILLNEED as it is handed out (see
         the module docstring)."""
         table = _blob_table(self) if self._advise_fd is not None else None
         if table is None:
             yield from (idx[a:a + MAX_PARAMS] for a in range(0, len(idx), MAX_PARAMS))
             return
         ranges, first = table
-        page, part, spans, size = self._page, [], [], 0
+        page, part, spans, size, window = self._page, [], [], 0, advice_window()
         for i in idx:
             pieces = [(o - o % page, -(-(o + n) // page) * page - (o - o % page))
                       for o, n in ranges[first[i]:first[i + 1]].tolist()]
             n = sum(length for _, length in pieces)
-            if part and (size + n > ADVISE_AHEAD or len(part) == MAX_PARAMS):
+            if part and (size + n > window or len(part) == MAX_PARAMS):
                 yield self._advised(part, spans)
                 part, spans, size = [], [], 0
             part.append(i)

@@ -99,7 +99,7 @@ class TarReader(ShardedReader):
             self.fail_at(i, f"damaged index: payload offset {a} is not just after a tar header")
         if a > shard.size:
             self.fail_at(i, f"truncated: the shard ends at byte {shard.size:,}, before the member at {a:,}")
-        problem = member_problem(shard.view[a - BLOCK:a], self.member(i), a - BLOCK, n, self.verify)
+        problem = member_problem(self._head(shard, a - BLOCK, BLOCK), self.member(i), a - BLOCK, n, self.verify)
         if problem is not None:
             self.fail_at(i, problem)
         if n != self._sizes[i]:

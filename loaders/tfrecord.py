@@ -83,9 +83,10 @@ class TFRecordReader(ShardedReader):
         if not self.verify:
             o, n = shard.extra[j]
             prefix, total = self._prefix(i)
-            if n == total and o + n <= shard.size and shard.view[o + HEADER:o + HEADER + len(prefix)] == prefix \
-                    and struct.unpack_from("<Q", shard.view, o)[0] == n - HEADER - FOOTER:
-                return o + HEADER + len(prefix)
+            if n == total and o + n <= shard.size:
+                head = self._head(shard, o, HEADER + len(prefix))
+                if head[HEADER:] == prefix and struct.unpack_from("<Q", head, 0)[0] == n - HEADER - FOOTER:
+                    return o + HEADER + len(prefix)
         (a, b), label, index = self._record(shard, j, i)
         if index != i:
             self.fail_at(i, f"damaged: the record holds image/index {index}")

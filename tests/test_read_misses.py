@@ -130,10 +130,10 @@ def test_advice_runs_a_bounded_distance_ahead_of_the_reads(monkeypatch):
 @pytest.mark.parametrize("kind", ["varjpeg", "big"])
 def test_sqlite_advises_each_part_of_a_batch_before_querying_it(corpus, small_memory, syscalls, monkeypatch, kind):
     """SQLite's pager reads a blob's pages one at a time: the reader advises the database pages of
-    each part of a batch (at most ADVISE_AHEAD bytes of them, here made small) before its query."""
-    import loaders.sqlite as sq
+    each part of a batch (at most advice_window() bytes of them, here made small) before its query."""
+    import loaders.pagecache as pc
 
-    monkeypatch.setattr(sq, "ADVISE_AHEAD", 3 * 65536)
+    monkeypatch.setattr(pc, "_window", 3 * 65536)
     root = corpus(kind)
     _, _, payloads = reference(root)
     r = open_corpus(root, "sqlite")
@@ -148,4 +148,20 @@ def test_sqlite_advises_each_part_of_a_batch_before_querying_it(corpus, small_me
         for _, at, n in sample:
             assert any(a <= at - at % page and at + n <= b for a, b in advised), (at, n)
     assert all((b - a) % page == 0 and a % page == 0 for a, b in advised), "whole database pages"
+    r.close()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_small_fixed_size_samples_are_read_not_faulted_in(corpus, small_memory, syscalls, layout):
+    """MNIST-sized payloads (assembled a batch at a time) are read with one pread each too."""
+    root = corpus("gray8")
+    pixels, _, payloads = reference(root)
+    r = open_corpus(root, layout)
+    r.read_many(list(range(len(r))))
+    idx = [9, 3, 30, 12, 0]
+    del syscalls[:]
+    images, _ = r.read_batch(idx)
+    assert all(np.array_equal(images[k], pixels[i]) for k, i in enumerate(idx))
+    reads = [c for c in syscalls if c[0] == "pread"]
+    assert sorted(n for _, _, n, _ in reads) == sorted(len(payloads[i]) for i in idx)
     r.close()

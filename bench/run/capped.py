@@ -31,6 +31,7 @@ import time
 from dataclasses import replace
 
 from generator.errors import LayoutbenchError
+from loaders.pagecache import limit_advice
 
 from bench.probe import cgroups, probes
 from bench.probe.cappedfloor import capped_floor
@@ -315,6 +316,7 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
     ctx.bar = None  # the parent shows progress
     ctx.gpu = None  # a CUDA context does not survive fork: capped runs have no copy stage
     _steady_malloc()
+    limit_advice(size // ADVICE_SHARE)  # reads advised ahead: a small share of the cap (pagecache.limit_advice)
     rc = ctx.cfg.run
     storage = ctx.storage(spec.storage)
     reader = storage.open(spec.layout)
@@ -357,6 +359,9 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
         if loader is not None:  # run_epochs closes the loader it was given; this one only if it never ran
             loader.close()
         counter.close()
+
+
+ADVICE_SHARE = 8  # a capped run's readers advise at most SIZE / 8 ahead of their reads
 
 
 def _own_for_limit(median: int, most: int, size: int) -> int:
