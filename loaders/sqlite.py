@@ -11,8 +11,10 @@ pages it changed in the file) is rolled back, and a `corpus.sqlite-wal` holding 
 is checkpointed into the file, each through one ordinary read-write sqlite3 connection (_settle).
 When that cannot be done (no write access, another process holds the database), the reader
 refuses in one line naming the journal or WAL and what to do, rather than read pages that are
-not the database's current state. Threads of a process share it (SQLite's
-serialized mode runs their statements one at a time on it). A batch is one query,
+not the database's current state. Each thread of a process reads through a connection of its
+own, opened on its first read the same way: one connection shared by thread workers ran their
+queries one at a time (SQLite's serialized mode), the sqlite3 module lets go of the GIL while
+SQLite reads, so their own connections read in parallel. A batch is one query,
 `SELECT idx, payload FROM samples WHERE idx IN (?, ...)`, whose rows come back in B-tree order
 and are put back in the batch's order.
 
@@ -47,6 +49,11 @@ from generator.manifest import stored_spec
 from .base import Reader
 from .pagecache import advice_window, advise_random_fds, memory_available
 
+# SQLite's own page cache per connection of a database larger than memory (a capped run), KiB: it
+# holds data pages outside the page cache the cap bounds, in the loader's own memory, and filled
+# up to its default 2 MiB per thread's connection after own memory was measured (the OOM killer
+# stopped an MNIST run under 2.5 MiB); the blobs are read once an epoch, so a few pages will do.
+SMALL_CACHE_KIB = 256
 MAX_PARAMS = 999  # host parameters per statement (SQLite's historical limit; newer builds allow more)
 MAGIC = b"SQLite format 3\0"
 BUSY_TIMEOUT = 10.0  # seconds a settling connection waits for another process's lock
@@ -104,7 +111,7 @@ def library_versions() -> dict[str, str]:
 class SQLiteReader(Reader):
     layout = "sqlite"
     stores_spec = True
-    handles = ("_conn", "_serial", "_advise_fd", "_page")
+    handles = ("_conn", "_uri", "_local", "_conns", "_conns_lock", "_advise_fd", "_page")
     read_unit = ("whole database pages (PRAGMA page_size: 64 KiB for large payloads) holding the row: its leaf "
                  "page, shared with its neighbours, and each page of its overflow chain, read one page at a time")
 
@@ -118,13 +125,8 @@ class SQLiteReader(Reader):
             self.check_inside(self.target)
             self._settle()
         self._check_file(index)
-        uri = f"file:{quote(os.fsencode(self.target.resolve()))}?mode=ro&immutable=1"
-        try:
-            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise SampleError(self.layout, index, str(self.target), f"cannot open the database: {exc}") from None
-        # Longest value SQLite will hand back: the largest payload, or the spec's JSON.
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(self._size_arr.max(initial=0), 1 << 20) + 1)
+        self._uri = f"file:{quote(os.fsencode(self.target.resolve()))}?mode=ro&immutable=1"
+        conn = self._connect(index)
         try:
             rows = conn.execute("SELECT key, value FROM meta WHERE key IN ('spec', 'format')").fetchall()
             conn.execute("SELECT idx, label, payload FROM samples LIMIT 0").fetchall()
@@ -145,13 +147,36 @@ class SQLiteReader(Reader):
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        self._conn, self._conns, self._conns_lock = conn, [conn], threading.Lock()
+        self._local = threading.local()
+        self._local.conn = conn
         if os.path.getsize(self.target) > memory_available():
             advise_random_fds(self.target)  # sqlite3 does not hand out its descriptors
             (self._page,), = self._query("PRAGMA page_size", ())
             self._advise_fd = os.open(self.target, os.O_RDONLY)  # ours, for WILLNEED (see the module docstring)
-        # A lock only where the library could not share one connection between threads safely.
-        self._serial = threading.Lock() if sqlite3.threadsafety < 3 else None
+            conn.execute(f"PRAGMA cache_size = -{SMALL_CACHE_KIB}")
+
+    def _connect(self, index: int):
+        """A read-only connection to the file (self._uri), its longest value bounded."""
+        try:
+            conn = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise SampleError(self.layout, index, str(self.target), f"cannot open the database: {exc}") from None
+        # Longest value SQLite will hand back: the largest payload, or the spec's JSON.
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(self._size_arr.max(initial=0), 1 << 20) + 1)
+        return conn
+
+    def _thread_connection(self):
+        """This thread's connection, opened on its first read (see the module docstring)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect(-1)
+            with self._conns_lock:
+                self._conns.append(conn)
+            if self._advise_fd is not None:
+                advise_random_fds(self.target)  # its own descriptor too
+                conn.execute(f"PRAGMA cache_size = -{SMALL_CACHE_KIB}")
+        return conn
 
     def _settle(self) -> None:
         """Roll back a hot journal and checkpoint a WAL beside the file, through sqlite3 (see the
@@ -221,18 +246,16 @@ class SQLiteReader(Reader):
                               f"truncated: the file has {size:,} bytes, its header says {pages * page:,}")
 
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        for conn in self._conns or ():
+            conn.close()
         if self._advise_fd is not None:
             os.close(self._advise_fd)
 
     # -- reading -------------------------------------------------------------------------------
 
     def _query(self, sql: str, params) -> list:
-        if self._serial is None:
-            return self._conn.execute(sql, params).fetchall()
-        with self._serial:
-            return self._conn.execute(sql, params).fetchall()
+        conn = self._conn if self._local is None else self._thread_connection()
+        return conn.execute(sql, params).fetchall()
 
     def _read_one(self, i: int):
         try:

@@ -413,3 +413,32 @@ def test_a_journal_another_process_holds_is_refused_in_one_line(corpus_copy, mon
         writer.wait()
     text = str(e.value)
     assert "corpus.sqlite-journal" in text and "another process" in text and "\n" not in text
+
+
+def test_each_thread_reads_through_its_own_connection(corpus):
+    """Thread workers' queries run in parallel: one connection shared would run them one at a time."""
+    import threading
+
+    from conformance import reference
+
+    root = corpus("gray8")
+    _, _, payloads = reference(root)
+    r = open_corpus(root, "sqlite")
+    got, conns = {}, set()
+
+    def read(k):
+        got[k] = [bytes(p) for p in r.read_many(list(range(k, len(r), 3)))]
+        conns.add(id(r._local.conn))
+
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(conns) == 3 and len(r._conns) >= 3
+    assert all(got[k] == payloads[k::3] for k in range(3))
+    opened = list(r._conns)
+    r.close()
+    for conn in opened:  # every thread's connection closed with the reader
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
