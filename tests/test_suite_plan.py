@@ -88,3 +88,25 @@ def test_a_read_unit_larger_than_the_cap_is_refused_by_name(corpus, tmp_path):
                       memory_limit=200_000, run=RunConfig(batch_size=1))
     with pytest.raises(UsageError, match=rf"the parquet layout reads {unit:,} B to give one sample"):
         check_capped(cfg, read_manifest(root))
+
+
+def test_capped_only_makes_and_measures_the_capped_jobs_alone(tmp_path, monkeypatch):
+    """`bench suite --capped-only`: only the capped corpora are made, only their capped jobs run."""
+    tiny = suite.SuitePlan((suite.preset("mnist", 20), suite.preset("imagenet", 40)), "mnist-20",
+                           capped=(suite.Capped("imagenet-40", "1M", batch=2),))
+    monkeypatch.setattr(suite, "QUICK", tiny)
+    monkeypatch.setattr("bench.probe.cgroups.find_parent", lambda: None)
+    ran = []
+
+    class Stop(Exception):
+        pass
+
+    def run_bench(cfg):
+        ran.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(suite, "run_bench", run_bench)
+    with pytest.raises(Stop):
+        suite.run_suite(tmp_path / "data", tmp_path / "results", quick=True, capped_only=True)
+    assert [(c.corpus.name, c.caches) for c in ran] == [("imagenet-40", ("capped",))]
+    assert not (tmp_path / "data" / "mnist-20").exists() and (tmp_path / "data" / "imagenet-40").exists()

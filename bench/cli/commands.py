@@ -278,6 +278,8 @@ def add_suite(sub) -> None:
                    help="also print the summary table, the floors and the notes at the end (all in report.md)")
     p.add_argument("--generate-only", action="store_true",
                    help="make the suite's corpora (those missing) and stop: what `make generate` runs")
+    p.add_argument("--capped-only", action="store_true",
+                   help="only the suite's capped jobs (and their corpora): to check the capped regime on this machine")
     p.set_defaults(func=cmd_suite)
 
 
@@ -285,7 +287,7 @@ def cmd_suite(args) -> int:
     from .suite import run_suite
 
     return run_suite(args.data, args.out, quick=args.quick, progress=not args.quiet and sys.stderr.isatty(),
-                     generate_only=args.generate_only, verbose=args.verbose)
+                     generate_only=args.generate_only, verbose=args.verbose, capped_only=args.capped_only)
 
 
 def add_plan(sub) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 from pathlib import Path
 
@@ -148,7 +148,6 @@ def fit_cap(cfg: BenchConfig) -> BenchConfig:
     """The capped job without the layouts whose design reads a unit larger than the cap for one
     sample (Parquet's row group: every batch would read whole groups again; `bench run` refuses
     them), nor those whose library breaks in a forked child (pylance), each left out with one line."""
-    from dataclasses import replace
 
     from generator.layouts import get_layout, layout_ids
 
@@ -176,8 +175,13 @@ def left(done_s: list[float], remaining: int) -> str:
 
 
 def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False, generate_only: bool = False,
-              verbose: bool = False) -> int:
+              verbose: bool = False, capped_only: bool = False) -> int:
     plan = QUICK if quick else FULL
+    if capped_only:  # the capped jobs alone, on their corpora only
+        if not plan.capped:
+            raise UsageError("this plan has no capped jobs")
+        names = {c.corpus for c in plan.capped}
+        plan = replace(plan, corpora=tuple(c for c in plan.corpora if c.name in names))
     t0 = time.perf_counter()
     out = Path(out)
     if Path(data).exists() and not Path(data).is_dir():
@@ -193,7 +197,7 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
     dirs = ensure_corpora(plan, data, progress)
     files, results = [], []
     jobs = []
-    for d in dirs:
+    for d in [] if capped_only else dirs:
         big = d.name.startswith("4k")
         rc = RunConfig(epochs=plan.big_epochs if big else plan.epochs, batch_size=plan.big_batch if big else 32,
                        worker_kind="thread")
@@ -203,12 +207,13 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
         jobs.append(BenchConfig(corpus=d, output=out / f"{d.name}.json", workers=(plan.workers,), run=rc,
                                 naive=naive, progress=progress, **ck))
     sweep = Path(data) / plan.sweep
-    jobs.append(BenchConfig(corpus=sweep, output=out / f"{sweep.name}-workers.json", layouts=("files",),
-                            caches=("cold",), workers=(1, 2), naive=False, progress=progress,
-                            run=RunConfig(epochs=plan.epochs, worker_kind="process", sample_latency=False)))
     streaming = tuple(name for name, layout in layouts().items() if layout.missing() is None
                       and layout.reader_class().supports_streaming)
-    if streaming:  # the record layouts as their own loaders read them
+    if not capped_only:
+        jobs.append(BenchConfig(corpus=sweep, output=out / f"{sweep.name}-workers.json", layouts=("files",),
+                                caches=("cold",), workers=(1, 2), naive=False, progress=progress,
+                                run=RunConfig(epochs=plan.epochs, worker_kind="process", sample_latency=False)))
+    if streaming and not capped_only:  # the record layouts as their own loaders read them
         jobs.append(BenchConfig(corpus=sweep, output=out / f"{sweep.name}-shards.json", layouts=streaming,
                                 workers=(plan.workers,), naive=False, progress=progress,
                                 run=RunConfig(epochs=plan.epochs, worker_kind="thread", shuffle="shards")))
@@ -220,6 +225,8 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
             find_parent()
             jobs += [fit_cap(cfg) for cfg in capped]
         except CgroupUnavailable as exc:
+            if capped_only:
+                raise UsageError(f"--capped-only: no memory cgroup can be made here: {exc}") from None
             print(f"bench: the capped runs are left out: {exc}", flush=True)
     for cfg in jobs:  # every job's settings checked before the first is measured, not minutes later
         try:
