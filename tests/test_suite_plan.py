@@ -110,3 +110,16 @@ def test_capped_only_makes_and_measures_the_capped_jobs_alone(tmp_path, monkeypa
         suite.run_suite(tmp_path / "data", tmp_path / "results", quick=True, capped_only=True)
     assert [(c.corpus.name, c.caches) for c in ran] == [("imagenet-40", ("capped",))]
     assert not (tmp_path / "data" / "mnist-20").exists() and (tmp_path / "data" / "imagenet-40").exists()
+
+
+def test_the_default_worker_kind_follows_the_payload():
+    """Processes for small uncompressed samples (their per-sample Python work holds the GIL), threads
+    for encoded payloads (decoders let go of it) and large samples; DataLoader runs: processes."""
+    from bench.run.torchrun import default_worker_kind
+
+    kinds = {name: default_worker_kind("ours", (2,), c.spec) for c in suite.FULL.corpora for name in [c.name]}
+    assert kinds == {"mnist-20000": "process", "imagenet-800": "process", "imagenet-jpeg-700": "thread",
+                     "4k-8bit-3": "thread", "4k-16bit-2": "thread"}
+    assert default_worker_kind("ours", (0,), suite.FULL.corpora[0].spec) == "thread"  # no workers
+    assert default_worker_kind("ours", (2,), None) == "thread"  # a corpus in S3
+    assert default_worker_kind("torch", (2,), None) == "process"

@@ -126,8 +126,9 @@ def add_run(sub) -> None:
     p.add_argument("--workers", type=nonneg_list, default=(0,),
                    help="loader workers, a comma list to sweep, e.g. 1,2 (default 0: the calling thread)")
     p.add_argument("--worker-kind", choices=WORKER_KINDS, default=None,
-                   help="thread, process (= fork), fork or spawn (default: thread; process with --loader "
-                        "torch|both, whose DataLoader workers are processes)")
+                   help="thread, process (= fork), fork or spawn (default: process for uncompressed TIFF or raw "
+                        "samples up to 1 MiB and with --loader torch|both, whose DataLoader workers are processes; "
+                        "thread otherwise: docs/lab/2026-12-08-worker-kind.md)")
     p.add_argument("--shuffle", choices=SHUFFLES, default="shuffle",
                    help="epoch order (default shuffle); shards: the streaming layouts (tar, tfrecord) read as "
                         "their own loaders do, shards in random order through a shuffle buffer of 1024")
@@ -188,6 +189,7 @@ def cmd_run(args) -> int:
     from bench.run.config import BenchConfig
     from bench.run.runner import run_bench
     from bench.run.torchrun import default_worker_kind
+    from generator.manifest import read_manifest
 
     if (args.checkpoint_mb is None) != (args.checkpoint_every is None):
         raise UsageError("give --checkpoint-mb and --checkpoint-every together")
@@ -201,10 +203,12 @@ def cmd_run(args) -> int:
         raise UsageError(f"--no-decode contradicts --decode {args.decode}; give one of them")
     decode = "no" if args.no_decode else args.decode or "yes"
     comm = get_comm(args.comm)
-    worker_kind = args.worker_kind or default_worker_kind(args.loader, args.workers)
+    spec = read_manifest(args.corpus).spec if isinstance(args.corpus, Path) else None  # None: S3
+    worker_kind = args.worker_kind or default_worker_kind(args.loader, args.workers, spec)
     if args.worker_kind is None and worker_kind != "thread" and comm.rank == 0:
-        print(f"note: --loader {args.loader}: DataLoader workers are processes, so every run's workers are "
-              f"{worker_kind} workers (give --worker-kind fork or spawn to choose)", file=sys.stderr)
+        why = (f"--loader {args.loader}: DataLoader workers are processes, so every run's workers are" if args.loader != "ours"
+               else f"uncompressed {spec.payload} samples: the runs' workers are")
+        print(f"note: {why} {worker_kind} workers (give --worker-kind to choose)", file=sys.stderr)
     rc = RunConfig(batch_size=args.batch_size, worker_kind=worker_kind, shuffle=args.shuffle,
                    decode=decode != "no", prefetch=args.prefetch, seed=args.seed, epochs=args.epochs,
                    repeats=args.repeats, drop_last=args.drop_last, shard_shift=args.shard_shift,

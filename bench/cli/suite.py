@@ -39,6 +39,7 @@ from bench.report.verdict import verdict, verdict_console
 from bench.results.result import RunConfig
 from bench.run.config import BenchConfig, check_config, check_writable
 from bench.run.runner import run_bench
+from bench.run.torchrun import default_worker_kind
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def run_suite(data: Path, out: Path, quick: bool = False, progress: bool = False
     for d in [] if capped_only else dirs:
         big = d.name.startswith("4k")
         rc = RunConfig(epochs=plan.big_epochs if big else plan.epochs, batch_size=plan.big_batch if big else 32,
-                       worker_kind="thread")
+                       worker_kind=default_worker_kind("ours", (plan.workers,), read_manifest(d).spec))
         ck_prefix, ck_mb, ck_every = plan.checkpoint
         ck = dict(checkpoint_mb=ck_mb, checkpoint_every=ck_every) if d.name.startswith(ck_prefix) else {}
         naive = not d.name.startswith(plan.no_naive)

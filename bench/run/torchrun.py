@@ -39,10 +39,25 @@ def check_torch(loader: str, worker_kind: str, workers) -> None:
                          f"or spawn")
 
 
-def default_worker_kind(loader: str, workers) -> str:
-    """The worker kind when none is given: processes where a DataLoader runs with workers (its
-    workers are processes, and ours then run as the same kind beside it), else threads."""
-    return "process" if loader != "ours" and any(workers) else "thread"
+PROCESS_MAX_SAMPLE = 1 << 20  # uncompressed samples up to this size get process workers by default
+
+
+def default_worker_kind(loader: str, workers, spec=None) -> str:
+    """The worker kind when none is given. Processes where a DataLoader runs with workers (its
+    workers are processes, and ours then run as the same kind beside it). For our loader, by
+    what was measured (docs/lab/2026-12-08-worker-kind.md): processes for uncompressed payloads
+    (TIFF without compression, raw) of up to PROCESS_MAX_SAMPLE bytes, whose per-sample Python
+    work holds the GIL; threads for encoded payloads (JPEG, PNG, WebP, compressed TIFF), whose
+    decoders let go of it, for larger samples (not measured: threads need no copy between
+    processes), and where the corpus's spec is not known (`spec` None: a corpus in S3)."""
+    if not any(workers):
+        return "thread"
+    if loader != "ours":
+        return "process"
+    if spec is not None and not spec.variable and spec.compression == "none" and spec.payload in ("tiff", "raw") \
+            and spec.pixel_bytes <= PROCESS_MAX_SAMPLE:
+        return "process"
+    return "thread"
 
 
 def open_torch_loader(reader, rc, dataset: str, workers: int, rank: int, pin_memory: bool):
