@@ -59,11 +59,14 @@ class Loader:
                 raise UsageError(f"the shards order needs a streaming layout; the {reader.layout} reader "
                                  f"is not one (supports_streaming is False)")
             order_opts = {"shards": reader.shards(), **order_opts}
-        reader.read_as_stream(shuffle == "shards")
+        if hasattr(reader, "read_as_stream"):  # a Reader's (a duck-typed one may lack it: nothing to turn on)
+            reader.read_as_stream(shuffle == "shards")
         sampler.epoch_order(len(reader) if shuffle == "shards" else 0, seed, 0, shuffle,
                             **order_opts)  # validates the mode and its options
         # processes are forked, or spawned for a reader whose library a fork breaks (Reader.process_kind)
-        worker_kind = reader.process_kind("fork" if worker_kind == "process" else worker_kind)
+        worker_kind = "fork" if worker_kind == "process" else worker_kind
+        if hasattr(reader, "process_kind"):
+            worker_kind = reader.process_kind(worker_kind)
         self.reader, self.batch_size, self.workers, self.worker_kind = reader, batch_size, workers, worker_kind
         self.shuffle, self.seed, self.prefetch, self.decode = shuffle, seed, prefetch, decode
         self.drop_last, self.rank, self.world, self.timing = drop_last, rank, world, timing
