@@ -139,7 +139,11 @@ def test_hit_ratio_and_amplification_add_up_against_the_device_counters(results,
             assert c.hit_ratio is not None and c.miss_page_bytes > 0, run.layout  # every layout is probed
             if not fits(corpus, run.layout):
                 continue
-            assert 0 <= c.hit_ratio < c.expected_hit_ratio + 0.05 <= 1.05  # hits can only come from what was resident
+            assert 0 <= c.hit_ratio and c.expected_hit_ratio <= 1.0
+            if not readers()[run.layout].read_unit:  # hits can only come from what was resident; a layout
+                # whose read unit several samples share (SQLite's leaf pages, advised whole before
+                # a part of a batch is queried) also hits on what it read for a neighbour this epoch
+                assert c.hit_ratio < c.expected_hit_ratio + 0.05, (run.layout, c.hit_ratio, c.expected_hit_ratio)
             fetched = e.payload_bytes - c.hit_bytes
             # the probe (cachestat before each read) against the OS's count of bytes read
             assert c.read_amplification == pytest.approx(e.read_bytes / fetched)
@@ -271,7 +275,7 @@ def test_every_capped_run_has_a_floor_measured_under_its_own_cap(results, corpus
         f = floors.get(run.reads)
         assert f is not None, run.layout
         assert (f.way, f.streams, f.depth) == ("extents-advise", 1, 8)
-        assert f.bytes >= SPEC.count * 196_800 and f.reads >= SPEC.count and f.seconds > 0
+        assert f.bytes >= SPEC.count * SPEC.pixel_bytes and f.reads >= SPEC.count and f.seconds > 0  # zarr: pixels
         s = summarize(run, results.floors, results.corpus)
         assert s["floor_way"] == "extents-advise 1x8" and s["floor_mb_per_s"] == pytest.approx(f.mb_per_s)
         assert s["floor_ratio"] is not None
