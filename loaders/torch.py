@@ -525,6 +525,7 @@ class DataLoaderPipeline:
         if workers and worker_kind not in CONTEXTS:
             raise UsageError(f"DataLoader workers are processes: worker_kind must be one of {', '.join(CONTEXTS)}, "
                              f"got {worker_kind!r}")
+        worker_kind = reader.process_kind(CONTEXTS[worker_kind])  # spawned where the reader's library breaks on fork
         self.reader, self.dataset, self.workers = reader, dataset, workers
         kw = dict(num_workers=workers, pin_memory=pin_memory)
         if workers:

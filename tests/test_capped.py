@@ -86,9 +86,10 @@ def capped_runs(res):
 def held(corpus) -> list[str]:
     """The layouts a capped run takes under SIZE: those whose read unit fits it (bench run refuses
     the others by name: Parquet's ~8 MB row group here; tests/test_suite_plan.py holds that)."""
-    from bench.probe.regimes import oversized_units
+    from bench.probe.regimes import not_fork_safe, oversized_units
 
     refused = {name for name, _ in oversized_units(corpus, probed_layouts(), SIZE)}
+    refused |= set(not_fork_safe(probed_layouts()))  # refused too: the capped child is forked (pylance)
     return [name for name in probed_layouts() if name not in refused]
 
 

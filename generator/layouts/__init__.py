@@ -291,3 +291,9 @@ register(Layout("tar", "WebDataset tar shards, tar/shard-NNNNNN.tar: members <ke
 register(Layout("tfrecord", "TFRecord shards of tf.train.Example, tfrecord/shard-NNNNNN.tfrecord, a .tfindex per shard",
                 "generator.layouts.tfrecord:TFRecordWriter", "loaders.tfrecord:TFRecordReader",
                 libraries=("crc32c",), extra="records", extra_versions="loaders.tfrecord:library_versions"))
+register(Layout("lance", "one Lance dataset, corpus.lance/, written by pylance: payload and label columns, fragments of ~256 MiB",
+                "generator.layouts.lance:LanceWriter", "loaders.lance:LanceReader", libraries=("lance", "pyarrow"),
+                extra="lance"))
+register(Layout("litdata", "LitData optimized chunks, litdata/chunk-0-K.bin + index.json, written by litdata's BinaryWriter: items (payload, label) in ~64 MiB chunks",
+                "generator.layouts.litdata:LitDataWriter", "loaders.litdata:LitDataReader", libraries=("litdata",),
+                extra="litdata"))

@@ -15,6 +15,8 @@ every-index-once as ours.
     parquet   pyarrow.parquet (arrowpq)          ParquetFile per worker; the sample's row group read (the last kept)
     sqlite    sqlite3 (sqlrows)                  a read-only connection per worker; SELECT per sample
     zarr      zarr-python (zarrarray)            the group opened per worker; array[i] per sample
+    lance     pylance (lancetorch)               lance.torch's SafeLanceDataset, spawned workers; one take per batch
+    litdata   litdata (litstream)                StreamingDataset(shuffle) + StreamingDataLoader; LitData's own order
 
 This module only names them (no library is imported here): `contender(layout)`, and each entry's
 `missing()`, one line naming what installs the library, or None. The modules import torch and
@@ -79,6 +81,14 @@ CONTENDERS = {c.layout: c for c in (
               "sqlite3.connect('file:...?mode=ro') per worker; SELECT label, payload WHERE idx = ? per sample"),
     Contender("zarr", "zarr-python", ("zarr",), f"{_E}.zarrarray:ZarrSource",
               "zarr.open_group(mode='r') per worker; images[i] (or payload[i]) per sample"),
+    Contender("lance", "pylance (lance.torch SafeLanceDataset)", ("lance", "lance.torch.data"),
+              f"{_E}.lancetorch:LanceSource",
+              "lance.torch.data.SafeLanceDataset, one take(indices) per batch (__getitems__); DataLoader with "
+              "get_safe_loader's settings: spawn context, persistent workers"),
+    Contender("litdata", "litdata", ("litdata",), f"{_E}.litstream:LitDataSource",
+              "litdata.StreamingDataset(litdata/, shuffle=True, seed) + StreamingDataLoader(batch_size, num_workers, "
+              "persistent_workers); "
+              "items decoded by our codec in __getitem__"),
 )}
 
 
