@@ -63,6 +63,7 @@ def _on_term(signum, frame):
     raise SystemExit(128 + signum)  # unwinds through the finally that removes the group
 
 
+ADVICE_SHARE = 8  # a capped run's readers advise at most SIZE / 8 ahead of their reads
 CACHE_SLACK = 1.1  # an epoch whose layout has more than 1.1 x its room resident (Capped.room) is marked not capped
 
 
@@ -333,6 +334,7 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
         own = _own_memory(group, epoch_anon, paths)
         limit = _set_limit(group, own, size, paths, ctx.cfg.evict, spec.name)
         out.write(json.dumps({"cap": {"own_bytes": own, "limit": limit, "evict_method": state.method}}) + "\n")
+
         def relimit(least: int, median: int, most: int) -> int:
             # own memory as the epoch just ended used it (_own_for_limit), for the next one
             now = _own_for_limit(median, most, size)
@@ -359,9 +361,6 @@ def _child(ctx, spec: RunSpec, repeat: int, size: int, group, out) -> None:
         if loader is not None:  # run_epochs closes the loader it was given; this one only if it never ran
             loader.close()
         counter.close()
-
-
-ADVICE_SHARE = 8  # a capped run's readers advise at most SIZE / 8 ahead of their reads
 
 
 def _own_for_limit(median: int, most: int, size: int) -> int:
