@@ -422,7 +422,8 @@ class Generation:
         except ResourceError as limit:
             return ResourceError(f"writing {self.current} in {self.root}: {limit}; the rerun of the same command "
                                  f"resumes")
-        if exc.errno == errno.ENOSPC:
+        # a library that wraps the OS's error in its own (pylance: an OSError with no errno) says it in words
+        if exc.errno == errno.ENOSPC or (exc.errno is None and os.strerror(errno.ENOSPC) in str(exc)):
             what = f"disk full while writing {self.current} in {self.root}; free space"
         else:
             what = (f"writing {self.current} in {self.root} failed: {exc.strerror or exc}"
