@@ -41,6 +41,7 @@ LAYOUTS = layout_ids(available=True)  # registered and installed: what the gener
 STORES_SPEC = tuple(n for n in LAYOUTS if get_layout(n).reader_class().stores_spec)
 # the record layouts keep each sample's label in its record, and list their samples in shard indexes
 RECORDS = tuple(n for n in ("tar", "tfrecord") if n in LAYOUTS)
+LABELLED = tuple(n for n in ("tar", "tfrecord", "litdata") if n in LAYOUTS)  # each sample stored with its label
 Result = namedtuple("Result", "code out err")
 
 
@@ -221,7 +222,7 @@ EDITS = {
     "size changed (variable sizes)": ("deflate", lambda d: d["samples"]["size"].__setitem__(3, d["samples"]["size"][3] - 1),
                                       "MISMATCH manifest sample 3", LAYOUTS),
     "label changed": ("gray8", lambda d: d["samples"]["label"].__setitem__(3, (d["samples"]["label"][3] + 1) % 5),
-                      "MISMATCH manifest sample 3", ("files", *RECORDS)),
+                      "MISMATCH manifest sample 3", ("files", *LABELLED)),
     "count lowered": ("gray8", lambda d: (_spec(d, count=36), _samples(d, crc32=lambda v: v[:-1], size=lambda v: v[:-1],
                                                                        label=lambda v: v[:-1])),
                       "not a sample of this corpus (the manifest lists 36 samples)", (*STORES_SPEC, *RECORDS)),

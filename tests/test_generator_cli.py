@@ -154,7 +154,7 @@ def test_too_small_a_disk_is_refused_before_writing(cli, tmp_path, monkeypatch):
     assert cli(*tiny(tmp_path / "c", "--layouts", "files")).code == 0
     monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=60_000))
     one_line_error(cli(*tiny(tmp_path / "c")), f"the layouts {','.join(n for n in INSTALLED if n != 'files')} need about")
-    monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=3_000_000))
+    monkeypatch.setattr(generator.build.shutil, "disk_usage", lambda p: usage._replace(free=10_000_000))
     assert cli(*tiny(tmp_path / "c")).code == 0
 
 
