@@ -248,7 +248,7 @@ class LitDataReader(Reader):
                 raise SampleError(self.layout, idx[k], self.where(idx[k]),
                                   f"truncated: {chunk.path.name} ends at byte {chunk.size:,}, before the item's "
                                   f"end at {int(ends[np.flatnonzero(~inside)[0]]):,}")
-            if self._random:  # by pread, not faulted in through the map (loaders/records.py, Records._head)
+            if self._random:  # by pread, not faulted in through the map (loaders/records.py, ShardedReader._head)
                 heads = np.frombuffer(b"".join(os.pread(chunk.fd, ITEM_HEADER, a - ITEM_HEADER)
                                                for a in starts.tolist()), "<u4").reshape(-1, ITEM_HEADER // 4)
             else:
