@@ -202,3 +202,21 @@ def test_staged_layouts_are_counted_said_and_removed(s3env, tmp_path, monkeypatc
         for e in run.epochs:
             assert e.indices_ok and e.s3.gets == 0 and e.s3.staged_bytes > 0 and e.s3.staged_s > 0
     assert not any(stage.iterdir())  # nothing left behind
+
+
+def test_hdf5_of_a_chunked_payload_round_trips_through_h5py_over_s3(s3env, s3_server, corpus):
+    """Encoded payloads of varying size sit in a chunked dataset, which HDF5 over S3 reads through h5py."""
+    from generator.objectstore.store import S3Config, Store
+    from generator.objectstore.transfer import upload
+
+    local = corpus("varjpeg")
+    url = f"s3://{S3_BUCKET}/varjpeg"
+    upload(local, url, quiet=True, store=Store(url, S3Config.from_env(s3_server.env())))
+    remote, near = _pair(url, local, "hdf5")
+    try:
+        idx = list(range(len(near)))[::-1]
+        assert [bytes(p) for p in remote.read_many(idx)] == [bytes(p) for p in near.read_many(idx)]
+        assert remote._file is not None  # through h5py
+    finally:
+        remote.close()
+        near.close()

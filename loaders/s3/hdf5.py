@@ -36,6 +36,12 @@ class S3HDF5Reader(S3Reader):
     def data_name(self) -> str:
         return self.prefix  # the layout's path is the file's name (corpus.h5)
 
+    def _chunked_table(self, dset, starts, ends, inside):
+        """A chunked payload (the generator's JPEG and PNG corpora) is read through h5py here: the
+        local reader's in-place table may put a sample in pieces, which ranged GETs of one span
+        per sample cannot read."""
+        return None
+
     def where(self, index: int) -> str:
         what = f"/images[{index}]" if self.spec.payload == "raw" else f"/payload (sample {index})"
         return f"{self.object_url(self.data_name())}:{what}"
